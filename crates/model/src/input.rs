@@ -1,0 +1,195 @@
+//! Ordered inputs: everything that reaches the router, in the order the MDS assigned.
+
+use crate::config::ConfigChange;
+use crate::domain::AgentState;
+use crate::ids::*;
+use serde::{Deserialize, Serialize};
+
+/// The most call variables a route request carries (ICM: Call.PeripheralVariable1..10).
+pub const CALL_VARIABLES_MAX: usize = 10;
+/// The longest call variable, in bytes (ICM: 40 characters).
+pub const CALL_VARIABLE_BYTES_MAX: usize = 40;
+/// The longest dialed number, ANI or caller-entered digits string, in bytes.
+pub const DIGITS_BYTES_MAX: usize = 40;
+
+/// An input with its place in the ordered stream's time. `time_ms` is ordered time: milliseconds
+/// since the Unix epoch as stamped by the enabled synchronizer, never a local clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderedInput {
+    pub time_ms: u64,
+    pub input: Input,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// Moves ordered time on when nothing else arrives; drives timers, To5 steps and intervals.
+    TimeTick,
+    /// A configuration change, applied whole or rejected whole.
+    ConfigChange(ConfigChange),
+    PeripheralOnline {
+        peripheral: PeripheralId,
+    },
+    PeripheralOffline {
+        peripheral: PeripheralId,
+    },
+    /// The agent logs on in `state` (Ready or NotReady).
+    AgentLogin {
+        agent: AgentId,
+        state: AgentState,
+        reason_code: u16,
+    },
+    AgentLogout {
+        agent: AgentId,
+        reason_code: u16,
+    },
+    /// A state change that is not part of a routed call: NotReady (with reason), Ready, WorkReady,
+    /// WorkNotReady, TalkingOut, TalkingOther or BusyOther.
+    AgentStateChange {
+        agent: AgentId,
+        state: AgentState,
+        reason_code: u16,
+    },
+    /// A call arrives at a peripheral, queued there for `skill_group` when one is known.
+    CallArrived {
+        call: PeripheralCallKey,
+        skill_group: Option<SkillGroupId>,
+        call_type: Option<CallTypeId>,
+        service: Option<ServiceId>,
+        /// Set when the router routed this call (pre-route or post-route).
+        router_call_key: Option<RouterCallKey>,
+    },
+    /// The call rings at an agent, for `skill_group` (default: the call's skill group).
+    CallOffered {
+        call: PeripheralCallKey,
+        agent: AgentId,
+        skill_group: Option<SkillGroupId>,
+    },
+    CallAnswered {
+        call: PeripheralCallKey,
+    },
+    CallHeld {
+        call: PeripheralCallKey,
+    },
+    CallRetrieved {
+        call: PeripheralCallKey,
+    },
+    /// The agent transfers the call to `skill_group`; the agent's leg ends, the call waits there.
+    CallTransferred {
+        call: PeripheralCallKey,
+        skill_group: SkillGroupId,
+        after_call: AfterCall,
+    },
+    /// The answered call ends; the agent moves on to `after_call`.
+    CallEnded {
+        call: PeripheralCallKey,
+        after_call: AfterCall,
+    },
+    /// The caller hangs up before an agent answered.
+    CallAbandoned {
+        call: PeripheralCallKey,
+    },
+    RouteRequest(RouteRequest),
+    /// The routing client gave up on a request (its own timeout) or the caller hung up while the
+    /// router held the call; any agent reserved for it is released.
+    RouteRequestEnded {
+        key: RouteRequestKey,
+        reason: RouteEndReason,
+    },
+}
+
+/// Where an agent goes when a call leg ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AfterCall {
+    Ready,
+    NotReady,
+    /// Wrap-up, then Ready. The call counts as handled when the wrap-up ends.
+    WorkReady,
+    /// Wrap-up, then NotReady.
+    WorkNotReady,
+}
+
+impl AfterCall {
+    pub fn state(self) -> AgentState {
+        match self {
+            AfterCall::Ready => AgentState::Ready,
+            AfterCall::NotReady => AgentState::NotReady,
+            AfterCall::WorkReady => AgentState::WorkReady,
+            AfterCall::WorkNotReady => AgentState::WorkNotReady,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouteEndReason {
+    ClientTimeout,
+    CallerAbandoned,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRequest {
+    pub key: RouteRequestKey,
+    pub dialed_number: String,
+    pub ani: String,
+    pub caller_entered_digits: String,
+    /// Call variables 1..10, in order; absent trailing ones may be omitted.
+    pub call_variables: Vec<String>,
+}
+
+impl RouteRequest {
+    /// Checks the request's own limits; the router rejects a request that fails them.
+    pub fn check(&self) -> Result<(), String> {
+        for (what, s) in [
+            ("dialed number", &self.dialed_number),
+            ("ANI", &self.ani),
+            ("caller-entered digits", &self.caller_entered_digits),
+        ] {
+            if s.len() > DIGITS_BYTES_MAX {
+                return Err(format!(
+                    "{what} of {} bytes exceeds {DIGITS_BYTES_MAX}",
+                    s.len()
+                ));
+            }
+        }
+        if self.call_variables.len() > CALL_VARIABLES_MAX {
+            return Err(format!(
+                "{} call variables exceed {CALL_VARIABLES_MAX}",
+                self.call_variables.len()
+            ));
+        }
+        if let Some(v) = self
+            .call_variables
+            .iter()
+            .find(|v| v.len() > CALL_VARIABLE_BYTES_MAX)
+        {
+            return Err(format!(
+                "a call variable of {} bytes exceeds {CALL_VARIABLE_BYTES_MAX}",
+                v.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Input {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Input::TimeTick => "TimeTick",
+            Input::ConfigChange(_) => "ConfigChange",
+            Input::PeripheralOnline { .. } => "PeripheralOnline",
+            Input::PeripheralOffline { .. } => "PeripheralOffline",
+            Input::AgentLogin { .. } => "AgentLogin",
+            Input::AgentLogout { .. } => "AgentLogout",
+            Input::AgentStateChange { .. } => "AgentStateChange",
+            Input::CallArrived { .. } => "CallArrived",
+            Input::CallOffered { .. } => "CallOffered",
+            Input::CallAnswered { .. } => "CallAnswered",
+            Input::CallHeld { .. } => "CallHeld",
+            Input::CallRetrieved { .. } => "CallRetrieved",
+            Input::CallTransferred { .. } => "CallTransferred",
+            Input::CallEnded { .. } => "CallEnded",
+            Input::CallAbandoned { .. } => "CallAbandoned",
+            Input::RouteRequest(_) => "RouteRequest",
+            Input::RouteRequestEnded { .. } => "RouteRequestEnded",
+        }
+    }
+}
