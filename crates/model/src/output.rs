@@ -30,7 +30,11 @@ pub enum Output {
         pg: PgId,
         peripheral: PeripheralId,
         agent: AgentId,
+        /// The skill group the router chose the agent for; the call is offered there.
+        skill_group: SkillGroupId,
         router_call_key: RouterCallKey,
+        /// The request the call belongs to.
+        key: RouteRequestKey,
     },
     /// Cancels an earlier reservation (the client timed out, the caller hung up, or the call
     /// never arrived).
