@@ -263,6 +263,36 @@ impl<T: Encode + FixedLen + Default> FixedLen for Option<T> {
     const LEN: usize = 1 + T::LEN;
 }
 
+/// An optional variable-length value: a tag byte, then the value when present. (`Option<T>` is
+/// reserved for fixed-width values, whose absent form is padded to the same length.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Nullable<T>(pub Option<T>);
+
+impl<T: Encode> Encode for Nullable<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match &self.0 {
+            Some(value) => {
+                out.push(1);
+                value.encode(out);
+            }
+            None => out.push(0),
+        }
+    }
+    fn encoded_len(&self) -> usize {
+        1 + self.0.as_ref().map_or(0, Encode::encoded_len)
+    }
+    fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match reader.take_array::<1>()?[0] {
+            0 => Ok(Nullable(None)),
+            1 => Ok(Nullable(Some(T::decode(reader)?))),
+            tag => Err(DecodeError::InvalidTag {
+                type_name: "Nullable",
+                tag: tag as u32,
+            }),
+        }
+    }
+}
+
 impl<T: Encode + FixedLen + Default + Copy, const N: usize> Encode for [T; N] {
     fn encode(&self, out: &mut Vec<u8>) {
         for item in self {

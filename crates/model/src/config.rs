@@ -740,3 +740,73 @@ impl Encode for LabelTarget {
 impl crate::codec::FixedLen for LabelTarget {
     const LEN: usize = 5;
 }
+
+impl Default for ObjectRef {
+    fn default() -> Self {
+        ObjectRef::Pg(PgId(0))
+    }
+}
+
+/// An object reference is a table tag and two ids (the second is zero for single-id keys), so it
+/// has a fixed length.
+impl Encode for ObjectRef {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let (tag, a, b): (u8, u32, u32) = match *self {
+            ObjectRef::Pg(id) => (0, id.0, 0),
+            ObjectRef::Peripheral(id) => (1, id.0, 0),
+            ObjectRef::RoutingClient(id) => (2, id.0, 0),
+            ObjectRef::Agent(id) => (3, id.0, 0),
+            ObjectRef::SkillGroup(id) => (4, id.0, 0),
+            ObjectRef::SkillGroupMember(a, s) => (5, a.0, s.0),
+            ObjectRef::Service(id) => (6, id.0, 0),
+            ObjectRef::ServiceMember(s, g) => (7, s.0, g.0),
+            ObjectRef::CallType(id) => (8, id.0, 0),
+            ObjectRef::DialedNumber(id) => (9, id.0, 0),
+            ObjectRef::Script(id) => (10, id.0, 0),
+            ObjectRef::CallTypeMap(c, s) => (11, c.0, s.0),
+            ObjectRef::Label(id) => (12, id.0, 0),
+        };
+        out.push(tag);
+        a.encode(out);
+        b.encode(out);
+    }
+    fn encoded_len(&self) -> usize {
+        9
+    }
+    fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let tag = u8::decode(reader)?;
+        let a = u32::decode(reader)?;
+        let b = u32::decode(reader)?;
+        let single = |r: ObjectRef| {
+            if b == 0 {
+                Ok(r)
+            } else {
+                Err(DecodeError::Invalid(
+                    "non-zero second id in a single-id reference",
+                ))
+            }
+        };
+        match tag {
+            0 => single(ObjectRef::Pg(PgId(a))),
+            1 => single(ObjectRef::Peripheral(PeripheralId(a))),
+            2 => single(ObjectRef::RoutingClient(RoutingClientId(a))),
+            3 => single(ObjectRef::Agent(AgentId(a))),
+            4 => single(ObjectRef::SkillGroup(SkillGroupId(a))),
+            5 => Ok(ObjectRef::SkillGroupMember(AgentId(a), SkillGroupId(b))),
+            6 => single(ObjectRef::Service(ServiceId(a))),
+            7 => Ok(ObjectRef::ServiceMember(ServiceId(a), SkillGroupId(b))),
+            8 => single(ObjectRef::CallType(CallTypeId(a))),
+            9 => single(ObjectRef::DialedNumber(DialedNumberId(a))),
+            10 => single(ObjectRef::Script(ScriptId(a))),
+            11 => Ok(ObjectRef::CallTypeMap(CallTypeId(a), ScriptId(b))),
+            12 => single(ObjectRef::Label(LabelId(a))),
+            tag => Err(DecodeError::InvalidTag {
+                type_name: "ObjectRef",
+                tag: tag as u32,
+            }),
+        }
+    }
+}
+impl crate::codec::FixedLen for ObjectRef {
+    const LEN: usize = 9;
+}

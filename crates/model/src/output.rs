@@ -67,19 +67,35 @@ pub struct RouteAnswer {
     pub target: Option<LabelTarget>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
 pub enum AnswerKind {
     /// A label chosen by the script (Label node, or an agent/skill group target).
+    Label = 0,
+    Divert = 1,
+    Busy = 2,
+    Ring = 3,
+    /// The dialed number's (or routing client's) default label.
+    #[default]
+    Default = 4,
+    /// Interim answer: the call is held in the router queue (at a VRU); a DeliverQueuedCall
+    /// follows.
+    Queued = 5,
+}
+crate::encode_unit_enum!(AnswerKind {
     Label,
     Divert,
     Busy,
     Ring,
-    /// The dialed number's (or routing client's) default label.
     Default,
-    /// Interim answer: the call is held in the router queue (at a VRU); a DeliverQueuedCall
-    /// follows.
-    Queued,
-}
+    Queued
+});
+crate::encode_struct!(RouteAnswer {
+    kind,
+    label,
+    label_id,
+    target
+});
 
 impl AnswerKind {
     pub fn from_label_kind(kind: LabelKind) -> AnswerKind {

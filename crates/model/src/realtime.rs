@@ -9,7 +9,8 @@
 //! - A call *arrives* for a skill group or call type when it is queued or offered there.
 //! - A *short call* is one abandoned within `abandon_short_call_threshold_s` of arriving: it
 //!   counts as neither offered nor abandoned.
-//! - A call is *offered* when it arrives (it is taken back out if it turns out short).
+//! - A call counts as *offered* once its outcome there is known: when it is answered or abandoned
+//!   (short calls never count). Calls still waiting show in the Now counts (CallsQNow).
 //! - A call enters the service-level calculation when it is answered or abandoned (short calls
 //!   never do): `service_level_calls_offered` counts those; `service_level_calls` those answered
 //!   within the threshold; `service_level_abandoned` those abandoned within the threshold.

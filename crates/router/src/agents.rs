@@ -1,0 +1,296 @@
+//! Agent events: login, logout, state changes, and the bookkeeping every state change implies
+//! (per-skill-group state counts, the availability index, Agent_Skill_Group_Real_Time states).
+//!
+//! The cost of a state change is proportional to the agent's skill groups (bounded by
+//! `SKILL_GROUPS_PER_AGENT_MAX`), never to the number of agents.
+
+use crate::rows::AgentRow;
+use crate::{reject, Applied, Ctx, Router};
+use std::sync::Arc;
+use tandem_model::domain::AgentState;
+use tandem_model::ids::*;
+use tandem_model::output::Output;
+
+impl Router {
+    pub(crate) fn peripheral_online(
+        &mut self,
+        ctx: &mut Ctx,
+        peripheral: PeripheralId,
+        online: bool,
+    ) -> Applied {
+        let now = ctx.now_ms;
+        let changed = self.state.peripheral_rt.update(&peripheral, |row| {
+            let changed = row.online != online;
+            if changed {
+                row.online = online;
+                row.online_since_ms = now;
+            }
+            changed
+        });
+        match changed {
+            None => reject(format!("unknown peripheral {peripheral}")),
+            // Repeats are harmless (a PG re-reports on reconnect).
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub(crate) fn agent_login(
+        &mut self,
+        ctx: &mut Ctx,
+        agent: AgentId,
+        state: AgentState,
+        reason_code: u16,
+    ) -> Applied {
+        let row = self.agent_row(agent)?;
+        if row.state != AgentState::LoggedOff {
+            return reject(format!(
+                "agent {agent} is already logged on ({})",
+                row.state.name()
+            ));
+        }
+        if !matches!(state, AgentState::Ready | AgentState::NotReady) {
+            return reject(format!(
+                "agent {agent} cannot log on in state {}",
+                state.name()
+            ));
+        }
+        let mut new = row;
+        new.logged_on_since_ms = ctx.now_ms;
+        self.set_agent_state(ctx, agent, row, new, state, reason_code, None);
+        Ok(())
+    }
+
+    pub(crate) fn agent_logout(
+        &mut self,
+        ctx: &mut Ctx,
+        agent: AgentId,
+        reason_code: u16,
+    ) -> Applied {
+        let row = self.agent_row(agent)?;
+        if row.state == AgentState::LoggedOff {
+            return reject(format!("agent {agent} is not logged on"));
+        }
+        self.leave_call_states(ctx, agent, row, AgentState::LoggedOff)?;
+        let row = self.agent_row(agent)?;
+        self.set_agent_state(
+            ctx,
+            agent,
+            row,
+            row,
+            AgentState::LoggedOff,
+            reason_code,
+            None,
+        );
+        Ok(())
+    }
+
+    pub(crate) fn agent_state_change(
+        &mut self,
+        ctx: &mut Ctx,
+        agent: AgentId,
+        state: AgentState,
+        reason_code: u16,
+    ) -> Applied {
+        let row = self.agent_row(agent)?;
+        if row.state == AgentState::LoggedOff {
+            return reject(format!("agent {agent} is not logged on"));
+        }
+        let allowed = matches!(
+            state,
+            AgentState::NotReady
+                | AgentState::Ready
+                | AgentState::WorkReady
+                | AgentState::WorkNotReady
+                | AgentState::TalkingOut
+                | AgentState::TalkingOther
+                | AgentState::BusyOther
+        );
+        if !allowed {
+            return reject(format!(
+                "agent {agent}: {} is reached through call events, not a state change",
+                state.name()
+            ));
+        }
+        // A PG that does not know of the router's reservation may report Ready again: no change.
+        if row.reserved_for.is_some() && state == AgentState::Ready {
+            return Ok(());
+        }
+        // Switching between the two wrap-up states keeps the wrap-up going.
+        let in_wrap_up = matches!(row.state, AgentState::WorkReady | AgentState::WorkNotReady);
+        if in_wrap_up && matches!(state, AgentState::WorkReady | AgentState::WorkNotReady) {
+            let new = row;
+            self.set_agent_state(
+                ctx,
+                agent,
+                row,
+                new,
+                state,
+                reason_code,
+                row.active_skill_group,
+            );
+            return Ok(());
+        }
+        self.leave_call_states(ctx, agent, row, state)?;
+        let row = self.agent_row(agent)?;
+        self.set_agent_state(ctx, agent, row, row, state, reason_code, None);
+        Ok(())
+    }
+
+    /// Before an agent moves to `next` by its own event: refuses if it has a live call, finishes
+    /// a wrap-up (the call counts as handled now), and releases a router reservation.
+    fn leave_call_states(
+        &mut self,
+        ctx: &mut Ctx,
+        agent: AgentId,
+        row: AgentRow,
+        next: AgentState,
+    ) -> Applied {
+        if let Some(call) = row.call {
+            let phase = self.state.calls.get(&call).map(|c| c.phase);
+            match phase {
+                Some(crate::rows::CallPhase::WrapUp) => self.finish_wrap_up(ctx, call),
+                Some(phase) => {
+                    return reject(format!(
+                        "agent {agent} cannot go {} with call {}/{} {:?}",
+                        next.name(),
+                        call.peripheral,
+                        call.call_id,
+                        phase
+                    ))
+                }
+                None => {}
+            }
+        }
+        if let Some(router_call_key) = row.reserved_for {
+            self.release_reservation(ctx, agent, router_call_key);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn agent_row(&self, agent: AgentId) -> Result<AgentRow, crate::Rejection> {
+        match self.state.agent_rt.get(&agent) {
+            Some(row) => Ok(*row),
+            None => reject(format!("unknown agent {agent}")),
+        }
+    }
+
+    /// Releases the router's reservation of `agent` for `router_call_key`: the agent is available
+    /// again and its PG is told.
+    pub(crate) fn release_reservation(
+        &mut self,
+        ctx: &mut Ctx,
+        agent: AgentId,
+        router_call_key: RouterCallKey,
+    ) {
+        let Ok(row) = self.agent_row(agent) else {
+            return;
+        };
+        if row.reserved_for != Some(router_call_key) {
+            return;
+        }
+        let mut new = row;
+        new.reserved_for = None;
+        let state = if row.state == AgentState::Reserved && row.call.is_none() {
+            AgentState::Ready
+        } else {
+            row.state
+        };
+        let active = if state == AgentState::Ready {
+            None
+        } else {
+            row.active_skill_group
+        };
+        if let Some(pg) = self.state.peripherals.get(&row.peripheral).map(|p| p.pg) {
+            ctx.out.push(Output::ReleaseAgent {
+                pg,
+                peripheral: row.peripheral,
+                agent,
+                router_call_key,
+            });
+        }
+        self.set_agent_state(ctx, agent, row, new, state, row.reason_code, active);
+    }
+
+    /// Moves an agent from `old` to `new` with `state`: the one place where agent states change.
+    /// `new` carries any other field changes the caller made (call, reservation, ...).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn set_agent_state(
+        &mut self,
+        ctx: &mut Ctx,
+        agent: AgentId,
+        old: AgentRow,
+        mut new: AgentRow,
+        state: AgentState,
+        reason_code: u16,
+        active_skill_group: Option<SkillGroupId>,
+    ) {
+        new.state = state;
+        new.reason_code = reason_code;
+        new.active_skill_group = if state.is_call_specific() {
+            active_skill_group
+        } else {
+            None
+        };
+        if old.state != state {
+            new.state_since_ms = ctx.now_ms;
+        }
+        if state == AgentState::LoggedOff {
+            new.call = None;
+            new.reserved_for = None;
+        }
+
+        // Per-skill-group views of the state, counts and the availability index. The member list
+        // is collected first because the loop mutates other tables.
+        let mut groups: Vec<SkillGroupId> = Vec::with_capacity(8);
+        groups.extend(self.state.skill_groups_of(agent));
+        for group in groups {
+            let before = old.state_in(group);
+            let after = new.state_in(group);
+            if before == after {
+                continue;
+            }
+            if before == AgentState::Ready {
+                self.state
+                    .available
+                    .remove(&(group, old.state_since_ms, agent));
+            }
+            if after == AgentState::Ready {
+                self.state
+                    .available
+                    .insert((group, new.state_since_ms, agent), ());
+            }
+            self.state.skill_group_rt.update(&group, |row| {
+                let row = Arc::make_mut(row);
+                if before != AgentState::LoggedOff {
+                    row.state_counts[before as usize] -= 1;
+                }
+                if after != AgentState::LoggedOff {
+                    row.state_counts[after as usize] += 1;
+                }
+            });
+            self.state
+                .agent_skill_group_rt
+                .update(&(agent, group), |row| row.state = after);
+        }
+
+        let scalars = &mut self.state.scalars;
+        if old.state != state {
+            scalars.agent_state_counts[old.state as usize] -= 1;
+            scalars.agent_state_counts[state as usize] += 1;
+            if old.state.is_logged_on() != state.is_logged_on() {
+                self.state.peripheral_rt.update(&old.peripheral, |row| {
+                    if state.is_logged_on() {
+                        row.agents_logged_on += 1;
+                    } else {
+                        row.agents_logged_on -= 1;
+                    }
+                });
+            }
+        }
+        self.state.agent_rt.insert(agent, new);
+
+        if state == AgentState::Ready && new.reserved_for.is_none() {
+            self.dispatch_queued_call(ctx, agent);
+        }
+    }
+}

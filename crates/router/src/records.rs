@@ -1,0 +1,399 @@
+//! State records: the router's whole state as a versioned stream of framed, checksummed records.
+//!
+//! ```text
+//! record  = payload_len: u32 | kind: u8 | payload | checksum: u64 (xxh3-64 of kind and payload)
+//! stream  = Header, Scalars, TableChunk*, End
+//! Header  = magic "TNDMRTR1" | format version: u16 | last sequence number: u64
+//! Chunk   = table id: u16 | row count: u32 | (key, value) * row count   (at most ROWS_PER_RECORD)
+//! End     = total rows: u64
+//! ```
+//!
+//! Tables appear in a fixed order, rows in key order, so the stream is canonical: equal states
+//! give equal bytes, and the digest (xxh3-128 of the stream) compares states. Because every row's
+//! length is known, [`state_size`] is exact without encoding anything.
+//!
+//! Import checks every frame, the order of tables and keys, and then every relationship between
+//! objects ([`crate::views::check_invariants`]); any failure leaves nothing behind.
+
+use crate::state::{Scalars, State};
+use crate::table::Table;
+use tandem_model::codec::{DecodeError, Encode, Reader};
+use thiserror::Error;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+/// The version of the state-record format. A receiver refuses any other version.
+pub const STATE_FORMAT_VERSION: u16 = 1;
+pub const MAGIC: &[u8; 8] = b"TNDMRTR1";
+/// The most rows in one table chunk record.
+pub const ROWS_PER_RECORD: usize = 512;
+/// The largest payload a record may declare; a larger length is corrupt.
+pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Length prefix, kind byte and checksum.
+pub const RECORD_OVERHEAD_BYTES: u64 = 4 + 1 + 8;
+const CHUNK_HEADER_BYTES: u64 = 2 + 4;
+const HEADER_PAYLOAD_BYTES: u64 = 8 + 2 + 8;
+const END_PAYLOAD_BYTES: u64 = 8;
+
+const KIND_HEADER: u8 = 1;
+const KIND_SCALARS: u8 = 2;
+const KIND_CHUNK: u8 = 3;
+const KIND_END: u8 = 4;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ImportError {
+    #[error("record {index}: {source}")]
+    Decode { index: usize, source: DecodeError },
+    #[error("record {index}: checksum mismatch")]
+    Checksum { index: usize },
+    #[error("record {index}: payload of {len} bytes exceeds the limit of {RECORD_BYTES_MAX}")]
+    RecordTooLarge { index: usize, len: usize },
+    #[error("not a router state stream (bad magic)")]
+    BadMagic,
+    #[error("state format version {found} is not supported (this build reads version {expected})")]
+    Version { found: u16, expected: u16 },
+    #[error("record {index}: unexpected record kind {kind}")]
+    UnexpectedKind { index: usize, kind: u8 },
+    #[error("record {index}: unknown table {table}")]
+    UnknownTable { index: usize, table: u16 },
+    #[error("table {table}: tables out of order or repeated")]
+    TableOrder { table: u16 },
+    #[error("table {table}: keys out of order at row {row}")]
+    KeyOrder { table: u16, row: usize },
+    #[error("the stream ended before its End record")]
+    Truncated,
+    #[error("{trailing} bytes after the End record")]
+    Trailing { trailing: usize },
+    #[error("End record counts {declared} rows, the stream held {found}")]
+    RowCount { declared: u64, found: u64 },
+    #[error("relationship broken: {0}")]
+    Invariant(String),
+}
+
+/// Calls `$m!` with every table of [`State`]: its id in the stream and its field name. The order
+/// is the stream's order; a new table gets the next id at the end.
+macro_rules! for_each_table {
+    ($m:ident, $($args:tt)*) => {
+        $m!($($args)*;
+            1 pgs, 2 peripherals, 3 routing_clients, 4 agents, 5 skill_groups, 6 services,
+            7 service_members, 8 call_types, 9 dialed_numbers, 10 dialed_number_index, 11 scripts,
+            12 call_type_maps, 13 labels, 14 label_index, 15 reference_counts, 16 agent_rt,
+            17 agent_skill_group_rt, 18 skill_group_rt, 19 call_type_rt, 20 service_rt,
+            21 peripheral_rt, 22 available, 23 calls, 24 router_calls, 25 requests, 26 queue,
+            27 timers, 28 node_state
+        )
+    };
+}
+
+fn table_size<K: Ord + Clone + Encode, V: Clone + Encode>(table: &Table<K, V>) -> u64 {
+    let chunks = table.len().div_ceil(ROWS_PER_RECORD) as u64;
+    table.bytes() + chunks * (RECORD_OVERHEAD_BYTES + CHUNK_HEADER_BYTES)
+}
+
+/// The exact length of [`export`]'s output, computed from the tables' byte counts in O(tables).
+pub fn state_size(state: &State) -> u64 {
+    let mut size = RECORD_OVERHEAD_BYTES + HEADER_PAYLOAD_BYTES;
+    size += RECORD_OVERHEAD_BYTES + state.scalars.encoded_len() as u64;
+    size += RECORD_OVERHEAD_BYTES + END_PAYLOAD_BYTES;
+    macro_rules! add_tables {
+        ($state:ident, $size:ident; $($id:literal $field:ident),*) => {
+            $( $size += table_size(&$state.$field); )*
+        };
+    }
+    for_each_table!(add_tables, state, size);
+    size
+}
+
+/// Writes records one at a time; the buffer is reused between records.
+struct RecordWriter<'a, F: FnMut(&[u8])> {
+    buffer: Vec<u8>,
+    sink: &'a mut F,
+}
+
+impl<F: FnMut(&[u8])> RecordWriter<'_, F> {
+    /// Starts a record: reserves the length prefix and writes the kind.
+    fn begin(&mut self, kind: u8) {
+        self.buffer.clear();
+        self.buffer.extend_from_slice(&[0, 0, 0, 0, kind]);
+    }
+
+    fn finish(&mut self) {
+        let payload_len = (self.buffer.len() - 5) as u32;
+        self.buffer[..4].copy_from_slice(&payload_len.to_le_bytes());
+        let checksum = xxh3_64(&self.buffer[4..]);
+        self.buffer.extend_from_slice(&checksum.to_le_bytes());
+        (self.sink)(&self.buffer);
+    }
+
+    fn table<K: Ord + Clone + Encode, V: Clone + Encode>(
+        &mut self,
+        id: u16,
+        table: &Table<K, V>,
+    ) -> u64 {
+        let mut rows = table.iter().peekable();
+        while rows.peek().is_some() {
+            self.begin(KIND_CHUNK);
+            id.encode(&mut self.buffer);
+            let count_at = self.buffer.len();
+            0u32.encode(&mut self.buffer);
+            let mut count = 0u32;
+            for (key, value) in rows.by_ref().take(ROWS_PER_RECORD) {
+                key.encode(&mut self.buffer);
+                value.encode(&mut self.buffer);
+                count += 1;
+            }
+            self.buffer[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+            self.finish();
+        }
+        table.len() as u64
+    }
+}
+
+/// Streams the state's records to `sink`, one record per call.
+pub fn export_to(state: &State, sink: &mut impl FnMut(&[u8])) {
+    let mut writer = RecordWriter {
+        buffer: Vec::with_capacity(1 << 16),
+        sink,
+    };
+    writer.begin(KIND_HEADER);
+    writer.buffer.extend_from_slice(MAGIC);
+    STATE_FORMAT_VERSION.encode(&mut writer.buffer);
+    state.scalars.last_seq.encode(&mut writer.buffer);
+    writer.finish();
+    writer.begin(KIND_SCALARS);
+    state.scalars.encode(&mut writer.buffer);
+    writer.finish();
+    let mut total_rows = 0u64;
+    macro_rules! write_tables {
+        ($state:ident, $writer:ident, $total:ident; $($id:literal $field:ident),*) => {
+            $( $total += $writer.table($id, &$state.$field); )*
+        };
+    }
+    for_each_table!(write_tables, state, writer, total_rows);
+    writer.begin(KIND_END);
+    total_rows.encode(&mut writer.buffer);
+    writer.finish();
+}
+
+/// The whole state as one byte vector.
+pub fn export(state: &State) -> Vec<u8> {
+    let mut out = Vec::with_capacity(state_size(state) as usize);
+    export_to(state, &mut |record| out.extend_from_slice(record));
+    debug_assert_eq!(out.len() as u64, state_size(state));
+    out
+}
+
+/// xxh3-128 of the export stream, computed without holding the stream in memory.
+pub fn digest(state: &State) -> u128 {
+    let mut hasher = Xxh3::new();
+    export_to(state, &mut |record| hasher.update(record));
+    hasher.digest128()
+}
+
+/// Splits a stream into its records, checking lengths and checksums.
+pub struct RecordReader<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    index: usize,
+}
+
+impl<'a> RecordReader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        RecordReader {
+            bytes,
+            offset: 0,
+            index: 0,
+        }
+    }
+
+    /// The next record's kind and payload; `None` at the end of the bytes.
+    pub fn next_record(&mut self) -> Result<Option<(u8, &'a [u8])>, ImportError> {
+        if self.offset == self.bytes.len() {
+            return Ok(None);
+        }
+        let index = self.index;
+        let mut reader = Reader::new(&self.bytes[self.offset..]);
+        let decode = |source| ImportError::Decode { index, source };
+        let len = u32::decode(&mut reader).map_err(decode)? as usize;
+        if len > RECORD_BYTES_MAX {
+            return Err(ImportError::RecordTooLarge { index, len });
+        }
+        let body = reader.take(1 + len).map_err(decode)?;
+        let checksum = u64::decode(&mut reader).map_err(decode)?;
+        if xxh3_64(body) != checksum {
+            return Err(ImportError::Checksum { index });
+        }
+        self.offset += 4 + 1 + len + 8;
+        self.index += 1;
+        Ok(Some((body[0], &body[1..])))
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+fn decode_rows<K: Ord + Clone + Encode, V: Clone + Encode>(
+    payload_rows: &mut Reader<'_>,
+    count: u32,
+    rows: &mut Vec<(K, V)>,
+) -> Result<(), DecodeError> {
+    for _ in 0..count {
+        let key = K::decode(payload_rows)?;
+        let value = V::decode(payload_rows)?;
+        rows.push((key, value));
+    }
+    Ok(())
+}
+
+/// Rebuilds a state from its records. Nothing is kept unless everything checks out.
+pub fn import(bytes: &[u8]) -> Result<State, ImportError> {
+    let mut records = RecordReader::new(bytes);
+    let decode_at = |index: usize| move |source| ImportError::Decode { index, source };
+
+    let (kind, payload) = records.next_record()?.ok_or(ImportError::Truncated)?;
+    if kind != KIND_HEADER {
+        return Err(ImportError::UnexpectedKind { index: 0, kind });
+    }
+    let mut reader = Reader::new(payload);
+    if reader.take(8).map_err(decode_at(0))? != MAGIC {
+        return Err(ImportError::BadMagic);
+    }
+    let version = u16::decode(&mut reader).map_err(decode_at(0))?;
+    if version != STATE_FORMAT_VERSION {
+        return Err(ImportError::Version {
+            found: version,
+            expected: STATE_FORMAT_VERSION,
+        });
+    }
+    let _last_seq = u64::decode(&mut reader).map_err(decode_at(0))?;
+    reader.finish().map_err(decode_at(0))?;
+
+    let (kind, payload) = records.next_record()?.ok_or(ImportError::Truncated)?;
+    if kind != KIND_SCALARS {
+        return Err(ImportError::UnexpectedKind { index: 1, kind });
+    }
+    let scalars = Scalars::from_bytes(payload).map_err(decode_at(1))?;
+
+    // Rows are gathered per table, then each table is built once its rows are known sorted.
+    macro_rules! declare_rows {
+        ($rows:ident; $($id:literal $field:ident),*) => {
+            #[derive(Default)]
+            #[allow(non_snake_case)]
+            struct Rows { $( $field: Vec<<TableTypes as TableType<$id>>::Row>, )* }
+            let mut $rows = Rows::default();
+        };
+    }
+    for_each_table!(declare_rows, rows);
+    let mut last_table = 0u16;
+    let mut total_rows = 0u64;
+    loop {
+        let index = records.index();
+        let (kind, payload) = records.next_record()?.ok_or(ImportError::Truncated)?;
+        match kind {
+            KIND_CHUNK => {
+                let mut reader = Reader::new(payload);
+                let table = u16::decode(&mut reader).map_err(decode_at(index))?;
+                let count = u32::decode(&mut reader).map_err(decode_at(index))?;
+                if table < last_table {
+                    return Err(ImportError::TableOrder { table });
+                }
+                if count as usize > ROWS_PER_RECORD || count == 0 {
+                    return Err(ImportError::Decode {
+                        index,
+                        source: DecodeError::Invalid("a chunk holds 1..=ROWS_PER_RECORD rows"),
+                    });
+                }
+                last_table = table;
+                macro_rules! read_chunk {
+                    ($rows:ident, $reader:ident, $count:ident, $table:ident, $index:ident; $($id:literal $field:ident),*) => {
+                        match $table {
+                            $( $id => decode_rows(&mut $reader, $count, &mut $rows.$field).map_err(decode_at($index))?, )*
+                            _ => return Err(ImportError::UnknownTable { index: $index, table: $table }),
+                        }
+                    };
+                }
+                for_each_table!(read_chunk, rows, reader, count, table, index);
+                reader.finish().map_err(decode_at(index))?;
+                total_rows += count as u64;
+            }
+            KIND_END => {
+                let declared = u64::from_bytes(payload).map_err(decode_at(index))?;
+                if declared != total_rows {
+                    return Err(ImportError::RowCount {
+                        declared,
+                        found: total_rows,
+                    });
+                }
+                break;
+            }
+            kind => return Err(ImportError::UnexpectedKind { index, kind }),
+        }
+    }
+    if records.offset != bytes.len() {
+        return Err(ImportError::Trailing {
+            trailing: bytes.len() - records.offset,
+        });
+    }
+
+    let mut state = State {
+        scalars,
+        ..State::default()
+    };
+    macro_rules! build_tables {
+        ($state:ident, $rows:ident; $($id:literal $field:ident),*) => {
+            $(
+                $state.$field = Table::from_sorted(std::mem::take(&mut $rows.$field))
+                    .map_err(|row| ImportError::KeyOrder { table: $id, row })?;
+            )*
+        };
+    }
+    for_each_table!(build_tables, state, rows);
+    crate::views::check_invariants(&state).map_err(ImportError::Invariant)?;
+    Ok(state)
+}
+
+/// Maps a table id to its row type, so the import macro can name each table's rows.
+pub struct TableTypes;
+pub trait TableType<const ID: u16> {
+    type Row;
+}
+macro_rules! row_type {
+    ($id:literal, $k:ty, $v:ty) => {
+        impl TableType<$id> for TableTypes {
+            type Row = ($k, $v);
+        }
+    };
+}
+use crate::rows::*;
+use std::sync::Arc;
+use tandem_model::config::*;
+use tandem_model::ids::*;
+use tandem_model::script::{NodeId, Script};
+row_type!(1, PgId, Pg);
+row_type!(2, PeripheralId, Peripheral);
+row_type!(3, RoutingClientId, RoutingClient);
+row_type!(4, AgentId, Agent);
+row_type!(5, SkillGroupId, SkillGroup);
+row_type!(6, ServiceId, Service);
+row_type!(7, (ServiceId, SkillGroupId), ());
+row_type!(8, CallTypeId, CallType);
+row_type!(9, DialedNumberId, DialedNumber);
+row_type!(10, (RoutingClientId, String), DialedNumberId);
+row_type!(11, ScriptId, Arc<Script>);
+row_type!(12, (CallTypeId, ScriptId), CallTypeMap);
+row_type!(13, LabelId, Label);
+row_type!(14, (RoutingClientId, LabelTarget, LabelId), ());
+row_type!(15, ObjectRef, u32);
+row_type!(16, AgentId, AgentRow);
+row_type!(17, (AgentId, SkillGroupId), AgentSkillGroupRow);
+row_type!(18, SkillGroupId, Arc<SkillGroupRow>);
+row_type!(19, CallTypeId, Arc<CallCountsRow>);
+row_type!(20, ServiceId, Arc<CallCountsRow>);
+row_type!(21, PeripheralId, PeripheralRow);
+row_type!(22, AvailableKey, ());
+row_type!(23, PeripheralCallKey, CallRow);
+row_type!(24, RouterCallKey, RouterCallRow);
+row_type!(25, RouteRequestKey, RequestEntry);
+row_type!(26, QueueKey, ());
+row_type!(27, (u64, u64), Timer);
+row_type!(28, (ScriptId, NodeId), NodeStateRow);

@@ -1,0 +1,150 @@
+//! The router's whole state: configuration, real-time rows, calls, the queue, pending requests,
+//! timers and counters. Every collection is a copy-on-write [`Table`], so `State::clone` is a
+//! consistent snapshot taken in microseconds.
+
+use crate::rows::*;
+use crate::table::Table;
+use std::sync::Arc;
+use tandem_model::calendar::Periods;
+use tandem_model::config::*;
+use tandem_model::domain::AgentState;
+use tandem_model::ids::*;
+use tandem_model::script::{NodeId, Script};
+
+/// Counters of what the router did, kept in state so both sides report the same figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouterCounters {
+    pub inputs_applied: u64,
+    pub inputs_rejected: u64,
+    pub route_requests: u64,
+    pub route_request_repeats: u64,
+    pub route_requests_defaulted: u64,
+    pub config_changes_accepted: u64,
+    pub config_changes_rejected: u64,
+    pub historical_records: u64,
+}
+tandem_model::encode_struct!(fixed RouterCounters {
+    inputs_applied: u64,
+    inputs_rejected: u64,
+    route_requests: u64,
+    route_request_repeats: u64,
+    route_requests_defaulted: u64,
+    config_changes_accepted: u64,
+    config_changes_rejected: u64,
+    historical_records: u64,
+});
+
+/// Where the interval cursor stands: it visits every row once per interval, in bounded chunks,
+/// emitting the interval rows of rows no event touched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IntervalCursor {
+    /// The interval being flushed (its start), or 0 when the cursor is idle.
+    pub flushing_start_ms: u64,
+    /// 0 = skill groups, 1 = call types, 2 = agent skill groups, 3 = done.
+    pub table: u8,
+    pub after_skill_group: Option<SkillGroupId>,
+    pub after_call_type: Option<CallTypeId>,
+    pub after_member: Option<(AgentId, SkillGroupId)>,
+}
+tandem_model::encode_struct!(fixed IntervalCursor {
+    flushing_start_ms: u64,
+    table: u8,
+    after_skill_group: Option<SkillGroupId>,
+    after_call_type: Option<CallTypeId>,
+    after_member: Option<(AgentId, SkillGroupId)>,
+});
+
+/// The scalar part of the state, exported as one record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scalars {
+    /// The last sequence number applied.
+    pub last_seq: u64,
+    /// Ordered time of the last input.
+    pub now_ms: u64,
+    /// Dense configuration version: +1 per accepted change.
+    pub config_version: u64,
+    pub periods: Periods,
+    pub next_router_call_key: u64,
+    pub next_timer_seq: u64,
+    pub counters: RouterCounters,
+    /// Agents in each state, over all agents.
+    pub agent_state_counts: [u32; AgentState::COUNT],
+    pub interval_cursor: IntervalCursor,
+    pub state_size_max: u64,
+    pub state_size_alarm_raised: bool,
+    pub settings: Settings,
+}
+tandem_model::encode_struct!(Scalars {
+    last_seq,
+    now_ms,
+    config_version,
+    periods,
+    next_router_call_key,
+    next_timer_seq,
+    counters,
+    agent_state_counts,
+    interval_cursor,
+    state_size_max,
+    state_size_alarm_raised,
+    settings,
+});
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct State {
+    pub scalars: Scalars,
+
+    // Configuration.
+    pub pgs: Table<PgId, Pg>,
+    pub peripherals: Table<PeripheralId, Peripheral>,
+    pub routing_clients: Table<RoutingClientId, RoutingClient>,
+    pub agents: Table<AgentId, Agent>,
+    pub skill_groups: Table<SkillGroupId, SkillGroup>,
+    pub services: Table<ServiceId, Service>,
+    pub service_members: Table<(ServiceId, SkillGroupId), ()>,
+    pub call_types: Table<CallTypeId, CallType>,
+    pub dialed_numbers: Table<DialedNumberId, DialedNumber>,
+    /// (routing client, digits) -> dialed number.
+    pub dialed_number_index: Table<(RoutingClientId, String), DialedNumberId>,
+    pub scripts: Table<ScriptId, Arc<Script>>,
+    /// (call type, script) -> map entry; a call type's entries are a key range.
+    pub call_type_maps: Table<(CallTypeId, ScriptId), CallTypeMap>,
+    pub labels: Table<LabelId, Label>,
+    /// (routing client, target, label) -> (): the labels that route to each skill target.
+    pub label_index: Table<(RoutingClientId, LabelTarget, LabelId), ()>,
+    /// How many objects refer to each object; an object is deletable only at zero.
+    pub reference_counts: Table<ObjectRef, u32>,
+
+    // Real-time data.
+    pub agent_rt: Table<AgentId, AgentRow>,
+    /// Agent_Skill_Group_Real_Time; a row exists exactly for each skill group member.
+    pub agent_skill_group_rt: Table<(AgentId, SkillGroupId), AgentSkillGroupRow>,
+    pub skill_group_rt: Table<SkillGroupId, Arc<SkillGroupRow>>,
+    pub call_type_rt: Table<CallTypeId, Arc<CallCountsRow>>,
+    pub service_rt: Table<ServiceId, Arc<CallCountsRow>>,
+    pub peripheral_rt: Table<PeripheralId, PeripheralRow>,
+    /// Agents available (Ready) in each skill group, longest available first.
+    pub available: Table<AvailableKey, ()>,
+
+    // Calls and routing.
+    pub calls: Table<PeripheralCallKey, CallRow>,
+    pub router_calls: Table<RouterCallKey, RouterCallRow>,
+    pub requests: Table<RouteRequestKey, RequestEntry>,
+    pub queue: Table<QueueKey, ()>,
+    pub timers: Table<(u64, u64), Timer>,
+    pub node_state: Table<(ScriptId, NodeId), NodeStateRow>,
+}
+
+impl State {
+    /// The skill groups an agent belongs to, in id order.
+    pub fn skill_groups_of(&self, agent: AgentId) -> impl Iterator<Item = SkillGroupId> + '_ {
+        self.agent_skill_group_rt
+            .range((agent, SkillGroupId(0))..=(agent, SkillGroupId(u32::MAX)))
+            .map(|((_, group), _)| *group)
+    }
+
+    pub fn add_timer(&mut self, due_ms: u64, timer: Timer) {
+        let seq = self.scalars.next_timer_seq;
+        self.scalars.next_timer_seq += 1;
+        self.timers.insert((due_ms, seq), timer);
+    }
+}

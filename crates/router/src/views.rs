@@ -1,0 +1,569 @@
+//! Reading the router: real-time rows as users see them (families rolled to now, metrics
+//! computed), summaries, and the invariant check that recomputes every derived table from
+//! scratch and compares it with the incrementally maintained one.
+
+use crate::rows::*;
+use crate::state::State;
+use crate::Router;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tandem_model::calendar::Periods;
+use tandem_model::domain::{AgentState, ServiceLevelType};
+use tandem_model::ids::*;
+use tandem_model::realtime::CallCounts;
+
+/// Expected delay when a group has no handle-time history yet.
+pub const EXPECTED_DELAY_DEFAULT_HANDLE_MS: u64 = 180_000;
+
+/// One family's counters with the metrics computed from them.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FamilyView {
+    pub counts: CallCounts,
+    /// Fraction 0..1 by the row's service-level type.
+    pub service_level: Option<f64>,
+    pub asa_ms: Option<f64>,
+    pub aht_ms: Option<f64>,
+    pub abandon_rate: Option<f64>,
+}
+
+impl FamilyView {
+    fn new(counts: CallCounts, kind: ServiceLevelType) -> Self {
+        FamilyView {
+            service_level: counts.service_level(kind),
+            asa_ms: counts.asa_ms(),
+            aht_ms: counts.aht_ms(),
+            abandon_rate: counts.abandon_rate(),
+            counts,
+        }
+    }
+}
+
+/// Skill_Group_Real_Time as users see it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SkillGroupRealTime {
+    pub skill_group_id: SkillGroupId,
+    pub name: String,
+    pub logged_on: u32,
+    /// Agents in the Ready state ("Avail").
+    pub avail: u32,
+    pub not_ready: u32,
+    /// LoggedOn - NotReady (ICM's "Ready").
+    pub ready: u32,
+    pub reserved: u32,
+    pub talking_in: u32,
+    pub talking_out: u32,
+    pub talking_other: u32,
+    pub hold: u32,
+    pub work_ready: u32,
+    pub work_not_ready: u32,
+    pub busy_other: u32,
+    pub calls_q_now: u32,
+    pub calls_in_progress: u32,
+    pub router_calls_q_now: u32,
+    /// How long the longest-waiting call in the router queue has waited.
+    pub router_longest_call_q_ms: u64,
+    /// 0 with an agent available; else (queued + 1) x AHT(To5) / agents not in NotReady.
+    pub expected_delay_ms: u64,
+    pub to5: FamilyView,
+    pub half: FamilyView,
+    pub today: FamilyView,
+}
+
+/// Call_Type_Real_Time and Service_Real_Time as users see them.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CallCountsRealTime {
+    pub id: u32,
+    pub name: String,
+    pub calls_q_now: u32,
+    pub calls_in_progress: u32,
+    pub to5: FamilyView,
+    pub half: FamilyView,
+    pub today: FamilyView,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AgentRealTime {
+    pub agent_id: AgentId,
+    pub name: String,
+    pub peripheral_id: PeripheralId,
+    pub agent_state: &'static str,
+    pub reason_code: u16,
+    pub state_since_ms: u64,
+    pub skill_group_id: Option<SkillGroupId>,
+    pub call_in_progress: bool,
+    pub reserved: bool,
+}
+
+/// Totals across the contact center, for summaries.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Summary {
+    pub agents_logged_on: u32,
+    pub agents_by_state: BTreeMap<&'static str, u32>,
+    pub router_calls_queued: u32,
+    pub calls_at_peripherals: u32,
+    pub today: CallCounts,
+    /// Service level today over all skill groups, abandons ignored (type 1).
+    pub service_level_today: Option<f64>,
+    pub route_requests: u64,
+    pub state_size_bytes: u64,
+    pub state_size_max_bytes: u64,
+    pub config_version: u64,
+}
+
+fn rolled(
+    families: &crate::families::CallFamilies,
+    periods: &Periods,
+    now_ms: u64,
+) -> crate::families::CallFamilies {
+    families.rolled(periods, now_ms)
+}
+
+impl Router {
+    pub fn skill_group_real_time(&self, id: SkillGroupId) -> Option<SkillGroupRealTime> {
+        let s = &self.state;
+        let config = s.skill_groups.get(&id)?;
+        let row = s.skill_group_rt.get(&id)?;
+        let (periods, now_ms) = (s.scalars.periods, s.scalars.now_ms);
+        let f = rolled(&row.families, &periods, now_ms);
+        let kind = config.service_level_type;
+        let count = |state| row.count(state);
+        let logged_on = row.logged_on();
+        let oldest_enqueue = s
+            .queue
+            .range(
+                (id, (0, 0), RouterCallKey(0))..=(id, (u8::MAX, u64::MAX), RouterCallKey(u64::MAX)),
+            )
+            .map(|((_, (_, enqueued), _), _)| *enqueued)
+            .min();
+        let available = count(AgentState::Ready);
+        let working = logged_on - count(AgentState::NotReady);
+        let expected_delay_ms = if available > 0 {
+            0
+        } else {
+            let aht = f
+                .to5_sum
+                .aht_ms()
+                .map_or(EXPECTED_DELAY_DEFAULT_HANDLE_MS, |a| a as u64);
+            (row.router_calls_q_now as u64 + 1) * aht / working.max(1) as u64
+        };
+        Some(SkillGroupRealTime {
+            skill_group_id: id,
+            name: config.name.clone(),
+            logged_on,
+            avail: available,
+            not_ready: count(AgentState::NotReady),
+            ready: working,
+            reserved: count(AgentState::Reserved),
+            talking_in: count(AgentState::TalkingIn),
+            talking_out: count(AgentState::TalkingOut),
+            talking_other: count(AgentState::TalkingOther),
+            hold: count(AgentState::Hold),
+            work_ready: count(AgentState::WorkReady),
+            work_not_ready: count(AgentState::WorkNotReady),
+            busy_other: count(AgentState::BusyOther),
+            calls_q_now: row.calls_q_now,
+            calls_in_progress: row.calls_in_progress,
+            router_calls_q_now: row.router_calls_q_now,
+            router_longest_call_q_ms: oldest_enqueue.map_or(0, |t| now_ms - t),
+            expected_delay_ms,
+            to5: FamilyView::new(f.to5_sum, kind),
+            half: FamilyView::new(f.half, kind),
+            today: FamilyView::new(f.today, kind),
+        })
+    }
+
+    pub fn skill_groups_real_time(&self) -> Vec<SkillGroupRealTime> {
+        self.state
+            .skill_groups
+            .keys()
+            .filter_map(|id| self.skill_group_real_time(*id))
+            .collect()
+    }
+
+    pub fn call_types_real_time(&self) -> Vec<CallCountsRealTime> {
+        let s = &self.state;
+        s.call_types
+            .iter()
+            .filter_map(|(id, config)| {
+                let row = s.call_type_rt.get(id)?;
+                let f = rolled(&row.families, &s.scalars.periods, s.scalars.now_ms);
+                let kind = config.service_level_type;
+                Some(CallCountsRealTime {
+                    id: id.0,
+                    name: config.name.clone(),
+                    calls_q_now: row.calls_q_now,
+                    calls_in_progress: row.calls_in_progress,
+                    to5: FamilyView::new(f.to5_sum, kind),
+                    half: FamilyView::new(f.half, kind),
+                    today: FamilyView::new(f.today, kind),
+                })
+            })
+            .collect()
+    }
+
+    pub fn agent_real_time(&self, id: AgentId) -> Option<AgentRealTime> {
+        let config = self.state.agents.get(&id)?;
+        let row = self.state.agent_rt.get(&id)?;
+        Some(AgentRealTime {
+            agent_id: id,
+            name: config.name.clone(),
+            peripheral_id: row.peripheral,
+            agent_state: row.state.name(),
+            reason_code: row.reason_code,
+            state_since_ms: row.state_since_ms,
+            skill_group_id: row.active_skill_group,
+            call_in_progress: row.call.is_some(),
+            reserved: row.reserved_for.is_some(),
+        })
+    }
+
+    /// Totals across the contact center. Reads every skill group: for summaries and dumps, not
+    /// for the apply path.
+    pub fn summary(&self) -> Summary {
+        let s = &self.state;
+        let mut today = CallCounts::default();
+        for row in s.skill_group_rt.values() {
+            today.add(&rolled(&row.families, &s.scalars.periods, s.scalars.now_ms).today);
+        }
+        let counts = &s.scalars.agent_state_counts;
+        Summary {
+            agents_logged_on: counts[1..].iter().sum(),
+            agents_by_state: AgentState::ALL[1..]
+                .iter()
+                .map(|st| (st.name(), counts[*st as usize]))
+                .collect(),
+            router_calls_queued: s
+                .router_calls
+                .values()
+                .filter(|c| matches!(c.phase, RouterCallPhase::Queued { .. }))
+                .count() as u32,
+            calls_at_peripherals: s.peripheral_rt.values().map(|p| p.calls_in_progress).sum(),
+            service_level_today: today.service_level(ServiceLevelType::IgnoreAbandoned),
+            today,
+            route_requests: s.scalars.counters.route_requests,
+            state_size_bytes: self.state_size(),
+            state_size_max_bytes: s.scalars.state_size_max,
+            config_version: s.scalars.config_version,
+        }
+    }
+}
+
+/// Recomputes every derived table and count from the primary rows and compares: per-group state
+/// counts, Agent_Skill_Group_Real_Time states, the availability index, queue counts, calls in
+/// progress, global agent counts, reference counts, indexes, table byte counts, and every
+/// reference between objects. O(state): for tests, imports and audits, never per input.
+pub fn check_invariants(s: &State) -> Result<(), String> {
+    use tandem_model::config::{ConfigObject, ObjectRef};
+
+    // Each configuration object has its real-time row and vice versa.
+    macro_rules! same_keys {
+        ($a:ident, $b:ident) => {
+            if s.$a.len() != s.$b.len() || s.$a.keys().zip(s.$b.keys()).any(|(x, y)| x != y) {
+                return Err(format!(
+                    "{} and {} hold different keys",
+                    stringify!($a),
+                    stringify!($b)
+                ));
+            }
+        };
+    }
+    same_keys!(agents, agent_rt);
+    same_keys!(skill_groups, skill_group_rt);
+    same_keys!(call_types, call_type_rt);
+    same_keys!(services, service_rt);
+    same_keys!(peripherals, peripheral_rt);
+
+    // References and reference counts.
+    let mut counts: BTreeMap<ObjectRef, u32> = BTreeMap::new();
+    let mut objects: Vec<ConfigObject> = Vec::new();
+    objects.extend(s.pgs.values().cloned().map(ConfigObject::Pg));
+    objects.extend(
+        s.peripherals
+            .values()
+            .cloned()
+            .map(ConfigObject::Peripheral),
+    );
+    objects.extend(
+        s.routing_clients
+            .values()
+            .cloned()
+            .map(ConfigObject::RoutingClient),
+    );
+    objects.extend(s.agents.values().cloned().map(ConfigObject::Agent));
+    objects.extend(
+        s.skill_groups
+            .values()
+            .cloned()
+            .map(ConfigObject::SkillGroup),
+    );
+    objects.extend(s.agent_skill_group_rt.keys().map(|(a, g)| {
+        ConfigObject::SkillGroupMember(tandem_model::config::SkillGroupMember {
+            agent: *a,
+            skill_group: *g,
+        })
+    }));
+    objects.extend(s.services.values().cloned().map(ConfigObject::Service));
+    objects.extend(s.service_members.keys().map(|(v, g)| {
+        ConfigObject::ServiceMember(tandem_model::config::ServiceMember {
+            service: *v,
+            skill_group: *g,
+        })
+    }));
+    objects.extend(s.call_types.values().cloned().map(ConfigObject::CallType));
+    objects.extend(
+        s.dialed_numbers
+            .values()
+            .cloned()
+            .map(ConfigObject::DialedNumber),
+    );
+    objects.extend(
+        s.scripts
+            .values()
+            .map(|x| ConfigObject::Script((**x).clone())),
+    );
+    objects.extend(
+        s.call_type_maps
+            .values()
+            .cloned()
+            .map(ConfigObject::CallTypeMap),
+    );
+    objects.extend(s.labels.values().cloned().map(ConfigObject::Label));
+    let router = Router {
+        state: s.clone(),
+        tz: chrono_tz::Tz::UTC,
+    };
+    for object in &objects {
+        for reference in object.references() {
+            if router.object(reference).is_none() {
+                return Err(format!(
+                    "{} refers to missing {reference}",
+                    object.object_ref()
+                ));
+            }
+            *counts.entry(reference).or_default() += 1;
+        }
+    }
+    let stored: BTreeMap<ObjectRef, u32> =
+        s.reference_counts.iter().map(|(k, v)| (*k, *v)).collect();
+    if stored != counts {
+        return Err("reference counts differ from the references".into());
+    }
+    for client in s.routing_clients.values() {
+        if let Some(label) = client.default_label {
+            if s.labels
+                .get(&label)
+                .is_none_or(|l| l.routing_client != client.id)
+            {
+                return Err(format!(
+                    "routing client {} has a bad default label {label}",
+                    client.id
+                ));
+            }
+        }
+    }
+    let index: BTreeMap<_, _> = s
+        .dialed_numbers
+        .values()
+        .map(|d| ((d.routing_client, d.digits.clone()), d.id))
+        .collect();
+    if index.len() != s.dialed_number_index.len()
+        || s.dialed_number_index
+            .iter()
+            .any(|(k, v)| index.get(k) != Some(v))
+    {
+        return Err("the dialed number index differs from the dialed numbers".into());
+    }
+    let label_index: Vec<_> = {
+        let mut v: Vec<_> = s
+            .labels
+            .values()
+            .filter_map(|l| l.target.map(|t| (l.routing_client, t, l.id)))
+            .collect();
+        v.sort();
+        v
+    };
+    if label_index.iter().ne(s.label_index.keys()) {
+        return Err("the label index differs from the labels".into());
+    }
+
+    // Agent states: per-group views, counts, availability.
+    let mut group_counts: BTreeMap<SkillGroupId, [u32; AgentState::COUNT]> = BTreeMap::new();
+    let mut available = Vec::new();
+    for ((agent, group), member) in s.agent_skill_group_rt.iter() {
+        let row = s
+            .agent_rt
+            .get(agent)
+            .ok_or_else(|| format!("member row for missing agent {agent}"))?;
+        let state = row.state_in(*group);
+        if member.state != state {
+            return Err(format!(
+                "agent {agent} shows {:?} in group {group}, expected {:?}",
+                member.state, state
+            ));
+        }
+        let counts = group_counts.entry(*group).or_insert([0; AgentState::COUNT]);
+        if state.is_logged_on() {
+            counts[state as usize] += 1;
+        }
+        if state == AgentState::Ready {
+            available.push((*group, row.state_since_ms, *agent));
+        }
+    }
+    for (id, row) in s.skill_group_rt.iter() {
+        let expected = group_counts
+            .get(id)
+            .copied()
+            .unwrap_or([0; AgentState::COUNT]);
+        if row.state_counts != expected {
+            return Err(format!(
+                "skill group {id} counts {:?}, recomputed {:?}",
+                row.state_counts, expected
+            ));
+        }
+        if row.logged_on() < row.count(AgentState::Ready) {
+            return Err(format!(
+                "skill group {id} has more Ready agents than logged on"
+            ));
+        }
+    }
+    available.sort();
+    if available.iter().ne(s.available.keys()) {
+        return Err("the availability index differs from the agents' states".into());
+    }
+    let mut global = [0u32; AgentState::COUNT];
+    let mut logged_on_by_peripheral: BTreeMap<PeripheralId, u32> = BTreeMap::new();
+    for (id, row) in s.agent_rt.iter() {
+        global[row.state as usize] += 1;
+        if row.state.is_logged_on() {
+            *logged_on_by_peripheral.entry(row.peripheral).or_default() += 1;
+        }
+        if row.state.is_call_specific()
+            && row.call.is_none()
+            && row.reserved_for.is_none()
+            && !matches!(row.state, AgentState::WorkReady | AgentState::WorkNotReady)
+        {
+            return Err(format!(
+                "agent {id} is {} without a call or reservation",
+                row.state.name()
+            ));
+        }
+        if let Some(call) = row.call {
+            if s.calls.get(&call).and_then(|c| c.agent) != Some(*id) {
+                return Err(format!(
+                    "agent {id} points at call {}/{} which is not its",
+                    call.peripheral, call.call_id
+                ));
+            }
+        }
+    }
+    if global != s.scalars.agent_state_counts {
+        return Err(format!(
+            "global agent counts {:?}, recomputed {global:?}",
+            s.scalars.agent_state_counts
+        ));
+    }
+
+    // Calls: queue and progress counts per group, per service, per peripheral.
+    let mut q_now: BTreeMap<SkillGroupId, u32> = BTreeMap::new();
+    let mut in_progress: BTreeMap<SkillGroupId, u32> = BTreeMap::new();
+    let mut per_peripheral: BTreeMap<PeripheralId, u32> = BTreeMap::new();
+    for (key, call) in s.calls.iter() {
+        *per_peripheral.entry(key.peripheral).or_default() += 1;
+        if let Some(group) = call.skill_group {
+            match call.phase {
+                CallPhase::Queued => *q_now.entry(group).or_default() += 1,
+                CallPhase::Ringing | CallPhase::Talking | CallPhase::Held => {
+                    *in_progress.entry(group).or_default() += 1
+                }
+                CallPhase::WrapUp => {}
+            }
+        }
+    }
+    let mut router_q: BTreeMap<SkillGroupId, u32> = BTreeMap::new();
+    for (group, _, key) in s.queue.keys() {
+        *router_q.entry(*group).or_default() += 1;
+        match s.router_calls.get(key).map(|c| &c.phase) {
+            Some(RouterCallPhase::Queued { skill_groups, .. }) if skill_groups.contains(group) => {}
+            _ => {
+                return Err(format!(
+                    "queue entry for call {} in group {group} has no queued call",
+                    key.0
+                ))
+            }
+        }
+    }
+    for (id, row) in s.skill_group_rt.iter() {
+        let expected = (
+            q_now.get(id).copied().unwrap_or(0),
+            in_progress.get(id).copied().unwrap_or(0),
+            router_q.get(id).copied().unwrap_or(0),
+        );
+        if (
+            row.calls_q_now,
+            row.calls_in_progress,
+            row.router_calls_q_now,
+        ) != expected
+        {
+            return Err(format!(
+                "skill group {id} call counts {:?}, recomputed {expected:?}",
+                (
+                    row.calls_q_now,
+                    row.calls_in_progress,
+                    row.router_calls_q_now
+                )
+            ));
+        }
+    }
+    for (id, row) in s.peripheral_rt.iter() {
+        let expected_calls = per_peripheral.get(id).copied().unwrap_or(0);
+        let expected_agents = logged_on_by_peripheral.get(id).copied().unwrap_or(0);
+        if (row.calls_in_progress, row.agents_logged_on) != (expected_calls, expected_agents) {
+            return Err(format!(
+                "peripheral {id} counts differ from its calls and agents"
+            ));
+        }
+    }
+    for (key, call) in s.router_calls.iter() {
+        let entry = s
+            .requests
+            .get(&call.key)
+            .ok_or_else(|| format!("router call {} without its request", key.0))?;
+        if entry.finished || entry.router_call_key != *key {
+            return Err(format!(
+                "router call {} disagrees with its request entry",
+                key.0
+            ));
+        }
+    }
+
+    // Byte counts.
+    macro_rules! bytes_match {
+        ($($t:ident),*) => {$(
+            if s.$t.bytes() != s.$t.recount_bytes() {
+                return Err(format!("table {} byte count is off", stringify!($t)));
+            }
+        )*};
+    }
+    bytes_match!(
+        agent_rt,
+        agent_skill_group_rt,
+        skill_group_rt,
+        call_type_rt,
+        calls,
+        router_calls,
+        requests,
+        queue,
+        timers,
+        node_state,
+        scripts,
+        labels
+    );
+    Ok(())
+}
+
+impl Router {
+    /// Checks every invariant of the current state; see [`check_invariants`].
+    pub fn check_invariants(&self) -> Result<(), String> {
+        check_invariants(&self.state)
+    }
+}

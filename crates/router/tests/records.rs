@@ -1,0 +1,238 @@
+//! State records: export, import, digest, size, snapshot, alarm.
+
+mod common;
+use common::*;
+use tandem_model::domain::AgentState;
+use tandem_model::input::{Input, OrderedInput};
+use tandem_model::output::{EventCode, Output};
+use tandem_model::script::{NodeKind, SelectRule};
+use tandem_router::records::{export, import, state_size, RECORD_OVERHEAD_BYTES};
+use tandem_router::{ImportError, Router};
+
+/// A router with agents, calls in every phase, queued and waiting requests, timers and cached
+/// answers: every table has rows.
+fn busy_harness() -> Harness {
+    let mut h = Harness::new(vec![
+        node(0, NodeKind::Start { next: 1 }),
+        node(
+            1,
+            NodeKind::Select {
+                rule: SelectRule::Rotary,
+                skill_groups: vec![SG1, SG2],
+                none_next: 2,
+            },
+        ),
+        node(
+            2,
+            NodeKind::Queue {
+                skill_groups: vec![SG1, SG2],
+                priority: 3,
+                timeout_s: 100,
+                timeout_next: 3,
+            },
+        ),
+        node(3, NodeKind::Default),
+    ]);
+    h.login(A1, AgentState::Ready);
+    h.login(A2, AgentState::NotReady);
+    h.login(A4, AgentState::Ready);
+    h.handled_call(1, SG1, A1, 1_000, 2_000, 500, 0);
+    let call = call_key(2);
+    h.input(Input::CallArrived {
+        call,
+        skill_group: Some(SG2),
+        call_type: Some(CT),
+        service: Some(SERVICE),
+        router_call_key: None,
+    });
+    h.input(Input::CallOffered {
+        call,
+        agent: A4,
+        skill_group: None,
+    });
+    h.input(Input::CallAnswered { call });
+    h.input(Input::CallHeld { call });
+    h.request(1);
+    h.request(2);
+    h.request(3);
+    h.advance(1_000);
+    h
+}
+
+#[test]
+fn export_import_round_trips_exactly() {
+    let h = busy_harness();
+    let state = h.router.snapshot();
+    assert!(!state.queue.is_empty() && !state.timers.is_empty() && !state.calls.is_empty());
+    let bytes = export(&state);
+    assert_eq!(bytes.len() as u64, state_size(&state));
+    assert_eq!(bytes.len() as u64, h.router.state_size());
+    let imported = import(&bytes).unwrap();
+    assert!(imported == state);
+    let rebuilt = Router::from_state(imported).unwrap();
+    assert_eq!(rebuilt.digest(), h.router.digest());
+}
+
+#[test]
+fn an_imported_router_behaves_identically() {
+    let mut original = busy_harness();
+    let copy = Router::from_state(import(&export(original.router.state())).unwrap()).unwrap();
+    let mut twin = Harness {
+        router: copy,
+        seq: original.seq,
+        now_ms: original.now_ms,
+        outputs: vec![],
+    };
+    original.outputs.clear();
+    for h in [&mut original, &mut twin] {
+        h.login(A3, AgentState::Ready);
+        h.request(4);
+        h.input(Input::CallEnded {
+            call: call_key(2),
+            after_call: tandem_model::AfterCall::WorkReady,
+        });
+        h.advance(120_000);
+    }
+    assert_eq!(original.outputs, twin.outputs);
+    assert_eq!(original.router.digest(), twin.router.digest());
+}
+
+#[test]
+fn state_size_is_exact_as_the_state_changes() {
+    let mut h = busy_harness();
+    for _ in 0..50 {
+        h.advance(3_000);
+        h.request(h.seq + 100);
+        assert_eq!(h.router.state_size(), export(h.router.state()).len() as u64);
+    }
+    assert!(h.router.state_size_max() >= h.router.state_size());
+}
+
+#[test]
+fn a_snapshot_is_unaffected_by_later_input() {
+    let mut h = busy_harness();
+    let snapshot = h.router.snapshot();
+    let bytes_then = export(&snapshot);
+    h.login(A3, AgentState::Ready);
+    h.advance(200_000);
+    h.request(77);
+    assert_eq!(export(&snapshot), bytes_then);
+    assert_ne!(export(h.router.state()), bytes_then);
+}
+
+#[test]
+fn corrupt_truncated_or_foreign_streams_are_refused() {
+    let bytes = export(busy_harness().router.state());
+    // A flipped byte anywhere in a record fails its checksum (or its framing).
+    for position in [10, 40, bytes.len() / 2, bytes.len() - 9] {
+        let mut corrupt = bytes.clone();
+        corrupt[position] ^= 0x40;
+        assert!(import(&corrupt).is_err(), "flip at {position} accepted");
+    }
+    assert!(matches!(
+        import(&bytes[..bytes.len() - 1]),
+        Err(ImportError::Decode { .. })
+    ));
+    assert!(import(&bytes[..bytes.len() - (RECORD_OVERHEAD_BYTES as usize + 8)]).is_err());
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(import(&longer).is_err());
+    assert!(matches!(import(b"not a state"), Err(_)));
+    // Another format version is named in the error.
+    let mut other = bytes.clone();
+    other[5 + 8] = 9;
+    let checksum_at = 5 + 18;
+    let checksum = xxhash_rust::xxh3::xxh3_64(&other[4..checksum_at]);
+    other[checksum_at..checksum_at + 8].copy_from_slice(&checksum.to_le_bytes());
+    assert_eq!(
+        import(&other).err(),
+        Some(ImportError::Version {
+            found: 9,
+            expected: 1
+        })
+    );
+}
+
+#[test]
+fn two_routers_fed_the_same_inputs_are_byte_identical() {
+    let a = busy_harness();
+    let b = busy_harness();
+    assert_eq!(a.outputs, b.outputs);
+    assert_eq!(export(a.router.state()), export(b.router.state()));
+    assert_eq!(a.router.digest(), b.router.digest());
+}
+
+#[test]
+fn the_state_size_alarm_is_raised_once_with_hysteresis() {
+    let mut cc = contact_center(script_with(NodeKind::Default));
+    cc.settings.state_size_alarm_mb = 1;
+    let mut router = Router::from_contact_center(&cc, T0).unwrap();
+    let size = router.state_size();
+    assert!(size < 1_000_000);
+    // Grow the state past 1 MB with cached route requests (each evicted only after 10 s).
+    let mut events = Vec::new();
+    let mut seq = 0;
+    while seq < 40_000 {
+        seq += 1;
+        let out = router.apply(
+            seq,
+            &OrderedInput {
+                time_ms: T0,
+                input: Input::RouteRequest(tandem_model::RouteRequest {
+                    key: key(seq),
+                    dialed_number: DIGITS.into(),
+                    ani: "x".repeat(40),
+                    caller_entered_digits: String::new(),
+                    call_variables: vec!["y".repeat(40); 10],
+                }),
+            },
+        );
+        events.extend(out.into_iter().filter_map(|o| match o {
+            Output::Event(e)
+                if matches!(
+                    e.code,
+                    EventCode::StateSizeAlarm | EventCode::StateSizeAlarmCleared
+                ) =>
+            {
+                Some(e)
+            }
+            _ => None,
+        }));
+    }
+    // Default answers are cached but the requests finish at once; the cache is what grows.
+    assert!(router.state_size() > 1_000_000, "{}", router.state_size());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].message.starts_with("The router state size of "),
+        "{}",
+        events[0].message
+    );
+    assert!(
+        events[0]
+            .message
+            .ends_with("has grown beyond the alarm limit of 1 MB"),
+        "{}",
+        events[0].message
+    );
+    // Eviction (twice the client timeout) shrinks the state and clears the alarm, once.
+    let mut cleared = 0;
+    for i in 1..=20 {
+        let out = router.apply(
+            seq + i,
+            &OrderedInput {
+                time_ms: T0 + 10_000 + i * 100,
+                input: Input::TimeTick,
+            },
+        );
+        cleared += out
+            .iter()
+            .filter(|o| matches!(o, Output::Event(e) if e.code == EventCode::StateSizeAlarmCleared))
+            .count();
+        assert!(!out
+            .iter()
+            .any(|o| matches!(o, Output::Event(e) if e.code == EventCode::StateSizeAlarm)));
+    }
+    assert!(router.state().requests.is_empty());
+    assert_eq!(cleared, 1);
+    assert!(router.state_size() < size * 2);
+}
