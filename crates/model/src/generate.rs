@@ -220,20 +220,28 @@ pub fn generate(params: &GenerateParams) -> ContactCenter {
             call_type,
             default_label: Some(LabelId(LABEL_ID_BASE + p * 10)),
         });
-        // Two skill groups of the routing client's peripheral.
-        let first = (c * params.peripherals + p) % params.skill_groups;
-        let second = (first + params.peripherals) % params.skill_groups;
-        let (a, b) = (
-            SkillGroupId(SKILL_GROUP_ID_BASE + first),
-            SkillGroupId(SKILL_GROUP_ID_BASE + second),
-        );
+        // The call type's skill groups: a run of the peripheral's groups, so that together the
+        // call types of a peripheral cover every one of its groups (and every agent gets calls).
+        let call_types_here = params.call_types.div_ceil(params.peripherals);
+        let span = groups_per_peripheral
+            .div_ceil(call_types_here)
+            .clamp(2, 8)
+            .min(groups_per_peripheral.max(1));
+        let start =
+            (c / params.peripherals) * groups_per_peripheral.max(1) / call_types_here.max(1);
+        let groups: Vec<SkillGroupId> = (0..span)
+            .map(|i| {
+                let index_in_peripheral = (start + i) % groups_per_peripheral.max(1);
+                SkillGroupId(SKILL_GROUP_ID_BASE + p + index_in_peripheral * params.peripherals)
+            })
+            .collect();
         let script = ScriptId(SCRIPT_ID_BASE + c);
         let divert = LabelId(LABEL_ID_BASE + p * 10 + 2);
         cc.scripts.push(Script {
             id: script,
             name: format!("Route_{}", c + 1),
             version: 1,
-            nodes: script_template(c % 3, a, b, divert),
+            nodes: script_template(c % 3, &groups, divert),
         });
         cc.call_type_maps.push(CallTypeMap {
             call_type,
@@ -247,10 +255,19 @@ pub fn generate(params: &GenerateParams) -> ContactCenter {
     cc
 }
 
-/// Three script shapes. Template 0 is the five-node script the route benchmark measures:
-/// Start -> If (an agent available in A?) -> Select LAA (A, B) -> Queue (A, B) -> Default.
-fn script_template(template: u32, a: SkillGroupId, b: SkillGroupId, divert: LabelId) -> Vec<Node> {
+/// Three script shapes over the call type's skill groups. Template 0 is the five-node script the
+/// route benchmark measures: Start -> If (an agent available in the first group?) -> Select LAA
+/// (all groups) -> Queue (all groups) -> Default.
+fn script_template(template: u32, groups: &[SkillGroupId], divert: LabelId) -> Vec<Node> {
     let node = |id, kind| Node { id, kind };
+    let a = groups[0];
+    let half = groups.len().div_ceil(2);
+    let (first_half, second_half) = (groups[..half].to_vec(), groups[half..].to_vec());
+    let second_half = if second_half.is_empty() {
+        first_half.clone()
+    } else {
+        second_half
+    };
     match template {
         0 => vec![
             node(0, NodeKind::Start { next: 1 }),
@@ -269,14 +286,14 @@ fn script_template(template: u32, a: SkillGroupId, b: SkillGroupId, divert: Labe
                 2,
                 NodeKind::Select {
                     rule: SelectRule::LongestAvailable,
-                    skill_groups: vec![a, b],
+                    skill_groups: groups.to_vec(),
                     none_next: 3,
                 },
             ),
             node(
                 3,
                 NodeKind::Queue {
-                    skill_groups: vec![a, b],
+                    skill_groups: groups.to_vec(),
                     priority: 5,
                     timeout_s: 180,
                     timeout_next: 4,
@@ -304,7 +321,7 @@ fn script_template(template: u32, a: SkillGroupId, b: SkillGroupId, divert: Labe
             node(
                 2,
                 NodeKind::Queue {
-                    skill_groups: vec![a],
+                    skill_groups: first_half.clone(),
                     priority: 5,
                     timeout_s: 120,
                     timeout_next: 3,
@@ -313,7 +330,7 @@ fn script_template(template: u32, a: SkillGroupId, b: SkillGroupId, divert: Labe
             node(
                 3,
                 NodeKind::Queue {
-                    skill_groups: vec![b],
+                    skill_groups: second_half.clone(),
                     priority: 4,
                     timeout_s: 120,
                     timeout_next: 4,
@@ -342,7 +359,7 @@ fn script_template(template: u32, a: SkillGroupId, b: SkillGroupId, divert: Labe
             node(
                 2,
                 NodeKind::Queue {
-                    skill_groups: vec![a, b],
+                    skill_groups: groups.to_vec(),
                     priority: 1,
                     timeout_s: 300,
                     timeout_next: 5,
@@ -352,14 +369,14 @@ fn script_template(template: u32, a: SkillGroupId, b: SkillGroupId, divert: Labe
                 3,
                 NodeKind::Select {
                     rule: SelectRule::MinimumExpectedDelay,
-                    skill_groups: vec![a, b],
+                    skill_groups: groups.to_vec(),
                     none_next: 4,
                 },
             ),
             node(
                 4,
                 NodeKind::Queue {
-                    skill_groups: vec![a, b],
+                    skill_groups: groups.to_vec(),
                     priority: 5,
                     timeout_s: 180,
                     timeout_next: 5,
@@ -390,6 +407,37 @@ mod tests {
         let cc = generate(&GenerateParams::default());
         let text = cc.to_toml_string();
         assert_eq!(ContactCenter::from_toml_str(&text).unwrap(), cc);
+    }
+
+    #[test]
+    fn call_types_cover_every_skill_group() {
+        for (agents, groups, call_types, peripherals) in [
+            (200, 20, 10, 2),
+            (100_000, 5_000, 1_000, 10),
+            (1_000, 50, 10, 10),
+        ] {
+            let cc = generate(&GenerateParams {
+                agents,
+                skill_groups: groups,
+                call_types,
+                peripherals,
+                skill_groups_per_agent_max: 5,
+                ..Default::default()
+            });
+            let mut covered = std::collections::BTreeSet::new();
+            for script in &cc.scripts {
+                for node in &script.nodes {
+                    if let NodeKind::Queue { skill_groups, .. } = &node.kind {
+                        covered.extend(skill_groups.iter().copied());
+                    }
+                }
+            }
+            assert_eq!(
+                covered.len(),
+                groups as usize,
+                "{agents} agents, {groups} groups"
+            );
+        }
     }
 
     #[test]

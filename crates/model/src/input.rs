@@ -88,6 +88,12 @@ pub enum Input {
     CallAbandoned {
         call: PeripheralCallKey,
     },
+    /// A waiting call leaves the peripheral without reaching an agent there: it was routed
+    /// elsewhere (a network label, another peripheral, a default) or its routing client took it
+    /// back. Neither answered nor abandoned at this peripheral.
+    CallCleared {
+        call: PeripheralCallKey,
+    },
     RouteRequest(RouteRequest),
     /// The routing client gave up on a request (its own timeout) or the caller hung up while the
     /// router held the call; any agent reserved for it is released.
@@ -188,6 +194,7 @@ impl Input {
             Input::CallTransferred { .. } => "CallTransferred",
             Input::CallEnded { .. } => "CallEnded",
             Input::CallAbandoned { .. } => "CallAbandoned",
+            Input::CallCleared { .. } => "CallCleared",
             Input::RouteRequest(_) => "RouteRequest",
             Input::RouteRequestEnded { .. } => "RouteRequestEnded",
         }

@@ -173,6 +173,8 @@ pub enum CallDisposition {
     /// Abandoned within the short-call threshold.
     ShortCall,
     Transferred,
+    /// Left the peripheral unanswered without abandoning: routed elsewhere.
+    Cleared,
 }
 
 /// One row per call leg end (ICM's Termination_Call_Detail).

@@ -678,4 +678,44 @@ impl Router {
         }
         Ok(())
     }
+
+    /// A waiting call leaves the peripheral unanswered, routed elsewhere: it leaves the Now
+    /// counts and gets a Termination_Call_Detail, but counts neither as offered nor abandoned.
+    pub(crate) fn call_cleared(&mut self, ctx: &mut Ctx, call: PeripheralCallKey) -> Applied {
+        let row = self.call_row(call)?;
+        if row.phase != CallPhase::Queued {
+            return reject(format!(
+                "call {}/{} is {:?}; only a waiting call can be cleared",
+                call.peripheral, call.call_id, row.phase
+            ));
+        }
+        if let Some(group) = row.skill_group {
+            self.touch_skill_group(ctx, group, None, |g| g.calls_q_now -= 1);
+        }
+        if let Some(service) = row.service {
+            self.touch_service(ctx, service, None, |s| s.calls_q_now -= 1);
+        }
+        self.state.calls.remove(&call);
+        self.state
+            .peripheral_rt
+            .update(&call.peripheral, |p| p.calls_in_progress -= 1);
+        ctx.historical(HistoricalRow::TerminationCallDetail(
+            TerminationCallDetail {
+                call,
+                router_call_key: row.router_call_key,
+                agent: None,
+                skill_group: row.skill_group,
+                call_type: row.call_type,
+                service: row.service,
+                disposition: CallDisposition::Cleared,
+                start_ms: row.leg_start_ms,
+                delay_ms: ctx.now_ms - row.leg_start_ms,
+                talk_ms: 0,
+                hold_ms: 0,
+                work_ms: 0,
+                end_ms: ctx.now_ms,
+            },
+        ));
+        Ok(())
+    }
 }

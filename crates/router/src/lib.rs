@@ -274,6 +274,7 @@ impl Router {
             } => self.call_transferred(ctx, *call, *skill_group, *after_call),
             Input::CallEnded { call, after_call } => self.call_ended(ctx, *call, *after_call),
             Input::CallAbandoned { call } => self.call_abandoned(ctx, *call),
+            Input::CallCleared { call } => self.call_cleared(ctx, *call),
             Input::RouteRequest(request) => self.route_request(ctx, request),
             Input::RouteRequestEnded { key, reason } => {
                 self.route_request_ended(ctx, *key, *reason)

@@ -1,0 +1,277 @@
+//! `tandem bench router`: apply throughput, route latency through the five-node script, state
+//! export/import speed, state size and memory, snapshot pause, and the cost per input at 1,000
+//! versus the chosen number of agents. Prints one JSON line.
+//!
+//! The input stream is recorded from the closed loop (router + simulator) and then replayed into
+//! a copy of the router taken at the same point, so the timings are of `apply` alone, without the
+//! simulator's own work.
+
+use crate::driver::{ClosedLoop, TICK_MS_DEFAULT};
+use anyhow::Result;
+use serde_json::json;
+use std::time::Instant;
+use tandem_model::generate::{dialed_number_digits, generate, GenerateParams};
+use tandem_model::input::{Input, OrderedInput};
+use tandem_pg::{LoadParams, TrafficSim};
+use tandem_router::records::{export, import};
+use tandem_router::Router;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// The router state machine alone, on one core.
+    Router(RouterBenchArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct RouterBenchArgs {
+    #[arg(long, default_value_t = 100_000)]
+    agents: u32,
+    /// Skill groups (default: agents / 20).
+    #[arg(long)]
+    skill_groups: Option<u32>,
+    /// Call types (default: agents / 100).
+    #[arg(long)]
+    call_types: Option<u32>,
+    /// Offered calls per second (default: agents / 10, i.e. 10,000 at 100,000 agents).
+    #[arg(long)]
+    cps: Option<f64>,
+    /// Simulated seconds of load that are measured (after a warm-up of twice the handle time).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Skip the comparison run at 1,000 agents.
+    #[arg(long)]
+    no_baseline: bool,
+}
+
+/// 2026-11-21T10:00:00Z: a fixed start, so every run sees the same calendar.
+const START_MS: u64 = 1_795_255_200_000;
+const OCCUPANCY: f64 = 0.85;
+
+struct Run {
+    agents: u32,
+    skill_groups: u32,
+    call_types: u32,
+    cps: f64,
+    handle_time_ms: f64,
+    inputs: usize,
+    inputs_per_second: f64,
+    ns_per_input: f64,
+    route_request_ns_median: f64,
+    route_request_ns_p99: f64,
+    route_requests_measured: usize,
+    router: Router,
+    warm_router: Router,
+    replay: Vec<OrderedInput>,
+    first_seq: u64,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64
+}
+
+fn measure(agents: u32, skill_groups: u32, call_types: u32, cps: f64, seconds: u64) -> Result<Run> {
+    let cc = generate(&GenerateParams {
+        agents,
+        skill_groups,
+        call_types,
+        peripherals: 10.min(skill_groups),
+        skill_groups_per_agent_max: 5,
+        ..GenerateParams::default()
+    });
+    let load = LoadParams::for_occupancy(agents, cps, OCCUPANCY);
+    let handle_time_ms = load.busy_time_mean_ms();
+    let router = Router::from_contact_center(&cc, START_MS)?;
+    let sim = TrafficSim::new(&cc, load, START_MS);
+    let mut driver = ClosedLoop::new(router, sim, START_MS, TICK_MS_DEFAULT);
+    // Warm up to a steady state: every agent has taken calls and queues have formed.
+    let warm_up_ms = (2.0 * handle_time_ms) as u64 + 5_000;
+    driver.run_until(START_MS + warm_up_ms, |_| {});
+    let warm_router = driver.router.clone();
+    let first_seq = driver.seq;
+    driver.recorded = Some(Vec::new());
+    driver.run_until(START_MS + warm_up_ms + seconds * 1000, |_| {});
+    let replay = driver.recorded.take().unwrap_or_default();
+
+    // Template 0 (every third call type) is the five-node script: Start, If, Select, Queue, Default.
+    let five_node: std::collections::BTreeSet<String> = (0..call_types)
+        .step_by(3)
+        .map(dialed_number_digits)
+        .collect();
+    let mut router = warm_router.clone();
+    let mut outputs = Vec::with_capacity(64);
+    let mut route_ns = Vec::new();
+    let started = Instant::now();
+    for (i, input) in replay.iter().enumerate() {
+        outputs.clear();
+        if let Input::RouteRequest(request) = &input.input {
+            if five_node.contains(&request.dialed_number) {
+                let t = Instant::now();
+                router.apply_into(first_seq + i as u64 + 1, input, &mut outputs);
+                route_ns.push(t.elapsed().as_nanos() as u64);
+                continue;
+            }
+        }
+        router.apply_into(first_seq + i as u64 + 1, input, &mut outputs);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        router.digest() == driver.router.digest(),
+        "the replay diverged from the recorded run"
+    );
+    route_ns.sort_unstable();
+    Ok(Run {
+        agents,
+        skill_groups,
+        call_types,
+        cps,
+        handle_time_ms,
+        inputs: replay.len(),
+        inputs_per_second: replay.len() as f64 / elapsed,
+        ns_per_input: elapsed * 1e9 / replay.len() as f64,
+        route_request_ns_median: percentile(&route_ns, 0.5),
+        route_request_ns_p99: percentile(&route_ns, 0.99),
+        route_requests_measured: route_ns.len(),
+        router,
+        warm_router,
+        replay,
+        first_seq,
+    })
+}
+
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Applies the recorded inputs again while another thread exports a snapshot taken first, and
+/// reports how long the snapshot took and the longest single apply during the export, beside the
+/// longest apply of the same inputs with no snapshot at all.
+fn snapshot_pause(run: &Run) -> (f64, f64, f64, f64) {
+    let longest_apply = |router: &mut Router, until: Option<&std::sync::atomic::AtomicBool>| {
+        let mut outputs = Vec::new();
+        let mut longest = 0u128;
+        for (i, input) in run.replay.iter().enumerate() {
+            if until.is_some_and(|done| done.load(std::sync::atomic::Ordering::Relaxed)) {
+                break;
+            }
+            outputs.clear();
+            let t = Instant::now();
+            router.apply_into(run.first_seq + i as u64 + 1, input, &mut outputs);
+            longest = longest.max(t.elapsed().as_nanos());
+        }
+        longest as f64 / 1e6
+    };
+    let mut quiet = run.warm_router.clone();
+    let longest_without_ms = longest_apply(&mut quiet, None);
+
+    let mut live = run.warm_router.clone();
+    let t = Instant::now();
+    let snapshot = live.snapshot();
+    let snapshot_ms = t.elapsed().as_secs_f64() * 1e3;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (longest_during_ms, export_ms) = std::thread::scope(|scope| {
+        let exporter = scope.spawn(|| {
+            let t = Instant::now();
+            let bytes = export(&snapshot);
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            (bytes.len(), ms)
+        });
+        let longest = longest_apply(&mut live, Some(&done));
+        let (_, export_ms) = exporter.join().expect("export thread");
+        (longest, export_ms)
+    });
+    (
+        snapshot_ms,
+        longest_during_ms,
+        longest_without_ms,
+        export_ms,
+    )
+}
+
+pub fn run(command: BenchCommand) -> Result<()> {
+    let BenchCommand::Router(args) = command;
+    anyhow::ensure!(args.agents >= 100, "--agents must be at least 100");
+    let skill_groups = args.skill_groups.unwrap_or(args.agents / 20).max(1);
+    let call_types = args.call_types.unwrap_or(args.agents / 100).max(3);
+    let cps = args.cps.unwrap_or(args.agents as f64 / 10.0);
+    eprintln!("measuring {} agents, {skill_groups} skill groups, {call_types} call types at {cps} calls/s ...", args.agents);
+    let main = measure(args.agents, skill_groups, call_types, cps, args.seconds)?;
+    let rss = resident_memory_bytes();
+
+    let state = main.router.snapshot();
+    let t = Instant::now();
+    let bytes = export(&state);
+    let export_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let imported = import(&bytes)?;
+    let import_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        imported == state,
+        "import did not rebuild the exported state"
+    );
+    drop(imported);
+    let (
+        snapshot_ms,
+        longest_apply_during_export_ms,
+        longest_apply_without_snapshot_ms,
+        background_export_ms,
+    ) = snapshot_pause(&main);
+
+    let baseline = if args.no_baseline || args.agents == 1_000 {
+        None
+    } else {
+        let scale = 1_000.0 / args.agents as f64;
+        eprintln!("measuring the 1,000-agent baseline ...");
+        Some(measure(
+            1_000,
+            ((skill_groups as f64 * scale) as u32).max(10),
+            ((call_types as f64 * scale) as u32).max(3),
+            cps * scale,
+            args.seconds * 10,
+        )?)
+    };
+    let figures = json!({
+        "bench": "router",
+        "load": {
+            "agents": main.agents,
+            "skill_groups": main.skill_groups,
+            "call_types": main.call_types,
+            "calls_per_second": main.cps,
+            "handle_time_mean_s": main.handle_time_ms / 1000.0,
+            "occupancy": OCCUPANCY,
+            "measured_simulated_s": args.seconds,
+        },
+        "inputs": main.inputs,
+        "apply_inputs_per_s": main.inputs_per_second.round(),
+        "apply_ns_per_input": (main.ns_per_input * 10.0).round() / 10.0,
+        "route_request_five_node_ns_median": main.route_request_ns_median,
+        "route_request_five_node_ns_p99": main.route_request_ns_p99,
+        "route_requests_measured": main.route_requests_measured,
+        "state_size_bytes": main.router.state_size(),
+        "state_size_max_bytes": main.router.state_size_max(),
+        "resident_memory_bytes": rss,
+        "export_mb_per_s": (bytes.len() as f64 / export_s / 1e6).round(),
+        "import_mb_per_s": (bytes.len() as f64 / import_s / 1e6).round(),
+        "import_includes_invariant_check": true,
+        "snapshot_ms": snapshot_ms,
+        "longest_apply_during_background_export_ms": longest_apply_during_export_ms,
+        "longest_apply_without_snapshot_ms": longest_apply_without_snapshot_ms,
+        "background_export_ms": background_export_ms,
+        "baseline_1000_agents": baseline.as_ref().map(|b| json!({
+            "skill_groups": b.skill_groups,
+            "call_types": b.call_types,
+            "calls_per_second": b.cps,
+            "apply_ns_per_input": (b.ns_per_input * 10.0).round() / 10.0,
+            "inputs": b.inputs,
+        })),
+        "cost_ratio_vs_1000_agents": baseline.as_ref().map(|b| (main.ns_per_input / b.ns_per_input * 100.0).round() / 100.0),
+    });
+    println!("{figures}");
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! The `tandem` binary's library: the subcommands and the in-process driver they share. Kept as
+//! a library so integration tests drive exactly what the binary runs.
+
+pub mod bench;
+pub mod demo;
+pub mod driver;

@@ -1,0 +1,121 @@
+//! The real router driven by the real traffic simulator, as the demo and benchmarks run them.
+
+use tandem::demo::EXAMPLE_CONTACT_CENTER;
+use tandem::driver::{ClosedLoop, TICK_MS_DEFAULT};
+use tandem_model::config::ContactCenter;
+use tandem_model::output::{EventCode, HistoricalRow, Output};
+use tandem_pg::{LoadParams, TrafficSim};
+use tandem_router::records::{export, import};
+use tandem_router::Router;
+
+const T0: u64 = 1_795_255_200_000;
+
+fn closed_loop(seed: u64) -> ClosedLoop {
+    let cc = ContactCenter::from_toml_str(EXAMPLE_CONTACT_CENTER).unwrap();
+    let load = LoadParams {
+        calls_per_second: 1.5,
+        talk_time_mean_ms: 60_000,
+        seed,
+        ..LoadParams::default()
+    };
+    let router = Router::from_contact_center(&cc, T0).unwrap();
+    ClosedLoop::new(router, TrafficSim::new(&cc, load, T0), T0, TICK_MS_DEFAULT)
+}
+
+#[derive(Default, Debug)]
+struct Seen {
+    rejected: Vec<String>,
+    script_errors: u64,
+    route_call_details: u64,
+    interval_rows: u64,
+    responses: u64,
+}
+
+fn run(driver: &mut ClosedLoop, until_ms: u64, seen: &mut Seen) {
+    driver.run_until(until_ms, |output| match output {
+        Output::Event(e) if e.code == EventCode::InputRejected => {
+            seen.rejected.push(e.message.clone())
+        }
+        Output::Event(e) if e.code == EventCode::ScriptError => seen.script_errors += 1,
+        Output::Historical(r) => match r.row {
+            HistoricalRow::RouteCallDetail(_) => seen.route_call_details += 1,
+            HistoricalRow::SkillGroupInterval { .. } | HistoricalRow::CallTypeInterval { .. } => {
+                seen.interval_rows += 1
+            }
+            _ => {}
+        },
+        Output::RouteResponse { repeat: false, .. } => seen.responses += 1,
+        _ => {}
+    });
+}
+
+#[test]
+fn forty_minutes_of_simulated_load_are_accepted_whole_and_consistent() {
+    let mut driver = closed_loop(7);
+    let mut seen = Seen::default();
+    // Check every invariant once a simulated minute, across the 10:30 interval boundary.
+    for minute in 1..=40 {
+        run(&mut driver, T0 + minute * 60_000, &mut seen);
+        driver
+            .router
+            .check_invariants()
+            .unwrap_or_else(|e| panic!("minute {minute}: {e}"));
+    }
+    assert!(
+        seen.rejected.is_empty(),
+        "{} rejected inputs, first: {:?}",
+        seen.rejected.len(),
+        seen.rejected.first()
+    );
+    assert_eq!(seen.script_errors, 0);
+    let stats = driver.sim.stats().clone();
+    assert!(stats.route_requests_sent > 3_000, "{stats:?}");
+    assert!(stats.calls_handled > 1_500, "{stats:?}");
+    // Exactly one answer per request, none lost to a client timeout.
+    assert_eq!(stats.route_requests_answered_more_than_once, 0);
+    assert_eq!(stats.route_requests_timed_out, 0);
+    assert_eq!(seen.responses, stats.route_requests_answered);
+    // One Route_Call_Detail per finished request.
+    let router_calls_open = driver.router.state().router_calls.len() as u64;
+    assert_eq!(
+        seen.route_call_details + router_calls_open,
+        stats.route_requests_sent
+    );
+    // 20 skill groups + 10 call types wrote their 10:00-10:30 interval rows.
+    assert_eq!(seen.interval_rows, 30);
+    // The router's calls are the simulator's calls: none leak.
+    let summary = driver.router.summary();
+    assert!(summary.service_level_today.is_some());
+    assert!(
+        driver.router.state().calls.len()
+            <= driver.sim.calls_in_flight()
+                + summary.agents_by_state["WorkReady"] as usize
+                + summary.agents_by_state["WorkNotReady"] as usize
+    );
+}
+
+#[test]
+fn the_closed_loop_is_deterministic_and_survives_a_state_transfer() {
+    let mut a = closed_loop(3);
+    let mut b = closed_loop(3);
+    let mut seen = Seen::default();
+    run(&mut a, T0 + 300_000, &mut seen);
+    run(&mut b, T0 + 300_000, &mut seen);
+    assert_eq!(a.router.digest(), b.router.digest());
+    // b's router goes through its state records mid-run; the loop carries on identically.
+    b.router = Router::from_state(import(&export(b.router.state())).unwrap()).unwrap();
+    run(&mut a, T0 + 600_000, &mut seen);
+    run(&mut b, T0 + 600_000, &mut seen);
+    assert_eq!(a.router.digest(), b.router.digest());
+    assert_eq!(a.sim.stats(), b.sim.stats());
+    // A different seed gives a different run.
+    let mut c = closed_loop(4);
+    run(&mut c, T0 + 300_000, &mut seen);
+    assert_ne!(c.router.digest(), closed_loop_digest_at(3, T0 + 300_000));
+}
+
+fn closed_loop_digest_at(seed: u64, until_ms: u64) -> u128 {
+    let mut driver = closed_loop(seed);
+    run(&mut driver, until_ms, &mut Seen::default());
+    driver.router.digest()
+}
