@@ -7,6 +7,7 @@
 use crate::rows::AgentRow;
 use crate::{reject, Applied, Ctx, Router};
 use std::sync::Arc;
+use tandem_model::config::SKILL_GROUPS_PER_AGENT_MAX;
 use tandem_model::domain::AgentState;
 use tandem_model::ids::*;
 use tandem_model::output::Output;
@@ -240,10 +241,15 @@ impl Router {
         }
 
         // Per-skill-group views of the state, counts and the availability index. The member list
-        // is collected first because the loop mutates other tables.
-        let mut groups: Vec<SkillGroupId> = Vec::with_capacity(8);
-        groups.extend(self.state.skill_groups_of(agent));
-        for group in groups {
+        // is collected first (on the stack) because the loop mutates other tables.
+        let mut groups = [SkillGroupId(0); SKILL_GROUPS_PER_AGENT_MAX];
+        let mut group_count = 0;
+        for group in self.state.skill_groups_of(agent) {
+            groups[group_count] = group;
+            group_count += 1;
+        }
+        let groups = &groups[..group_count];
+        for &group in groups {
             let before = old.state_in(group);
             let after = new.state_in(group);
             if before == after {
@@ -290,7 +296,7 @@ impl Router {
         self.state.agent_rt.insert(agent, new);
 
         if state == AgentState::Ready && new.reserved_for.is_none() {
-            self.dispatch_queued_call(ctx, agent);
+            self.dispatch_queued_call(ctx, agent, groups);
         }
     }
 }

@@ -271,6 +271,7 @@ impl Router {
                     s.skill_group_rt.insert(
                         o.id,
                         Arc::new(SkillGroupRow {
+                            peripheral: o.peripheral,
                             state_counts: [0; AgentState::COUNT],
                             calls_q_now: 0,
                             calls_in_progress: 0,

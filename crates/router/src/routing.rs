@@ -314,11 +314,15 @@ impl Router {
 
     /// The longest-available agent of a skill group whose peripheral is online.
     fn longest_available(&self, group: SkillGroupId) -> Option<(u64, AgentId)> {
-        let peripheral = self.state.skill_groups.get(&group)?.peripheral;
+        // The group's own counts answer "nobody available" without a seek in the index.
+        let row = self.state.skill_group_rt.get(&group)?;
+        if row.count(AgentState::Ready) == 0 {
+            return None;
+        }
         if !self
             .state
             .peripheral_rt
-            .get(&peripheral)
+            .get(&row.peripheral)
             .is_some_and(|p| p.online)
         {
             return None;
@@ -510,7 +514,12 @@ impl Router {
 
     /// An agent just became available: give it the best queued call among its skill groups
     /// (lowest priority number, then longest waiting).
-    pub(crate) fn dispatch_queued_call(&mut self, ctx: &mut Ctx, agent: AgentId) {
+    pub(crate) fn dispatch_queued_call(
+        &mut self,
+        ctx: &mut Ctx,
+        agent: AgentId,
+        groups: &[SkillGroupId],
+    ) {
         if self.state.queue.is_empty() {
             return;
         }
@@ -525,10 +534,15 @@ impl Router {
         {
             return;
         }
-        let best = self
-            .state
-            .skill_groups_of(agent)
-            .filter_map(|group| {
+        let best = groups
+            .iter()
+            .filter(|group| {
+                self.state
+                    .skill_group_rt
+                    .get(group)
+                    .is_some_and(|g| g.router_calls_q_now > 0)
+            })
+            .filter_map(|&group| {
                 self.state
                     .queue
                     .first_in(

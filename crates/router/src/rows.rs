@@ -65,6 +65,8 @@ tandem_model::encode_struct!(fixed AgentSkillGroupRow {
 /// Skill_Group_Real_Time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkillGroupRow {
+    /// The group's peripheral (from its configuration), kept here for the routing hot path.
+    pub peripheral: PeripheralId,
     /// Agents of this group in each state, indexed by `AgentState as usize` (LoggedOff unused).
     pub state_counts: [u32; AgentState::COUNT],
     /// Calls waiting at the peripheral for this group (arrived, not yet ringing).
@@ -76,6 +78,7 @@ pub struct SkillGroupRow {
     pub families: CallFamilies,
 }
 tandem_model::encode_struct!(fixed SkillGroupRow {
+    peripheral: PeripheralId,
     state_counts: [u32; AgentState::COUNT],
     calls_q_now: u32,
     calls_in_progress: u32,

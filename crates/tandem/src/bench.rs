@@ -141,6 +141,31 @@ fn measure(agents: u32, skill_groups: u32, call_types: u32, cps: f64, seconds: u
     })
 }
 
+/// Mean apply cost per input kind, from a second replay that times every input.
+fn cost_by_input_kind(run: &Run) -> serde_json::Value {
+    let mut router = run.warm_router.clone();
+    let mut outputs = Vec::new();
+    let mut by_kind: std::collections::BTreeMap<&'static str, (u64, u128, u128)> =
+        Default::default();
+    for (i, input) in run.replay.iter().enumerate() {
+        outputs.clear();
+        let t = Instant::now();
+        router.apply_into(run.first_seq + i as u64 + 1, input, &mut outputs);
+        let ns = t.elapsed().as_nanos();
+        let entry = by_kind.entry(input.input.name()).or_default();
+        entry.0 += 1;
+        entry.1 += ns;
+        entry.2 = entry.2.max(ns);
+    }
+    by_kind
+        .into_iter()
+        .map(|(kind, (count, ns, max))| {
+            (kind.to_string(), json!({ "count": count, "mean_ns": (ns / count.max(1) as u128) as u64, "max_ns": max as u64 }))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 fn resident_memory_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -248,6 +273,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             "measured_simulated_s": args.seconds,
         },
         "inputs": main.inputs,
+        "apply_mean_ns_by_input_kind": cost_by_input_kind(&main),
         "apply_inputs_per_s": main.inputs_per_second.round(),
         "apply_ns_per_input": (main.ns_per_input * 10.0).round() / 10.0,
         "route_request_five_node_ns_median": main.route_request_ns_median,
