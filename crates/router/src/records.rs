@@ -103,6 +103,19 @@ pub fn state_size(state: &State) -> u64 {
     size
 }
 
+/// Each table's name, row count and exact share of the state size (rows plus framing), in
+/// stream order: what makes the state as big as it is.
+pub fn table_sizes(state: &State) -> Vec<(&'static str, u64, u64)> {
+    let mut sizes = Vec::new();
+    macro_rules! collect_sizes {
+        ($state:ident, $sizes:ident; $($id:literal $field:ident),*) => {
+            $( $sizes.push((stringify!($field), $state.$field.len() as u64, table_size(&$state.$field))); )*
+        };
+    }
+    for_each_table!(collect_sizes, state, sizes);
+    sizes
+}
+
 /// Writes records one at a time; the buffer is reused between records.
 struct RecordWriter<'a, F: FnMut(&[u8])> {
     buffer: Vec<u8>,

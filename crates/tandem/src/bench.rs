@@ -240,6 +240,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
         imported == state,
         "import did not rebuild the exported state"
     );
+    let t = Instant::now();
+    tandem_router::views::check_invariants(&imported).map_err(anyhow::Error::msg)?;
+    let invariant_check_s = t.elapsed().as_secs_f64();
     drop(imported);
     let (
         snapshot_ms,
@@ -281,10 +284,17 @@ pub fn run(command: BenchCommand) -> Result<()> {
         "route_requests_measured": main.route_requests_measured,
         "state_size_bytes": main.router.state_size(),
         "state_size_max_bytes": main.router.state_size_max(),
+        "state_bytes_by_table": tandem_router::records::table_sizes(main.router.state())
+            .into_iter()
+            .filter(|(_, rows, _)| *rows > 0)
+            .map(|(name, rows, bytes)| (name.to_string(), json!({ "rows": rows, "bytes": bytes })))
+            .collect::<serde_json::Map<_, _>>(),
         "resident_memory_bytes": rss,
         "export_mb_per_s": (bytes.len() as f64 / export_s / 1e6).round(),
         "import_mb_per_s": (bytes.len() as f64 / import_s / 1e6).round(),
         "import_includes_invariant_check": true,
+        "import_invariant_check_ms": (invariant_check_s * 1e3).round(),
+        "import_mb_per_s_without_invariant_check": (bytes.len() as f64 / (import_s - invariant_check_s) / 1e6).round(),
         "snapshot_ms": snapshot_ms,
         "longest_apply_during_background_export_ms": longest_apply_during_export_ms,
         "longest_apply_without_snapshot_ms": longest_apply_without_snapshot_ms,
