@@ -1,4 +1,5 @@
-//! Random configuration changes (objects of every kind, with ids and references scrambled) never
+//! Random configuration changes (objects of every kind, with ids and references scrambled; about a
+//! fifth of them valid and accepted) never
 //! panic the router, never break an invariant, and move the configuration version by exactly one
 //! when, and only when, they are accepted.
 
@@ -111,8 +112,6 @@ proptest! {
         apply(&mut router, Input::PeripheralOnline { peripheral: PERIPHERAL });
         apply(&mut router, Input::AgentLogin { agent: A1, state: AgentState::Ready, reason_code: 0 });
         apply(&mut router, Input::AgentLogin { agent: A4, state: AgentState::NotReady, reason_code: 2 });
-        let mut accepted_count = 0u32;
-        let total = changes.len();
         for ops in changes {
             let ops: Vec<ConfigOp> = ops
                 .into_iter()
@@ -129,7 +128,6 @@ proptest! {
             let out = apply(&mut router, Input::ConfigChange(ConfigChange { ops }));
             let accepted = out.iter().any(|o| matches!(o, Output::ConfigResult { error: None, .. }));
             prop_assert_eq!(router.config_version(), version + accepted as u64);
-            accepted_count += accepted as u32;
             if let Err(e) = router.check_invariants() {
                 panic!("invariant broken after a configuration change: {e}");
             }
@@ -140,7 +138,5 @@ proptest! {
             }));
             prop_assert!(router.check_invariants().is_ok());
         }
-        // About a fifth of the changes are accepted across a run; here only that none broke.
-        prop_assert!(accepted_count as usize <= total);
     }
 }
