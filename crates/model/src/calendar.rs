@@ -38,6 +38,10 @@ crate::encode_struct!(fixed Periods {
     local_weekday: u8,
 });
 
+/// The latest ordered time tandem accepts: 9999-12-31T23:59:59.999Z. Later times are corrupt
+/// input; bounding them keeps every `time + duration` far from overflow.
+pub const TIME_MS_MAX: u64 = 253_402_300_799_999;
+
 /// The To5 step that contains `time_ms`.
 pub fn to5_step(time_ms: u64) -> u64 {
     time_ms / TO5_STEP_MS
@@ -49,7 +53,9 @@ pub fn to5_step(time_ms: u64) -> u64 {
 /// half-hour or 45-minute offset). `next_change_ms` also includes the next local minute, so
 /// time-of-day conditions see the current minute.
 pub fn periods(tz: Tz, interval_minutes: u32, time_ms: u64) -> Periods {
-    let time_ms_i = time_ms.min(i64::MAX as u64) as i64;
+    debug_assert!([5, 15, 30].contains(&interval_minutes));
+    let interval_minutes = interval_minutes.clamp(1, 24 * 60);
+    let time_ms_i = time_ms.min(TIME_MS_MAX) as i64;
     let local = tz
         .timestamp_millis_opt(time_ms_i)
         .single()

@@ -7,13 +7,19 @@
 //!
 //! Definitions (ICM's, and tested in `tests` below against hand-computed cases):
 //! - A call *arrives* for a skill group or call type when it is queued or offered there.
-//! - A *short call* is one abandoned within `abandon_short_call_threshold_s` of arriving: it
-//!   counts as neither offered nor abandoned.
+//! - A *short call* is one abandoned in less than `abandon_short_call_threshold_s` after arriving
+//!   (`wait < threshold`, so a threshold of 0 means no short calls): it counts as neither offered
+//!   nor abandoned.
 //! - A call counts as *offered* once its outcome there is known: when it is answered or abandoned
 //!   (short calls never count). Calls still waiting show in the Now counts (CallsQNow).
 //! - A call enters the service-level calculation when it is answered or abandoned (short calls
 //!   never do): `service_level_calls_offered` counts those; `service_level_calls` those answered
-//!   within the threshold; `service_level_abandoned` those abandoned within the threshold.
+//!   within the threshold (`wait <= threshold`); `service_level_abandoned` those abandoned within
+//!   it.
+//! - For a call type, a caller who hangs up while the router holds the call (in the router queue
+//!   or at a Wait node) is an abandon too, timed from the route request. A transferred call
+//!   counts for its call type and service on its first leg only; each leg counts for its own
+//!   skill group.
 //! - Service level, by type ([`ServiceLevelType`]):
 //!   type 1 (abandons ignored): `sl_calls / (sl_offered - sl_abandoned)`;
 //!   type 2 (abandons count against): `sl_calls / sl_offered`;

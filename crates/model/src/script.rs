@@ -17,6 +17,11 @@ pub type NodeId = u16;
 pub const SCRIPT_NODES_MAX: usize = 1024;
 /// The most targets one Select, Queue, Label or Percent Allocation node may list.
 pub const NODE_TARGETS_MAX: usize = 64;
+/// The longest a Queue node may hold a call before its timeout branch runs.
+pub const QUEUE_TIMEOUT_S_MAX: u32 = 86_400;
+/// The longest a routed call may stay in its script (waiting or queued, however the script
+/// loops); after that it gets the default label, so no request is held forever.
+pub const ROUTER_CALL_LIFETIME_MS_MAX: u64 = 86_400_000;
 /// The deepest nesting of `All`/`Any`/`Not` in a condition.
 pub const CONDITION_DEPTH_MAX: usize = 8;
 /// The most nodes one route request may visit within one input before the script is declared in
@@ -86,8 +91,8 @@ pub enum NodeKind {
     },
     /// Routes to an available agent in the skill groups if there is one; otherwise puts the call
     /// in the router queue of each skill group with `priority` (1 highest .. 10). When
-    /// `timeout_s` passes without an agent, the call leaves the queue and the script continues at
-    /// `timeout_next`.
+    /// `timeout_s` (1 ..= QUEUE_TIMEOUT_S_MAX) passes without an agent, the call leaves the
+    /// queue and the script continues at `timeout_next`.
     Queue {
         skill_groups: Vec<SkillGroupId>,
         priority: u8,
@@ -307,6 +312,11 @@ impl Script {
             }
             NodeKind::Queue { priority, .. } if !(1..=10).contains(priority) => {
                 Err(format!("priority {priority} is outside 1..=10"))
+            }
+            NodeKind::Queue { timeout_s, .. } if !(1..=QUEUE_TIMEOUT_S_MAX).contains(timeout_s) => {
+                Err(format!(
+                    "queue timeout of {timeout_s} s is outside 1..={QUEUE_TIMEOUT_S_MAX}"
+                ))
             }
             NodeKind::Label { labels } | NodeKind::Divert { labels }
                 if labels.is_empty() || labels.len() > NODE_TARGETS_MAX =>

@@ -30,8 +30,13 @@ impl Router {
         });
         match changed {
             None => reject(format!("unknown peripheral {peripheral}")),
-            // Repeats are harmless (a PG re-reports on reconnect).
-            Some(_) => Ok(()),
+            Some(changed) => {
+                if changed && online {
+                    self.start_dispatch_sweep();
+                }
+                // Repeats are harmless (a PG re-reports on reconnect).
+                Ok(())
+            }
         }
     }
 
@@ -163,9 +168,32 @@ impl Router {
             }
         }
         if let Some(router_call_key) = row.reserved_for {
-            self.release_reservation(ctx, agent, router_call_key);
+            // The agent leaves the reservation for `next` directly: releasing it through Ready
+            // would hand the agent the next queued call first.
+            self.announce_release(ctx, row.peripheral, agent, router_call_key);
+            self.state
+                .agent_rt
+                .update(&agent, |a| a.reserved_for = None);
         }
         Ok(())
+    }
+
+    /// Tells the agent's PG that the router no longer holds the agent for the call.
+    fn announce_release(
+        &mut self,
+        ctx: &mut Ctx,
+        peripheral: PeripheralId,
+        agent: AgentId,
+        router_call_key: RouterCallKey,
+    ) {
+        if let Some(pg) = self.state.peripherals.get(&peripheral).map(|p| p.pg) {
+            ctx.out.push(Output::ReleaseAgent {
+                pg,
+                peripheral,
+                agent,
+                router_call_key,
+            });
+        }
     }
 
     pub(crate) fn agent_row(&self, agent: AgentId) -> Result<AgentRow, crate::Rejection> {
@@ -201,14 +229,7 @@ impl Router {
         } else {
             row.active_skill_group
         };
-        if let Some(pg) = self.state.peripherals.get(&row.peripheral).map(|p| p.pg) {
-            ctx.out.push(Output::ReleaseAgent {
-                pg,
-                peripheral: row.peripheral,
-                agent,
-                router_call_key,
-            });
-        }
+        self.announce_release(ctx, row.peripheral, agent, router_call_key);
         self.set_agent_state(ctx, agent, row, new, state, row.reason_code, active);
     }
 
@@ -244,7 +265,11 @@ impl Router {
         // is collected first (on the stack) because the loop mutates other tables.
         let mut groups = [SkillGroupId(0); SKILL_GROUPS_PER_AGENT_MAX];
         let mut group_count = 0;
-        for group in self.state.skill_groups_of(agent) {
+        for group in self
+            .state
+            .skill_groups_of(agent)
+            .take(SKILL_GROUPS_PER_AGENT_MAX)
+        {
             groups[group_count] = group;
             group_count += 1;
         }

@@ -72,7 +72,7 @@ impl Router {
         })
     }
 
-    fn call_type_thresholds(&self, call_type: CallTypeId) -> Option<Thresholds> {
+    pub(crate) fn call_type_thresholds(&self, call_type: CallTypeId) -> Option<Thresholds> {
         self.state.call_types.get(&call_type).map(|c| Thresholds {
             service_level_ms: c.service_level_threshold_s as u64 * 1000,
             short_call_ms: c.abandon_short_call_threshold_s as u64 * 1000,
@@ -266,6 +266,22 @@ impl Router {
             return reject(format!("unknown peripheral {}", call.peripheral));
         }
         self.check_optional_refs(group, call_type, service)?;
+        if let Some(group) = group {
+            self.check_same_peripheral(
+                call,
+                "skill group",
+                group.0,
+                self.state.skill_groups.get(&group).map(|g| g.peripheral),
+            )?;
+        }
+        if let Some(service) = service {
+            self.check_same_peripheral(
+                call,
+                "service",
+                service.0,
+                self.state.services.get(&service).map(|s| s.peripheral),
+            )?;
+        }
         let row = CallRow {
             phase: CallPhase::Queued,
             skill_group: group,
@@ -285,7 +301,27 @@ impl Router {
         if let Some(service) = service {
             self.touch_service(ctx, service, None, |row| row.calls_q_now += 1);
         }
+        if let Some(call_type) = call_type {
+            self.touch_call_type(ctx, call_type, None, |row| row.calls_in_progress += 1);
+        }
         Ok(())
+    }
+
+    /// Calls, agents, skill groups and services of a call must all be on the call's peripheral.
+    fn check_same_peripheral(
+        &self,
+        call: PeripheralCallKey,
+        what: &str,
+        id: u32,
+        peripheral: Option<PeripheralId>,
+    ) -> Applied {
+        match peripheral {
+            Some(p) if p != call.peripheral => reject(format!(
+                "{what} {id} is on peripheral {p}, not on the call's peripheral {}",
+                call.peripheral
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn call_offered(
@@ -303,6 +339,7 @@ impl Router {
             ));
         }
         let agent_row = self.agent_row(agent)?;
+        self.check_same_peripheral(call, "agent", agent.0, Some(agent_row.peripheral))?;
         let available = agent_row.state == AgentState::Ready
             || (agent_row.state == AgentState::Reserved && agent_row.call.is_none());
         if !available {
@@ -373,6 +410,8 @@ impl Router {
         let (Some(agent), Some(group)) = (row.agent, row.skill_group) else {
             return reject("a ringing call without agent");
         };
+        // Everything that can refuse the input is read before anything changes.
+        let agent_row = self.agent_row(agent)?;
         let wait_ms = ctx.now_ms - row.leg_start_ms;
         self.record_outcome(ctx, &row, |t| answered_delta(wait_ms, t));
         self.touch_agent_skill_group(
@@ -387,7 +426,6 @@ impl Router {
         row.phase = CallPhase::Talking;
         row.answered_ms = ctx.now_ms;
         self.state.calls.insert(call, row);
-        let agent_row = self.agent_row(agent)?;
         self.set_agent_state(
             ctx,
             agent,
@@ -421,6 +459,7 @@ impl Router {
         let Some(agent) = row.agent else {
             return reject("an answered call without agent");
         };
+        let agent_row = self.agent_row(agent)?;
         if hold {
             row.hold_started_ms = ctx.now_ms;
         } else {
@@ -428,7 +467,6 @@ impl Router {
         }
         row.phase = to;
         self.state.calls.insert(call, row);
-        let agent_row = self.agent_row(agent)?;
         self.set_agent_state(ctx, agent, agent_row, agent_row, state, 0, row.skill_group);
         Ok(())
     }
@@ -458,13 +496,16 @@ impl Router {
         let (Some(agent), Some(group)) = (row.agent, row.skill_group) else {
             return reject("an answered call without agent");
         };
+        let agent_row = self.agent_row(agent)?;
         self.end_talk(&mut row, ctx.now_ms);
         row.talk_ended_ms = ctx.now_ms;
         self.touch_skill_group(ctx, group, None, |g| g.calls_in_progress -= 1);
         if let Some(service) = row.service {
             self.touch_service(ctx, service, None, |s| s.calls_in_progress -= 1);
         }
-        let agent_row = self.agent_row(agent)?;
+        if let Some(call_type) = row.call_type {
+            self.touch_call_type(ctx, call_type, None, |c| c.calls_in_progress -= 1);
+        }
         let mut new = agent_row;
         if matches!(after, AfterCall::WorkReady | AfterCall::WorkNotReady) {
             // The leg finishes when the wrap-up does, so the handled call carries its work time.
@@ -573,15 +614,17 @@ impl Router {
         let (Some(agent), Some(group)) = (row.agent, row.skill_group) else {
             return reject("an answered call without agent");
         };
+        let agent_row = self.agent_row(agent)?;
         // The transferring agent's leg ends now and counts as handled there; any wrap-up that
-        // follows a transfer is the agent's own time, not this call's.
+        // follows a transfer is the agent's own time, not this call's. The call type and service
+        // counted the call on this first leg; the new leg counts for its skill group only.
         self.end_talk(&mut row, ctx.now_ms);
         self.touch_skill_group(ctx, group, None, |g| g.calls_in_progress -= 1);
         if let Some(service) = row.service {
-            self.touch_service(ctx, service, None, |s| {
-                s.calls_in_progress -= 1;
-                s.calls_q_now += 1;
-            });
+            self.touch_service(ctx, service, None, |s| s.calls_in_progress -= 1);
+        }
+        if let Some(call_type) = row.call_type {
+            self.touch_call_type(ctx, call_type, None, |c| c.calls_in_progress -= 1);
         }
         row.phase = CallPhase::Talking;
         self.state.calls.insert(call, row);
@@ -590,8 +633,6 @@ impl Router {
         let leg = CallRow {
             phase: CallPhase::Queued,
             skill_group: Some(to_group),
-            call_type: row.call_type,
-            service: row.service,
             router_call_key: row.router_call_key,
             leg_start_ms: ctx.now_ms,
             ..CallRow::default()
@@ -601,7 +642,6 @@ impl Router {
             .peripheral_rt
             .update(&call.peripheral, |p| p.calls_in_progress += 1);
         self.touch_skill_group(ctx, to_group, None, |g| g.calls_q_now += 1);
-        let agent_row = self.agent_row(agent)?;
         let mut new = agent_row;
         new.call = None;
         self.set_agent_state(ctx, agent, agent_row, new, after.state(), 0, None);
@@ -616,9 +656,13 @@ impl Router {
                 call.peripheral, call.call_id
             ));
         }
+        let ringing = row.phase == CallPhase::Ringing;
+        let ringing_agent = match row.agent.filter(|_| ringing) {
+            Some(agent) => Some((agent, self.agent_row(agent)?)),
+            None => None,
+        };
         let wait_ms = ctx.now_ms - row.leg_start_ms;
         self.record_outcome(ctx, &row, |t| abandoned_delta(wait_ms, t));
-        let ringing = row.phase == CallPhase::Ringing;
         if let Some(group) = row.skill_group {
             self.touch_skill_group(ctx, group, None, |g| {
                 if ringing {
@@ -641,6 +685,9 @@ impl Router {
         self.state
             .peripheral_rt
             .update(&call.peripheral, |p| p.calls_in_progress -= 1);
+        if let Some(call_type) = row.call_type {
+            self.touch_call_type(ctx, call_type, None, |c| c.calls_in_progress -= 1);
+        }
         let short = match row.skill_group.and_then(|g| self.skill_group_thresholds(g)) {
             Some(t) => wait_ms < t.short_call_ms,
             None => row
@@ -670,8 +717,7 @@ impl Router {
             },
         ));
         // A ringing agent is free again.
-        if let Some(agent) = row.agent.filter(|_| ringing) {
-            let agent_row = self.agent_row(agent)?;
+        if let Some((agent, agent_row)) = ringing_agent {
             let mut new = agent_row;
             new.call = None;
             self.set_agent_state(ctx, agent, agent_row, new, AgentState::Ready, 0, None);
@@ -699,6 +745,9 @@ impl Router {
         self.state
             .peripheral_rt
             .update(&call.peripheral, |p| p.calls_in_progress -= 1);
+        if let Some(call_type) = row.call_type {
+            self.touch_call_type(ctx, call_type, None, |c| c.calls_in_progress -= 1);
+        }
         ctx.historical(HistoricalRow::TerminationCallDetail(
             TerminationCallDetail {
                 call,

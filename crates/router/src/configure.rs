@@ -27,6 +27,8 @@ impl Router {
         match self.apply_config_change(ctx, change, CONFIG_CHANGE_OPS_MAX) {
             Ok(()) => {
                 self.state.scalars.counters.config_changes_accepted += 1;
+                // New members or groups may match available agents with queued calls.
+                self.start_dispatch_sweep();
                 let version = self.state.scalars.config_version;
                 ctx.event(
                     Severity::Info,
@@ -74,24 +76,26 @@ impl Router {
         }
         let saved = self.state.clone();
         let mut upserted_clients = Vec::new();
-        let mut deleted_labels = false;
+        let mut labels_changed = false;
         let result = change.ops.iter().enumerate().try_for_each(|(i, op)| {
             let outcome = match op {
                 ConfigOp::Upsert(object) => {
-                    if let ConfigObject::RoutingClient(client) = object {
-                        upserted_clients.push(client.id);
+                    match object {
+                        ConfigObject::RoutingClient(client) => upserted_clients.push(client.id),
+                        ConfigObject::Label(_) => labels_changed = true,
+                        _ => {}
                     }
                     self.upsert(ctx, object)
                 }
                 ConfigOp::Delete(reference) => {
-                    deleted_labels |= matches!(reference, ObjectRef::Label(_));
+                    labels_changed |= matches!(reference, ObjectRef::Label(_));
                     self.delete(*reference)
                 }
             };
             outcome.map_err(|Rejection(m)| Rejection(format!("operation {}: {m}", i + 1)))
         });
         let result =
-            result.and_then(|()| self.check_default_labels(&upserted_clients, deleted_labels));
+            result.and_then(|()| self.check_default_labels(&upserted_clients, labels_changed));
         match result {
             Ok(()) => {
                 self.state.scalars.config_version += 1;
@@ -109,7 +113,7 @@ impl Router {
     fn check_default_labels(
         &self,
         upserted: &[RoutingClientId],
-        deleted_labels: bool,
+        labels_changed: bool,
     ) -> Result<()> {
         let check = |client: &RoutingClient| -> Result<()> {
             if let Some(label) = client.default_label {
@@ -122,8 +126,8 @@ impl Router {
                 Ok(())
             }
         };
-        if deleted_labels {
-            // Deleting labels is rare; checking every routing client then is cheap enough.
+        if labels_changed {
+            // A label edit may move or remove a default; routing clients are few, so check all.
             self.state.routing_clients.values().try_for_each(check)
         } else {
             upserted
@@ -267,6 +271,8 @@ impl Router {
                             o.id
                         ));
                     }
+                    s.skill_group_rt
+                        .update(&o.id, |row| Arc::make_mut(row).peripheral = o.peripheral);
                 } else {
                     s.skill_group_rt.insert(
                         o.id,
@@ -478,6 +484,14 @@ impl Router {
                 s.agent_skill_group_rt.remove(&(agent, group));
             }
             ObjectRef::Service(id) => {
+                if let Some(row) = s.service_rt.get(&id) {
+                    let calls = row.calls_q_now + row.calls_in_progress;
+                    if calls > 0 {
+                        return fail(format!(
+                            "cannot delete service {id}: {calls} calls are waiting or in progress"
+                        ));
+                    }
+                }
                 s.services.remove(&id);
                 s.service_rt.remove(&id);
             }
@@ -485,6 +499,14 @@ impl Router {
                 s.service_members.remove(&(service, group));
             }
             ObjectRef::CallType(id) => {
+                if let Some(row) = s.call_type_rt.get(&id) {
+                    let calls = row.calls_q_now + row.calls_in_progress;
+                    if calls > 0 {
+                        return fail(format!(
+                            "cannot delete call type {id}: {calls} calls are queued or in progress"
+                        ));
+                    }
+                }
                 s.call_types.remove(&id);
                 s.call_type_rt.remove(&id);
             }

@@ -26,7 +26,7 @@ pub use records::{ImportError, STATE_FORMAT_VERSION};
 pub use state::State;
 
 use chrono_tz::Tz;
-use tandem_model::calendar::periods;
+use tandem_model::calendar::{periods, TIME_MS_MAX};
 use tandem_model::config::{ContactCenter, Settings};
 use tandem_model::input::{Input, OrderedInput};
 use tandem_model::output::{
@@ -125,6 +125,11 @@ impl Router {
 
     /// Rebuilds a router from an imported state.
     pub fn from_state(state: State) -> Result<Router, RouterError> {
+        state
+            .scalars
+            .settings
+            .check()
+            .map_err(RouterError::Config)?;
         let tz: Tz = state
             .scalars
             .settings
@@ -171,6 +176,20 @@ impl Router {
             out,
             historical_index: 0,
         };
+        if input.time_ms > TIME_MS_MAX {
+            self.state.scalars.last_seq = seq;
+            self.state.scalars.counters.inputs_rejected += 1;
+            ctx.event(
+                Severity::Warning,
+                EventCode::InputRejected,
+                format!(
+                    "{} rejected: time {} ms is past the latest ordered time {TIME_MS_MAX} ms",
+                    input.input.name(),
+                    input.time_ms
+                ),
+            );
+            return;
+        }
         // Ordered time never goes backwards; an input stamped earlier keeps the router's time.
         if input.time_ms < self.state.scalars.now_ms {
             ctx.event(
@@ -188,6 +207,7 @@ impl Router {
         self.fire_timers(&mut ctx);
         if matches!(input.input, Input::TimeTick) {
             self.flush_intervals(&mut ctx);
+            self.sweep_dispatch(&mut ctx);
         }
         let outcome = self.dispatch(&mut ctx, &input.input);
         let scalars = &mut self.state.scalars;

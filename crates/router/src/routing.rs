@@ -18,7 +18,12 @@ use tandem_model::output::{
     AnswerKind, EventCode, HistoricalRow, Output, RouteAnswer, RouteCallDetail, Severity,
 };
 use tandem_model::realtime::CallCounts;
-use tandem_model::script::{Condition, NodeKind, SelectRule, SCRIPT_STEPS_PER_INPUT_MAX};
+use tandem_model::script::{
+    Condition, NodeKind, SelectRule, ROUTER_CALL_LIFETIME_MS_MAX, SCRIPT_STEPS_PER_INPUT_MAX,
+};
+
+/// Steps of the dispatch sweep per TimeTick (see `sweep_dispatch`).
+pub const DISPATCH_SWEEP_STEPS_PER_TICK_MAX: usize = 2_000;
 
 /// How a script run ended.
 enum Outcome {
@@ -172,6 +177,15 @@ impl Router {
                     Some((agent, group)) => return self.agent_outcome(call, agent, group),
                     None => call.node = *none_next,
                 },
+                NodeKind::Wait { .. } | NodeKind::Queue { .. }
+                    if ctx.now_ms - call.arrived_ms >= ROUTER_CALL_LIFETIME_MS_MAX =>
+                {
+                    return Outcome::Default(Some(format!(
+                        "the call spent {} hours in script {} without a target",
+                        ROUTER_CALL_LIFETIME_MS_MAX / 3_600_000,
+                        call.script
+                    )));
+                }
                 NodeKind::Queue {
                     skill_groups,
                     priority,
@@ -564,6 +578,54 @@ impl Router {
         self.conclude(ctx, router_call_key, call, outcome);
     }
 
+    pub(crate) fn start_dispatch_sweep(&mut self) {
+        self.state.scalars.dispatch_sweep = crate::state::DispatchSweep {
+            active: true,
+            after: None,
+        };
+    }
+
+    /// One TimeTick's share of the dispatch sweep: visits skill groups in id order and, where
+    /// calls wait in the router queue while an agent is available, delivers them. At most
+    /// `DISPATCH_SWEEP_STEPS_PER_TICK_MAX` steps (a group visited, or a call delivered) per tick.
+    pub(crate) fn sweep_dispatch(&mut self, ctx: &mut Ctx) {
+        let mut steps = DISPATCH_SWEEP_STEPS_PER_TICK_MAX;
+        while steps > 0 && self.state.scalars.dispatch_sweep.active {
+            steps -= 1;
+            let after = self.state.scalars.dispatch_sweep.after;
+            let Some(group) = self
+                .state
+                .skill_group_rt
+                .next_after(after.as_ref())
+                .map(|(k, _)| *k)
+            else {
+                self.state.scalars.dispatch_sweep = crate::state::DispatchSweep::default();
+                return;
+            };
+            let queued = self
+                .state
+                .skill_group_rt
+                .get(&group)
+                .is_some_and(|g| g.router_calls_q_now > 0);
+            if queued {
+                if let Some((_, agent)) = self.longest_available(group) {
+                    let groups: Vec<SkillGroupId> = self.state.skill_groups_of(agent).collect();
+                    self.dispatch_queued_call(ctx, agent, &groups);
+                    // Stay on this group while that keeps matching agents with calls.
+                    if self
+                        .state
+                        .agent_rt
+                        .get(&agent)
+                        .is_some_and(|a| a.state != AgentState::Ready)
+                    {
+                        continue;
+                    }
+                }
+            }
+            self.state.scalars.dispatch_sweep.after = Some(group);
+        }
+    }
+
     /// Acts on a script outcome: keeps a paused call, or sends the final answer, reserves the
     /// agent, counts, and writes the Route_Call_Detail.
     fn conclude(
@@ -784,6 +846,16 @@ impl Router {
             let queued_phase = call.phase.clone();
             self.dequeue(ctx, router_call_key, &mut call, true);
             call.phase = queued_phase;
+            // The caller hung up while the router held the call: for its call type that is an
+            // abandon (or a short call), judged from the request's arrival.
+            if reason == RouteEndReason::CallerAbandoned {
+                if let Some(call_type) = call.call_type {
+                    if let Some(t) = self.call_type_thresholds(call_type) {
+                        let delta = crate::calls::abandoned_delta(ctx.now_ms - call.arrived_ms, t);
+                        self.touch_call_type(ctx, call_type, Some(&delta), |_| {});
+                    }
+                }
+            }
             self.finish_request(ctx, router_call_key, &call, None, None, Some(reason), None);
         } else if let Some(agent) = entry.reserved_agent {
             self.release_reservation(ctx, agent, router_call_key);

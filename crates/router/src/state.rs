@@ -54,6 +54,19 @@ tandem_model::encode_struct!(fixed IntervalCursor {
     after_member: Option<(AgentId, SkillGroupId)>,
 });
 
+/// Where the dispatch sweep stands: after a peripheral comes online or the configuration changes,
+/// agents that are already available may match calls already queued, and no agent event will
+/// bring them together. The sweep visits every skill group, in bounded steps per TimeTick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchSweep {
+    pub active: bool,
+    pub after: Option<SkillGroupId>,
+}
+tandem_model::encode_struct!(fixed DispatchSweep {
+    active: bool,
+    after: Option<SkillGroupId>,
+});
+
 /// The scalar part of the state, exported as one record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scalars {
@@ -70,6 +83,7 @@ pub struct Scalars {
     /// Agents in each state, over all agents.
     pub agent_state_counts: [u32; AgentState::COUNT],
     pub interval_cursor: IntervalCursor,
+    pub dispatch_sweep: DispatchSweep,
     pub state_size_max: u64,
     pub state_size_alarm_raised: bool,
     pub settings: Settings,
@@ -84,6 +98,7 @@ tandem_model::encode_struct!(Scalars {
     counters,
     agent_state_counts,
     interval_cursor,
+    dispatch_sweep,
     state_size_max,
     state_size_alarm_raised,
     settings,

@@ -255,6 +255,25 @@ impl Router {
 pub fn check_invariants(s: &State) -> Result<(), String> {
     use tandem_model::config::{ConfigObject, ObjectRef};
 
+    // Settings, and the clock's periods derived from them.
+    s.scalars.settings.check()?;
+    let tz: chrono_tz::Tz = s
+        .scalars
+        .settings
+        .time_zone
+        .parse()
+        .map_err(|_| "bad time zone")?;
+    let expected_periods =
+        tandem_model::calendar::periods(tz, s.scalars.settings.interval_minutes, s.scalars.now_ms);
+    if s.scalars.now_ms > tandem_model::calendar::TIME_MS_MAX
+        || s.scalars.periods.next_change_ms <= s.scalars.now_ms
+        || s.scalars.periods.day_start_ms != expected_periods.day_start_ms
+        || s.scalars.periods.half_start_ms != expected_periods.half_start_ms
+        || s.scalars.periods.interval_start_ms != expected_periods.interval_start_ms
+    {
+        return Err("the periods do not match the ordered time".into());
+    }
+
     // Each configuration object has its real-time row and vice versa.
     macro_rules! same_keys {
         ($a:ident, $b:ident) => {
@@ -330,9 +349,10 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
     objects.extend(s.labels.values().cloned().map(ConfigObject::Label));
     let router = Router {
         state: s.clone(),
-        tz: chrono_tz::Tz::UTC,
+        tz,
     };
     for object in &objects {
+        object.check_own()?;
         for reference in object.references() {
             if router.object(reference).is_none() {
                 return Err(format!(
@@ -410,6 +430,9 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
         }
     }
     for (id, row) in s.skill_group_rt.iter() {
+        if s.skill_groups.get(id).map(|g| g.peripheral) != Some(row.peripheral) {
+            return Err(format!("skill group {id}'s row names the wrong peripheral"));
+        }
         let expected = group_counts
             .get(id)
             .copied()
@@ -430,6 +453,16 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
     if available.iter().ne(s.available.keys()) {
         return Err("the availability index differs from the agents' states".into());
     }
+    let mut groups_per_agent: BTreeMap<AgentId, usize> = BTreeMap::new();
+    for (agent, _) in s.agent_skill_group_rt.keys() {
+        *groups_per_agent.entry(*agent).or_default() += 1;
+    }
+    if let Some((agent, n)) = groups_per_agent
+        .iter()
+        .find(|(_, n)| **n > tandem_model::config::SKILL_GROUPS_PER_AGENT_MAX)
+    {
+        return Err(format!("agent {agent} is in {n} skill groups"));
+    }
     let mut global = [0u32; AgentState::COUNT];
     let mut logged_on_by_peripheral: BTreeMap<PeripheralId, u32> = BTreeMap::new();
     for (id, row) in s.agent_rt.iter() {
@@ -448,10 +481,35 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
             ));
         }
         if let Some(call) = row.call {
-            if s.calls.get(&call).and_then(|c| c.agent) != Some(*id) {
+            let Some(c) = s.calls.get(&call).filter(|c| c.agent == Some(*id)) else {
                 return Err(format!(
                     "agent {id} points at call {}/{} which is not its",
                     call.peripheral, call.call_id
+                ));
+            };
+            let consistent = match c.phase {
+                CallPhase::Queued => false,
+                CallPhase::Ringing => row.state == AgentState::Reserved,
+                CallPhase::Talking => row.state == AgentState::TalkingIn,
+                CallPhase::Held => row.state == AgentState::Hold,
+                CallPhase::WrapUp => {
+                    matches!(row.state, AgentState::WorkReady | AgentState::WorkNotReady)
+                }
+            };
+            if !consistent {
+                return Err(format!(
+                    "agent {id} is {} while its call is {:?}",
+                    row.state.name(),
+                    c.phase
+                ));
+            }
+        }
+        if let Some(key) = row.reserved_for {
+            if row.state != AgentState::Reserved || row.call.is_some() {
+                return Err(format!(
+                    "agent {id} is reserved for call {} but is {}",
+                    key.0,
+                    row.state.name()
                 ));
             }
         }
@@ -467,7 +525,29 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
     let mut q_now: BTreeMap<SkillGroupId, u32> = BTreeMap::new();
     let mut in_progress: BTreeMap<SkillGroupId, u32> = BTreeMap::new();
     let mut per_peripheral: BTreeMap<PeripheralId, u32> = BTreeMap::new();
+    let mut call_type_in_progress: BTreeMap<CallTypeId, u32> = BTreeMap::new();
+    let mut service_counts: BTreeMap<ServiceId, (u32, u32)> = BTreeMap::new();
     for (key, call) in s.calls.iter() {
+        if let Some(agent) = call.agent {
+            if s.agent_rt.get(&agent).and_then(|a| a.call) != Some(*key) {
+                return Err(format!(
+                    "call {}/{} names agent {agent}, who is not on it",
+                    key.peripheral, key.call_id
+                ));
+            }
+        }
+        let live = call.phase != CallPhase::WrapUp;
+        if let (Some(call_type), true) = (call.call_type, live) {
+            *call_type_in_progress.entry(call_type).or_default() += 1;
+        }
+        if let (Some(service), true) = (call.service, live) {
+            let e = service_counts.entry(service).or_default();
+            if call.phase == CallPhase::Queued {
+                e.0 += 1
+            } else {
+                e.1 += 1
+            }
+        }
         *per_peripheral.entry(key.peripheral).or_default() += 1;
         if let Some(group) = call.skill_group {
             match call.phase {
@@ -523,6 +603,8 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
             ));
         }
     }
+    let mut call_type_queued: BTreeMap<CallTypeId, u32> = BTreeMap::new();
+    let mut queue_entries = 0usize;
     for (key, call) in s.router_calls.iter() {
         let entry = s
             .requests
@@ -532,6 +614,74 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
             return Err(format!(
                 "router call {} disagrees with its request entry",
                 key.0
+            ));
+        }
+        if key.0 >= s.scalars.next_router_call_key {
+            return Err(format!(
+                "router call key {} is not below the next key",
+                key.0
+            ));
+        }
+        if let RouterCallPhase::Queued {
+            priority,
+            enqueued_ms,
+            skill_groups,
+        } = &call.phase
+        {
+            if let Some(call_type) = call.call_type {
+                *call_type_queued.entry(call_type).or_default() += 1;
+            }
+            for group in skill_groups.iter().filter(|g| s.skill_group_rt.contains(g)) {
+                if !s.queue.contains(&(*group, (*priority, *enqueued_ms), *key)) {
+                    return Err(format!(
+                        "queued call {} is missing from group {group}'s queue",
+                        key.0
+                    ));
+                }
+                queue_entries += 1;
+            }
+        }
+    }
+    if queue_entries != s.queue.len() {
+        return Err("the router queue holds entries of calls that are not queued".into());
+    }
+    for (key, entry) in s.requests.iter() {
+        if entry.router_call_key.0 >= s.scalars.next_router_call_key {
+            return Err(format!(
+                "request {} has a router call key beyond the next key",
+                key.request_id
+            ));
+        }
+        if !entry.finished && !s.router_calls.contains(&entry.router_call_key) {
+            return Err(format!(
+                "unfinished request {} has no router call",
+                key.request_id
+            ));
+        }
+    }
+    if let Some(seq) = s.timers.keys().map(|(_, seq)| *seq).max() {
+        if seq >= s.scalars.next_timer_seq {
+            return Err(format!("timer {seq} is not below the next timer number"));
+        }
+    }
+    for (id, row) in s.call_type_rt.iter() {
+        let expected = (
+            call_type_queued.get(id).copied().unwrap_or(0),
+            call_type_in_progress.get(id).copied().unwrap_or(0),
+        );
+        if (row.calls_q_now, row.calls_in_progress) != expected {
+            return Err(format!(
+                "call type {id} counts {:?}, recomputed {expected:?}",
+                (row.calls_q_now, row.calls_in_progress)
+            ));
+        }
+    }
+    for (id, row) in s.service_rt.iter() {
+        let expected = service_counts.get(id).copied().unwrap_or((0, 0));
+        if (row.calls_q_now, row.calls_in_progress) != expected {
+            return Err(format!(
+                "service {id} counts {:?}, recomputed {expected:?}",
+                (row.calls_q_now, row.calls_in_progress)
             ));
         }
     }

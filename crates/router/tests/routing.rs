@@ -138,7 +138,7 @@ fn queue_serves_the_highest_priority_first_then_the_oldest() {
             NodeKind::Queue {
                 skill_groups: vec![SG1],
                 priority: 1,
-                timeout_s: 0,
+                timeout_s: 300,
                 timeout_next: 9,
             },
         ),
@@ -147,7 +147,7 @@ fn queue_serves_the_highest_priority_first_then_the_oldest() {
             NodeKind::Queue {
                 skill_groups: vec![SG1],
                 priority: 5,
-                timeout_s: 0,
+                timeout_s: 300,
                 timeout_next: 9,
             },
         ),
