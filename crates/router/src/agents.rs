@@ -280,16 +280,6 @@ impl Router {
             if before == after {
                 continue;
             }
-            if before == AgentState::Ready {
-                self.state
-                    .available
-                    .remove(&(group, old.state_since_ms, agent));
-            }
-            if after == AgentState::Ready {
-                self.state
-                    .available
-                    .insert((group, new.state_since_ms, agent), ());
-            }
             self.state.skill_group_rt.update(&group, |row| {
                 let row = Arc::make_mut(row);
                 if before != AgentState::LoggedOff {
@@ -297,6 +287,12 @@ impl Router {
                 }
                 if after != AgentState::LoggedOff {
                     row.state_counts[after as usize] += 1;
+                }
+                if before == AgentState::Ready {
+                    row.available.0.remove(&(old.state_since_ms, agent));
+                }
+                if after == AgentState::Ready {
+                    row.available.0.insert((new.state_since_ms, agent));
                 }
             });
             self.state

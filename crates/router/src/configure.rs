@@ -283,6 +283,8 @@ impl Router {
                             calls_in_progress: 0,
                             router_calls_q_now: 0,
                             families: CallFamilies::new(&periods, now_ms),
+                            available: SortedSet::default(),
+                            queue: SortedSet::default(),
                         }),
                     );
                 }
@@ -406,15 +408,15 @@ impl Router {
                 families: AgentFamilies::new(&s.scalars.periods),
             },
         );
-        if state.is_logged_on() {
-            s.skill_group_rt.update(&skill_group, |g| {
-                Arc::make_mut(g).state_counts[state as usize] += 1
-            });
-        }
-        if state == AgentState::Ready {
-            s.available
-                .insert((skill_group, row.state_since_ms, agent), ());
-        }
+        s.skill_group_rt.update(&skill_group, |g| {
+            let g = Arc::make_mut(g);
+            if state.is_logged_on() {
+                g.state_counts[state as usize] += 1;
+            }
+            if state == AgentState::Ready {
+                g.available.0.insert((row.state_since_ms, agent));
+            }
+        });
         Ok(())
     }
 
@@ -473,14 +475,15 @@ impl Router {
                     return fail(format!("cannot remove agent {agent} from skill group {group}: it is busy on a call there"));
                 }
                 let state = row.state_in(group);
-                if state.is_logged_on() {
-                    s.skill_group_rt.update(&group, |g| {
-                        Arc::make_mut(g).state_counts[state as usize] -= 1
-                    });
-                }
-                if state == AgentState::Ready {
-                    s.available.remove(&(group, row.state_since_ms, agent));
-                }
+                s.skill_group_rt.update(&group, |g| {
+                    let g = Arc::make_mut(g);
+                    if state.is_logged_on() {
+                        g.state_counts[state as usize] -= 1;
+                    }
+                    if state == AgentState::Ready {
+                        g.available.0.remove(&(row.state_since_ms, agent));
+                    }
+                });
                 s.agent_skill_group_rt.remove(&(agent, group));
             }
             ObjectRef::Service(id) => {

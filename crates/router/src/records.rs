@@ -78,7 +78,7 @@ macro_rules! for_each_table {
             7 service_members, 8 call_types, 9 dialed_numbers, 10 dialed_number_index, 11 scripts,
             12 call_type_maps, 13 labels, 14 label_index, 15 reference_counts, 16 agent_rt,
             17 agent_skill_group_rt, 18 skill_group_rt, 19 call_type_rt, 20 service_rt,
-            21 peripheral_rt, 22 available, 23 calls, 24 router_calls, 25 requests, 26 queue,
+            21 peripheral_rt, 23 calls, 24 router_calls, 25 requests,
             27 timers, 28 node_state
         )
     };
@@ -403,10 +403,8 @@ row_type!(18, SkillGroupId, Arc<SkillGroupRow>);
 row_type!(19, CallTypeId, Arc<CallCountsRow>);
 row_type!(20, ServiceId, Arc<CallCountsRow>);
 row_type!(21, PeripheralId, PeripheralRow);
-row_type!(22, AvailableKey, ());
 row_type!(23, PeripheralCallKey, CallRow);
 row_type!(24, RouterCallKey, RouterCallRow);
 row_type!(25, RouteRequestKey, RequestEntry);
-row_type!(26, QueueKey, ());
 row_type!(27, (u64, u64), Timer);
 row_type!(28, (ScriptId, NodeId), NodeStateRow);

@@ -341,10 +341,7 @@ impl Router {
         {
             return None;
         }
-        self.state
-            .available
-            .first_in((group, 0, AgentId(0))..=(group, u64::MAX, AgentId(u32::MAX)))
-            .map(|((_, since, agent), _)| (*since, *agent))
+        row.available.0.get_min().copied()
     }
 
     /// Picks an available agent among `groups` by `rule`.
@@ -463,14 +460,15 @@ impl Router {
             ..Default::default()
         };
         for group in groups {
-            if self
-                .state
-                .queue
-                .insert((*group, (priority, now), router_call_key), ())
-                .is_none()
-            {
-                self.touch_skill_group(ctx, *group, Some(&delta), |g| g.router_calls_q_now += 1);
-            }
+            self.touch_skill_group(ctx, *group, Some(&delta), |g| {
+                if g.queue
+                    .0
+                    .insert(((priority, now), router_call_key))
+                    .is_none()
+                {
+                    g.router_calls_q_now += 1;
+                }
+            });
         }
         if let Some(call_type) = call.call_type {
             self.touch_call_type(ctx, call_type, Some(&delta), |c| c.calls_q_now += 1);
@@ -511,14 +509,15 @@ impl Router {
             ..Default::default()
         };
         for group in &skill_groups {
-            if self
-                .state
-                .queue
-                .remove(&(*group, (priority, enqueued_ms), router_call_key))
-                .is_some()
-            {
-                self.touch_skill_group(ctx, *group, Some(&delta), |g| g.router_calls_q_now -= 1);
-            }
+            self.touch_skill_group(ctx, *group, Some(&delta), |g| {
+                if g.queue
+                    .0
+                    .remove(&((priority, enqueued_ms), router_call_key))
+                    .is_some()
+                {
+                    g.router_calls_q_now -= 1;
+                }
+            });
         }
         if let Some(call_type) = call.call_type {
             self.touch_call_type(ctx, call_type, Some(&delta), |c| c.calls_q_now -= 1);
@@ -534,7 +533,7 @@ impl Router {
         agent: AgentId,
         groups: &[SkillGroupId],
     ) {
-        if self.state.queue.is_empty() {
+        if self.state.router_calls.is_empty() {
             return;
         }
         let Some(peripheral) = self.state.agent_rt.get(&agent).map(|a| a.peripheral) else {
@@ -550,20 +549,9 @@ impl Router {
         }
         let best = groups
             .iter()
-            .filter(|group| {
-                self.state
-                    .skill_group_rt
-                    .get(group)
-                    .is_some_and(|g| g.router_calls_q_now > 0)
-            })
             .filter_map(|&group| {
-                self.state
-                    .queue
-                    .first_in(
-                        (group, (0, 0), RouterCallKey(0))
-                            ..=(group, (u8::MAX, u64::MAX), RouterCallKey(u64::MAX)),
-                    )
-                    .map(|((_, order, key), _)| (*order, *key, group))
+                let (order, key) = self.state.skill_group_rt.get(&group)?.queue.0.get_min()?;
+                Some((*order, *key, group))
             })
             .min();
         let Some((_, router_call_key, group)) = best else {
@@ -869,7 +857,7 @@ impl Router {
     /// Fires due timers, oldest first, at most `TIMERS_PER_INPUT_MAX` per input.
     pub(crate) fn fire_timers(&mut self, ctx: &mut Ctx) {
         for _ in 0..crate::TIMERS_PER_INPUT_MAX {
-            let Some((&due, &timer)) = self.state.timers.first_in(..) else {
+            let Some((&due, &timer)) = self.state.timers.first() else {
                 return;
             };
             if due.0 > ctx.now_ms {

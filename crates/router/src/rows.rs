@@ -2,7 +2,7 @@
 //! Every row has a state-record encoding; most are fixed-width, so their size is a constant.
 
 use crate::families::{AgentFamilies, CallFamilies};
-use tandem_model::codec::{DecodeError, Encode, Nullable, Reader};
+use tandem_model::codec::{DecodeError, Encode, FixedLen, Nullable, Reader};
 use tandem_model::domain::AgentState;
 use tandem_model::ids::*;
 use tandem_model::output::RouteAnswer;
@@ -62,6 +62,49 @@ tandem_model::encode_struct!(fixed AgentSkillGroupRow {
     families: AgentFamilies,
 });
 
+/// A persistent ordered set with a canonical state-record encoding: a count, then the members in
+/// ascending order. Its length is kept by the set, so its encoded size is known in O(1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SortedSet<T: Ord + Clone>(pub imbl::OrdSet<T>);
+
+impl<T: Ord + Clone + FixedLen> Encode for SortedSet<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (self.0.len() as u32).encode(out);
+        for member in self.0.iter() {
+            member.encode(out);
+        }
+    }
+    fn encoded_len(&self) -> usize {
+        4 + self.0.len() * T::LEN
+    }
+    fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let len = u32::decode(reader)? as usize;
+        if len.saturating_mul(T::LEN.max(1)) > reader.remaining() {
+            return Err(DecodeError::TooLong {
+                what: "set",
+                len,
+                max: reader.remaining() / T::LEN.max(1),
+            });
+        }
+        let mut members = Vec::with_capacity(len);
+        for _ in 0..len {
+            let member = T::decode(reader)?;
+            // Strictly ascending, or two byte strings would decode to one set.
+            if members.last().is_some_and(|last: &T| *last >= member) {
+                return Err(DecodeError::Invalid("set members out of order"));
+            }
+            members.push(member);
+        }
+        Ok(SortedSet(members.into_iter().collect()))
+    }
+}
+
+/// A member of a skill group's availability set: when the agent became available, then the agent,
+/// so the first member is the longest-available agent.
+pub type AvailableAgent = (u64, AgentId);
+/// A member of a skill group's router queue: priority (1 first) and enqueue time, then the call.
+pub type QueuedCall = ((u8, u64), RouterCallKey);
+
 /// Skill_Group_Real_Time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkillGroupRow {
@@ -73,17 +116,23 @@ pub struct SkillGroupRow {
     pub calls_q_now: u32,
     /// Calls ringing, talking or on hold at agents of this group.
     pub calls_in_progress: u32,
-    /// Calls in the router queue for this group.
+    /// Calls in the router queue for this group (the size of `queue`).
     pub router_calls_q_now: u32,
     pub families: CallFamilies,
+    /// The group's agents in the Ready state, longest available first.
+    pub available: SortedSet<AvailableAgent>,
+    /// The group's router queue, best call first.
+    pub queue: SortedSet<QueuedCall>,
 }
-tandem_model::encode_struct!(fixed SkillGroupRow {
-    peripheral: PeripheralId,
-    state_counts: [u32; AgentState::COUNT],
-    calls_q_now: u32,
-    calls_in_progress: u32,
-    router_calls_q_now: u32,
-    families: CallFamilies,
+tandem_model::encode_struct!(SkillGroupRow {
+    peripheral,
+    state_counts,
+    calls_q_now,
+    calls_in_progress,
+    router_calls_q_now,
+    families,
+    available,
+    queue,
 });
 
 impl SkillGroupRow {
@@ -365,9 +414,3 @@ tandem_model::encode_struct!(NodeStateRow {
     rotary_next,
     credits
 });
-
-/// The key of the router queue: skill group, then priority (1 first), then arrival, then call.
-pub type QueueKey = (SkillGroupId, (u8, u64), RouterCallKey);
-/// The key of the availability index: skill group, then the time the agent became available
-/// (longest available first), then the agent.
-pub type AvailableKey = (SkillGroupId, u64, AgentId);

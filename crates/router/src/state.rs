@@ -137,14 +137,11 @@ pub struct State {
     pub call_type_rt: Table<CallTypeId, Arc<CallCountsRow>>,
     pub service_rt: Table<ServiceId, Arc<CallCountsRow>>,
     pub peripheral_rt: Table<PeripheralId, PeripheralRow>,
-    /// Agents available (Ready) in each skill group, longest available first.
-    pub available: Table<AvailableKey, ()>,
 
     // Calls and routing.
     pub calls: Table<PeripheralCallKey, CallRow>,
     pub router_calls: Table<RouterCallKey, RouterCallRow>,
     pub requests: Table<RouteRequestKey, RequestEntry>,
-    pub queue: Table<QueueKey, ()>,
     pub timers: Table<(u64, u64), Timer>,
     pub node_state: Table<(ScriptId, NodeId), NodeStateRow>,
 }

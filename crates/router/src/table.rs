@@ -99,6 +99,12 @@ impl<K: Ord + Clone + Encode, V: Clone + Encode> Table<K, V> {
         self.rows.range(range)
     }
 
+    /// The row with the smallest key. A walk down the tree, cheaper than a range cursor.
+    #[inline]
+    pub fn first(&self) -> Option<(&K, &V)> {
+        self.rows.get_min().map(|(k, v)| (k, v))
+    }
+
     /// The first row in key order within `range`.
     #[inline]
     pub fn first_in<R: RangeBounds<K>>(&self, range: R) -> Option<(&K, &V)> {

@@ -128,13 +128,7 @@ impl Router {
         let kind = config.service_level_type;
         let count = |state| row.count(state);
         let logged_on = row.logged_on();
-        let oldest_enqueue = s
-            .queue
-            .range(
-                (id, (0, 0), RouterCallKey(0))..=(id, (u8::MAX, u64::MAX), RouterCallKey(u64::MAX)),
-            )
-            .map(|((_, (_, enqueued), _), _)| *enqueued)
-            .min();
+        let oldest_enqueue = row.queue.0.iter().map(|((_, enqueued), _)| *enqueued).min();
         let available = count(AgentState::Ready);
         let working = logged_on - count(AgentState::NotReady);
         let expected_delay_ms = if available > 0 {
@@ -450,8 +444,18 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
         }
     }
     available.sort();
-    if available.iter().ne(s.available.keys()) {
-        return Err("the availability index differs from the agents' states".into());
+    let indexed: Vec<(SkillGroupId, u64, AgentId)> = s
+        .skill_group_rt
+        .iter()
+        .flat_map(|(group, row)| {
+            row.available
+                .0
+                .iter()
+                .map(move |(since, agent)| (*group, *since, *agent))
+        })
+        .collect();
+    if available != indexed {
+        return Err("the availability sets differ from the agents' states".into());
     }
     let mut groups_per_agent: BTreeMap<AgentId, usize> = BTreeMap::new();
     for (agent, _) in s.agent_skill_group_rt.keys() {
@@ -560,7 +564,24 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
         }
     }
     let mut router_q: BTreeMap<SkillGroupId, u32> = BTreeMap::new();
-    for (group, _, key) in s.queue.keys() {
+    let mut queue_len = 0usize;
+    for (group, _, key) in s.skill_group_rt.iter().flat_map(|(group, row)| {
+        row.queue
+            .0
+            .iter()
+            .map(move |(order, key)| (*group, *order, *key))
+    }) {
+        queue_len += 1;
+        if s.skill_group_rt
+            .get(&group)
+            .is_some_and(|g| g.queue.0.len() as u32 != g.router_calls_q_now)
+        {
+            return Err(format!(
+                "skill group {group}'s queue length differs from its count"
+            ));
+        }
+        let key = &key;
+        let group = &group;
         *router_q.entry(*group).or_default() += 1;
         match s.router_calls.get(key).map(|c| &c.phase) {
             Some(RouterCallPhase::Queued { skill_groups, .. }) if skill_groups.contains(group) => {}
@@ -632,7 +653,11 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
                 *call_type_queued.entry(call_type).or_default() += 1;
             }
             for group in skill_groups.iter().filter(|g| s.skill_group_rt.contains(g)) {
-                if !s.queue.contains(&(*group, (*priority, *enqueued_ms), *key)) {
+                let queued = s
+                    .skill_group_rt
+                    .get(group)
+                    .is_some_and(|g| g.queue.0.contains(&((*priority, *enqueued_ms), *key)));
+                if !queued {
                     return Err(format!(
                         "queued call {} is missing from group {group}'s queue",
                         key.0
@@ -642,7 +667,7 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
             }
         }
     }
-    if queue_entries != s.queue.len() {
+    if queue_entries != queue_len {
         return Err("the router queue holds entries of calls that are not queued".into());
     }
     for (key, entry) in s.requests.iter() {
@@ -702,7 +727,6 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
         calls,
         router_calls,
         requests,
-        queue,
         timers,
         node_state,
         scripts,

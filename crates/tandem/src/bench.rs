@@ -41,6 +41,10 @@ pub struct RouterBenchArgs {
     /// Skip the comparison run at 1,000 agents.
     #[arg(long)]
     no_baseline: bool,
+    /// Measure apply only: skip export, import, the snapshot pause and the per-kind breakdown.
+    /// Fully deterministic, so instruction counts (e.g. under valgrind) compare builds exactly.
+    #[arg(long)]
+    quick: bool,
 }
 
 /// 2026-11-21T10:00:00Z: a fixed start, so every run sees the same calendar.
@@ -227,6 +231,21 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let cps = args.cps.unwrap_or(args.agents as f64 / 10.0);
     eprintln!("measuring {} agents, {skill_groups} skill groups, {call_types} call types at {cps} calls/s ...", args.agents);
     let main = measure(args.agents, skill_groups, call_types, cps, args.seconds)?;
+    if args.quick {
+        println!(
+            "{}",
+            json!({
+                "bench": "router",
+                "quick": true,
+                "agents": main.agents,
+                "inputs": main.inputs,
+                "apply_ns_per_input": (main.ns_per_input * 10.0).round() / 10.0,
+                "route_request_five_node_ns_median": main.route_request_ns_median,
+                "digest": format!("{:032x}", main.router.digest()),
+            })
+        );
+        return Ok(());
+    }
     let rss = resident_memory_bytes();
 
     let state = main.router.snapshot();
