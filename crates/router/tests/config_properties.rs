@@ -20,7 +20,7 @@ fn scramble(object: &ConfigObject, field: u8, value: u32) -> ConfigObject {
     match &mut o {
         ConfigObject::Pg(x) => x.id.0 = value,
         ConfigObject::Peripheral(x) => {
-            if field % 2 == 0 {
+            if field.is_multiple_of(2) {
                 x.id.0 = value
             } else {
                 x.pg.0 = value
@@ -32,21 +32,21 @@ fn scramble(object: &ConfigObject, field: u8, value: u32) -> ConfigObject {
             _ => x.timeout_ms = value % 10_000,
         },
         ConfigObject::Agent(x) => {
-            if field % 2 == 0 {
+            if field.is_multiple_of(2) {
                 x.id.0 = value
             } else {
                 x.peripheral.0 = value
             }
         }
         ConfigObject::SkillGroup(x) => {
-            if field % 2 == 0 {
+            if field.is_multiple_of(2) {
                 x.id.0 = value
             } else {
                 x.peripheral.0 = value
             }
         }
         ConfigObject::SkillGroupMember(x) => {
-            if field % 2 == 0 {
+            if field.is_multiple_of(2) {
                 x.agent.0 = value
             } else {
                 x.skill_group.0 = value
@@ -77,7 +77,7 @@ fn scramble(object: &ConfigObject, field: u8, value: u32) -> ConfigObject {
         }
         ConfigObject::CallTypeMap(x) => x.script.0 = value,
         ConfigObject::Label(x) => {
-            if field % 2 == 0 {
+            if field.is_multiple_of(2) {
                 x.id.0 = value
             } else {
                 x.routing_client.0 = value

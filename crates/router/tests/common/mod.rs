@@ -264,6 +264,7 @@ impl Harness {
 
     /// A call's full peripheral life: arrive in `group`, offered to `agent`, answered after
     /// `wait_ms`, talk `talk_ms`, hold `hold_ms` (inside the talk), end into wrap-up of `work_ms`.
+    #[allow(clippy::too_many_arguments)]
     pub fn handled_call(
         &mut self,
         call_id: u64,
