@@ -172,6 +172,82 @@ impl CallCounts {
     }
 }
 
+/// One To5 bucket: the counters of one ten-second step, in `u32` because thirty of them are kept
+/// for every skill group, call type and service. A bucket adds saturating and reports what it
+/// absorbed, so the running To5 sum subtracts exactly what was added when the bucket expires.
+/// Saturation needs more than 4.29e9 ms (49 days) of one counter within ten seconds in one row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallCountsBucket {
+    pub counts: [u32; CALL_COUNT_FIELDS],
+}
+
+/// The number of counters in [`CallCounts`].
+pub const CALL_COUNT_FIELDS: usize = 20;
+const _: () = assert!(std::mem::size_of::<CallCounts>() == CALL_COUNT_FIELDS * 8);
+
+impl CallCountsBucket {
+    /// Adds `delta`, saturating per counter; returns what was actually added.
+    #[inline]
+    pub fn absorb(&mut self, delta: &CallCounts) -> CallCounts {
+        let mut absorbed = [0u64; CALL_COUNT_FIELDS];
+        for ((slot, add), out) in self
+            .counts
+            .iter_mut()
+            .zip(delta.to_array())
+            .zip(absorbed.iter_mut())
+        {
+            // Most deltas touch two or three counters; skip the rest cheaply.
+            if add != 0 {
+                let taken = add.min((u32::MAX - *slot) as u64);
+                *slot += taken as u32;
+                *out = taken;
+            }
+        }
+        CallCounts::from_array(absorbed)
+    }
+
+    pub fn to_counts(&self) -> CallCounts {
+        CallCounts::from_array(self.counts.map(u64::from))
+    }
+}
+
+impl crate::codec::Encode for CallCountsBucket {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.counts.encode(out)
+    }
+    fn encoded_len(&self) -> usize {
+        CALL_COUNT_FIELDS * 4
+    }
+    fn decode(reader: &mut crate::codec::Reader<'_>) -> Result<Self, crate::codec::DecodeError> {
+        Ok(CallCountsBucket {
+            counts: crate::codec::Encode::decode(reader)?,
+        })
+    }
+}
+impl crate::codec::FixedLen for CallCountsBucket {
+    const LEN: usize = CALL_COUNT_FIELDS * 4;
+}
+
+impl CallCounts {
+    /// The counters in declaration order.
+    #[inline]
+    pub fn to_array(&self) -> [u64; CALL_COUNT_FIELDS] {
+        macro_rules! fields { ($($f:ident),*) => { [$( self.$f ),*] } }
+        for_each_call_count!(fields)
+    }
+
+    #[inline]
+    pub fn from_array(values: [u64; CALL_COUNT_FIELDS]) -> CallCounts {
+        macro_rules! fields {
+            ($($f:ident),*) => {{
+                let mut iter = values.into_iter();
+                CallCounts { $( $f: iter.next().unwrap_or(0) ),* }
+            }};
+        }
+        for_each_call_count!(fields)
+    }
+}
+
 fn ratio(numerator: u64, denominator: u64) -> Option<f64> {
     (denominator > 0).then(|| numerator as f64 / denominator as f64)
 }
@@ -298,6 +374,26 @@ mod tests {
         assert_eq!(c.asa_ms(), Some(1500.5));
         assert_eq!(c.aht_ms(), Some(200_000.0));
         assert_eq!(c.abandon_rate(), Some(0.25));
+    }
+
+    #[test]
+    fn a_bucket_absorbs_what_fits_and_says_so() {
+        let mut bucket = CallCountsBucket::default();
+        let big = CallCounts {
+            handle_time_ms: u32::MAX as u64 - 5,
+            calls_handled: 1,
+            ..Default::default()
+        };
+        assert_eq!(bucket.absorb(&big), big);
+        let more = CallCounts {
+            handle_time_ms: 10,
+            calls_handled: 1,
+            ..Default::default()
+        };
+        let absorbed = bucket.absorb(&more);
+        assert_eq!((absorbed.handle_time_ms, absorbed.calls_handled), (5, 1));
+        assert_eq!(bucket.to_counts().handle_time_ms, u32::MAX as u64);
+        assert_eq!(CallCounts::from_array(big.to_array()), big);
     }
 
     #[test]

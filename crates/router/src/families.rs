@@ -12,14 +12,14 @@
 //! nobody touched are emitted by the interval cursor in bounded chunks (see `intervals.rs`).
 
 use tandem_model::calendar::{to5_step, Periods, TO5_STEPS};
-use tandem_model::realtime::{AgentCounts, CallCounts};
+use tandem_model::realtime::{AgentCounts, CallCounts, CallCountsBucket};
 
 /// Call counters in all four families.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallFamilies {
     /// The To5 step of the newest bucket.
     pub to5_step: u64,
-    pub to5_buckets: [CallCounts; TO5_STEPS],
+    pub to5_buckets: [CallCountsBucket; TO5_STEPS],
     pub to5_sum: CallCounts,
     pub half_start_ms: u64,
     pub half: CallCounts,
@@ -31,7 +31,7 @@ pub struct CallFamilies {
 
 tandem_model::encode_struct!(fixed CallFamilies {
     to5_step: u64,
-    to5_buckets: [CallCounts; TO5_STEPS],
+    to5_buckets: [CallCountsBucket; TO5_STEPS],
     to5_sum: CallCounts,
     half_start_ms: u64,
     half: CallCounts,
@@ -48,7 +48,7 @@ impl CallFamilies {
     pub fn new(periods: &Periods, now_ms: u64) -> Self {
         CallFamilies {
             to5_step: to5_step(now_ms),
-            to5_buckets: [CallCounts::default(); TO5_STEPS],
+            to5_buckets: [CallCountsBucket::default(); TO5_STEPS],
             to5_sum: CallCounts::default(),
             half_start_ms: periods.half_start_ms,
             half: CallCounts::default(),
@@ -66,8 +66,8 @@ impl CallFamilies {
             let expired = (step - self.to5_step).min(TO5_STEPS as u64);
             for i in 1..=expired {
                 let index = ((self.to5_step + i) % TO5_STEPS as u64) as usize;
-                self.to5_sum.sub(&self.to5_buckets[index]);
-                self.to5_buckets[index] = CallCounts::default();
+                self.to5_sum.sub(&self.to5_buckets[index].to_counts());
+                self.to5_buckets[index] = CallCountsBucket::default();
             }
             self.to5_step = step;
         }
@@ -92,8 +92,8 @@ impl CallFamilies {
     #[inline]
     pub fn add(&mut self, delta: &CallCounts) {
         let index = (self.to5_step % TO5_STEPS as u64) as usize;
-        self.to5_buckets[index].add(delta);
-        self.to5_sum.add(delta);
+        let absorbed = self.to5_buckets[index].absorb(delta);
+        self.to5_sum.add(&absorbed);
         self.half.add(delta);
         self.today.add(delta);
         self.interval.add(delta);

@@ -711,6 +711,23 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
         }
     }
 
+    // Each To5 running sum is the sum of its buckets.
+    let rows = s
+        .skill_group_rt
+        .values()
+        .map(|r| &r.families)
+        .chain(s.call_type_rt.values().map(|r| &r.families))
+        .chain(s.service_rt.values().map(|r| &r.families));
+    for families in rows {
+        let mut sum = CallCounts::default();
+        for bucket in &families.to5_buckets {
+            sum.add(&bucket.to_counts());
+        }
+        if sum != families.to5_sum {
+            return Err("a To5 sum differs from its buckets".into());
+        }
+    }
+
     // Byte counts.
     macro_rules! bytes_match {
         ($($t:ident),*) => {$(
