@@ -79,7 +79,7 @@ macro_rules! for_each_table {
             12 call_type_maps, 13 labels, 14 label_index, 15 reference_counts, 16 agent_rt,
             17 agent_skill_group_rt, 18 skill_group_rt, 19 call_type_rt, 20 service_rt,
             21 peripheral_rt, 23 calls, 24 router_calls, 25 requests,
-            27 timers, 28 node_state
+            27 timers, 28 node_state, 29 agent_groups
         )
     };
 }
@@ -408,3 +408,4 @@ row_type!(24, RouterCallKey, RouterCallRow);
 row_type!(25, RouteRequestKey, RequestEntry);
 row_type!(27, (u64, u64), Timer);
 row_type!(28, (ScriptId, NodeId), NodeStateRow);
+row_type!(29, AgentId, Vec<SkillGroupId>);

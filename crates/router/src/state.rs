@@ -133,6 +133,8 @@ pub struct State {
     pub agent_rt: Table<AgentId, AgentRow>,
     /// Agent_Skill_Group_Real_Time; a row exists exactly for each skill group member.
     pub agent_skill_group_rt: Table<(AgentId, SkillGroupId), AgentSkillGroupRow>,
+    /// Each agent's skill groups in id order (the keys of its member rows), for the hot path.
+    pub agent_groups: Table<AgentId, Vec<SkillGroupId>>,
     pub skill_group_rt: Table<SkillGroupId, Arc<SkillGroupRow>>,
     pub call_type_rt: Table<CallTypeId, Arc<CallCountsRow>>,
     pub service_rt: Table<ServiceId, Arc<CallCountsRow>>,
@@ -149,9 +151,14 @@ pub struct State {
 impl State {
     /// The skill groups an agent belongs to, in id order.
     pub fn skill_groups_of(&self, agent: AgentId) -> impl Iterator<Item = SkillGroupId> + '_ {
-        self.agent_skill_group_rt
-            .range((agent, SkillGroupId(0))..=(agent, SkillGroupId(u32::MAX)))
-            .map(|((_, group), _)| *group)
+        // A point lookup: every agent state change needs this list, and a range scan over the
+        // member rows costs a cursor seek each time.
+        self.agent_groups
+            .get(&agent)
+            .map(|groups| groups.as_slice())
+            .unwrap_or(&[])
+            .iter()
+            .copied()
     }
 
     pub fn add_timer(&mut self, due_ms: u64, timer: Timer) {
