@@ -87,7 +87,8 @@ impl Router {
     }
 
     /// Adds `delta` to a skill group's families (rolled to now first) and applies `now` to its
-    /// Now counts. A row that no longer exists (deleted under a live call) is skipped.
+    /// Now counts; an interval that ended becomes a Skill_Group_Interval row. A row that no longer
+    /// exists (deleted under a live call) is skipped.
     pub(crate) fn touch_skill_group(
         &mut self,
         ctx: &mut Ctx,
@@ -95,14 +96,10 @@ impl Router {
         delta: Option<&CallCounts>,
         now: impl FnOnce(&mut crate::rows::SkillGroupRow),
     ) {
-        let (periods, now_ms) = (self.state.scalars.periods, ctx.now_ms);
-        let interval_minutes = self.state.scalars.settings.interval_minutes;
+        let (periods, interval_minutes) = self.periods_now();
         let finished = self.state.skill_group_rt.update(&group, |row| {
             let row = Arc::make_mut(row);
-            let finished = row.families.roll(&periods, now_ms);
-            if let Some(delta) = delta {
-                row.families.add(delta);
-            }
+            let finished = row.families.touch(&periods, ctx.now_ms, delta);
             now(row);
             finished
         });
@@ -116,6 +113,7 @@ impl Router {
         }
     }
 
+    /// As [`Self::touch_skill_group`], for a call type (Call_Type_Interval rows).
     pub(crate) fn touch_call_type(
         &mut self,
         ctx: &mut Ctx,
@@ -123,14 +121,10 @@ impl Router {
         delta: Option<&CallCounts>,
         now: impl FnOnce(&mut crate::rows::CallCountsRow),
     ) {
-        let (periods, now_ms) = (self.state.scalars.periods, ctx.now_ms);
-        let interval_minutes = self.state.scalars.settings.interval_minutes;
+        let (periods, interval_minutes) = self.periods_now();
         let finished = self.state.call_type_rt.update(&call_type, |row| {
             let row = Arc::make_mut(row);
-            let finished = row.families.roll(&periods, now_ms);
-            if let Some(delta) = delta {
-                row.families.add(delta);
-            }
+            let finished = row.families.touch(&periods, ctx.now_ms, delta);
             now(row);
             finished
         });
@@ -144,6 +138,8 @@ impl Router {
         }
     }
 
+    /// As [`Self::touch_skill_group`], for a service. Services have no interval table of their
+    /// own, so their finished intervals are not written.
     fn touch_service(
         &mut self,
         ctx: &mut Ctx,
@@ -151,17 +147,19 @@ impl Router {
         delta: Option<&CallCounts>,
         now: impl FnOnce(&mut crate::rows::CallCountsRow),
     ) {
-        let (periods, now_ms) = (self.state.scalars.periods, ctx.now_ms);
-        // Services have no interval table of their own; their interval counts are dropped.
-        let _ = ctx;
+        let (periods, _) = self.periods_now();
         self.state.service_rt.update(&service, |row| {
             let row = Arc::make_mut(row);
-            let _ = row.families.roll(&periods, now_ms);
-            if let Some(delta) = delta {
-                row.families.add(delta);
-            }
+            let _ = row.families.touch(&periods, ctx.now_ms, delta);
             now(row);
         });
+    }
+
+    fn periods_now(&self) -> (tandem_model::calendar::Periods, u32) {
+        (
+            self.state.scalars.periods,
+            self.state.scalars.settings.interval_minutes,
+        )
     }
 
     pub(crate) fn touch_agent_skill_group(

@@ -99,6 +99,22 @@ impl CallFamilies {
         self.interval.add(delta);
     }
 
+    /// Rolls to `now_ms` and adds `delta`, if any: what every event does to a row. Returns the
+    /// interval that ended, if one did.
+    #[inline]
+    pub fn touch(
+        &mut self,
+        periods: &Periods,
+        now_ms: u64,
+        delta: Option<&CallCounts>,
+    ) -> Option<FinishedInterval<CallCounts>> {
+        let finished = self.roll(periods, now_ms);
+        if let Some(delta) = delta {
+            self.add(delta);
+        }
+        finished
+    }
+
     /// A copy rolled to `now_ms`, for reading without changing state.
     pub fn rolled(&self, periods: &Periods, now_ms: u64) -> CallFamilies {
         let mut copy = self.clone();
