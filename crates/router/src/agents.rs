@@ -295,9 +295,6 @@ impl Router {
                     row.available.0.insert((new.state_since_ms, agent));
                 }
             });
-            self.state
-                .agent_skill_group_rt
-                .update(&(agent, group), |row| row.state = after);
         }
 
         let scalars = &mut self.state.scalars;

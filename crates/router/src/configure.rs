@@ -409,7 +409,6 @@ impl Router {
         s.agent_skill_group_rt.insert(
             (agent, skill_group),
             AgentSkillGroupRow {
-                state,
                 families: AgentFamilies::new(&s.scalars.periods),
             },
         );

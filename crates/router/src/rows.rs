@@ -51,14 +51,15 @@ impl AgentRow {
     }
 }
 
-/// Agent_Skill_Group_Real_Time: one agent in one skill group. Its existence is the membership.
+/// Agent_Skill_Group_Real_Time's counters: one agent in one skill group. Its existence is the
+/// membership. The agent's state in the group is not stored here: it follows from the agent's
+/// row (`AgentRow::state_in`), and storing it would cost a write to every member row on every
+/// agent state change.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AgentSkillGroupRow {
-    pub state: AgentState,
     pub families: AgentFamilies,
 }
 tandem_model::encode_struct!(fixed AgentSkillGroupRow {
-    state: AgentState,
     families: AgentFamilies,
 });
 

@@ -216,6 +216,17 @@ fn agent_counts_follow_the_call_specific_state_rules() {
     assert_eq!(h.router.skill_group_real_time(SG2).unwrap().talking_in, 1);
     let g1 = h.router.skill_group_real_time(SG1).unwrap();
     assert_eq!((g1.busy_other, g1.avail, g1.talking_in), (1, 0, 0));
+    // Agent_Skill_Group_Real_Time shows the same, per group.
+    let state_in = |h: &Harness, g| {
+        h.router
+            .agent_skill_group_real_time(A3, g)
+            .unwrap()
+            .agent_state
+    };
+    assert_eq!(
+        (state_in(&h, SG1), state_in(&h, SG2)),
+        ("BusyOther", "TalkingIn")
+    );
     h.input(Input::CallHeld { call });
     assert_eq!(h.router.skill_group_real_time(SG2).unwrap().hold, 1);
     h.input(Input::CallRetrieved { call });
