@@ -12,33 +12,39 @@
 //! nobody touched are emitted by the interval cursor in bounded chunks (see `intervals.rs`).
 
 use tandem_model::calendar::{to5_step, Periods, TO5_STEPS};
-use tandem_model::realtime::{AgentCounts, CallCounts, CallCountsBucket};
+use tandem_model::realtime::{AgentCounts, CallCounts, CallCountsBucket, CALL_COUNT_FIELDS};
+
+/// Which running total of a counter: the To5 window's sum, the half hour, today, the interval.
+const TO5: usize = 0;
+const HALF: usize = 1;
+const TODAY: usize = 2;
+const INTERVAL: usize = 3;
+const FAMILIES: usize = 4;
 
 /// Call counters in all four families.
+///
+/// Laid out counter-major: each counter's four running totals sit side by side in `totals`, so
+/// an event that touches two or three counters writes two or three cache lines (plus the current
+/// To5 bucket) instead of a line in each of four 160-byte blocks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallFamilies {
     /// The To5 step of the newest bucket.
     pub to5_step: u64,
     pub to5_buckets: [CallCountsBucket; TO5_STEPS],
-    pub to5_sum: CallCounts,
     pub half_start_ms: u64,
-    pub half: CallCounts,
     pub day_start_ms: u64,
-    pub today: CallCounts,
     pub interval_start_ms: u64,
-    pub interval: CallCounts,
+    /// Per counter (in `CallCounts` order): To5 sum, Half, Today, Interval.
+    pub totals: [[u64; FAMILIES]; CALL_COUNT_FIELDS],
 }
 
 tandem_model::encode_struct!(fixed CallFamilies {
     to5_step: u64,
     to5_buckets: [CallCountsBucket; TO5_STEPS],
-    to5_sum: CallCounts,
     half_start_ms: u64,
-    half: CallCounts,
     day_start_ms: u64,
-    today: CallCounts,
     interval_start_ms: u64,
-    interval: CallCounts,
+    totals: [[u64; FAMILIES]; CALL_COUNT_FIELDS],
 });
 
 /// A finished interval: its start and its counts, ready to become a historical row.
@@ -49,14 +55,38 @@ impl CallFamilies {
         CallFamilies {
             to5_step: to5_step(now_ms),
             to5_buckets: [CallCountsBucket::default(); TO5_STEPS],
-            to5_sum: CallCounts::default(),
             half_start_ms: periods.half_start_ms,
-            half: CallCounts::default(),
             day_start_ms: periods.day_start_ms,
-            today: CallCounts::default(),
             interval_start_ms: periods.interval_start_ms,
-            interval: CallCounts::default(),
+            totals: [[0; FAMILIES]; CALL_COUNT_FIELDS],
         }
+    }
+
+    fn family(&self, family: usize) -> CallCounts {
+        CallCounts::from_array(self.totals.map(|t| t[family]))
+    }
+
+    fn clear(&mut self, family: usize) {
+        for t in self.totals.iter_mut() {
+            t[family] = 0;
+        }
+    }
+
+    /// The rolling five minutes (as of the last roll).
+    pub fn to5_sum(&self) -> CallCounts {
+        self.family(TO5)
+    }
+
+    pub fn half(&self) -> CallCounts {
+        self.family(HALF)
+    }
+
+    pub fn today(&self) -> CallCounts {
+        self.family(TODAY)
+    }
+
+    pub fn interval(&self) -> CallCounts {
+        self.family(INTERVAL)
     }
 
     /// Brings every family forward to `now_ms`. Returns the interval that ended, if one did.
@@ -66,37 +96,51 @@ impl CallFamilies {
             let expired = (step - self.to5_step).min(TO5_STEPS as u64);
             for i in 1..=expired {
                 let index = ((self.to5_step + i) % TO5_STEPS as u64) as usize;
-                self.to5_sum.sub(&self.to5_buckets[index].to_counts());
-                self.to5_buckets[index] = CallCountsBucket::default();
+                let bucket = std::mem::take(&mut self.to5_buckets[index]);
+                for (t, value) in self.totals.iter_mut().zip(bucket.counts) {
+                    t[TO5] -= value as u64;
+                }
             }
             self.to5_step = step;
         }
         if self.half_start_ms != periods.half_start_ms {
             self.half_start_ms = periods.half_start_ms;
-            self.half = CallCounts::default();
+            self.clear(HALF);
         }
         if self.day_start_ms != periods.day_start_ms {
             self.day_start_ms = periods.day_start_ms;
-            self.today = CallCounts::default();
+            self.clear(TODAY);
         }
         if self.interval_start_ms != periods.interval_start_ms {
-            let finished = (self.interval_start_ms, self.interval);
+            let finished = (self.interval_start_ms, self.interval());
             self.interval_start_ms = periods.interval_start_ms;
-            self.interval = CallCounts::default();
+            self.clear(INTERVAL);
             return Some(finished);
         }
         None
     }
 
-    /// Adds `delta` to every family. The row must have been rolled to the current time.
+    /// Adds `delta` to every family. The row must have been rolled to the current time. The To5
+    /// bucket takes what fits in it (see `CallCountsBucket`), and the To5 sum exactly that.
     #[inline]
     pub fn add(&mut self, delta: &CallCounts) {
-        let index = (self.to5_step % TO5_STEPS as u64) as usize;
-        let absorbed = self.to5_buckets[index].absorb(delta);
-        self.to5_sum.add(&absorbed);
-        self.half.add(delta);
-        self.today.add(delta);
-        self.interval.add(delta);
+        let bucket = &mut self.to5_buckets[(self.to5_step % TO5_STEPS as u64) as usize];
+        for ((t, slot), add) in self
+            .totals
+            .iter_mut()
+            .zip(bucket.counts.iter_mut())
+            .zip(delta.to_array())
+        {
+            // Most deltas touch two or three counters; the rest are skipped.
+            if add != 0 {
+                let taken = add.min((u32::MAX - *slot) as u64);
+                *slot += taken as u32;
+                t[TO5] += taken;
+                t[HALF] += add;
+                t[TODAY] += add;
+                t[INTERVAL] += add;
+            }
+        }
     }
 
     /// Rolls to `now_ms` and adds `delta`, if any: what every event does to a row. Returns the
@@ -204,19 +248,19 @@ mod tests {
         let t1 = T0 + 150_000; // 10:02:30
         f.roll(&p(t1), t1);
         f.add(&one_offered());
-        assert_eq!(f.to5_sum.calls_offered, 2);
+        assert_eq!(f.to5_sum().calls_offered, 2);
         // At 10:04:59.999 the first call's step (10:00:00-10:00:09.999) is still in the window.
         let t2 = T0 + 5 * 60_000 - 1;
-        assert_eq!(f.rolled(&p(t2), t2).to5_sum.calls_offered, 2);
+        assert_eq!(f.rolled(&p(t2), t2).to5_sum().calls_offered, 2);
         // At 10:05:00 that step slid out.
         let t3 = T0 + 5 * 60_000;
-        assert_eq!(f.rolled(&p(t3), t3).to5_sum.calls_offered, 1);
+        assert_eq!(f.rolled(&p(t3), t3).to5_sum().calls_offered, 1);
         // Five minutes after the second call, nothing remains.
         let t4 = t1 + 30 * TO5_STEP_MS;
-        assert_eq!(f.rolled(&p(t4), t4).to5_sum.calls_offered, 0);
+        assert_eq!(f.rolled(&p(t4), t4).to5_sum().calls_offered, 0);
         // A long idle gap clears everything, however long.
         let t5 = T0 + 10 * HALF_HOUR_MS;
-        assert!(f.rolled(&p(t5), t5).to5_sum.is_zero());
+        assert!(f.rolled(&p(t5), t5).to5_sum().is_zero());
     }
 
     #[test]
@@ -226,13 +270,13 @@ mod tests {
         let t1 = T0 + HALF_HOUR_MS - 1;
         assert_eq!(f.roll(&p(t1), t1), None);
         f.add(&one_offered());
-        assert_eq!(f.half.calls_offered, 2);
+        assert_eq!(f.half().calls_offered, 2);
         let t2 = T0 + HALF_HOUR_MS;
         let finished = f.roll(&p(t2), t2).expect("the interval ended");
         assert_eq!(finished.0, T0);
         assert_eq!(finished.1.calls_offered, 2);
-        assert_eq!(f.half.calls_offered, 0);
-        assert_eq!(f.today.calls_offered, 2);
+        assert_eq!(f.half().calls_offered, 0);
+        assert_eq!(f.today().calls_offered, 2);
     }
 
     #[test]
@@ -245,7 +289,7 @@ mod tests {
         f.add(&one_offered());
         let after = before + 1_000;
         let rolled = f.rolled(&periods_at(after), after);
-        assert_eq!(f.today.calls_offered, 1);
-        assert_eq!(rolled.today.calls_offered, 0);
+        assert_eq!(f.today().calls_offered, 1);
+        assert_eq!(rolled.today().calls_offered, 0);
     }
 }

@@ -145,7 +145,7 @@ impl Router {
             0
         } else {
             let aht = f
-                .to5_sum
+                .to5_sum()
                 .aht_ms()
                 .map_or(EXPECTED_DELAY_DEFAULT_HANDLE_MS, |a| a as u64);
             (row.router_calls_q_now as u64 + 1) * aht / working.max(1) as u64
@@ -170,9 +170,9 @@ impl Router {
             router_calls_q_now: row.router_calls_q_now,
             router_longest_call_q_ms: oldest_enqueue.map_or(0, |t| now_ms - t),
             expected_delay_ms,
-            to5: FamilyView::new(f.to5_sum, kind),
-            half: FamilyView::new(f.half, kind),
-            today: FamilyView::new(f.today, kind),
+            to5: FamilyView::new(f.to5_sum(), kind),
+            half: FamilyView::new(f.half(), kind),
+            today: FamilyView::new(f.today(), kind),
         })
     }
 
@@ -197,9 +197,9 @@ impl Router {
                     name: config.name.clone(),
                     calls_q_now: row.calls_q_now,
                     calls_in_progress: row.calls_in_progress,
-                    to5: FamilyView::new(f.to5_sum, kind),
-                    half: FamilyView::new(f.half, kind),
-                    today: FamilyView::new(f.today, kind),
+                    to5: FamilyView::new(f.to5_sum(), kind),
+                    half: FamilyView::new(f.half(), kind),
+                    today: FamilyView::new(f.today(), kind),
                 })
             })
             .collect()
@@ -245,7 +245,7 @@ impl Router {
         let s = &self.state;
         let mut today = CallCounts::default();
         for row in s.skill_group_rt.values() {
-            today.add(&rolled(&row.families, &s.scalars.periods, s.scalars.now_ms).today);
+            today.add(&rolled(&row.families, &s.scalars.periods, s.scalars.now_ms).today());
         }
         let counts = &s.scalars.agent_state_counts;
         Summary {
@@ -754,7 +754,7 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
         for bucket in &families.to5_buckets {
             sum.add(&bucket.to_counts());
         }
-        if sum != families.to5_sum {
+        if sum != families.to5_sum() {
             return Err("a To5 sum differs from its buckets".into());
         }
     }
