@@ -4,6 +4,7 @@
 use crate::rows::{CallPhase, CallRow};
 use crate::{reject, Applied, Ctx, Router};
 use std::sync::Arc;
+use tandem_model::codec::Encode;
 use tandem_model::domain::AgentState;
 use tandem_model::ids::*;
 use tandem_model::input::AfterCall;
@@ -97,13 +98,17 @@ impl Router {
         now: impl FnOnce(&mut crate::rows::SkillGroupRow),
     ) {
         let (periods, interval_minutes) = self.periods_now();
-        let finished = self.state.skill_group_rt.update(&group, |row| {
-            let row = Arc::make_mut(row);
-            let finished = row.families.touch(&periods, ctx.now_ms, delta);
-            now(row);
-            finished
-        });
-        if let Some(Some((interval_start_ms, counts))) = finished {
+        let table = &mut self.state.skill_group_rt;
+        let finished = touch_row(
+            table,
+            &group,
+            &periods,
+            ctx.now_ms,
+            delta,
+            |r| &mut r.families,
+            now,
+        );
+        if let Some((interval_start_ms, counts)) = finished {
             ctx.historical(HistoricalRow::SkillGroupInterval {
                 skill_group: group,
                 interval_start_ms,
@@ -122,13 +127,17 @@ impl Router {
         now: impl FnOnce(&mut crate::rows::CallCountsRow),
     ) {
         let (periods, interval_minutes) = self.periods_now();
-        let finished = self.state.call_type_rt.update(&call_type, |row| {
-            let row = Arc::make_mut(row);
-            let finished = row.families.touch(&periods, ctx.now_ms, delta);
-            now(row);
-            finished
-        });
-        if let Some(Some((interval_start_ms, counts))) = finished {
+        let table = &mut self.state.call_type_rt;
+        let finished = touch_row(
+            table,
+            &call_type,
+            &periods,
+            ctx.now_ms,
+            delta,
+            |r| &mut r.families,
+            now,
+        );
+        if let Some((interval_start_ms, counts)) = finished {
             ctx.historical(HistoricalRow::CallTypeInterval {
                 call_type,
                 interval_start_ms,
@@ -148,11 +157,16 @@ impl Router {
         now: impl FnOnce(&mut crate::rows::CallCountsRow),
     ) {
         let (periods, _) = self.periods_now();
-        self.state.service_rt.update(&service, |row| {
-            let row = Arc::make_mut(row);
-            let _ = row.families.touch(&periods, ctx.now_ms, delta);
-            now(row);
-        });
+        let table = &mut self.state.service_rt;
+        let _ = touch_row(
+            table,
+            &service,
+            &periods,
+            ctx.now_ms,
+            delta,
+            |r| &mut r.families,
+            now,
+        );
     }
 
     fn periods_now(&self) -> (tandem_model::calendar::Periods, u32) {
@@ -765,4 +779,29 @@ impl Router {
         ));
         Ok(())
     }
+}
+
+/// What every event does to a counted row: roll its families to now, add the delta, and apply
+/// the Now-count change. Returns the interval that ended, if one did.
+fn touch_row<K, R>(
+    table: &mut crate::table::Table<K, Arc<R>>,
+    key: &K,
+    periods: &tandem_model::calendar::Periods,
+    now_ms: u64,
+    delta: Option<&CallCounts>,
+    families: impl FnOnce(&mut R) -> &mut crate::families::CallFamilies,
+    now: impl FnOnce(&mut R),
+) -> Option<crate::families::FinishedInterval<CallCounts>>
+where
+    K: Ord + Clone + Encode,
+    R: Clone + Encode,
+{
+    table
+        .update(key, |row| {
+            let row = Arc::make_mut(row);
+            let finished = families(row).touch(periods, now_ms, delta);
+            now(row);
+            finished
+        })
+        .flatten()
 }

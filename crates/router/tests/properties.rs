@@ -9,7 +9,6 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use std::collections::BTreeMap;
 use tandem_model::config::{ConfigChange, ConfigObject, ConfigOp, ObjectRef, SkillGroupMember};
 use tandem_model::domain::AgentState;
 use tandem_model::ids::*;
