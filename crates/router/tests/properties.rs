@@ -184,7 +184,7 @@ fn recompute_today(
         (30_000, 0)
     };
     let mut c = tandem_model::realtime::CallCounts::default();
-    let mut answered = |c: &mut tandem_model::realtime::CallCounts, wait: u64| {
+    let answered = |c: &mut tandem_model::realtime::CallCounts, wait: u64| {
         c.calls_offered += 1;
         c.calls_answered += 1;
         c.answer_wait_time_ms += wait;
