@@ -1,5 +1,5 @@
 //! Agent events: login, logout, state changes, and the bookkeeping every state change implies
-//! (per-skill-group state counts, the availability index, Agent_Skill_Group_Real_Time states).
+//! (per-skill-group state counts and availability sets).
 //!
 //! The cost of a state change is proportional to the agent's skill groups (bounded by
 //! `SKILL_GROUPS_PER_AGENT_MAX`), never to the number of agents.
@@ -261,7 +261,7 @@ impl Router {
             new.reserved_for = None;
         }
 
-        // Per-skill-group views of the state, counts and the availability index. The member list
+        // Per-skill-group views of the state, counts and availability sets. The member list
         // is collected first (on the stack) because the loop mutates other tables.
         let mut groups = [SkillGroupId(0); SKILL_GROUPS_PER_AGENT_MAX];
         let mut group_count = 0;

@@ -271,7 +271,7 @@ impl Router {
 }
 
 /// Recomputes every derived table and count from the primary rows and compares: per-group state
-/// counts, Agent_Skill_Group_Real_Time states, the availability index, queue counts, calls in
+/// counts, per-group agent states, the availability sets, queue counts, calls in
 /// progress, global agent counts, reference counts, indexes, table byte counts, and every
 /// reference between objects. O(state): for tests, imports and audits, never per input.
 pub fn check_invariants(s: &State) -> Result<(), String> {

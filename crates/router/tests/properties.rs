@@ -1,6 +1,6 @@
 //! Property tests over random input sequences, valid and invalid alike:
 //! - no input panics the router, and every invariant holds after every input (the Now tables,
-//!   availability index, queue and call counts are recomputed from scratch and compared);
+//!   availability sets, queue and call counts are recomputed from scratch and compared);
 //! - two routers fed the same inputs produce byte-identical outputs and digests;
 //! - a router exported and imported at any point behaves identically from then on;
 //! - Today's offered, answered, handled, abandoned, short-call and service-level counters equal a
