@@ -186,22 +186,20 @@ pub const CALL_COUNT_FIELDS: usize = 20;
 const _: () = assert!(std::mem::size_of::<CallCounts>() == CALL_COUNT_FIELDS * 8);
 
 impl CallCountsBucket {
-    /// Adds `delta`, saturating per counter; returns what was actually added.
+    /// Adds `add` to counter `field`, saturating; returns what was actually added.
     #[inline]
+    pub fn absorb_counter(&mut self, field: usize, add: u64) -> u64 {
+        let slot = &mut self.counts[field];
+        let taken = add.min((u32::MAX - *slot) as u64);
+        *slot += taken as u32;
+        taken
+    }
+
+    /// Adds `delta`, saturating per counter; returns what was actually added.
     pub fn absorb(&mut self, delta: &CallCounts) -> CallCounts {
         let mut absorbed = [0u64; CALL_COUNT_FIELDS];
-        for ((slot, add), out) in self
-            .counts
-            .iter_mut()
-            .zip(delta.to_array())
-            .zip(absorbed.iter_mut())
-        {
-            // Most deltas touch two or three counters; skip the rest cheaply.
-            if add != 0 {
-                let taken = add.min((u32::MAX - *slot) as u64);
-                *slot += taken as u32;
-                *out = taken;
-            }
+        for (field, add) in delta.to_array().into_iter().enumerate() {
+            absorbed[field] = self.absorb_counter(field, add);
         }
         CallCounts::from_array(absorbed)
     }

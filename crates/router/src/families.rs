@@ -125,17 +125,11 @@ impl CallFamilies {
     #[inline]
     pub fn add(&mut self, delta: &CallCounts) {
         let bucket = &mut self.to5_buckets[(self.to5_step % TO5_STEPS as u64) as usize];
-        for ((t, slot), add) in self
-            .totals
-            .iter_mut()
-            .zip(bucket.counts.iter_mut())
-            .zip(delta.to_array())
-        {
+        for (field, add) in delta.to_array().into_iter().enumerate() {
             // Most deltas touch two or three counters; the rest are skipped.
             if add != 0 {
-                let taken = add.min((u32::MAX - *slot) as u64);
-                *slot += taken as u32;
-                t[TO5] += taken;
+                let t = &mut self.totals[field];
+                t[TO5] += bucket.absorb_counter(field, add);
                 t[HALF] += add;
                 t[TODAY] += add;
                 t[INTERVAL] += add;
