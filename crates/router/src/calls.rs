@@ -784,7 +784,7 @@ impl Router {
 /// What every event does to a counted row: roll its families to now, add the delta, and apply
 /// the Now-count change. Returns the interval that ended, if one did.
 fn touch_row<K, R>(
-    table: &mut crate::table::Table<K, Arc<R>>,
+    table: &mut crate::table::IdTable<K, Arc<R>>,
     key: &K,
     periods: &tandem_model::calendar::Periods,
     now_ms: u64,
@@ -793,7 +793,7 @@ fn touch_row<K, R>(
     now: impl FnOnce(&mut R),
 ) -> Option<crate::families::FinishedInterval<CallCounts>>
 where
-    K: Ord + Clone + Encode,
+    K: crate::table::DenseKey + Encode,
     R: Clone + Encode,
 {
     table

@@ -401,11 +401,6 @@ impl Router {
         }
         let row = s.agent_rt.get(&agent).copied().unwrap_or_default();
         let state = row.state_in(skill_group);
-        let mut groups = s.agent_groups.get(&agent).cloned().unwrap_or_default();
-        if let Err(at) = groups.binary_search(&skill_group) {
-            groups.insert(at, skill_group);
-        }
-        s.agent_groups.insert(agent, groups);
         s.agent_skill_group_rt.insert(
             (agent, skill_group),
             AgentSkillGroupRow {
@@ -489,13 +484,6 @@ impl Router {
                     }
                 });
                 s.agent_skill_group_rt.remove(&(agent, group));
-                let mut groups = s.agent_groups.get(&agent).cloned().unwrap_or_default();
-                groups.retain(|g| *g != group);
-                if groups.is_empty() {
-                    s.agent_groups.remove(&agent);
-                } else {
-                    s.agent_groups.insert(agent, groups);
-                }
             }
             ObjectRef::Service(id) => {
                 if let Some(row) = s.service_rt.get(&id) {

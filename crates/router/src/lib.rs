@@ -19,6 +19,7 @@ mod routing;
 pub mod rows;
 pub mod state;
 pub mod table;
+mod trie;
 pub mod views;
 
 pub use intervals::INTERVAL_ROWS_PER_TICK_MAX;

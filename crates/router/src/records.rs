@@ -16,13 +16,13 @@
 //! objects ([`crate::views::check_invariants`]); any failure leaves nothing behind.
 
 use crate::state::{Scalars, State};
-use crate::table::Table;
+use crate::table::RowTable;
 use tandem_model::codec::{DecodeError, Encode, Reader};
 use thiserror::Error;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// The version of the state-record format. A receiver refuses any other version.
-pub const STATE_FORMAT_VERSION: u16 = 1;
+pub const STATE_FORMAT_VERSION: u16 = 2;
 pub const MAGIC: &[u8; 8] = b"TNDMRTR1";
 /// The most rows in one table chunk record.
 pub const ROWS_PER_RECORD: usize = 512;
@@ -79,14 +79,14 @@ macro_rules! for_each_table {
             12 call_type_maps, 13 labels, 14 label_index, 15 reference_counts, 16 agent_rt,
             17 agent_skill_group_rt, 18 skill_group_rt, 19 call_type_rt, 20 service_rt,
             21 peripheral_rt, 23 calls, 24 router_calls, 25 requests,
-            27 timers, 28 node_state, 29 agent_groups
+            27 timers, 28 node_state
         )
     };
 }
 
-fn table_size<K: Ord + Clone + Encode, V: Clone + Encode>(table: &Table<K, V>) -> u64 {
-    let chunks = table.len().div_ceil(ROWS_PER_RECORD) as u64;
-    table.bytes() + chunks * (RECORD_OVERHEAD_BYTES + CHUNK_HEADER_BYTES)
+fn table_size(table: &impl RowTable) -> u64 {
+    let chunks = table.row_count().div_ceil(ROWS_PER_RECORD) as u64;
+    table.row_bytes() + chunks * (RECORD_OVERHEAD_BYTES + CHUNK_HEADER_BYTES)
 }
 
 /// The exact length of [`export`]'s output, computed from the tables' byte counts in O(tables).
@@ -137,12 +137,8 @@ impl<F: FnMut(&[u8])> RecordWriter<'_, F> {
         (self.sink)(&self.buffer);
     }
 
-    fn table<K: Ord + Clone + Encode, V: Clone + Encode>(
-        &mut self,
-        id: u16,
-        table: &Table<K, V>,
-    ) -> u64 {
-        let mut rows = table.iter().peekable();
+    fn table(&mut self, id: u16, table: &impl RowTable) -> u64 {
+        let mut rows = table.rows().peekable();
         while rows.peek().is_some() {
             self.begin(KIND_CHUNK);
             id.encode(&mut self.buffer);
@@ -157,7 +153,7 @@ impl<F: FnMut(&[u8])> RecordWriter<'_, F> {
             self.buffer[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
             self.finish();
         }
-        table.len() as u64
+        table.row_count() as u64
     }
 }
 
@@ -355,7 +351,7 @@ pub fn import(bytes: &[u8]) -> Result<State, ImportError> {
     macro_rules! build_tables {
         ($state:ident, $rows:ident; $($id:literal $field:ident),*) => {
             $(
-                $state.$field = Table::from_sorted(std::mem::take(&mut $rows.$field))
+                $state.$field = RowTable::from_sorted_rows(std::mem::take(&mut $rows.$field))
                     .map_err(|row| ImportError::KeyOrder { table: $id, row })?;
             )*
         };
@@ -408,4 +404,3 @@ row_type!(24, RouterCallKey, RouterCallRow);
 row_type!(25, RouteRequestKey, RequestEntry);
 row_type!(27, (u64, u64), Timer);
 row_type!(28, (ScriptId, NodeId), NodeStateRow);
-row_type!(29, AgentId, Vec<SkillGroupId>);

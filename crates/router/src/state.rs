@@ -3,7 +3,7 @@
 //! consistent snapshot taken in microseconds.
 
 use crate::rows::*;
-use crate::table::Table;
+use crate::table::{IdTable, MemberTable, Table};
 use std::sync::Arc;
 use tandem_model::calendar::Periods;
 use tandem_model::config::*;
@@ -109,40 +109,38 @@ pub struct State {
     pub scalars: Scalars,
 
     // Configuration.
-    pub pgs: Table<PgId, Pg>,
-    pub peripherals: Table<PeripheralId, Peripheral>,
-    pub routing_clients: Table<RoutingClientId, RoutingClient>,
-    pub agents: Table<AgentId, Agent>,
-    pub skill_groups: Table<SkillGroupId, SkillGroup>,
-    pub services: Table<ServiceId, Service>,
+    pub pgs: IdTable<PgId, Pg>,
+    pub peripherals: IdTable<PeripheralId, Peripheral>,
+    pub routing_clients: IdTable<RoutingClientId, RoutingClient>,
+    pub agents: IdTable<AgentId, Agent>,
+    pub skill_groups: IdTable<SkillGroupId, SkillGroup>,
+    pub services: IdTable<ServiceId, Service>,
     pub service_members: Table<(ServiceId, SkillGroupId), ()>,
-    pub call_types: Table<CallTypeId, CallType>,
-    pub dialed_numbers: Table<DialedNumberId, DialedNumber>,
+    pub call_types: IdTable<CallTypeId, CallType>,
+    pub dialed_numbers: IdTable<DialedNumberId, DialedNumber>,
     /// (routing client, digits) -> dialed number.
     pub dialed_number_index: Table<(RoutingClientId, String), DialedNumberId>,
-    pub scripts: Table<ScriptId, Arc<Script>>,
+    pub scripts: IdTable<ScriptId, Arc<Script>>,
     /// (call type, script) -> map entry; a call type's entries are a key range.
     pub call_type_maps: Table<(CallTypeId, ScriptId), CallTypeMap>,
-    pub labels: Table<LabelId, Label>,
+    pub labels: IdTable<LabelId, Label>,
     /// (routing client, target, label) -> (): the labels that route to each skill target.
     pub label_index: Table<(RoutingClientId, LabelTarget, LabelId), ()>,
     /// How many objects refer to each object; an object is deletable only at zero.
     pub reference_counts: Table<ObjectRef, u32>,
 
     // Real-time data.
-    pub agent_rt: Table<AgentId, AgentRow>,
+    pub agent_rt: IdTable<AgentId, AgentRow>,
     /// Agent_Skill_Group_Real_Time; a row exists exactly for each skill group member.
-    pub agent_skill_group_rt: Table<(AgentId, SkillGroupId), AgentSkillGroupRow>,
-    /// Each agent's skill groups in id order (the keys of its member rows), for the hot path.
-    pub agent_groups: Table<AgentId, Vec<SkillGroupId>>,
-    pub skill_group_rt: Table<SkillGroupId, Arc<SkillGroupRow>>,
-    pub call_type_rt: Table<CallTypeId, Arc<CallCountsRow>>,
-    pub service_rt: Table<ServiceId, Arc<CallCountsRow>>,
-    pub peripheral_rt: Table<PeripheralId, PeripheralRow>,
+    pub agent_skill_group_rt: MemberTable<AgentId, SkillGroupId, AgentSkillGroupRow>,
+    pub skill_group_rt: IdTable<SkillGroupId, Arc<SkillGroupRow>>,
+    pub call_type_rt: IdTable<CallTypeId, Arc<CallCountsRow>>,
+    pub service_rt: IdTable<ServiceId, Arc<CallCountsRow>>,
+    pub peripheral_rt: IdTable<PeripheralId, PeripheralRow>,
 
     // Calls and routing.
     pub calls: Table<PeripheralCallKey, CallRow>,
-    pub router_calls: Table<RouterCallKey, RouterCallRow>,
+    pub router_calls: IdTable<RouterCallKey, RouterCallRow>,
     pub requests: Table<RouteRequestKey, RequestEntry>,
     pub timers: Table<(u64, u64), Timer>,
     pub node_state: Table<(ScriptId, NodeId), NodeStateRow>,
@@ -151,14 +149,8 @@ pub struct State {
 impl State {
     /// The skill groups an agent belongs to, in id order.
     pub fn skill_groups_of(&self, agent: AgentId) -> impl Iterator<Item = SkillGroupId> + '_ {
-        // A point lookup: every agent state change needs this list, and a range scan over the
-        // member rows costs a cursor seek each time.
-        self.agent_groups
-            .get(&agent)
-            .map(|groups| groups.as_slice())
-            .unwrap_or(&[])
-            .iter()
-            .copied()
+        // One lookup of the agent finds all of its member rows.
+        self.agent_skill_group_rt.members_of(agent)
     }
 
     pub fn add_timer(&mut self, due_ms: u64, timer: Timer) {

@@ -8,9 +8,13 @@
 //!
 //! Iteration is in key order, so exports and digests are canonical.
 
+pub use crate::trie::DenseKey;
+use crate::trie::IdTrie;
 use imbl::OrdMap;
 use std::ops::RangeBounds;
+use std::sync::Arc;
 use tandem_model::codec::Encode;
+use tandem_model::ids::*;
 
 #[derive(Clone, Debug)]
 pub struct Table<K: Ord + Clone, V: Clone> {
@@ -151,6 +155,389 @@ impl<K: Ord + Clone + Encode, V: Clone + Encode> Table<K, V> {
             .sum()
     }
 }
+
+/// What the state-record export and import need of every kind of table.
+pub trait RowTable: Default + Sized {
+    type Key: Ord + Clone + Encode;
+    type Value: Clone + Encode;
+    fn row_count(&self) -> usize;
+    /// The encoded size of all rows (without record framing).
+    fn row_bytes(&self) -> u64;
+    fn rows(&self) -> impl Iterator<Item = (&Self::Key, &Self::Value)>;
+    /// Builds a table from rows in strictly ascending key order; the offending index otherwise.
+    fn from_sorted_rows(rows: Vec<(Self::Key, Self::Value)>) -> Result<Self, usize>;
+}
+
+impl<K: Ord + Clone + Encode, V: Clone + Encode> RowTable for Table<K, V> {
+    type Key = K;
+    type Value = V;
+    fn row_count(&self) -> usize {
+        self.len()
+    }
+    fn row_bytes(&self) -> u64 {
+        self.bytes
+    }
+    fn rows(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.iter()
+    }
+    fn from_sorted_rows(rows: Vec<(K, V)>) -> Result<Self, usize> {
+        Self::from_sorted(rows)
+    }
+}
+
+fn row_len<K: Encode, V: Encode>(key: &K, value: &V) -> u64 {
+    (key.encoded_len() + value.encoded_len()) as u64
+}
+
+/// A table keyed by a dense id: the same interface as [`Table`] over an [`IdTrie`], whose
+/// lookups cost one pointer per level and no comparisons. Cloning is O(1) as well.
+#[derive(Clone, Debug)]
+pub struct IdTable<K, V> {
+    rows: IdTrie<K, V>,
+    bytes: u64,
+}
+
+impl<K, V> Default for IdTable<K, V> {
+    fn default() -> Self {
+        IdTable {
+            rows: IdTrie::default(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.rows.get(key)
+    }
+
+    #[inline]
+    pub fn contains(&self, key: &K) -> bool {
+        self.rows.get(key).is_some()
+    }
+
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let added = row_len(&key, &value);
+        let previous = self.rows.insert(key, value);
+        if let Some(old) = &previous {
+            self.bytes -= row_len(&key, old);
+        }
+        self.bytes += added;
+        previous
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let removed = self.rows.remove(key)?;
+        self.bytes -= row_len(key, &removed);
+        Some(removed)
+    }
+
+    /// Changes a row in place; returns `None` when there is no such row.
+    #[inline]
+    pub fn update<R>(&mut self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+        let row = self.rows.get_mut(key)?;
+        let before = row.encoded_len();
+        let result = f(row);
+        let after = row.encoded_len();
+        self.bytes = self.bytes + after as u64 - before as u64;
+        Some(result)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.rows.iter()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.rows.iter().map(|(k, _)| k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.rows.iter().map(|(_, v)| v)
+    }
+
+    /// The row with the smallest key.
+    pub fn first(&self) -> Option<(&K, &V)> {
+        self.rows.iter().next()
+    }
+
+    /// The first row with a key greater than `after` (the whole table when `None`).
+    pub fn next_after(&self, after: Option<&K>) -> Option<(&K, &V)> {
+        match after {
+            Some(key) => self.rows.first_after(key),
+            None => self.rows.iter().next(),
+        }
+    }
+
+    pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
+        let bytes = rows.iter().map(|(k, v)| row_len(k, v)).sum();
+        Ok(IdTable {
+            rows: IdTrie::from_sorted(rows)?,
+            bytes,
+        })
+    }
+
+    pub fn recount_bytes(&self) -> u64 {
+        self.rows.iter().map(|(k, v)| row_len(k, v)).sum()
+    }
+}
+
+impl<K: DenseKey + Encode, V: Clone + Encode> RowTable for IdTable<K, V> {
+    type Key = K;
+    type Value = V;
+    fn row_count(&self) -> usize {
+        self.len()
+    }
+    fn row_bytes(&self) -> u64 {
+        self.bytes
+    }
+    fn rows(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.iter()
+    }
+    fn from_sorted_rows(rows: Vec<(K, V)>) -> Result<Self, usize> {
+        Self::from_sorted(rows)
+    }
+}
+
+impl<K: DenseKey, V: Clone + PartialEq> PartialEq for IdTable<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes && self.rows == other.rows
+    }
+}
+
+/// A table keyed by (owner, member) whose rows are stored with their owner: all of an agent's
+/// Agent_Skill_Group_Real_Time rows sit in one small sorted vector found by one [`IdTrie`]
+/// lookup of the agent, which is what every agent event needs. Iteration is in (owner, member)
+/// order, exactly as a [`Table`] over the pair would iterate.
+#[derive(Clone, Debug)]
+pub struct MemberTable<A, G, V> {
+    owners: IdTrie<A, Arc<Vec<((A, G), V)>>>,
+    len: usize,
+    bytes: u64,
+}
+
+impl<A, G, V> Default for MemberTable<A, G, V> {
+    fn default() -> Self {
+        MemberTable {
+            owners: IdTrie::default(),
+            len: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl<A, G, V> MemberTable<A, G, V>
+where
+    A: DenseKey + Encode,
+    G: Ord + Copy + Encode,
+    V: Clone + Encode,
+{
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// An owner's rows, in member order (empty for an owner without rows).
+    #[inline]
+    pub fn of(&self, owner: A) -> &[((A, G), V)] {
+        self.owners
+            .get(&owner)
+            .map(|rows| rows.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// An owner's members, in order.
+    #[inline]
+    pub fn members_of(&self, owner: A) -> impl Iterator<Item = G> + '_ {
+        self.of(owner).iter().map(|((_, g), _)| *g)
+    }
+
+    #[inline]
+    pub fn get(&self, key: &(A, G)) -> Option<&V> {
+        let rows = self.of(key.0);
+        let at = rows.binary_search_by(|(k, _)| k.1.cmp(&key.1)).ok()?;
+        Some(&rows[at].1)
+    }
+
+    #[inline]
+    pub fn contains(&self, key: &(A, G)) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn insert(&mut self, key: (A, G), value: V) -> Option<V> {
+        let added = row_len(&key, &value);
+        if self.owners.get(&key.0).is_none() {
+            self.owners.insert(key.0, Arc::new(Vec::new()));
+        }
+        let rows = Arc::make_mut(self.owners.get_mut(&key.0).expect("inserted above"));
+        let previous = match rows.binary_search_by(|(k, _)| k.1.cmp(&key.1)) {
+            Ok(at) => Some(std::mem::replace(&mut rows[at].1, value)),
+            Err(at) => {
+                rows.insert(at, (key, value));
+                None
+            }
+        };
+        match &previous {
+            Some(old) => self.bytes -= row_len(&key, old),
+            None => self.len += 1,
+        }
+        self.bytes += added;
+        previous
+    }
+
+    pub fn remove(&mut self, key: &(A, G)) -> Option<V> {
+        let at = {
+            let rows = self.of(key.0);
+            rows.binary_search_by(|(k, _)| k.1.cmp(&key.1)).ok()?
+        };
+        let rows = Arc::make_mut(self.owners.get_mut(&key.0).expect("found above"));
+        let (_, removed) = rows.remove(at);
+        if rows.is_empty() {
+            self.owners.remove(&key.0);
+        }
+        self.len -= 1;
+        self.bytes -= row_len(key, &removed);
+        Some(removed)
+    }
+
+    /// Changes a row in place; returns `None` when there is no such row.
+    #[inline]
+    pub fn update<R>(&mut self, key: &(A, G), f: impl FnOnce(&mut V) -> R) -> Option<R> {
+        let rows = Arc::make_mut(self.owners.get_mut(&key.0)?);
+        let at = rows.binary_search_by(|(k, _)| k.1.cmp(&key.1)).ok()?;
+        let row = &mut rows[at].1;
+        let before = row.encoded_len();
+        let result = f(row);
+        let after = row.encoded_len();
+        self.bytes = self.bytes + after as u64 - before as u64;
+        Some(result)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&(A, G), &V)> {
+        self.owners
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &(A, G)> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    /// The first row with a key greater than `after` (the whole table when `None`).
+    pub fn next_after(&self, after: Option<&(A, G)>) -> Option<(&(A, G), &V)> {
+        let Some(&(owner, member)) = after else {
+            return self.iter().next();
+        };
+        let rows = self.of(owner);
+        let at = rows.partition_point(|((_, g), _)| *g <= member);
+        if let Some((k, v)) = rows.get(at) {
+            return Some((k, v));
+        }
+        let (_, rows) = self.owners.first_after(&owner)?;
+        rows.first().map(|(k, v)| (k, v))
+    }
+
+    pub fn from_sorted(rows: Vec<((A, G), V)>) -> Result<Self, usize> {
+        for (i, pair) in rows.windows(2).enumerate() {
+            if pair[0].0 >= pair[1].0 {
+                return Err(i + 1);
+            }
+        }
+        let len = rows.len();
+        let bytes = rows.iter().map(|(k, v)| row_len(k, v)).sum();
+        let mut owners = IdTrie::default();
+        let mut group: Vec<((A, G), V)> = Vec::new();
+        for row in rows {
+            if group.first().is_some_and(|(k, _)| k.0 != row.0 .0) {
+                let owner = group[0].0 .0;
+                owners.insert(owner, Arc::new(std::mem::take(&mut group)));
+            }
+            group.push(row);
+        }
+        if let Some(((owner, _), _)) = group.first() {
+            let owner = *owner;
+            owners.insert(owner, Arc::new(group));
+        }
+        Ok(MemberTable { owners, len, bytes })
+    }
+
+    pub fn recount_bytes(&self) -> u64 {
+        self.iter().map(|(k, v)| row_len(k, v)).sum()
+    }
+}
+
+impl<A, G, V> RowTable for MemberTable<A, G, V>
+where
+    A: DenseKey + Encode,
+    G: Ord + Copy + Encode,
+    V: Clone + Encode,
+{
+    type Key = (A, G);
+    type Value = V;
+    fn row_count(&self) -> usize {
+        self.len
+    }
+    fn row_bytes(&self) -> u64 {
+        self.bytes
+    }
+    fn rows(&self) -> impl Iterator<Item = (&(A, G), &V)> {
+        self.iter()
+    }
+    fn from_sorted_rows(rows: Vec<((A, G), V)>) -> Result<Self, usize> {
+        Self::from_sorted(rows)
+    }
+}
+
+impl<A: DenseKey, G: Ord + Copy + PartialEq, V: Clone + PartialEq> PartialEq
+    for MemberTable<A, G, V>
+{
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.bytes == other.bytes && self.owners == other.owners
+    }
+}
+
+macro_rules! dense_ids {
+    ($($id:ty),*) => {
+        $( impl DenseKey for $id {
+            #[inline]
+            fn index(&self) -> u64 {
+                self.0 as u64
+            }
+        } )*
+    };
+}
+dense_ids!(
+    PgId,
+    PeripheralId,
+    RoutingClientId,
+    AgentId,
+    SkillGroupId,
+    ServiceId,
+    CallTypeId,
+    DialedNumberId,
+    ScriptId,
+    LabelId,
+    RouterCallKey
+);
 
 impl<K: Ord + Clone + PartialEq, V: Clone + PartialEq> PartialEq for Table<K, V> {
     fn eq(&self, other: &Self) -> bool {

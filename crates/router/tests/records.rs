@@ -152,7 +152,7 @@ fn corrupt_truncated_or_foreign_streams_are_refused() {
         import(&other).err(),
         Some(ImportError::Version {
             found: 9,
-            expected: 1
+            expected: tandem_router::STATE_FORMAT_VERSION
         })
     );
 }

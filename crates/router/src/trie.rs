@@ -1,0 +1,460 @@
+//! `IdTrie`: a persistent (copy-on-write) radix trie over integer keys, iterated in key order.
+//!
+//! Configuration ids are small integers chosen densely by their authors, and the hot path looks
+//! rows up by them on every input. A radix trie answers such a lookup with one pointer per level
+//! and no key comparisons; the upper levels of a table of 100,000 rows fit in a few kilobytes and
+//! stay in cache, so a lookup costs about one cache miss (the leaf) where a balanced tree costs
+//! one per level plus a binary search in each node.
+//!
+//! Nodes are shared through `Arc`: cloning the trie is O(1), and a write copies only the nodes on
+//! its path that a clone still shares. Empty nodes are pruned on removal, so a table whose keys
+//! slide upward (router call keys) keeps only the nodes its live keys need. The trie grows in
+//! height as larger keys arrive (a key up to 2^(5·h) − 1 needs h levels); it never shrinks.
+
+use std::sync::Arc;
+
+/// A key that maps to an integer in an order-preserving way: `a < b` exactly when
+/// `a.index() < b.index()`.
+pub trait DenseKey: Copy + Ord {
+    fn index(&self) -> u64;
+}
+
+const BITS: u32 = 5;
+const FANOUT: usize = 1 << BITS;
+const MASK: u64 = (FANOUT as u64) - 1;
+/// Levels needed for any 64-bit key.
+const HEIGHT_MAX: usize = 64usize.div_ceil(BITS as usize);
+
+#[derive(Clone, Debug)]
+enum Node<K, V> {
+    Branch {
+        children: [Option<Arc<Node<K, V>>>; FANOUT],
+        occupied: u32,
+    },
+    Leaf {
+        slots: [Option<(K, V)>; FANOUT],
+        occupied: u32,
+    },
+}
+
+impl<K, V> Node<K, V> {
+    fn branch() -> Self {
+        Node::Branch {
+            children: std::array::from_fn(|_| None),
+            occupied: 0,
+        }
+    }
+
+    fn leaf() -> Self {
+        Node::Leaf {
+            slots: std::array::from_fn(|_| None),
+            occupied: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Node::Branch { occupied, .. } | Node::Leaf { occupied, .. } => *occupied == 0,
+        }
+    }
+}
+
+/// The digit of `index` at `level` (0 is the leaf level).
+#[inline]
+fn digit(index: u64, level: usize) -> usize {
+    let shift = BITS as usize * level;
+    if shift >= 64 {
+        0
+    } else {
+        ((index >> shift) & MASK) as usize
+    }
+}
+
+/// Whether a trie of `height` levels can hold `index`.
+#[inline]
+fn fits(index: u64, height: usize) -> bool {
+    let bits = BITS as usize * height;
+    bits >= 64 || index >> bits == 0
+}
+
+#[derive(Clone, Debug)]
+pub struct IdTrie<K, V> {
+    root: Option<Arc<Node<K, V>>>,
+    height: usize,
+    len: usize,
+}
+
+impl<K, V> Default for IdTrie<K, V> {
+    fn default() -> Self {
+        IdTrie {
+            root: None,
+            height: 0,
+            len: 0,
+        }
+    }
+}
+
+impl<K: DenseKey, V: Clone> IdTrie<K, V> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<&V> {
+        let index = key.index();
+        if !fits(index, self.height) {
+            return None;
+        }
+        let mut node = self.root.as_deref()?;
+        let mut level = self.height - 1;
+        loop {
+            match node {
+                Node::Branch { children, .. } => {
+                    node = children[digit(index, level)].as_deref()?;
+                    level -= 1;
+                }
+                Node::Leaf { slots, .. } => {
+                    debug_assert_eq!(level, 0);
+                    return slots[digit(index, 0)].as_ref().map(|(_, v)| v);
+                }
+            }
+        }
+    }
+
+    /// The row for `key`, made unique (copied from a clone that shares it) for writing.
+    #[inline]
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let index = key.index();
+        if !fits(index, self.height) {
+            return None;
+        }
+        let mut node = Arc::make_mut(self.root.as_mut()?);
+        let mut level = self.height - 1;
+        loop {
+            match node {
+                Node::Branch { children, .. } => {
+                    node = Arc::make_mut(children[digit(index, level)].as_mut()?);
+                    level -= 1;
+                }
+                Node::Leaf { slots, .. } => {
+                    return slots[digit(index, 0)].as_mut().map(|(_, v)| v);
+                }
+            }
+        }
+    }
+
+    /// Inserts or replaces a row, returning the previous value.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let index = key.index();
+        if self.root.is_none() {
+            self.height = 1;
+            while !fits(index, self.height) {
+                self.height += 1;
+            }
+            self.root = Some(Arc::new(if self.height == 1 {
+                Node::leaf()
+            } else {
+                Node::branch()
+            }));
+        }
+        while !fits(index, self.height) {
+            // The old root becomes the first child of a taller root: its keys all have a zero
+            // digit at the new level.
+            let old = self.root.take().expect("checked above");
+            let mut children: [Option<Arc<Node<K, V>>>; FANOUT] = std::array::from_fn(|_| None);
+            children[0] = Some(old);
+            self.root = Some(Arc::new(Node::Branch {
+                children,
+                occupied: 1,
+            }));
+            self.height += 1;
+        }
+        let mut node = Arc::make_mut(self.root.as_mut().expect("created above"));
+        let mut level = self.height - 1;
+        loop {
+            match node {
+                Node::Branch { children, occupied } => {
+                    let child = &mut children[digit(index, level)];
+                    if child.is_none() {
+                        *occupied += 1;
+                        *child = Some(Arc::new(if level == 1 {
+                            Node::leaf()
+                        } else {
+                            Node::branch()
+                        }));
+                    }
+                    node = Arc::make_mut(child.as_mut().expect("filled above"));
+                    level -= 1;
+                }
+                Node::Leaf { slots, occupied } => {
+                    let slot = &mut slots[digit(index, 0)];
+                    let previous = slot.replace((key, value)).map(|(_, v)| v);
+                    if previous.is_none() {
+                        *occupied += 1;
+                        self.len += 1;
+                    }
+                    return previous;
+                }
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let index = key.index();
+        if !fits(index, self.height) {
+            return None;
+        }
+        // Look first, so that a miss copies no shared node.
+        self.get(key)?;
+        let root = self.root.as_mut()?;
+        let removed = remove_from(root, index, self.height - 1);
+        if removed.is_some() {
+            self.len -= 1;
+            if root.is_empty() {
+                self.root = None;
+                self.height = 0;
+            }
+        }
+        removed
+    }
+
+    /// Rows in key order.
+    pub fn iter(&self) -> Iter<'_, K, V> {
+        self.iter_from(0)
+    }
+
+    /// Rows in key order from the first key whose index is at least `start`.
+    pub fn iter_from(&self, start: u64) -> Iter<'_, K, V> {
+        let mut iter = Iter {
+            stack: [(None, 0); HEIGHT_MAX],
+            depth: 0,
+        };
+        let Some(root) = self.root.as_deref() else {
+            return iter;
+        };
+        if !fits(start, self.height) {
+            return iter;
+        }
+        // Descend along `start`'s digits; each level resumes after the child taken.
+        let mut node = root;
+        let mut level = self.height - 1;
+        loop {
+            let d = digit(start, level);
+            match node {
+                Node::Branch { children, .. } => match children[d].as_deref() {
+                    Some(child) => {
+                        iter.stack[iter.depth] = (Some(node), d + 1);
+                        iter.depth += 1;
+                        node = child;
+                        level -= 1;
+                    }
+                    None => {
+                        iter.stack[iter.depth] = (Some(node), d + 1);
+                        iter.depth += 1;
+                        return iter;
+                    }
+                },
+                Node::Leaf { .. } => {
+                    iter.stack[iter.depth] = (Some(node), d);
+                    iter.depth += 1;
+                    return iter;
+                }
+            }
+        }
+    }
+
+    /// The first row whose key is greater than `key`.
+    pub fn first_after(&self, key: &K) -> Option<(&K, &V)> {
+        let index = key.index();
+        if index == u64::MAX {
+            return None;
+        }
+        self.iter_from(index + 1).next()
+    }
+
+    /// Builds a trie from rows in strictly ascending key order; the offending index otherwise.
+    pub fn from_sorted(rows: impl IntoIterator<Item = (K, V)>) -> Result<Self, usize> {
+        let mut trie = IdTrie::default();
+        let mut last: Option<K> = None;
+        for (i, (key, value)) in rows.into_iter().enumerate() {
+            if last.is_some_and(|last| last >= key) {
+                return Err(i);
+            }
+            last = Some(key);
+            trie.insert(key, value);
+        }
+        Ok(trie)
+    }
+}
+
+fn remove_from<K: Clone, V: Clone>(
+    node: &mut Arc<Node<K, V>>,
+    index: u64,
+    level: usize,
+) -> Option<V> {
+    match Arc::make_mut(node) {
+        Node::Branch { children, occupied } => {
+            let d = digit(index, level);
+            let child = children[d].as_mut()?;
+            let removed = remove_from(child, index, level - 1);
+            if removed.is_some() && child.is_empty() {
+                children[d] = None;
+                *occupied -= 1;
+            }
+            removed
+        }
+        Node::Leaf { slots, occupied } => {
+            let removed = slots[digit(index, 0)].take().map(|(_, v)| v);
+            if removed.is_some() {
+                *occupied -= 1;
+            }
+            removed
+        }
+    }
+}
+
+/// An in-order walk: a stack of nodes with the next slot to visit in each.
+pub struct Iter<'a, K, V> {
+    stack: [(Option<&'a Node<K, V>>, usize); HEIGHT_MAX],
+    depth: usize,
+}
+
+impl<'a, K, V> Iterator for Iter<'a, K, V> {
+    type Item = (&'a K, &'a V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.depth > 0 {
+            let top = self.depth - 1;
+            let (node, next) = self.stack[top];
+            let node = node.expect("entries below depth are set");
+            if next >= FANOUT {
+                self.depth -= 1;
+                continue;
+            }
+            self.stack[top].1 = next + 1;
+            match node {
+                Node::Leaf { slots, .. } => {
+                    if let Some((k, v)) = &slots[next] {
+                        return Some((k, v));
+                    }
+                }
+                Node::Branch { children, .. } => {
+                    if let Some(child) = children[next].as_deref() {
+                        self.stack[self.depth] = (Some(child), 0);
+                        self.depth += 1;
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+impl<K: DenseKey, V: Clone + PartialEq> PartialEq for IdTrie<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len
+            && self
+                .iter()
+                .zip(other.iter())
+                .all(|((ka, va), (kb, vb))| ka == kb && va == vb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    impl DenseKey for u64 {
+        fn index(&self) -> u64 {
+            *self
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64, u32),
+        Remove(u64),
+        Update(u64, u32),
+        Snapshot,
+    }
+
+    fn key() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..70, 0u64..5_000, any::<u64>(), Just(u64::MAX)]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (key(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            2 => key().prop_map(Op::Remove),
+            2 => (key(), any::<u32>()).prop_map(|(k, v)| Op::Update(k, v)),
+            1 => Just(Op::Snapshot),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_as_an_ordered_map(ops in proptest::collection::vec(op(), 0..300), probe in key()) {
+            let mut trie: IdTrie<u64, u32> = IdTrie::default();
+            let mut model: BTreeMap<u64, u32> = BTreeMap::new();
+            let mut snapshots: Vec<(IdTrie<u64, u32>, BTreeMap<u64, u32>)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => prop_assert_eq!(trie.insert(k, v), model.insert(k, v)),
+                    Op::Remove(k) => prop_assert_eq!(trie.remove(&k), model.remove(&k)),
+                    Op::Update(k, v) => {
+                        let a = trie.get_mut(&k).map(|x| std::mem::replace(x, v));
+                        let b = model.get_mut(&k).map(|x| std::mem::replace(x, v));
+                        prop_assert_eq!(a, b);
+                    }
+                    Op::Snapshot => snapshots.push((trie.clone(), model.clone())),
+                }
+                prop_assert_eq!(trie.len(), model.len());
+            }
+            prop_assert!(trie.iter().map(|(k, v)| (*k, *v)).eq(model.iter().map(|(k, v)| (*k, *v))));
+            prop_assert!(trie.iter_from(probe).map(|(k, _)| *k).eq(model.range(probe..).map(|(k, _)| *k)));
+            prop_assert_eq!(trie.first_after(&probe).map(|(k, _)| *k), model.range(probe..).find(|(k, _)| **k > probe).map(|(k, _)| *k));
+            prop_assert_eq!(trie.get(&probe), model.get(&probe));
+            // Every snapshot still holds exactly what the map held when it was taken.
+            for (snapshot, expected) in &snapshots {
+                prop_assert!(snapshot.iter().map(|(k, v)| (*k, *v)).eq(expected.iter().map(|(k, v)| (*k, *v))));
+            }
+        }
+    }
+
+    #[test]
+    fn removing_every_key_prunes_every_node() {
+        let mut trie: IdTrie<u64, u64> = IdTrie::default();
+        for k in 0..10_000u64 {
+            trie.insert(k * 7, k);
+        }
+        for k in 0..10_000u64 {
+            assert_eq!(trie.remove(&(k * 7)), Some(k));
+        }
+        assert!(trie.root.is_none());
+        assert_eq!(trie.iter().count(), 0);
+    }
+
+    #[test]
+    fn from_sorted_rejects_disorder() {
+        assert_eq!(
+            IdTrie::<u64, ()>::from_sorted([(1, ()), (1, ())]).err(),
+            Some(1)
+        );
+        assert_eq!(
+            IdTrie::<u64, ()>::from_sorted([(2, ()), (1, ())]).err(),
+            Some(1)
+        );
+        assert_eq!(
+            IdTrie::<u64, ()>::from_sorted([(1, ()), (2, ())])
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+}
