@@ -321,9 +321,12 @@ impl<K: DenseKey, V: Clone + PartialEq> PartialEq for IdTable<K, V> {
 /// Agent_Skill_Group_Real_Time rows sit in one small sorted vector found by one [`IdTrie`]
 /// lookup of the agent, which is what every agent event needs. Iteration is in (owner, member)
 /// order, exactly as a [`Table`] over the pair would iterate.
+/// One owner's rows, in member order, each with its full key.
+type MemberRows<A, G, V> = Vec<((A, G), V)>;
+
 #[derive(Clone, Debug)]
 pub struct MemberTable<A, G, V> {
-    owners: IdTrie<A, Arc<Vec<((A, G), V)>>>,
+    owners: IdTrie<A, Arc<MemberRows<A, G, V>>>,
     len: usize,
     bytes: u64,
 }
@@ -465,7 +468,7 @@ where
         let len = rows.len();
         let bytes = rows.iter().map(|(k, v)| row_len(k, v)).sum();
         let mut owners = IdTrie::default();
-        let mut group: Vec<((A, G), V)> = Vec::new();
+        let mut group: MemberRows<A, G, V> = Vec::new();
         for row in rows {
             if group.first().is_some_and(|(k, _)| k.0 != row.0 .0) {
                 let owner = group[0].0 .0;
