@@ -3,7 +3,7 @@
 //! consistent snapshot taken in microseconds.
 
 use crate::rows::*;
-use crate::table::{IdTable, MemberTable, Table};
+use crate::table::{GroupedTable, IdTable, Table};
 use std::sync::Arc;
 use tandem_model::calendar::Periods;
 use tandem_model::config::*;
@@ -132,7 +132,7 @@ pub struct State {
     // Real-time data.
     pub agent_rt: IdTable<AgentId, AgentRow>,
     /// Agent_Skill_Group_Real_Time; a row exists exactly for each skill group member.
-    pub agent_skill_group_rt: MemberTable<AgentId, SkillGroupId, AgentSkillGroupRow>,
+    pub agent_skill_group_rt: GroupedTable<(AgentId, SkillGroupId), AgentSkillGroupRow>,
     pub skill_group_rt: IdTable<SkillGroupId, Arc<SkillGroupRow>>,
     pub call_type_rt: IdTable<CallTypeId, Arc<CallCountsRow>>,
     pub service_rt: IdTable<ServiceId, Arc<CallCountsRow>>,
@@ -142,7 +142,7 @@ pub struct State {
     pub calls: Table<PeripheralCallKey, CallRow>,
     pub router_calls: IdTable<RouterCallKey, RouterCallRow>,
     pub requests: Table<RouteRequestKey, RequestEntry>,
-    pub timers: Table<(u64, u64), Timer>,
+    pub timers: GroupedTable<(u64, u64), Timer>,
     pub node_state: Table<(ScriptId, NodeId), NodeStateRow>,
 }
 
@@ -150,7 +150,10 @@ impl State {
     /// The skill groups an agent belongs to, in id order.
     pub fn skill_groups_of(&self, agent: AgentId) -> impl Iterator<Item = SkillGroupId> + '_ {
         // One lookup of the agent finds all of its member rows.
-        self.agent_skill_group_rt.members_of(agent)
+        self.agent_skill_group_rt
+            .of(agent)
+            .iter()
+            .map(|((_, group), _)| *group)
     }
 
     pub fn add_timer(&mut self, due_ms: u64, timer: Timer) {

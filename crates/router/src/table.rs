@@ -317,23 +317,55 @@ impl<K: DenseKey, V: Clone + PartialEq> PartialEq for IdTable<K, V> {
     }
 }
 
-/// A table keyed by (owner, member) whose rows are stored with their owner: all of an agent's
-/// Agent_Skill_Group_Real_Time rows sit in one small sorted vector found by one [`IdTrie`]
-/// lookup of the agent, which is what every agent event needs. Iteration is in (owner, member)
-/// order, exactly as a [`Table`] over the pair would iterate.
-/// One owner's rows, in member order, each with its full key.
-type MemberRows<A, G, V> = Vec<((A, G), V)>;
+/// A key made of an owner and a part within it, ordered owner first: all rows of one owner sort
+/// together.
+pub trait GroupKey: Ord + Copy {
+    type Owner: DenseKey;
+    fn owner(&self) -> Self::Owner;
+}
 
+/// Agent_Skill_Group_Real_Time rows belong to their agent.
+impl GroupKey for (AgentId, SkillGroupId) {
+    type Owner = AgentId;
+    #[inline]
+    fn owner(&self) -> AgentId {
+        self.0
+    }
+}
+
+/// Timers, keyed by (due time in ms, sequence), are grouped by their due millisecond.
+impl GroupKey for (u64, u64) {
+    type Owner = u64;
+    #[inline]
+    fn owner(&self) -> u64 {
+        self.0
+    }
+}
+
+impl DenseKey for u64 {
+    #[inline]
+    fn index(&self) -> u64 {
+        *self
+    }
+}
+
+/// One owner's rows, in key order.
+type GroupRows<K, V> = Vec<(K, V)>;
+
+/// A table whose rows are stored with their owner: all of an agent's Agent_Skill_Group_Real_Time
+/// rows sit in one small sorted vector found by one [`IdTrie`] lookup of the agent, which is what
+/// every agent event needs, and the timers due in one millisecond share one vector. Iteration is
+/// in key order, exactly as a [`Table`] over the same keys would iterate.
 #[derive(Clone, Debug)]
-pub struct MemberTable<A, G, V> {
-    owners: IdTrie<A, Arc<MemberRows<A, G, V>>>,
+pub struct GroupedTable<K: GroupKey, V> {
+    owners: IdTrie<K::Owner, Arc<GroupRows<K, V>>>,
     len: usize,
     bytes: u64,
 }
 
-impl<A, G, V> Default for MemberTable<A, G, V> {
+impl<K: GroupKey, V> Default for GroupedTable<K, V> {
     fn default() -> Self {
-        MemberTable {
+        GroupedTable {
             owners: IdTrie::default(),
             len: 0,
             bytes: 0,
@@ -341,12 +373,7 @@ impl<A, G, V> Default for MemberTable<A, G, V> {
     }
 }
 
-impl<A, G, V> MemberTable<A, G, V>
-where
-    A: DenseKey + Encode,
-    G: Ord + Copy + Encode,
-    V: Clone + Encode,
-{
+impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -359,40 +386,41 @@ where
         self.bytes
     }
 
-    /// An owner's rows, in member order (empty for an owner without rows).
+    /// An owner's rows, in key order (empty for an owner without rows).
     #[inline]
-    pub fn of(&self, owner: A) -> &[((A, G), V)] {
+    pub fn of(&self, owner: K::Owner) -> &[(K, V)] {
         self.owners
             .get(&owner)
             .map(|rows| rows.as_slice())
             .unwrap_or(&[])
     }
 
-    /// An owner's members, in order.
     #[inline]
-    pub fn members_of(&self, owner: A) -> impl Iterator<Item = G> + '_ {
-        self.of(owner).iter().map(|((_, g), _)| *g)
-    }
-
-    #[inline]
-    pub fn get(&self, key: &(A, G)) -> Option<&V> {
-        let rows = self.of(key.0);
-        let at = rows.binary_search_by(|(k, _)| k.1.cmp(&key.1)).ok()?;
+    pub fn get(&self, key: &K) -> Option<&V> {
+        let rows = self.of(key.owner());
+        let at = rows.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
         Some(&rows[at].1)
     }
 
     #[inline]
-    pub fn contains(&self, key: &(A, G)) -> bool {
+    pub fn contains(&self, key: &K) -> bool {
         self.get(key).is_some()
     }
 
-    pub fn insert(&mut self, key: (A, G), value: V) -> Option<V> {
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         let added = row_len(&key, &value);
-        if self.owners.get(&key.0).is_none() {
-            self.owners.insert(key.0, Arc::new(Vec::new()));
+        let owner = key.owner();
+        if self.owners.get(&owner).is_none() {
+            self.owners.insert(owner, Arc::new(Vec::new()));
         }
-        let rows = Arc::make_mut(self.owners.get_mut(&key.0).expect("inserted above"));
-        let previous = match rows.binary_search_by(|(k, _)| k.1.cmp(&key.1)) {
+        let rows = Arc::make_mut(self.owners.get_mut(&owner).expect("inserted above"));
+        // Keys mostly arrive in order (timer sequences grow), so look at the end first.
+        let position = match rows.last() {
+            Some((last, _)) if *last < key => Err(rows.len()),
+            None => Err(0),
+            _ => rows.binary_search_by(|(k, _)| k.cmp(&key)),
+        };
+        let previous = match position {
             Ok(at) => Some(std::mem::replace(&mut rows[at].1, value)),
             Err(at) => {
                 rows.insert(at, (key, value));
@@ -407,15 +435,16 @@ where
         previous
     }
 
-    pub fn remove(&mut self, key: &(A, G)) -> Option<V> {
-        let at = {
-            let rows = self.of(key.0);
-            rows.binary_search_by(|(k, _)| k.1.cmp(&key.1)).ok()?
-        };
-        let rows = Arc::make_mut(self.owners.get_mut(&key.0).expect("found above"));
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let owner = key.owner();
+        let at = self
+            .of(owner)
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .ok()?;
+        let rows = Arc::make_mut(self.owners.get_mut(&owner).expect("found above"));
         let (_, removed) = rows.remove(at);
         if rows.is_empty() {
-            self.owners.remove(&key.0);
+            self.owners.remove(&owner);
         }
         self.len -= 1;
         self.bytes -= row_len(key, &removed);
@@ -424,9 +453,13 @@ where
 
     /// Changes a row in place; returns `None` when there is no such row.
     #[inline]
-    pub fn update<R>(&mut self, key: &(A, G), f: impl FnOnce(&mut V) -> R) -> Option<R> {
-        let rows = Arc::make_mut(self.owners.get_mut(&key.0)?);
-        let at = rows.binary_search_by(|(k, _)| k.1.cmp(&key.1)).ok()?;
+    pub fn update<R>(&mut self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+        // Look first, so that a miss copies no shared node.
+        let at = self
+            .of(key.owner())
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .ok()?;
+        let rows = Arc::make_mut(self.owners.get_mut(&key.owner())?);
         let row = &mut rows[at].1;
         let before = row.encoded_len();
         let result = f(row);
@@ -435,31 +468,38 @@ where
         Some(result)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&(A, G), &V)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.owners
             .iter()
             .flat_map(|(_, rows)| rows.iter().map(|(k, v)| (k, v)))
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &(A, G)> {
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.iter().map(|(k, _)| k)
     }
 
-    /// The first row with a key greater than `after` (the whole table when `None`).
-    pub fn next_after(&self, after: Option<&(A, G)>) -> Option<(&(A, G), &V)> {
-        let Some(&(owner, member)) = after else {
-            return self.iter().next();
-        };
-        let rows = self.of(owner);
-        let at = rows.partition_point(|((_, g), _)| *g <= member);
-        if let Some((k, v)) = rows.get(at) {
-            return Some((k, v));
-        }
-        let (_, rows) = self.owners.first_after(&owner)?;
+    /// The row with the smallest key.
+    #[inline]
+    pub fn first(&self) -> Option<(&K, &V)> {
+        let (_, rows) = self.owners.iter().next()?;
         rows.first().map(|(k, v)| (k, v))
     }
 
-    pub fn from_sorted(rows: Vec<((A, G), V)>) -> Result<Self, usize> {
+    /// The first row with a key greater than `after` (the whole table when `None`).
+    pub fn next_after(&self, after: Option<&K>) -> Option<(&K, &V)> {
+        let Some(after) = after else {
+            return self.first();
+        };
+        let rows = self.of(after.owner());
+        let at = rows.partition_point(|(k, _)| k <= after);
+        if let Some((k, v)) = rows.get(at) {
+            return Some((k, v));
+        }
+        let (_, rows) = self.owners.first_after(&after.owner())?;
+        rows.first().map(|(k, v)| (k, v))
+    }
+
+    pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
         for (i, pair) in rows.windows(2).enumerate() {
             if pair[0].0 >= pair[1].0 {
                 return Err(i + 1);
@@ -468,19 +508,22 @@ where
         let len = rows.len();
         let bytes = rows.iter().map(|(k, v)| row_len(k, v)).sum();
         let mut owners = IdTrie::default();
-        let mut group: MemberRows<A, G, V> = Vec::new();
+        let mut group: GroupRows<K, V> = Vec::new();
         for row in rows {
-            if group.first().is_some_and(|(k, _)| k.0 != row.0 .0) {
-                let owner = group[0].0 .0;
+            if group
+                .first()
+                .is_some_and(|(k, _)| k.owner() != row.0.owner())
+            {
+                let owner = group[0].0.owner();
                 owners.insert(owner, Arc::new(std::mem::take(&mut group)));
             }
             group.push(row);
         }
-        if let Some(((owner, _), _)) = group.first() {
-            let owner = *owner;
+        if let Some((key, _)) = group.first() {
+            let owner = key.owner();
             owners.insert(owner, Arc::new(group));
         }
-        Ok(MemberTable { owners, len, bytes })
+        Ok(GroupedTable { owners, len, bytes })
     }
 
     pub fn recount_bytes(&self) -> u64 {
@@ -488,13 +531,8 @@ where
     }
 }
 
-impl<A, G, V> RowTable for MemberTable<A, G, V>
-where
-    A: DenseKey + Encode,
-    G: Ord + Copy + Encode,
-    V: Clone + Encode,
-{
-    type Key = (A, G);
+impl<K: GroupKey + Encode, V: Clone + Encode> RowTable for GroupedTable<K, V> {
+    type Key = K;
     type Value = V;
     fn row_count(&self) -> usize {
         self.len
@@ -502,17 +540,15 @@ where
     fn row_bytes(&self) -> u64 {
         self.bytes
     }
-    fn rows(&self) -> impl Iterator<Item = (&(A, G), &V)> {
+    fn rows(&self) -> impl Iterator<Item = (&K, &V)> {
         self.iter()
     }
-    fn from_sorted_rows(rows: Vec<((A, G), V)>) -> Result<Self, usize> {
+    fn from_sorted_rows(rows: Vec<(K, V)>) -> Result<Self, usize> {
         Self::from_sorted(rows)
     }
 }
 
-impl<A: DenseKey, G: Ord + Copy + PartialEq, V: Clone + PartialEq> PartialEq
-    for MemberTable<A, G, V>
-{
+impl<K: GroupKey, V: Clone + PartialEq> PartialEq for GroupedTable<K, V> {
     fn eq(&self, other: &Self) -> bool {
         self.len == other.len && self.bytes == other.bytes && self.owners == other.owners
     }

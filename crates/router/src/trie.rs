@@ -32,10 +32,12 @@ const HEIGHT_MAX: usize = 64usize.div_ceil(BITS as usize);
 enum Node<K, V> {
     Branch {
         children: [Option<Arc<Node<K, V>>>; FANOUT],
+        /// Bit i is set when child i exists, so that a walk skips empty slots in one step.
         occupied: u32,
     },
     Leaf {
         slots: [Option<(K, V)>; FANOUT],
+        /// Bit i is set when slot i holds a row.
         occupied: u32,
     },
 }
@@ -56,10 +58,25 @@ impl<K, V> Node<K, V> {
     }
 
     fn is_empty(&self) -> bool {
+        self.occupied() == 0
+    }
+
+    #[inline]
+    fn occupied(&self) -> u32 {
         match self {
-            Node::Branch { occupied, .. } | Node::Leaf { occupied, .. } => *occupied == 0,
+            Node::Branch { occupied, .. } | Node::Leaf { occupied, .. } => *occupied,
         }
     }
+}
+
+/// The first set bit of `occupied` at or after `from`, if any.
+#[inline]
+fn next_occupied(occupied: u32, from: usize) -> Option<usize> {
+    if from >= FANOUT {
+        return None;
+    }
+    let rest = occupied >> from;
+    (rest != 0).then(|| from + rest.trailing_zeros() as usize)
 }
 
 /// The digit of `index` at `level` (0 is the leaf level).
@@ -172,7 +189,7 @@ impl<K: DenseKey, V: Clone> IdTrie<K, V> {
             children[0] = Some(old);
             self.root = Some(Arc::new(Node::Branch {
                 children,
-                occupied: 1,
+                occupied: 1 << 0,
             }));
             self.height += 1;
         }
@@ -181,9 +198,10 @@ impl<K: DenseKey, V: Clone> IdTrie<K, V> {
         loop {
             match node {
                 Node::Branch { children, occupied } => {
-                    let child = &mut children[digit(index, level)];
+                    let d = digit(index, level);
+                    let child = &mut children[d];
                     if child.is_none() {
-                        *occupied += 1;
+                        *occupied |= 1 << d;
                         *child = Some(Arc::new(if level == 1 {
                             Node::leaf()
                         } else {
@@ -194,10 +212,10 @@ impl<K: DenseKey, V: Clone> IdTrie<K, V> {
                     level -= 1;
                 }
                 Node::Leaf { slots, occupied } => {
-                    let slot = &mut slots[digit(index, 0)];
-                    let previous = slot.replace((key, value)).map(|(_, v)| v);
+                    let d = digit(index, 0);
+                    let previous = slots[d].replace((key, value)).map(|(_, v)| v);
                     if previous.is_none() {
-                        *occupied += 1;
+                        *occupied |= 1 << d;
                         self.len += 1;
                     }
                     return previous;
@@ -306,14 +324,15 @@ fn remove_from<K: Clone, V: Clone>(
             let removed = remove_from(child, index, level - 1);
             if removed.is_some() && child.is_empty() {
                 children[d] = None;
-                *occupied -= 1;
+                *occupied &= !(1 << d);
             }
             removed
         }
         Node::Leaf { slots, occupied } => {
-            let removed = slots[digit(index, 0)].take().map(|(_, v)| v);
+            let d = digit(index, 0);
+            let removed = slots[d].take().map(|(_, v)| v);
             if removed.is_some() {
-                *occupied -= 1;
+                *occupied &= !(1 << d);
             }
             removed
         }
@@ -332,12 +351,12 @@ impl<'a, K, V> Iterator for Iter<'a, K, V> {
     fn next(&mut self) -> Option<Self::Item> {
         while self.depth > 0 {
             let top = self.depth - 1;
-            let (node, next) = self.stack[top];
+            let (node, from) = self.stack[top];
             let node = node.expect("entries below depth are set");
-            if next >= FANOUT {
+            let Some(next) = next_occupied(node.occupied(), from) else {
                 self.depth -= 1;
                 continue;
-            }
+            };
             self.stack[top].1 = next + 1;
             match node {
                 Node::Leaf { slots, .. } => {
@@ -372,12 +391,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
-
-    impl DenseKey for u64 {
-        fn index(&self) -> u64 {
-            *self
-        }
-    }
 
     #[derive(Debug, Clone)]
     enum Op {

@@ -45,6 +45,10 @@ pub struct RouterBenchArgs {
     /// Fully deterministic, so instruction counts (e.g. under valgrind) compare builds exactly.
     #[arg(long)]
     quick: bool,
+    /// Replays of the recorded inputs; the fastest is reported (the least disturbed by other work
+    /// on the machine), with the median beside it.
+    #[arg(long, default_value_t = 3)]
+    repeat: u32,
 }
 
 /// 2026-11-21T10:00:00Z: a fixed start, so every run sees the same calendar.
@@ -60,6 +64,7 @@ struct Run {
     inputs: usize,
     inputs_per_second: f64,
     ns_per_input: f64,
+    ns_per_input_median: f64,
     route_request_ns_median: f64,
     route_request_ns_p99: f64,
     route_requests_measured: usize,
@@ -76,7 +81,20 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64
 }
 
-fn measure(agents: u32, skill_groups: u32, call_types: u32, cps: f64, seconds: u64) -> Result<Run> {
+/// A copy of `router` that shares no node with it, as a router is when no snapshot is held:
+/// replaying into a plain clone would time the copy-on-write of every node the replay touches.
+fn unshared(router: &Router) -> Result<Router> {
+    Ok(Router::from_state(import(&export(router.state()))?)?)
+}
+
+fn measure(
+    agents: u32,
+    skill_groups: u32,
+    call_types: u32,
+    cps: f64,
+    seconds: u64,
+    repeat: u32,
+) -> Result<Run> {
     let cc = generate(&GenerateParams {
         agents,
         skill_groups,
@@ -98,33 +116,46 @@ fn measure(agents: u32, skill_groups: u32, call_types: u32, cps: f64, seconds: u
     driver.recorded = Some(Vec::new());
     driver.run_until(START_MS + warm_up_ms + seconds * 1000, |_| {});
     let replay = driver.recorded.take().unwrap_or_default();
+    let recorded_digest = driver.router.digest();
+    drop(driver);
 
     // Template 0 (every third call type) is the five-node script: Start, If, Select, Queue, Default.
     let five_node: std::collections::BTreeSet<String> = (0..call_types)
         .step_by(3)
         .map(dialed_number_digits)
         .collect();
-    let mut router = warm_router.clone();
-    let mut outputs = Vec::with_capacity(64);
-    let mut route_ns = Vec::new();
-    let started = Instant::now();
-    for (i, input) in replay.iter().enumerate() {
-        outputs.clear();
-        if let Input::RouteRequest(request) = &input.input {
-            if five_node.contains(&request.dialed_number) {
-                let t = Instant::now();
-                router.apply_into(first_seq + i as u64 + 1, input, &mut outputs);
-                route_ns.push(t.elapsed().as_nanos() as u64);
-                continue;
+    let mut best: Option<(f64, Vec<u64>, Router)> = None;
+    let mut elapsed_all = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let mut router = unshared(&warm_router)?;
+        let mut outputs = Vec::with_capacity(64);
+        let mut route_ns = Vec::with_capacity(replay.len() / 8);
+        let started = Instant::now();
+        for (i, input) in replay.iter().enumerate() {
+            outputs.clear();
+            if let Input::RouteRequest(request) = &input.input {
+                if five_node.contains(&request.dialed_number) {
+                    let t = Instant::now();
+                    router.apply_into(first_seq + i as u64 + 1, input, &mut outputs);
+                    route_ns.push(t.elapsed().as_nanos() as u64);
+                    continue;
+                }
             }
+            router.apply_into(first_seq + i as u64 + 1, input, &mut outputs);
         }
-        router.apply_into(first_seq + i as u64 + 1, input, &mut outputs);
+        let elapsed = started.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            router.digest() == recorded_digest,
+            "the replay diverged from the recorded run"
+        );
+        elapsed_all.push(elapsed);
+        if best.as_ref().is_none_or(|(e, _, _)| elapsed < *e) {
+            best = Some((elapsed, route_ns, router));
+        }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        router.digest() == driver.router.digest(),
-        "the replay diverged from the recorded run"
-    );
+    let (elapsed, mut route_ns, router) = best.expect("at least one replay");
+    elapsed_all.sort_by(f64::total_cmp);
+    let elapsed_median = elapsed_all[elapsed_all.len() / 2];
     route_ns.sort_unstable();
     Ok(Run {
         agents,
@@ -135,6 +166,7 @@ fn measure(agents: u32, skill_groups: u32, call_types: u32, cps: f64, seconds: u
         inputs: replay.len(),
         inputs_per_second: replay.len() as f64 / elapsed,
         ns_per_input: elapsed * 1e9 / replay.len() as f64,
+        ns_per_input_median: elapsed_median * 1e9 / replay.len() as f64,
         route_request_ns_median: percentile(&route_ns, 0.5),
         route_request_ns_p99: percentile(&route_ns, 0.99),
         route_requests_measured: route_ns.len(),
@@ -146,8 +178,8 @@ fn measure(agents: u32, skill_groups: u32, call_types: u32, cps: f64, seconds: u
 }
 
 /// Mean apply cost per input kind, from a second replay that times every input.
-fn cost_by_input_kind(run: &Run) -> serde_json::Value {
-    let mut router = run.warm_router.clone();
+fn cost_by_input_kind(run: &Run) -> Result<serde_json::Value> {
+    let mut router = unshared(&run.warm_router)?;
     let mut outputs = Vec::new();
     let mut by_kind: std::collections::BTreeMap<&'static str, (u64, u128, u128)> =
         Default::default();
@@ -161,13 +193,13 @@ fn cost_by_input_kind(run: &Run) -> serde_json::Value {
         entry.1 += ns;
         entry.2 = entry.2.max(ns);
     }
-    by_kind
+    Ok(by_kind
         .into_iter()
         .map(|(kind, (count, ns, max))| {
             (kind.to_string(), json!({ "count": count, "mean_ns": (ns / count.max(1) as u128) as u64, "max_ns": max as u64 }))
         })
         .collect::<serde_json::Map<_, _>>()
-        .into()
+        .into())
 }
 
 fn resident_memory_bytes() -> Option<u64> {
@@ -180,7 +212,7 @@ fn resident_memory_bytes() -> Option<u64> {
 /// Applies the recorded inputs again while another thread exports a snapshot taken first, and
 /// reports how long the snapshot took and the longest single apply during the export, beside the
 /// longest apply of the same inputs with no snapshot at all.
-fn snapshot_pause(run: &Run) -> (f64, f64, f64, f64) {
+fn snapshot_pause(run: &Run) -> Result<(f64, f64, f64, f64)> {
     let longest_apply = |router: &mut Router, until: Option<&std::sync::atomic::AtomicBool>| {
         let mut outputs = Vec::new();
         let mut longest = 0u128;
@@ -195,10 +227,10 @@ fn snapshot_pause(run: &Run) -> (f64, f64, f64, f64) {
         }
         longest as f64 / 1e6
     };
-    let mut quiet = run.warm_router.clone();
+    let mut quiet = unshared(&run.warm_router)?;
     let longest_without_ms = longest_apply(&mut quiet, None);
 
-    let mut live = run.warm_router.clone();
+    let mut live = unshared(&run.warm_router)?;
     let t = Instant::now();
     let snapshot = live.snapshot();
     let snapshot_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -215,12 +247,12 @@ fn snapshot_pause(run: &Run) -> (f64, f64, f64, f64) {
         let (_, export_ms) = exporter.join().expect("export thread");
         (longest, export_ms)
     });
-    (
+    Ok((
         snapshot_ms,
         longest_during_ms,
         longest_without_ms,
         export_ms,
-    )
+    ))
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
@@ -230,7 +262,14 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let call_types = args.call_types.unwrap_or(args.agents / 100).max(3);
     let cps = args.cps.unwrap_or(args.agents as f64 / 10.0);
     eprintln!("measuring {} agents, {skill_groups} skill groups, {call_types} call types at {cps} calls/s ...", args.agents);
-    let main = measure(args.agents, skill_groups, call_types, cps, args.seconds)?;
+    let main = measure(
+        args.agents,
+        skill_groups,
+        call_types,
+        cps,
+        args.seconds,
+        args.repeat,
+    )?;
     if args.quick {
         println!(
             "{}",
@@ -268,7 +307,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         longest_apply_during_export_ms,
         longest_apply_without_snapshot_ms,
         background_export_ms,
-    ) = snapshot_pause(&main);
+    ) = snapshot_pause(&main)?;
 
     let baseline = if args.no_baseline || args.agents == 1_000 {
         None
@@ -281,6 +320,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             ((call_types as f64 * scale) as u32).max(3),
             cps * scale,
             args.seconds * 10,
+            args.repeat,
         )?)
     };
     let figures = json!({
@@ -295,9 +335,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
             "measured_simulated_s": args.seconds,
         },
         "inputs": main.inputs,
-        "apply_mean_ns_by_input_kind": cost_by_input_kind(&main),
+        "apply_mean_ns_by_input_kind": cost_by_input_kind(&main)?,
         "apply_inputs_per_s": main.inputs_per_second.round(),
         "apply_ns_per_input": (main.ns_per_input * 10.0).round() / 10.0,
+        "apply_ns_per_input_median_of_replays": (main.ns_per_input_median * 10.0).round() / 10.0,
+        "replays": args.repeat,
         "route_request_five_node_ns_median": main.route_request_ns_median,
         "route_request_five_node_ns_p99": main.route_request_ns_p99,
         "route_requests_measured": main.route_requests_measured,
