@@ -9,7 +9,7 @@
 //! Iteration is in key order, so exports and digests are canonical.
 
 pub use crate::trie::DenseKey;
-use crate::trie::IdTrie;
+use crate::trie::{unique_mut, IdTrie};
 use imbl::OrdMap;
 use std::ops::RangeBounds;
 use std::sync::Arc;
@@ -270,7 +270,7 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
 
     /// The row with the smallest key.
     pub fn first(&self) -> Option<(&K, &V)> {
-        self.rows.iter().next()
+        self.rows.first()
     }
 
     /// The first row with a key greater than `after` (the whole table when `None`).
@@ -413,7 +413,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
         if self.owners.get(&owner).is_none() {
             self.owners.insert(owner, Arc::new(Vec::new()));
         }
-        let rows = Arc::make_mut(self.owners.get_mut(&owner).expect("inserted above"));
+        let rows = unique_mut(self.owners.get_mut(&owner).expect("inserted above"));
         // Keys mostly arrive in order (timer sequences grow), so look at the end first.
         let position = match rows.last() {
             Some((last, _)) if *last < key => Err(rows.len()),
@@ -437,11 +437,8 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
 
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let owner = key.owner();
-        let at = self
-            .of(owner)
-            .binary_search_by(|(k, _)| k.cmp(key))
-            .ok()?;
-        let rows = Arc::make_mut(self.owners.get_mut(&owner).expect("found above"));
+        let at = self.of(owner).binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        let rows = unique_mut(self.owners.get_mut(&owner).expect("found above"));
         let (_, removed) = rows.remove(at);
         if rows.is_empty() {
             self.owners.remove(&owner);
@@ -459,7 +456,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
             .of(key.owner())
             .binary_search_by(|(k, _)| k.cmp(key))
             .ok()?;
-        let rows = Arc::make_mut(self.owners.get_mut(&key.owner())?);
+        let rows = unique_mut(self.owners.get_mut(&key.owner())?);
         let row = &mut rows[at].1;
         let before = row.encoded_len();
         let result = f(row);
@@ -481,8 +478,14 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
     /// The row with the smallest key.
     #[inline]
     pub fn first(&self) -> Option<(&K, &V)> {
-        let (_, rows) = self.owners.iter().next()?;
+        let (_, rows) = self.owners.first()?;
         rows.first().map(|(k, v)| (k, v))
+    }
+
+    /// The smallest owner's index, without a walk (the earliest due time of the timers).
+    #[inline]
+    pub fn first_owner_index(&self) -> Option<u64> {
+        self.owners.min_index()
     }
 
     /// The first row with a key greater than `after` (the whole table when `None`).
