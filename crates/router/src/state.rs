@@ -1,6 +1,6 @@
 //! The router's whole state: configuration, real-time rows, calls, the queue, pending requests,
-//! timers and counters. Every collection is a copy-on-write [`Table`], so `State::clone` is a
-//! consistent snapshot taken in microseconds.
+//! timers and counters. Every collection is a copy-on-write table (`crate::table`), so
+//! `State::clone` is a consistent snapshot taken in microseconds.
 
 use crate::rows::*;
 use crate::table::{GroupedTable, IdTable, Table};
