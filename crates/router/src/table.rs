@@ -132,11 +132,7 @@ impl<K: Ord + Clone + Encode, V: Clone + Encode> Table<K, V> {
     /// Builds a table from rows in strictly ascending key order (as a state import reads them).
     /// Returns the offending index if the order is broken.
     pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
-        for (i, pair) in rows.windows(2).enumerate() {
-            if pair[0].0 >= pair[1].0 {
-                return Err(i + 1);
-            }
-        }
+        check_sorted(&rows)?;
         let bytes = rows
             .iter()
             .map(|(k, v)| (k.encoded_len() + v.encoded_len()) as u64)
@@ -168,20 +164,35 @@ pub trait RowTable: Default + Sized {
     fn from_sorted_rows(rows: Vec<(Self::Key, Self::Value)>) -> Result<Self, usize>;
 }
 
-impl<K: Ord + Clone + Encode, V: Clone + Encode> RowTable for Table<K, V> {
-    type Key = K;
-    type Value = V;
-    fn row_count(&self) -> usize {
-        self.len()
-    }
-    fn row_bytes(&self) -> u64 {
-        self.bytes
-    }
-    fn rows(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.iter()
-    }
-    fn from_sorted_rows(rows: Vec<(K, V)>) -> Result<Self, usize> {
-        Self::from_sorted(rows)
+/// Implements [`RowTable`] for a table kind through its inherent methods of the same meaning.
+macro_rules! row_table {
+    ($table:ident, $($bound:tt)+) => {
+        impl<$($bound)+, V: Clone + Encode> RowTable for $table<K, V> {
+            type Key = K;
+            type Value = V;
+            fn row_count(&self) -> usize {
+                self.len()
+            }
+            fn row_bytes(&self) -> u64 {
+                self.bytes()
+            }
+            fn rows(&self) -> impl Iterator<Item = (&K, &V)> {
+                self.iter()
+            }
+            fn from_sorted_rows(rows: Vec<(K, V)>) -> Result<Self, usize> {
+                Self::from_sorted(rows)
+            }
+        }
+    };
+}
+
+row_table!(Table, K: Ord + Clone + Encode);
+
+/// `Ok` when the keys ascend strictly; otherwise the index of the first row out of order.
+fn check_sorted<K: Ord, V>(rows: &[(K, V)]) -> Result<(), usize> {
+    match rows.windows(2).position(|pair| pair[0].0 >= pair[1].0) {
+        Some(i) => Err(i + 1),
+        None => Ok(()),
     }
 }
 
@@ -294,22 +305,7 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
     }
 }
 
-impl<K: DenseKey + Encode, V: Clone + Encode> RowTable for IdTable<K, V> {
-    type Key = K;
-    type Value = V;
-    fn row_count(&self) -> usize {
-        self.len()
-    }
-    fn row_bytes(&self) -> u64 {
-        self.bytes
-    }
-    fn rows(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.iter()
-    }
-    fn from_sorted_rows(rows: Vec<(K, V)>) -> Result<Self, usize> {
-        Self::from_sorted(rows)
-    }
-}
+row_table!(IdTable, K: DenseKey + Encode);
 
 impl<K: DenseKey, V: Clone + PartialEq> PartialEq for IdTable<K, V> {
     fn eq(&self, other: &Self) -> bool {
@@ -503,11 +499,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
     }
 
     pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
-        for (i, pair) in rows.windows(2).enumerate() {
-            if pair[0].0 >= pair[1].0 {
-                return Err(i + 1);
-            }
-        }
+        check_sorted(&rows)?;
         let len = rows.len();
         let bytes = rows.iter().map(|(k, v)| row_len(k, v)).sum();
         let mut owners = IdTrie::default();
@@ -534,22 +526,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
     }
 }
 
-impl<K: GroupKey + Encode, V: Clone + Encode> RowTable for GroupedTable<K, V> {
-    type Key = K;
-    type Value = V;
-    fn row_count(&self) -> usize {
-        self.len
-    }
-    fn row_bytes(&self) -> u64 {
-        self.bytes
-    }
-    fn rows(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.iter()
-    }
-    fn from_sorted_rows(rows: Vec<(K, V)>) -> Result<Self, usize> {
-        Self::from_sorted(rows)
-    }
-}
+row_table!(GroupedTable, K: GroupKey + Encode);
 
 impl<K: GroupKey, V: Clone + PartialEq> PartialEq for GroupedTable<K, V> {
     fn eq(&self, other: &Self) -> bool {
