@@ -157,7 +157,10 @@ pub struct TrafficSim {
     dialables: Vec<Dialable>,
     calls: BTreeMap<CallNo, Call>,
     calls_by_key: BTreeMap<RouteRequestKey, CallNo>,
-    next_call_id: u64,
+    /// The simulator's own number for the next call.
+    next_call_no: CallNo,
+    /// Each peripheral numbers its calls from one, as an ACD does.
+    next_call_id: BTreeMap<PeripheralId, u64>,
     stats: SimStats,
 }
 
@@ -250,7 +253,8 @@ impl TrafficSim {
             dialables,
             calls: BTreeMap::new(),
             calls_by_key: BTreeMap::new(),
-            next_call_id: 1,
+            next_call_no: 1,
+            next_call_id: BTreeMap::new(),
             stats: SimStats::default(),
         };
         for peripheral in peripherals {
@@ -501,6 +505,14 @@ impl TrafficSim {
         }
     }
 
+    /// The next call id of `peripheral`.
+    fn new_call_id(&mut self, peripheral: PeripheralId) -> u64 {
+        let next = self.next_call_id.entry(peripheral).or_insert(1);
+        let call_id = *next;
+        *next += 1;
+        call_id
+    }
+
     fn arrival(&mut self, out: &mut Vec<OrderedInput>) {
         self.schedule_next_arrival();
         if self.calls.len() >= self.params.calls_in_flight_max {
@@ -515,12 +527,12 @@ impl TrafficSim {
         let client = &mut self.clients[client_ix];
         let key = client.next_key();
         let (peripheral, timeout_ms) = (client.peripheral, client.timeout_ms);
-        let call_no = self.next_call_id;
-        self.next_call_id += 1;
+        let call_no = self.next_call_no;
+        self.next_call_no += 1;
         let pre_route = self.dice.chance(self.params.pre_route_share);
         let leg = (!pre_route).then_some(PeripheralCallKey {
             peripheral,
-            call_id: call_no,
+            call_id: self.new_call_id(peripheral),
         });
         if let Some(leg) = leg {
             self.emit(
@@ -627,9 +639,8 @@ impl TrafficSim {
                 }
                 let leg = PeripheralCallKey {
                     peripheral,
-                    call_id: self.next_call_id,
+                    call_id: self.new_call_id(peripheral),
                 };
-                self.next_call_id += 1;
                 self.emit(
                     out,
                     Input::CallArrived {

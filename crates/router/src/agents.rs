@@ -289,10 +289,10 @@ impl Router {
                     row.state_counts[after as usize] += 1;
                 }
                 if before == AgentState::Ready {
-                    row.available.0.remove(&(old.state_since_ms, agent));
+                    row.available.remove(&(old.state_since_ms, agent));
                 }
                 if after == AgentState::Ready {
-                    row.available.0.insert((new.state_since_ms, agent));
+                    row.available.insert((new.state_since_ms, agent));
                 }
             });
         }

@@ -413,7 +413,7 @@ impl Router {
                 g.state_counts[state as usize] += 1;
             }
             if state == AgentState::Ready {
-                g.available.0.insert((row.state_since_ms, agent));
+                g.available.insert((row.state_since_ms, agent));
             }
         });
         Ok(())
@@ -480,7 +480,7 @@ impl Router {
                         g.state_counts[state as usize] -= 1;
                     }
                     if state == AgentState::Ready {
-                        g.available.0.remove(&(row.state_since_ms, agent));
+                        g.available.remove(&(row.state_since_ms, agent));
                     }
                 });
                 s.agent_skill_group_rt.remove(&(agent, group));

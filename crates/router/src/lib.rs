@@ -89,6 +89,8 @@ pub(crate) fn reject<T>(message: impl Into<String>) -> Result<T, Rejection> {
 pub struct Router {
     state: State,
     tz: Tz,
+    /// `records::configuration_size` and the configuration version it was computed at.
+    configuration_size: Option<(u64, u64)>,
 }
 
 impl Router {
@@ -103,7 +105,11 @@ impl Router {
         state.scalars.now_ms = start_ms;
         state.scalars.next_router_call_key = 1;
         state.scalars.settings = settings;
-        Ok(Router { state, tz })
+        Ok(Router {
+            state,
+            tz,
+            configuration_size: None,
+        })
     }
 
     /// A router loaded with a whole contact center (the cold start from the logger's central DB).
@@ -137,7 +143,11 @@ impl Router {
             .time_zone
             .parse()
             .map_err(|_| RouterError::Config("unknown time zone in state".into()))?;
-        Ok(Router { state, tz })
+        Ok(Router {
+            state,
+            tz,
+            configuration_size: None,
+        })
     }
 
     pub fn state(&self) -> &State {
@@ -304,7 +314,17 @@ impl Router {
     }
 
     fn check_state_size(&mut self, ctx: &mut Ctx) {
-        let size = self.state_size();
+        let version = self.state.scalars.config_version;
+        let configuration_size = match self.configuration_size {
+            Some((at_version, size)) if at_version == version => size,
+            _ => {
+                let size = records::configuration_size(&self.state);
+                self.configuration_size = Some((version, size));
+                size
+            }
+        };
+        let size = configuration_size + records::live_size(&self.state);
+        debug_assert_eq!(size, self.state_size());
         let scalars = &mut self.state.scalars;
         scalars.state_size_max = scalars.state_size_max.max(size);
         let limit = scalars.settings.state_size_alarm_mb as u64 * MB;

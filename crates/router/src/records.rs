@@ -89,14 +89,36 @@ fn table_size(table: &impl RowTable) -> u64 {
     table.row_bytes() + chunks * (RECORD_OVERHEAD_BYTES + CHUNK_HEADER_BYTES)
 }
 
+/// The last configuration table's id: tables up to it change only with the configuration.
+const CONFIGURATION_TABLE_ID_MAX: u16 = 15;
+
 /// The exact length of [`export`]'s output, computed from the tables' byte counts in O(tables).
 pub fn state_size(state: &State) -> u64 {
+    configuration_size(state) + live_size(state)
+}
+
+/// The part of [`state_size`] that changes only when the configuration does: the framing, the
+/// scalars (fixed width apart from the settings) and the configuration tables. The router keeps
+/// it per configuration version, so the size check on every input sums only the live tables.
+pub fn configuration_size(state: &State) -> u64 {
     let mut size = RECORD_OVERHEAD_BYTES + HEADER_PAYLOAD_BYTES;
     size += RECORD_OVERHEAD_BYTES + state.scalars.encoded_len() as u64;
     size += RECORD_OVERHEAD_BYTES + END_PAYLOAD_BYTES;
     macro_rules! add_tables {
         ($state:ident, $size:ident; $($id:literal $field:ident),*) => {
-            $( $size += table_size(&$state.$field); )*
+            $( if $id <= CONFIGURATION_TABLE_ID_MAX { $size += table_size(&$state.$field); } )*
+        };
+    }
+    for_each_table!(add_tables, state, size);
+    size
+}
+
+/// The part of [`state_size`] that events change: the real-time, call and routing tables.
+pub fn live_size(state: &State) -> u64 {
+    let mut size = 0;
+    macro_rules! add_tables {
+        ($state:ident, $size:ident; $($id:literal $field:ident),*) => {
+            $( if $id > CONFIGURATION_TABLE_ID_MAX { $size += table_size(&$state.$field); } )*
         };
     }
     for_each_table!(add_tables, state, size);

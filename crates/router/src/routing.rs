@@ -341,7 +341,7 @@ impl Router {
         {
             return None;
         }
-        row.available.0.get_min().copied()
+        row.available.first().copied()
     }
 
     /// Picks an available agent among `groups` by `rule`.
@@ -461,11 +461,7 @@ impl Router {
         };
         for group in groups {
             self.touch_skill_group(ctx, *group, Some(&delta), |g| {
-                if g.queue
-                    .0
-                    .insert(((priority, now), router_call_key))
-                    .is_none()
-                {
+                if g.queue.insert(((priority, now), router_call_key)) {
                     g.router_calls_q_now += 1;
                 }
             });
@@ -510,11 +506,7 @@ impl Router {
         };
         for group in &skill_groups {
             self.touch_skill_group(ctx, *group, Some(&delta), |g| {
-                if g.queue
-                    .0
-                    .remove(&((priority, enqueued_ms), router_call_key))
-                    .is_some()
-                {
+                if g.queue.remove(&((priority, enqueued_ms), router_call_key)) {
                     g.router_calls_q_now -= 1;
                 }
             });
@@ -550,7 +542,7 @@ impl Router {
         let best = groups
             .iter()
             .filter_map(|&group| {
-                let (order, key) = self.state.skill_group_rt.get(&group)?.queue.0.get_min()?;
+                let (order, key) = self.state.skill_group_rt.get(&group)?.queue.first()?;
                 Some((*order, *key, group))
             })
             .min();

@@ -3,7 +3,7 @@
 //! `State::clone` is a consistent snapshot taken in microseconds.
 
 use crate::rows::*;
-use crate::table::{GroupedTable, IdTable, Table};
+use crate::table::{GroupedTable, IdTable, PartitionedTable, Table};
 use std::sync::Arc;
 use tandem_model::calendar::Periods;
 use tandem_model::config::*;
@@ -139,9 +139,9 @@ pub struct State {
     pub peripheral_rt: IdTable<PeripheralId, PeripheralRow>,
 
     // Calls and routing.
-    pub calls: Table<PeripheralCallKey, CallRow>,
+    pub calls: PartitionedTable<PeripheralCallKey, CallRow>,
     pub router_calls: IdTable<RouterCallKey, RouterCallRow>,
-    pub requests: Table<RouteRequestKey, RequestEntry>,
+    pub requests: PartitionedTable<RouteRequestKey, RequestEntry>,
     pub timers: GroupedTable<(u64, u64), Timer>,
     pub node_state: Table<(ScriptId, NodeId), NodeStateRow>,
 }

@@ -534,6 +534,196 @@ impl<K: GroupKey, V: Clone + PartialEq> PartialEq for GroupedTable<K, V> {
     }
 }
 
+/// A key made of a partition (a dense id) and a 64-bit number within it, ordered partition
+/// first. Within one partition, `a < b` exactly when `a.index_in_partition() <
+/// b.index_in_partition()`.
+pub trait PartitionKey: Ord + Copy {
+    type Partition: DenseKey;
+    fn partition(&self) -> Self::Partition;
+    fn index_in_partition(&self) -> u64;
+}
+
+/// A peripheral's call ids are its own numbering: calls are partitioned by peripheral.
+impl PartitionKey for PeripheralCallKey {
+    type Partition = PeripheralId;
+    #[inline]
+    fn partition(&self) -> PeripheralId {
+        self.peripheral
+    }
+    #[inline]
+    fn index_in_partition(&self) -> u64 {
+        self.call_id
+    }
+}
+
+/// A routing client numbers its requests from one in each PG incarnation: requests are
+/// partitioned by (routing client, incarnation), packed into one integer in the same order.
+impl PartitionKey for RouteRequestKey {
+    type Partition = u64;
+    #[inline]
+    fn partition(&self) -> u64 {
+        ((self.routing_client.0 as u64) << 32) | self.pg_incarnation as u64
+    }
+    #[inline]
+    fn index_in_partition(&self) -> u64 {
+        self.request_id
+    }
+}
+
+/// A key within its partition's trie: ordered and indexed by its number in the partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InPartition<K>(K);
+
+impl<K: PartitionKey> DenseKey for InPartition<K> {
+    #[inline]
+    fn index(&self) -> u64 {
+        self.0.index_in_partition()
+    }
+}
+
+/// A table keyed by numbers that each partition assigns on its own: calls by the peripheral's
+/// call id, route requests by the routing client's request id. Each partition's rows sit in an
+/// [`IdTrie`] over its numbers, found by one small trie lookup of the partition; numbers that
+/// grow over time keep each partition's trie as shallow as the window of live rows. A lookup
+/// costs one pointer per level and no comparisons, where an ordered map over the composite key
+/// compares keys at every level. Iteration is in key order; cloning is O(1).
+#[derive(Clone, Debug)]
+pub struct PartitionedTable<K: PartitionKey, V> {
+    partitions: IdTrie<K::Partition, IdTrie<InPartition<K>, V>>,
+    len: usize,
+    bytes: u64,
+}
+
+impl<K: PartitionKey, V> Default for PartitionedTable<K, V> {
+    fn default() -> Self {
+        PartitionedTable {
+            partitions: IdTrie::default(),
+            len: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl<K: PartitionKey + Encode, V: Clone + Encode> PartitionedTable<K, V> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.partitions
+            .get(&key.partition())?
+            .get(&InPartition(*key))
+    }
+
+    #[inline]
+    pub fn contains(&self, key: &K) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let added = row_len(&key, &value);
+        let partition = key.partition();
+        let rows = match self.partitions.get_mut(&partition) {
+            Some(rows) => rows,
+            None => {
+                self.partitions.insert(partition, IdTrie::default());
+                self.partitions.get_mut(&partition).expect("inserted above")
+            }
+        };
+        let previous = rows.insert(InPartition(key), value);
+        match &previous {
+            Some(old) => self.bytes -= row_len(&key, old),
+            None => self.len += 1,
+        }
+        self.bytes += added;
+        previous
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let partition = key.partition();
+        // Look first, so that a miss copies no shared node.
+        self.get(key)?;
+        let rows = self.partitions.get_mut(&partition)?;
+        let removed = rows.remove(&InPartition(*key))?;
+        if rows.is_empty() {
+            self.partitions.remove(&partition);
+        }
+        self.len -= 1;
+        self.bytes -= row_len(key, &removed);
+        Some(removed)
+    }
+
+    /// Changes a row in place; returns `None` when there is no such row.
+    #[inline]
+    pub fn update<R>(&mut self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+        self.get(key)?;
+        let row = self
+            .partitions
+            .get_mut(&key.partition())?
+            .get_mut(&InPartition(*key))?;
+        let before = row.encoded_len();
+        let result = f(row);
+        let after = row.encoded_len();
+        self.bytes = self.bytes + after as u64 - before as u64;
+        Some(result)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.partitions
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().map(|(k, v)| (&k.0, v)))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.iter().map(|(_, v)| v)
+    }
+
+    pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
+        check_sorted(&rows)?;
+        let mut table = PartitionedTable::default();
+        let mut rows = rows.into_iter().peekable();
+        while let Some(&(first, _)) = rows.peek() {
+            let partition = first.partition();
+            let mut bytes = 0;
+            let trie = IdTrie::from_sorted(
+                std::iter::from_fn(|| rows.next_if(|(k, _)| k.partition() == partition))
+                    .inspect(|(k, v)| bytes += row_len(k, v))
+                    .map(|(k, v)| (InPartition(k), v)),
+            )
+            .expect("checked sorted above");
+            table.len += trie.len();
+            table.bytes += bytes;
+            table.partitions.insert(partition, trie);
+        }
+        Ok(table)
+    }
+
+    pub fn recount_bytes(&self) -> u64 {
+        self.iter().map(|(k, v)| row_len(k, v)).sum()
+    }
+}
+
+row_table!(PartitionedTable, K: PartitionKey + Encode);
+
+impl<K: PartitionKey, V: Clone + PartialEq> PartialEq for PartitionedTable<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.bytes == other.bytes && self.partitions == other.partitions
+    }
+}
+
 macro_rules! dense_ids {
     ($($id:ty),*) => {
         $( impl DenseKey for $id {
@@ -597,6 +787,76 @@ mod tests {
         assert_eq!(snapshot.get(&6), Some(&6));
         assert_eq!(t.get(&5), Some(&99));
         assert_eq!(snapshot.len(), 10_000);
+    }
+
+    #[test]
+    fn partitioned_table_iterates_in_key_order_and_snapshots() {
+        let key = |peripheral, call_id| PeripheralCallKey {
+            peripheral: PeripheralId(peripheral),
+            call_id,
+        };
+        let mut t: PartitionedTable<PeripheralCallKey, u64> = PartitionedTable::default();
+        // Interleaved partitions and numbers far apart, so the tries grow and collapse.
+        for i in 0..2_000u64 {
+            t.insert(key((i % 3) as u32 + 1, i * 7919 % 100_003), i);
+        }
+        assert_eq!(t.len(), 2_000);
+        let keys: Vec<_> = t.keys().copied().collect();
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(t.bytes(), t.recount_bytes());
+
+        let snapshot = t.clone();
+        let first = keys[0];
+        t.update(&first, |v| *v = u64::MAX);
+        for k in &keys[1..=1_000] {
+            assert!(t.remove(k).is_some());
+        }
+        assert_eq!(t.remove(&keys[1]), None);
+        assert_eq!(t.len(), 1_000);
+        assert_eq!(t.bytes(), t.recount_bytes());
+        assert_eq!(t.get(&first), Some(&u64::MAX));
+        assert_ne!(snapshot.get(&first), Some(&u64::MAX));
+        assert_eq!(snapshot.len(), 2_000);
+        assert!(keys.iter().all(|k| snapshot.contains(k)));
+
+        // Emptying a partition drops it, and a rebuild from sorted rows is equal.
+        for k in keys.iter().filter(|k| k.peripheral == PeripheralId(2)) {
+            t.remove(k);
+        }
+        assert!(t.keys().all(|k| k.peripheral != PeripheralId(2)));
+        let rows: Vec<_> = t.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(PartitionedTable::from_sorted(rows).unwrap(), t);
+        assert!(
+            PartitionedTable::<PeripheralCallKey, u64>::from_sorted(vec![
+                (key(2, 1), 0),
+                (key(1, 5), 0)
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn request_partitions_order_like_the_key() {
+        let key = |client, incarnation, request_id| RouteRequestKey {
+            routing_client: RoutingClientId(client),
+            pg_incarnation: incarnation,
+            request_id,
+        };
+        let keys = [
+            key(1, 1, 9),
+            key(1, 2, 1),
+            key(2, 0, 3),
+            key(2, 0, 4),
+            key(3, u32::MAX, 0),
+        ];
+        for pair in keys.windows(2) {
+            assert!(pair[0].partition() <= pair[1].partition());
+        }
+        let mut t: PartitionedTable<RouteRequestKey, ()> = PartitionedTable::default();
+        for k in keys.iter().rev() {
+            t.insert(*k, ());
+        }
+        assert!(t.keys().copied().eq(keys.iter().copied()));
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl Router {
         let kind = config.service_level_type;
         let count = |state| row.count(state);
         let logged_on = row.logged_on();
-        let oldest_enqueue = row.queue.0.iter().map(|((_, enqueued), _)| *enqueued).min();
+        let oldest_enqueue = row.queue.iter().map(|((_, enqueued), _)| *enqueued).min();
         let available = count(AgentState::Ready);
         let working = logged_on - count(AgentState::NotReady);
         let expected_delay_ms = if available > 0 {
@@ -372,6 +372,7 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
     let router = Router {
         state: s.clone(),
         tz,
+        configuration_size: None,
     };
     for object in &objects {
         object.check_own()?;
@@ -471,7 +472,6 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
         .iter()
         .flat_map(|(group, row)| {
             row.available
-                .0
                 .iter()
                 .map(move |(since, agent)| (*group, *since, *agent))
         })
@@ -589,14 +589,13 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
     let mut queue_len = 0usize;
     for (group, _, key) in s.skill_group_rt.iter().flat_map(|(group, row)| {
         row.queue
-            .0
             .iter()
             .map(move |(order, key)| (*group, *order, *key))
     }) {
         queue_len += 1;
         if s.skill_group_rt
             .get(&group)
-            .is_some_and(|g| g.queue.0.len() as u32 != g.router_calls_q_now)
+            .is_some_and(|g| g.queue.len() as u32 != g.router_calls_q_now)
         {
             return Err(format!(
                 "skill group {group}'s queue length differs from its count"
@@ -678,7 +677,7 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
                 let queued = s
                     .skill_group_rt
                     .get(group)
-                    .is_some_and(|g| g.queue.0.contains(&((*priority, *enqueued_ms), *key)));
+                    .is_some_and(|g| g.queue.contains(&((*priority, *enqueued_ms), *key)));
                 if !queued {
                     return Err(format!(
                         "queued call {} is missing from group {group}'s queue",

@@ -64,7 +64,7 @@ fn export_import_round_trips_exactly() {
     let h = busy_harness();
     let state = h.router.snapshot();
     assert!(
-        state.skill_group_rt.values().any(|g| !g.queue.0.is_empty())
+        state.skill_group_rt.values().any(|g| !g.queue.is_empty())
             && !state.timers.is_empty()
             && !state.calls.is_empty()
     );
