@@ -38,6 +38,7 @@ pub enum DecodeError {
 }
 
 /// A bounds-checked cursor over a byte slice.
+#[derive(Clone)]
 pub struct Reader<'a> {
     bytes: &'a [u8],
     offset: usize,
@@ -48,6 +49,7 @@ impl<'a> Reader<'a> {
         Reader { bytes, offset: 0 }
     }
 
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.bytes.len() - self.offset
     }
@@ -56,6 +58,7 @@ impl<'a> Reader<'a> {
         self.remaining() == 0
     }
 
+    #[inline]
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
             return Err(DecodeError::Truncated {
@@ -68,6 +71,7 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
+    #[inline]
     pub fn take_array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let slice = self.take(N)?;
         let mut array = [0u8; N];
@@ -375,13 +379,32 @@ macro_rules! encode_struct {
             fn encoded_len(&self) -> usize {
                 0 $( + $crate::codec::Encode::encoded_len(&self.$field) )*
             }
+            #[inline]
             fn decode(reader: &mut $crate::codec::Reader<'_>) -> Result<Self, $crate::codec::DecodeError> {
                 Ok($name { $( $field: $crate::codec::Encode::decode(reader)?, )* })
             }
         }
     };
+    // A fixed-width struct reserves and takes its whole width at once, so that its fields'
+    // bounds checks fold into one.
     (fixed $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
-        $crate::encode_struct!($name { $($field),* });
+        impl $crate::codec::Encode for $name {
+            #[inline]
+            fn encode(&self, out: &mut Vec<u8>) {
+                out.reserve(<$name as $crate::codec::FixedLen>::LEN);
+                $( $crate::codec::Encode::encode(&self.$field, out); )*
+            }
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                <$name as $crate::codec::FixedLen>::LEN
+            }
+            #[inline]
+            fn decode(reader: &mut $crate::codec::Reader<'_>) -> Result<Self, $crate::codec::DecodeError> {
+                let bytes = reader.take(<$name as $crate::codec::FixedLen>::LEN)?;
+                let mut fields = $crate::codec::Reader::new(bytes);
+                Ok($name { $( $field: <$ty as $crate::codec::Encode>::decode(&mut fields)?, )* })
+            }
+        }
         impl $crate::codec::FixedLen for $name {
             const LEN: usize = 0 $( + <$ty as $crate::codec::FixedLen>::LEN )*;
         }

@@ -10,7 +10,7 @@ use crate::domain::{LabelKind, ServiceLevelType};
 use crate::ids::*;
 use crate::script::Script;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use thiserror::Error;
 
 /// The most skill groups one agent may belong to. ICM designs assume at most 5; tandem allows more,
@@ -96,6 +96,17 @@ fn default_service_level_threshold_s() -> u32 {
 pub struct SkillGroupMember {
     pub agent: AgentId,
     pub skill_group: SkillGroupId,
+}
+
+impl SkillGroupMember {
+    /// What a membership refers to. Memberships are most of a large configuration's objects,
+    /// so their references are available without building a [`ConfigObject`].
+    pub fn references(&self) -> [ObjectRef; 2] {
+        [
+            ObjectRef::Agent(self.agent),
+            ObjectRef::SkillGroup(self.skill_group),
+        ]
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,39 +365,37 @@ impl ConfigObject {
 
     /// Every object this object refers to, deduplicated and sorted.
     pub fn references(&self) -> Vec<ObjectRef> {
-        let mut refs = BTreeSet::new();
+        // Most objects name one or two others: a small vector, sorted once, allocates once.
+        let mut refs = Vec::new();
         match self {
             ConfigObject::Pg(_) | ConfigObject::CallType(_) => {}
             ConfigObject::Peripheral(o) => {
-                refs.insert(ObjectRef::Pg(o.pg));
+                refs.push(ObjectRef::Pg(o.pg));
             }
             ConfigObject::RoutingClient(o) => {
-                refs.insert(ObjectRef::Pg(o.pg));
+                refs.push(ObjectRef::Pg(o.pg));
                 // A routing client's default label names the client back; that cycle is fine and
                 // is checked when the label exists, so it is not a reference here.
             }
             ConfigObject::Agent(o) => {
-                refs.insert(ObjectRef::Peripheral(o.peripheral));
+                refs.push(ObjectRef::Peripheral(o.peripheral));
             }
             ConfigObject::SkillGroup(o) => {
-                refs.insert(ObjectRef::Peripheral(o.peripheral));
+                refs.push(ObjectRef::Peripheral(o.peripheral));
             }
-            ConfigObject::SkillGroupMember(o) => {
-                refs.insert(ObjectRef::Agent(o.agent));
-                refs.insert(ObjectRef::SkillGroup(o.skill_group));
-            }
+            ConfigObject::SkillGroupMember(o) => refs.extend(o.references()),
             ConfigObject::Service(o) => {
-                refs.insert(ObjectRef::Peripheral(o.peripheral));
+                refs.push(ObjectRef::Peripheral(o.peripheral));
             }
             ConfigObject::ServiceMember(o) => {
-                refs.insert(ObjectRef::Service(o.service));
-                refs.insert(ObjectRef::SkillGroup(o.skill_group));
+                refs.push(ObjectRef::Service(o.service));
+                refs.push(ObjectRef::SkillGroup(o.skill_group));
             }
             ConfigObject::DialedNumber(o) => {
-                refs.insert(ObjectRef::RoutingClient(o.routing_client));
-                refs.insert(ObjectRef::CallType(o.call_type));
+                refs.push(ObjectRef::RoutingClient(o.routing_client));
+                refs.push(ObjectRef::CallType(o.call_type));
                 if let Some(label) = o.default_label {
-                    refs.insert(ObjectRef::Label(label));
+                    refs.push(ObjectRef::Label(label));
                 }
             }
             ConfigObject::Script(o) => {
@@ -403,7 +412,7 @@ impl ConfigObject {
                         NodeKind::If { condition, .. } => condition.visit(&mut |c| match c {
                             Condition::SkillGroupAvailableAtLeast { skill_group, .. }
                             | Condition::SkillGroupQueuedAtMost { skill_group, .. } => {
-                                refs.insert(ObjectRef::SkillGroup(*skill_group));
+                                refs.push(ObjectRef::SkillGroup(*skill_group));
                             }
                             _ => {}
                         }),
@@ -412,40 +421,42 @@ impl ConfigObject {
                 }
             }
             ConfigObject::CallTypeMap(o) => {
-                refs.insert(ObjectRef::CallType(o.call_type));
-                refs.insert(ObjectRef::Script(o.script));
+                refs.push(ObjectRef::CallType(o.call_type));
+                refs.push(ObjectRef::Script(o.script));
             }
             ConfigObject::Label(o) => {
-                refs.insert(ObjectRef::RoutingClient(o.routing_client));
+                refs.push(ObjectRef::RoutingClient(o.routing_client));
                 match o.target {
-                    Some(LabelTarget::Agent(a)) => refs.insert(ObjectRef::Agent(a)),
-                    Some(LabelTarget::SkillGroup(s)) => refs.insert(ObjectRef::SkillGroup(s)),
-                    Some(LabelTarget::Service(s)) => refs.insert(ObjectRef::Service(s)),
-                    None => false,
-                };
+                    Some(LabelTarget::Agent(a)) => refs.push(ObjectRef::Agent(a)),
+                    Some(LabelTarget::SkillGroup(s)) => refs.push(ObjectRef::SkillGroup(s)),
+                    Some(LabelTarget::Service(s)) => refs.push(ObjectRef::Service(s)),
+                    None => {}
+                }
             }
         }
-        refs.into_iter().collect()
+        refs.sort_unstable();
+        refs.dedup();
+        refs
     }
 
     /// Checks what an object can be checked for on its own: string lengths, value ranges, script
     /// graph shape. References are checked by the caller against the rest of the configuration.
     pub fn check_own(&self) -> Result<(), String> {
         let what = self.object_ref();
-        let strings: Vec<&str> = match self {
-            ConfigObject::Pg(o) => vec![&o.name],
-            ConfigObject::Peripheral(o) => vec![&o.name],
-            ConfigObject::RoutingClient(o) => vec![&o.name],
-            ConfigObject::Agent(o) => vec![&o.name, &o.peripheral_number, &o.extension],
-            ConfigObject::SkillGroup(o) => vec![&o.name],
-            ConfigObject::Service(o) => vec![&o.name],
-            ConfigObject::CallType(o) => vec![&o.name],
-            ConfigObject::DialedNumber(o) => vec![&o.digits],
-            ConfigObject::Script(o) => vec![&o.name],
-            ConfigObject::Label(o) => vec![&o.label],
+        let strings: &[&str] = match self {
+            ConfigObject::Pg(o) => &[&o.name],
+            ConfigObject::Peripheral(o) => &[&o.name],
+            ConfigObject::RoutingClient(o) => &[&o.name],
+            ConfigObject::Agent(o) => &[&o.name, &o.peripheral_number, &o.extension],
+            ConfigObject::SkillGroup(o) => &[&o.name],
+            ConfigObject::Service(o) => &[&o.name],
+            ConfigObject::CallType(o) => &[&o.name],
+            ConfigObject::DialedNumber(o) => &[&o.digits],
+            ConfigObject::Script(o) => &[&o.name],
+            ConfigObject::Label(o) => &[&o.label],
             ConfigObject::SkillGroupMember(_)
             | ConfigObject::ServiceMember(_)
-            | ConfigObject::CallTypeMap(_) => vec![],
+            | ConfigObject::CallTypeMap(_) => &[],
         };
         if let Some(long) = strings.iter().find(|s| s.len() > CONFIG_STRING_BYTES_MAX) {
             return Err(format!(

@@ -127,7 +127,7 @@ pub struct State {
     /// (routing client, target, label) -> (): the labels that route to each skill target.
     pub label_index: Table<(RoutingClientId, LabelTarget, LabelId), ()>,
     /// How many objects refer to each object; an object is deletable only at zero.
-    pub reference_counts: Table<ObjectRef, u32>,
+    pub reference_counts: PartitionedTable<ObjectRef, u32>,
 
     // Real-time data.
     pub agent_rt: IdTable<AgentId, AgentRow>,

@@ -502,22 +502,18 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
         check_sorted(&rows)?;
         let len = rows.len();
         let bytes = rows.iter().map(|(k, v)| row_len(k, v)).sum();
-        let mut owners = IdTrie::default();
-        let mut group: GroupRows<K, V> = Vec::new();
-        for row in rows {
-            if group
-                .first()
-                .is_some_and(|(k, _)| k.owner() != row.0.owner())
-            {
-                let owner = group[0].0.owner();
-                owners.insert(owner, Arc::new(std::mem::take(&mut group)));
-            }
-            group.push(row);
-        }
-        if let Some((key, _)) = group.first() {
-            let owner = key.owner();
-            owners.insert(owner, Arc::new(group));
-        }
+        // Each owner's run is measured first, so that its vector is allocated once.
+        let runs: Vec<(K::Owner, usize)> = rows
+            .chunk_by(|a, b| a.0.owner() == b.0.owner())
+            .map(|run| (run[0].0.owner(), run.len()))
+            .collect();
+        let mut rows = rows.into_iter();
+        let owners = IdTrie::from_sorted(runs.into_iter().map(|(owner, run)| {
+            let mut group: GroupRows<K, V> = Vec::with_capacity(run);
+            group.extend(rows.by_ref().take(run));
+            (owner, Arc::new(group))
+        }))
+        .expect("owners ascend with their keys");
         Ok(GroupedTable { owners, len, bytes })
     }
 
@@ -567,6 +563,51 @@ impl PartitionKey for RouteRequestKey {
     #[inline]
     fn index_in_partition(&self) -> u64 {
         self.request_id
+    }
+}
+
+/// Reference counts are partitioned by the kind of object referred to, and numbered within it
+/// by its key's ids (two ids packed high and low, in the order the derived `Ord` compares them).
+impl PartitionKey for tandem_model::config::ObjectRef {
+    type Partition = u64;
+    #[inline]
+    fn partition(&self) -> u64 {
+        use tandem_model::config::ObjectRef::*;
+        match self {
+            Pg(_) => 0,
+            Peripheral(_) => 1,
+            RoutingClient(_) => 2,
+            Agent(_) => 3,
+            SkillGroup(_) => 4,
+            SkillGroupMember(..) => 5,
+            Service(_) => 6,
+            ServiceMember(..) => 7,
+            CallType(_) => 8,
+            DialedNumber(_) => 9,
+            Script(_) => 10,
+            CallTypeMap(..) => 11,
+            Label(_) => 12,
+        }
+    }
+    #[inline]
+    fn index_in_partition(&self) -> u64 {
+        use tandem_model::config::ObjectRef::*;
+        let pair = |high: u32, low: u32| ((high as u64) << 32) | low as u64;
+        match *self {
+            Pg(id) => id.0 as u64,
+            Peripheral(id) => id.0 as u64,
+            RoutingClient(id) => id.0 as u64,
+            Agent(id) => id.0 as u64,
+            SkillGroup(id) => id.0 as u64,
+            SkillGroupMember(agent, group) => pair(agent.0, group.0),
+            Service(id) => id.0 as u64,
+            ServiceMember(service, group) => pair(service.0, group.0),
+            CallType(id) => id.0 as u64,
+            DialedNumber(id) => id.0 as u64,
+            Script(id) => id.0 as u64,
+            CallTypeMap(call_type, script) => pair(call_type.0, script.0),
+            Label(id) => id.0 as u64,
+        }
     }
 }
 
@@ -857,6 +898,41 @@ mod tests {
             t.insert(*k, ());
         }
         assert!(t.keys().copied().eq(keys.iter().copied()));
+    }
+
+    #[test]
+    fn object_ref_partitions_order_like_the_key() {
+        use tandem_model::config::ObjectRef::*;
+        let mut refs = vec![
+            Label(LabelId(1)),
+            Pg(PgId(u32::MAX)),
+            Agent(AgentId(7)),
+            SkillGroupMember(AgentId(7), SkillGroupId(2)),
+            SkillGroupMember(AgentId(3), SkillGroupId(9)),
+            Peripheral(PeripheralId(1)),
+            RoutingClient(RoutingClientId(4)),
+            SkillGroup(SkillGroupId(8)),
+            Service(ServiceId(2)),
+            ServiceMember(ServiceId(2), SkillGroupId(1)),
+            CallType(CallTypeId(5)),
+            DialedNumber(DialedNumberId(6)),
+            Script(ScriptId(3)),
+            CallTypeMap(CallTypeId(5), ScriptId(u32::MAX)),
+            CallTypeMap(CallTypeId(6), ScriptId(0)),
+            Agent(AgentId(u32::MAX)),
+        ];
+        refs.sort();
+        for pair in refs.windows(2) {
+            let order =
+                |r: &tandem_model::config::ObjectRef| (r.partition(), r.index_in_partition());
+            assert!(order(&pair[0]) < order(&pair[1]), "{pair:?}");
+        }
+        let mut t: PartitionedTable<tandem_model::config::ObjectRef, u32> =
+            PartitionedTable::default();
+        for r in refs.iter().rev() {
+            t.insert(*r, 1);
+        }
+        assert!(t.keys().copied().eq(refs.iter().copied()));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::rows::*;
 use crate::state::State;
 use crate::Router;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tandem_model::calendar::Periods;
@@ -275,8 +276,6 @@ impl Router {
 /// progress, global agent counts, reference counts, indexes, table byte counts, and every
 /// reference between objects. O(state): for tests, imports and audits, never per input.
 pub fn check_invariants(s: &State) -> Result<(), String> {
-    use tandem_model::config::{ConfigObject, ObjectRef};
-
     // Settings, and the clock's periods derived from them.
     s.scalars.settings.check()?;
     let tz: chrono_tz::Tz = s
@@ -296,6 +295,26 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
         return Err("the periods do not match the ordered time".into());
     }
 
+    // The configuration on one core, the real-time rows on another: the check is most of an
+    // import's time. Both run to the end; the configuration's error is reported first.
+    let (configuration, real_time) = std::thread::scope(|scope| {
+        let configuration = scope.spawn(|| check_configuration(s, tz));
+        let real_time = check_real_time(s).and_then(|()| check_sums_and_sizes(s));
+        (
+            configuration
+                .join()
+                .expect("the configuration check does not panic"),
+            real_time,
+        )
+    });
+    configuration.and(real_time)
+}
+
+/// Each configuration object has its real-time row, every reference names an existing object and
+/// is counted, and the indexes match the objects.
+fn check_configuration(s: &State, tz: chrono_tz::Tz) -> Result<(), String> {
+    use tandem_model::config::{ConfigObject, ObjectRef};
+
     // Each configuration object has its real-time row and vice versa.
     macro_rules! same_keys {
         ($a:ident, $b:ident) => {
@@ -314,82 +333,88 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
     same_keys!(services, service_rt);
     same_keys!(peripherals, peripheral_rt);
 
-    // References and reference counts.
-    let mut counts: BTreeMap<ObjectRef, u32> = BTreeMap::new();
-    let mut objects: Vec<ConfigObject> = Vec::new();
-    objects.extend(s.pgs.values().cloned().map(ConfigObject::Pg));
-    objects.extend(
-        s.peripherals
-            .values()
-            .cloned()
-            .map(ConfigObject::Peripheral),
-    );
-    objects.extend(
-        s.routing_clients
-            .values()
-            .cloned()
-            .map(ConfigObject::RoutingClient),
-    );
-    objects.extend(s.agents.values().cloned().map(ConfigObject::Agent));
-    objects.extend(
-        s.skill_groups
-            .values()
-            .cloned()
-            .map(ConfigObject::SkillGroup),
-    );
-    objects.extend(s.agent_skill_group_rt.keys().map(|(a, g)| {
-        ConfigObject::SkillGroupMember(tandem_model::config::SkillGroupMember {
-            agent: *a,
-            skill_group: *g,
-        })
-    }));
-    objects.extend(s.services.values().cloned().map(ConfigObject::Service));
-    objects.extend(s.service_members.keys().map(|(v, g)| {
-        ConfigObject::ServiceMember(tandem_model::config::ServiceMember {
-            service: *v,
-            skill_group: *g,
-        })
-    }));
-    objects.extend(s.call_types.values().cloned().map(ConfigObject::CallType));
-    objects.extend(
-        s.dialed_numbers
-            .values()
-            .cloned()
-            .map(ConfigObject::DialedNumber),
-    );
-    objects.extend(
-        s.scripts
-            .values()
-            .map(|x| ConfigObject::Script((**x).clone())),
-    );
-    objects.extend(
-        s.call_type_maps
-            .values()
-            .cloned()
-            .map(ConfigObject::CallTypeMap),
-    );
-    objects.extend(s.labels.values().cloned().map(ConfigObject::Label));
+    // References and reference counts. Objects are visited one at a time (the members, most of
+    // them, without any copy), and counted in a hash map, which is only looked up, never
+    // iterated, so its order cannot leak into the result.
     let router = Router {
         state: s.clone(),
         tz,
         configuration_size: None,
     };
-    for object in &objects {
+    let mut counts: FxHashMap<ObjectRef, u32> = FxHashMap::default();
+    counts.reserve(s.reference_counts.len());
+    let visit = |counts: &mut FxHashMap<ObjectRef, u32>, object: ConfigObject| {
         object.check_own()?;
         for reference in object.references() {
-            if router.object(reference).is_none() {
-                return Err(format!(
-                    "{} refers to missing {reference}",
-                    object.object_ref()
-                ));
-            }
+            *counts.entry(reference).or_default() += 1;
+        }
+        Ok::<(), String>(())
+    };
+    for o in s.pgs.values() {
+        visit(&mut counts, ConfigObject::Pg(o.clone()))?;
+    }
+    for o in s.peripherals.values() {
+        visit(&mut counts, ConfigObject::Peripheral(o.clone()))?;
+    }
+    for o in s.routing_clients.values() {
+        visit(&mut counts, ConfigObject::RoutingClient(o.clone()))?;
+    }
+    for o in s.agents.values() {
+        visit(&mut counts, ConfigObject::Agent(o.clone()))?;
+    }
+    for o in s.skill_groups.values() {
+        visit(&mut counts, ConfigObject::SkillGroup(o.clone()))?;
+    }
+    // A membership has nothing to check on its own (its key is its whole content).
+    for (agent, skill_group) in s.agent_skill_group_rt.keys() {
+        let member = tandem_model::config::SkillGroupMember {
+            agent: *agent,
+            skill_group: *skill_group,
+        };
+        for reference in member.references() {
             *counts.entry(reference).or_default() += 1;
         }
     }
-    let stored: BTreeMap<ObjectRef, u32> =
-        s.reference_counts.iter().map(|(k, v)| (*k, *v)).collect();
-    if stored != counts {
+    for o in s.services.values() {
+        visit(&mut counts, ConfigObject::Service(o.clone()))?;
+    }
+    for (service, skill_group) in s.service_members.keys() {
+        visit(
+            &mut counts,
+            ConfigObject::ServiceMember(tandem_model::config::ServiceMember {
+                service: *service,
+                skill_group: *skill_group,
+            }),
+        )?;
+    }
+    for o in s.call_types.values() {
+        visit(&mut counts, ConfigObject::CallType(o.clone()))?;
+    }
+    for o in s.dialed_numbers.values() {
+        visit(&mut counts, ConfigObject::DialedNumber(o.clone()))?;
+    }
+    for o in s.scripts.values() {
+        visit(&mut counts, ConfigObject::Script((**o).clone()))?;
+    }
+    for o in s.call_type_maps.values() {
+        visit(&mut counts, ConfigObject::CallTypeMap(o.clone()))?;
+    }
+    for o in s.labels.values() {
+        visit(&mut counts, ConfigObject::Label(o.clone()))?;
+    }
+    // Equal counts mean that every reference is a stored key; every stored key must exist.
+    if counts.len() != s.reference_counts.len() {
         return Err("reference counts differ from the references".into());
+    }
+    for (reference, stored) in s.reference_counts.iter() {
+        if counts.get(reference) != Some(stored) {
+            return Err(format!(
+                "reference count of {reference} differs from the references"
+            ));
+        }
+        if !router.contains_object(*reference) {
+            return Err(format!("a reference names the missing {reference}"));
+        }
     }
     for client in s.routing_clients.values() {
         if let Some(label) = client.default_label {
@@ -429,8 +454,14 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
         return Err("the label index differs from the labels".into());
     }
 
+    Ok(())
+}
+
+/// Agent states, group counts, availability sets, calls, the router queue and route requests
+/// agree with each other.
+fn check_real_time(s: &State) -> Result<(), String> {
     // Agent states: per-group views, counts, availability.
-    let mut group_counts: BTreeMap<SkillGroupId, [u32; AgentState::COUNT]> = BTreeMap::new();
+    let mut group_counts: FxHashMap<SkillGroupId, [u32; AgentState::COUNT]> = FxHashMap::default();
     let mut available = Vec::new();
     for (agent, group) in s.agent_skill_group_rt.keys() {
         let row = s
@@ -479,18 +510,14 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
     if available != indexed {
         return Err("the availability sets differ from the agents' states".into());
     }
-    let mut groups_per_agent: BTreeMap<AgentId, usize> = BTreeMap::new();
-    for (agent, _) in s.agent_skill_group_rt.keys() {
-        *groups_per_agent.entry(*agent).or_default() += 1;
-    }
-    if let Some((agent, n)) = groups_per_agent
-        .iter()
-        .find(|(_, n)| **n > tandem_model::config::SKILL_GROUPS_PER_AGENT_MAX)
-    {
-        return Err(format!("agent {agent} is in {n} skill groups"));
+    for agent in s.agent_rt.keys() {
+        let n = s.agent_skill_group_rt.of(*agent).len();
+        if n > tandem_model::config::SKILL_GROUPS_PER_AGENT_MAX {
+            return Err(format!("agent {agent} is in {n} skill groups"));
+        }
     }
     let mut global = [0u32; AgentState::COUNT];
-    let mut logged_on_by_peripheral: BTreeMap<PeripheralId, u32> = BTreeMap::new();
+    let mut logged_on_by_peripheral: FxHashMap<PeripheralId, u32> = FxHashMap::default();
     for (id, row) in s.agent_rt.iter() {
         global[row.state as usize] += 1;
         if row.state.is_logged_on() {
@@ -548,11 +575,11 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
     }
 
     // Calls: queue and progress counts per group, per service, per peripheral.
-    let mut q_now: BTreeMap<SkillGroupId, u32> = BTreeMap::new();
-    let mut in_progress: BTreeMap<SkillGroupId, u32> = BTreeMap::new();
-    let mut per_peripheral: BTreeMap<PeripheralId, u32> = BTreeMap::new();
-    let mut call_type_in_progress: BTreeMap<CallTypeId, u32> = BTreeMap::new();
-    let mut service_counts: BTreeMap<ServiceId, (u32, u32)> = BTreeMap::new();
+    let mut q_now: FxHashMap<SkillGroupId, u32> = FxHashMap::default();
+    let mut in_progress: FxHashMap<SkillGroupId, u32> = FxHashMap::default();
+    let mut per_peripheral: FxHashMap<PeripheralId, u32> = FxHashMap::default();
+    let mut call_type_in_progress: FxHashMap<CallTypeId, u32> = FxHashMap::default();
+    let mut service_counts: FxHashMap<ServiceId, (u32, u32)> = FxHashMap::default();
     for (key, call) in s.calls.iter() {
         if let Some(agent) = call.agent {
             if s.agent_rt.get(&agent).and_then(|a| a.call) != Some(*key) {
@@ -585,7 +612,7 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
             }
         }
     }
-    let mut router_q: BTreeMap<SkillGroupId, u32> = BTreeMap::new();
+    let mut router_q: FxHashMap<SkillGroupId, u32> = FxHashMap::default();
     let mut queue_len = 0usize;
     for (group, _, key) in s.skill_group_rt.iter().flat_map(|(group, row)| {
         row.queue
@@ -645,7 +672,7 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
             ));
         }
     }
-    let mut call_type_queued: BTreeMap<CallTypeId, u32> = BTreeMap::new();
+    let mut call_type_queued: FxHashMap<CallTypeId, u32> = FxHashMap::default();
     let mut queue_entries = 0usize;
     for (key, call) in s.router_calls.iter() {
         let entry = s
@@ -732,6 +759,11 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
         }
     }
 
+    Ok(())
+}
+
+/// Running sums equal their parts, and every table's byte count equals its rows'.
+fn check_sums_and_sizes(s: &State) -> Result<(), String> {
     // Each To5 running sum is the sum of its buckets.
     let rows = s
         .skill_group_rt
