@@ -137,7 +137,8 @@ impl Router {
         }
     }
 
-    fn exists(&self, reference: ObjectRef) -> bool {
+    /// Whether the object exists, without copying it.
+    pub(crate) fn exists(&self, reference: ObjectRef) -> bool {
         let s = &self.state;
         match reference {
             ObjectRef::Pg(id) => s.pgs.contains(&id),
@@ -189,30 +190,6 @@ impl Router {
             }
             ObjectRef::Label(id) => ConfigObject::Label(s.labels.get(&id)?.clone()),
         })
-    }
-
-    /// Whether the object exists, without copying it.
-    pub fn contains_object(&self, reference: ObjectRef) -> bool {
-        let s = &self.state;
-        match reference {
-            ObjectRef::Pg(id) => s.pgs.contains(&id),
-            ObjectRef::Peripheral(id) => s.peripherals.contains(&id),
-            ObjectRef::RoutingClient(id) => s.routing_clients.contains(&id),
-            ObjectRef::Agent(id) => s.agents.contains(&id),
-            ObjectRef::SkillGroup(id) => s.skill_groups.contains(&id),
-            ObjectRef::SkillGroupMember(agent, group) => {
-                s.agent_skill_group_rt.contains(&(agent, group))
-            }
-            ObjectRef::Service(id) => s.services.contains(&id),
-            ObjectRef::ServiceMember(service, group) => {
-                s.service_members.contains(&(service, group))
-            }
-            ObjectRef::CallType(id) => s.call_types.contains(&id),
-            ObjectRef::DialedNumber(id) => s.dialed_numbers.contains(&id),
-            ObjectRef::Script(id) => s.scripts.contains(&id),
-            ObjectRef::CallTypeMap(c, v) => s.call_type_maps.contains(&(c, v)),
-            ObjectRef::Label(id) => s.labels.contains(&id),
-        }
     }
 
     fn reference_count(&self, reference: ObjectRef) -> u32 {

@@ -41,6 +41,31 @@ pub const TIMERS_PER_INPUT_MAX: usize = 4_096;
 /// The state-size alarm clears when the size falls below this share of the limit (hysteresis).
 pub const STATE_SIZE_ALARM_CLEAR_PERCENT: u64 = 90;
 pub const MB: u64 = 1_000_000;
+/// From this state size up, import and the invariant check split their work over two threads;
+/// below it a thread costs more than it saves.
+pub const PARALLEL_STATE_BYTES_MIN: u64 = 4 * MB;
+
+/// Runs `a` on a second thread and `b` on this one when `parallel`, both on this one otherwise,
+/// and returns both results. Which thread runs what never changes a result.
+pub(crate) fn join<A: Send, B>(
+    parallel: bool,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B,
+) -> (A, B) {
+    if !parallel {
+        let a = a();
+        return (a, b());
+    }
+    std::thread::scope(|scope| {
+        let a = scope.spawn(a);
+        let b = b();
+        (
+            a.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            b,
+        )
+    })
+}
 
 #[derive(Debug, Error)]
 pub enum RouterError {

@@ -362,8 +362,9 @@ fn decode_state(bytes: &[u8]) -> Result<State, ImportError> {
         });
     }
 
-    // Second pass: decode and build the tables, split between this thread and one other. The
-    // split is fixed, so the result (and the error reported first) never depends on timing.
+    // Second pass: decode and build the tables, split between this thread and one other (for a
+    // large state). The split is fixed, so the result (and the error reported first) never
+    // depends on timing.
     let build = |state: &mut State, background: bool| -> Result<(), ImportError> {
         macro_rules! build_tables {
             ($state:ident, $chunks:ident, $background:ident; $($id:literal $field:ident),*) => {
@@ -381,16 +382,16 @@ fn decode_state(bytes: &[u8]) -> Result<State, ImportError> {
         scalars,
         ..State::default()
     };
-    let other = std::thread::scope(|scope| {
-        let other = scope.spawn(|| {
+    let (other, own) = crate::join(
+        bytes.len() as u64 >= crate::PARALLEL_STATE_BYTES_MIN,
+        || {
             let mut other = State::default();
             build(&mut other, true).map(|()| other)
-        });
-        let own = build(&mut state, false);
-        let other = other.join().expect("building state tables does not panic");
-        own.and(other)
-    })?;
-    let mut other = other;
+        },
+        || build(&mut state, false),
+    );
+    own?;
+    let mut other = other?;
     macro_rules! take_background_tables {
         ($state:ident, $other:ident; $($id:literal $field:ident),*) => {
             $(

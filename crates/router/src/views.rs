@@ -297,16 +297,11 @@ pub fn check_invariants(s: &State) -> Result<(), String> {
 
     // The configuration on one core, the real-time rows on another: the check is most of an
     // import's time. Both run to the end; the configuration's error is reported first.
-    let (configuration, real_time) = std::thread::scope(|scope| {
-        let configuration = scope.spawn(|| check_configuration(s, tz));
-        let real_time = check_real_time(s).and_then(|()| check_sums_and_sizes(s));
-        (
-            configuration
-                .join()
-                .expect("the configuration check does not panic"),
-            real_time,
-        )
-    });
+    let (configuration, real_time) = crate::join(
+        crate::records::state_size(s) >= crate::PARALLEL_STATE_BYTES_MIN,
+        || check_configuration(s, tz),
+        || check_real_time(s).and_then(|()| check_sums_and_sizes(s)),
+    );
     configuration.and(real_time)
 }
 
@@ -412,7 +407,7 @@ fn check_configuration(s: &State, tz: chrono_tz::Tz) -> Result<(), String> {
                 "reference count of {reference} differs from the references"
             ));
         }
-        if !router.contains_object(*reference) {
+        if !router.exists(*reference) {
             return Err(format!("a reference names the missing {reference}"));
         }
     }
