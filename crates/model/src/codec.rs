@@ -143,12 +143,15 @@ macro_rules! impl_int {
 impl_int!(u8, u16, u32, u64, i32, i64);
 
 impl Encode for bool {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(*self as u8);
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         1
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match reader.take_array::<1>()?[0] {
             0 => Ok(false),
@@ -165,14 +168,17 @@ impl FixedLen for bool {
 }
 
 impl Encode for String {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         debug_assert!(self.len() <= STRING_BYTES_MAX);
         (self.len() as u32).encode(out);
         out.extend_from_slice(self.as_bytes());
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         4 + self.len()
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let len = u32::decode(reader)? as usize;
         if len > STRING_BYTES_MAX {
@@ -188,6 +194,7 @@ impl Encode for String {
 }
 
 impl<T: Encode> Encode for Vec<T> {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         debug_assert!(self.len() <= VEC_LEN_MAX);
         (self.len() as u32).encode(out);
@@ -195,9 +202,11 @@ impl<T: Encode> Encode for Vec<T> {
             item.encode(out);
         }
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         4 + self.iter().map(Encode::encoded_len).sum::<usize>()
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let len = u32::decode(reader)? as usize;
         if len > VEC_LEN_MAX || len > reader.remaining() {
@@ -217,12 +226,15 @@ impl<T: Encode> Encode for Vec<T> {
 }
 
 impl<T: Encode + Clone> Encode for std::sync::Arc<T> {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         (**self).encode(out)
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         (**self).encoded_len()
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(std::sync::Arc::new(T::decode(reader)?))
     }
@@ -231,6 +243,7 @@ impl<T: Encode + Clone> Encode for std::sync::Arc<T> {
 /// `Option<T>` is a tag byte followed by `T`; a fixed-width `T` is written as zeros when `None`
 /// so that the option's length does not depend on its value.
 impl<T: Encode + FixedLen + Default> Encode for Option<T> {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Some(value) => {
@@ -243,9 +256,11 @@ impl<T: Encode + FixedLen + Default> Encode for Option<T> {
             }
         }
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         1 + T::LEN
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match reader.take_array::<1>()?[0] {
             0 => {
@@ -273,6 +288,7 @@ impl<T: Encode + FixedLen + Default> FixedLen for Option<T> {
 pub struct Nullable<T>(pub Option<T>);
 
 impl<T: Encode> Encode for Nullable<T> {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         match &self.0 {
             Some(value) => {
@@ -282,9 +298,11 @@ impl<T: Encode> Encode for Nullable<T> {
             None => out.push(0),
         }
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         1 + self.0.as_ref().map_or(0, Encode::encoded_len)
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match reader.take_array::<1>()?[0] {
             0 => Ok(Nullable(None)),
@@ -298,14 +316,18 @@ impl<T: Encode> Encode for Nullable<T> {
 }
 
 impl<T: Encode + FixedLen + Default + Copy, const N: usize> Encode for [T; N] {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(N * T::LEN);
         for item in self {
             item.encode(out);
         }
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         N * T::LEN
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let mut items = [T::default(); N];
         for item in items.iter_mut() {
@@ -319,13 +341,16 @@ impl<T: Encode + FixedLen + Default + Copy, const N: usize> FixedLen for [T; N] 
 }
 
 impl<A: Encode, B: Encode> Encode for (A, B) {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         self.0.encode(out);
         self.1.encode(out);
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         self.0.encoded_len() + self.1.encoded_len()
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok((A::decode(reader)?, B::decode(reader)?))
     }
@@ -335,14 +360,17 @@ impl<A: FixedLen, B: FixedLen> FixedLen for (A, B) {
 }
 
 impl<A: Encode, B: Encode, C: Encode> Encode for (A, B, C) {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         self.0.encode(out);
         self.1.encode(out);
         self.2.encode(out);
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         self.0.encoded_len() + self.1.encoded_len() + self.2.encoded_len()
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok((A::decode(reader)?, B::decode(reader)?, C::decode(reader)?))
     }
@@ -352,10 +380,13 @@ impl<A: FixedLen, B: FixedLen, C: FixedLen> FixedLen for (A, B, C) {
 }
 
 impl Encode for () {
+    #[inline]
     fn encode(&self, _out: &mut Vec<u8>) {}
+    #[inline]
     fn encoded_len(&self) -> usize {
         0
     }
+    #[inline]
     fn decode(_reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(())
     }
@@ -424,6 +455,7 @@ macro_rules! encode_unit_enum {
             fn encoded_len(&self) -> usize {
                 1
             }
+            #[inline]
             fn decode(reader: &mut $crate::codec::Reader<'_>) -> Result<Self, $crate::codec::DecodeError> {
                 let tag = reader.take_array::<1>()?[0];
                 $( if tag == $name::$variant as u8 { return Ok($name::$variant); } )*
@@ -449,6 +481,7 @@ macro_rules! encode_newtype {
             fn encoded_len(&self) -> usize {
                 <$inner as $crate::codec::FixedLen>::LEN
             }
+            #[inline]
             fn decode(
                 reader: &mut $crate::codec::Reader<'_>,
             ) -> Result<Self, $crate::codec::DecodeError> {

@@ -722,6 +722,7 @@ impl Default for LabelTarget {
 }
 
 impl Encode for LabelTarget {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         let (tag, id) = match self {
             LabelTarget::Agent(a) => (0u8, a.0),
@@ -731,9 +732,11 @@ impl Encode for LabelTarget {
         out.push(tag);
         id.encode(out);
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         5
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let tag = u8::decode(reader)?;
         let id = u32::decode(reader)?;
@@ -761,6 +764,7 @@ impl Default for ObjectRef {
 /// An object reference is a table tag and two ids (the second is zero for single-id keys), so it
 /// has a fixed length.
 impl Encode for ObjectRef {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         let (tag, a, b): (u8, u32, u32) = match *self {
             ObjectRef::Pg(id) => (0, id.0, 0),
@@ -781,9 +785,11 @@ impl Encode for ObjectRef {
         a.encode(out);
         b.encode(out);
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         9
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let tag = u8::decode(reader)?;
         let a = u32::decode(reader)?;

@@ -210,12 +210,15 @@ impl CallCountsBucket {
 }
 
 impl crate::codec::Encode for CallCountsBucket {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         self.counts.encode(out)
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         CALL_COUNT_FIELDS * 4
     }
+    #[inline]
     fn decode(reader: &mut crate::codec::Reader<'_>) -> Result<Self, crate::codec::DecodeError> {
         Ok(CallCountsBucket {
             counts: crate::codec::Encode::decode(reader)?,

@@ -142,25 +142,34 @@ pub fn table_sizes(state: &State) -> Vec<(&'static str, u64, u64)> {
     sizes
 }
 
-/// Writes records one at a time; the buffer is reused between records.
-struct RecordWriter<'a, F: FnMut(&[u8])> {
+/// Writes records into `buffer`. With a sink, each finished record is handed to it and the
+/// buffer is reused; without one, the records accumulate in the buffer, which is the export.
+struct RecordWriter<F: FnMut(&[u8])> {
     buffer: Vec<u8>,
-    sink: &'a mut F,
+    /// Where the record being written starts in `buffer`.
+    start: usize,
+    sink: Option<F>,
 }
 
-impl<F: FnMut(&[u8])> RecordWriter<'_, F> {
+impl<F: FnMut(&[u8])> RecordWriter<F> {
     /// Starts a record: reserves the length prefix and writes the kind.
     fn begin(&mut self, kind: u8) {
-        self.buffer.clear();
+        if self.sink.is_some() {
+            self.buffer.clear();
+        }
+        self.start = self.buffer.len();
         self.buffer.extend_from_slice(&[0, 0, 0, 0, kind]);
     }
 
     fn finish(&mut self) {
-        let payload_len = (self.buffer.len() - 5) as u32;
-        self.buffer[..4].copy_from_slice(&payload_len.to_le_bytes());
-        let checksum = xxh3_64(&self.buffer[4..]);
+        let record = &mut self.buffer[self.start..];
+        let payload_len = (record.len() - 5) as u32;
+        record[..4].copy_from_slice(&payload_len.to_le_bytes());
+        let checksum = xxh3_64(&record[4..]);
         self.buffer.extend_from_slice(&checksum.to_le_bytes());
-        (self.sink)(&self.buffer);
+        if let Some(sink) = &mut self.sink {
+            sink(&self.buffer);
+        }
     }
 
     fn table(&mut self, id: u16, table: &impl RowTable) -> u64 {
@@ -181,40 +190,62 @@ impl<F: FnMut(&[u8])> RecordWriter<'_, F> {
         }
         table.row_count() as u64
     }
-}
 
-/// Streams the state's records to `sink`, one record per call.
-pub fn export_to(state: &State, sink: &mut impl FnMut(&[u8])) {
-    let mut writer = RecordWriter {
-        buffer: Vec::with_capacity(1 << 16),
-        sink,
-    };
-    writer.begin(KIND_HEADER);
-    writer.buffer.extend_from_slice(MAGIC);
-    STATE_FORMAT_VERSION.encode(&mut writer.buffer);
-    state.scalars.last_seq.encode(&mut writer.buffer);
-    writer.finish();
-    writer.begin(KIND_SCALARS);
-    state.scalars.encode(&mut writer.buffer);
-    writer.finish();
-    let mut total_rows = 0u64;
-    macro_rules! write_tables {
-        ($state:ident, $writer:ident, $total:ident; $($id:literal $field:ident),*) => {
-            $( $total += $writer.table($id, &$state.$field); )*
-        };
+    fn state(mut self, state: &State) -> Vec<u8> {
+        self.begin(KIND_HEADER);
+        self.buffer.extend_from_slice(MAGIC);
+        STATE_FORMAT_VERSION.encode(&mut self.buffer);
+        state.scalars.last_seq.encode(&mut self.buffer);
+        self.finish();
+        self.begin(KIND_SCALARS);
+        state.scalars.encode(&mut self.buffer);
+        self.finish();
+        let mut total_rows = 0u64;
+        macro_rules! write_tables {
+            ($state:ident, $writer:ident, $total:ident; $($id:literal $field:ident),*) => {
+                $( $total += $writer.table($id, &$state.$field); )*
+            };
+        }
+        for_each_table!(write_tables, state, self, total_rows);
+        self.begin(KIND_END);
+        total_rows.encode(&mut self.buffer);
+        self.finish();
+        self.buffer
     }
-    for_each_table!(write_tables, state, writer, total_rows);
-    writer.begin(KIND_END);
-    total_rows.encode(&mut writer.buffer);
-    writer.finish();
 }
 
-/// The whole state as one byte vector.
+/// Streams the state's records to `sink`, one record per call: how a state transfer sends a
+/// snapshot, without ever holding the whole stream.
+pub fn export_to(state: &State, sink: &mut impl FnMut(&[u8])) {
+    RecordWriter {
+        buffer: Vec::with_capacity(1 << 16),
+        start: 0,
+        sink: Some(sink),
+    }
+    .state(state);
+}
+
+/// The whole state as one byte vector, written in place.
 pub fn export(state: &State) -> Vec<u8> {
-    let mut out = Vec::with_capacity(state_size(state) as usize);
-    export_to(state, &mut |record| out.extend_from_slice(record));
-    debug_assert_eq!(out.len() as u64, state_size(state));
+    let mut out = Vec::new();
+    export_into(state, &mut out);
     out
+}
+
+/// The whole state written in place into `out`, replacing its contents. A sender that exports
+/// again and again reuses one buffer, whose memory the system has already mapped.
+pub fn export_into(state: &State, out: &mut Vec<u8>) {
+    let size = state_size(state) as usize;
+    let mut buffer = std::mem::take(out);
+    buffer.clear();
+    buffer.reserve(size);
+    *out = RecordWriter::<fn(&[u8])> {
+        buffer,
+        start: 0,
+        sink: None,
+    }
+    .state(state);
+    debug_assert_eq!(out.len(), size);
 }
 
 /// xxh3-128 of the export stream, computed without holding the stream in memory.

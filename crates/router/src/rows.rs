@@ -139,15 +139,18 @@ impl<T: Ord + Clone> SortedSet<T> {
 }
 
 impl<T: Ord + Clone + FixedLen> Encode for SortedSet<T> {
+    #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
         (self.0.len() as u32).encode(out);
         for member in self.0.iter() {
             member.encode(out);
         }
     }
+    #[inline]
     fn encoded_len(&self) -> usize {
         4 + self.0.len() * T::LEN
     }
+    #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let len = u32::decode(reader)? as usize;
         if len.saturating_mul(T::LEN.max(1)) > reader.remaining() {

@@ -6,7 +6,9 @@ use tandem_model::domain::AgentState;
 use tandem_model::input::{Input, OrderedInput};
 use tandem_model::output::{EventCode, Output};
 use tandem_model::script::{NodeKind, SelectRule};
-use tandem_router::records::{export, import, state_size, RECORD_OVERHEAD_BYTES};
+use tandem_router::records::{
+    export, export_into, export_to, import, state_size, RECORD_OVERHEAD_BYTES,
+};
 use tandem_router::{ImportError, Router};
 
 /// A router with agents, calls in every phase, queued and waiting requests, timers and cached
@@ -75,6 +77,19 @@ fn export_import_round_trips_exactly() {
     assert!(imported == state);
     let rebuilt = Router::from_state(imported).unwrap();
     assert_eq!(rebuilt.digest(), h.router.digest());
+
+    // The streamed records, and an export into a reused buffer, are the same bytes.
+    let mut streamed = Vec::new();
+    let mut records = 0;
+    export_to(&state, &mut |record| {
+        streamed.extend_from_slice(record);
+        records += 1;
+    });
+    assert_eq!(streamed, bytes);
+    assert!(records > 3);
+    let mut reused = vec![0xAA; 10];
+    export_into(&state, &mut reused);
+    assert_eq!(reused, bytes);
 }
 
 #[test]
