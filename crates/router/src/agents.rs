@@ -6,7 +6,6 @@
 
 use crate::rows::AgentRow;
 use crate::{reject, Applied, Ctx, Router};
-use std::sync::Arc;
 use tandem_model::config::SKILL_GROUPS_PER_AGENT_MAX;
 use tandem_model::domain::AgentState;
 use tandem_model::ids::*;
@@ -281,7 +280,6 @@ impl Router {
                 continue;
             }
             self.state.skill_group_rt.update(&group, |row| {
-                let row = Arc::make_mut(row);
                 if before != AgentState::LoggedOff {
                     row.state_counts[before as usize] -= 1;
                 }

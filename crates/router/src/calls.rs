@@ -3,7 +3,6 @@
 
 use crate::rows::{CallPhase, CallRow};
 use crate::{reject, Applied, Ctx, Router};
-use std::sync::Arc;
 use tandem_model::codec::Encode;
 use tandem_model::domain::AgentState;
 use tandem_model::ids::*;
@@ -784,7 +783,7 @@ impl Router {
 /// What every event does to a counted row: roll its families to now, add the delta, and apply
 /// the Now-count change. Returns the interval that ended, if one did.
 fn touch_row<K, R>(
-    table: &mut crate::table::IdTable<K, Arc<R>>,
+    table: &mut crate::table::IdTable<K, R>,
     key: &K,
     periods: &tandem_model::calendar::Periods,
     now_ms: u64,
@@ -798,7 +797,6 @@ where
 {
     table
         .update(key, |row| {
-            let row = Arc::make_mut(row);
             let finished = families(row).touch(periods, now_ms, delta);
             now(row);
             finished

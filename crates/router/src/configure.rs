@@ -273,11 +273,11 @@ impl Router {
                         ));
                     }
                     s.skill_group_rt
-                        .update(&o.id, |row| Arc::make_mut(row).peripheral = o.peripheral);
+                        .update(&o.id, |row| row.peripheral = o.peripheral);
                 } else {
                     s.skill_group_rt.insert(
                         o.id,
-                        Arc::new(SkillGroupRow {
+                        SkillGroupRow {
                             peripheral: o.peripheral,
                             state_counts: [0; AgentState::COUNT],
                             calls_q_now: 0,
@@ -286,7 +286,7 @@ impl Router {
                             families: CallFamilies::new(&periods, now_ms),
                             available: SortedSet::default(),
                             queue: SortedSet::default(),
-                        }),
+                        },
                     );
                 }
                 s.skill_groups.insert(o.id, o.clone());
@@ -300,11 +300,11 @@ impl Router {
                 if s.services.insert(o.id, o.clone()).is_none() {
                     s.service_rt.insert(
                         o.id,
-                        Arc::new(CallCountsRow {
+                        CallCountsRow {
                             calls_q_now: 0,
                             calls_in_progress: 0,
                             families: CallFamilies::new(&periods, now_ms),
-                        }),
+                        },
                     );
                 }
             }
@@ -315,11 +315,11 @@ impl Router {
                 if s.call_types.insert(o.id, o.clone()).is_none() {
                     s.call_type_rt.insert(
                         o.id,
-                        Arc::new(CallCountsRow {
+                        CallCountsRow {
                             calls_q_now: 0,
                             calls_in_progress: 0,
                             families: CallFamilies::new(&periods, now_ms),
-                        }),
+                        },
                     );
                 }
             }
@@ -409,7 +409,6 @@ impl Router {
             },
         );
         s.skill_group_rt.update(&skill_group, |g| {
-            let g = Arc::make_mut(g);
             if state.is_logged_on() {
                 g.state_counts[state as usize] += 1;
             }
@@ -476,8 +475,7 @@ impl Router {
                 }
                 let state = row.state_in(group);
                 s.skill_group_rt.update(&group, |g| {
-                    let g = Arc::make_mut(g);
-                    if state.is_logged_on() {
+                            if state.is_logged_on() {
                         g.state_counts[state as usize] -= 1;
                     }
                     if state == AgentState::Ready {

@@ -133,9 +133,9 @@ pub struct State {
     pub agent_rt: IdTable<AgentId, AgentRow>,
     /// Agent_Skill_Group_Real_Time; a row exists exactly for each skill group member.
     pub agent_skill_group_rt: GroupedTable<(AgentId, SkillGroupId), AgentSkillGroupRow>,
-    pub skill_group_rt: IdTable<SkillGroupId, Arc<SkillGroupRow>>,
-    pub call_type_rt: IdTable<CallTypeId, Arc<CallCountsRow>>,
-    pub service_rt: IdTable<ServiceId, Arc<CallCountsRow>>,
+    pub skill_group_rt: IdTable<SkillGroupId, SkillGroupRow>,
+    pub call_type_rt: IdTable<CallTypeId, CallCountsRow>,
+    pub service_rt: IdTable<ServiceId, CallCountsRow>,
     pub peripheral_rt: IdTable<PeripheralId, PeripheralRow>,
 
     // Calls and routing.
