@@ -687,7 +687,7 @@ impl Router {
         self.finish_request(
             ctx,
             router_call_key,
-            &call,
+            call,
             Some(answer),
             error,
             None,
@@ -696,13 +696,13 @@ impl Router {
     }
 
     /// Marks a request finished, schedules the eviction of its cached answer, and writes its
-    /// Route_Call_Detail row.
+    /// Route_Call_Detail row, which takes the call's strings.
     #[allow(clippy::too_many_arguments)]
     fn finish_request(
         &mut self,
         ctx: &mut Ctx,
         router_call_key: RouterCallKey,
-        call: &RouterCallRow,
+        call: RouterCallRow,
         answer: Option<RouteAnswer>,
         error: Option<String>,
         ended: Option<RouteEndReason>,
@@ -731,16 +731,16 @@ impl Router {
         ctx.historical(HistoricalRow::RouteCallDetail(RouteCallDetail {
             router_call_key,
             key: call.key,
-            dialed_number: call.dialed_digits.clone(),
+            dialed_number: call.dialed_digits,
             call_type: call.call_type,
             script: (call.script != ScriptId(0)).then_some(call.script),
-            ani: call.ani.clone(),
-            caller_entered_digits: call.caller_entered_digits.clone(),
+            ani: call.ani,
+            caller_entered_digits: call.caller_entered_digits,
             date_time_ms: call.arrived_ms,
             finished_ms: ctx.now_ms,
             answer_kind: answer.as_ref().map(|a| a.kind),
-            label: answer.as_ref().map(|a| a.label.clone()).unwrap_or_default(),
             target: answer.as_ref().and_then(|a| a.target),
+            label: answer.map(|a| a.label).unwrap_or_default(),
             router_queue_wait_ms,
             error,
             ended,
@@ -836,7 +836,7 @@ impl Router {
                     }
                 }
             }
-            self.finish_request(ctx, router_call_key, &call, None, None, Some(reason), None);
+            self.finish_request(ctx, router_call_key, call, None, None, Some(reason), None);
         } else if let Some(agent) = entry.reserved_agent {
             self.release_reservation(ctx, agent, router_call_key);
             self.state
