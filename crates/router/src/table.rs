@@ -9,10 +9,9 @@
 //! Iteration is in key order, so exports and digests are canonical.
 
 pub use crate::trie::DenseKey;
-use crate::trie::{unique_mut, IdTrie};
+use crate::trie::IdTrie;
 use imbl::OrdMap;
 use std::ops::RangeBounds;
-use std::sync::Arc;
 use tandem_model::codec::Encode;
 use tandem_model::ids::*;
 
@@ -352,9 +351,12 @@ type GroupRows<K, V> = Vec<(K, V)>;
 /// rows sit in one small sorted vector found by one [`IdTrie`] lookup of the agent, which is what
 /// every agent event needs, and the timers due in one millisecond share one vector. Iteration is
 /// in key order, exactly as a [`Table`] over the same keys would iterate.
+///
+/// The vector sits in the trie's leaf itself, so the rows are one pointer away from the leaf;
+/// a leaf that a snapshot shares is copied with its vectors on the next write to it.
 #[derive(Clone, Debug)]
 pub struct GroupedTable<K: GroupKey, V> {
-    owners: IdTrie<K::Owner, Arc<GroupRows<K, V>>>,
+    owners: IdTrie<K::Owner, GroupRows<K, V>>,
     len: usize,
     bytes: u64,
 }
@@ -407,9 +409,9 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
         let added = row_len(&key, &value);
         let owner = key.owner();
         if self.owners.get(&owner).is_none() {
-            self.owners.insert(owner, Arc::new(Vec::new()));
+            self.owners.insert(owner, Vec::new());
         }
-        let rows = unique_mut(self.owners.get_mut(&owner).expect("inserted above"));
+        let rows = self.owners.get_mut(&owner).expect("inserted above");
         // Keys mostly arrive in order (timer sequences grow), so look at the end first.
         let position = match rows.last() {
             Some((last, _)) if *last < key => Err(rows.len()),
@@ -434,7 +436,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let owner = key.owner();
         let at = self.of(owner).binary_search_by(|(k, _)| k.cmp(key)).ok()?;
-        let rows = unique_mut(self.owners.get_mut(&owner).expect("found above"));
+        let rows = self.owners.get_mut(&owner).expect("found above");
         let (_, removed) = rows.remove(at);
         if rows.is_empty() {
             self.owners.remove(&owner);
@@ -452,7 +454,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
             .of(key.owner())
             .binary_search_by(|(k, _)| k.cmp(key))
             .ok()?;
-        let rows = unique_mut(self.owners.get_mut(&key.owner())?);
+        let rows = self.owners.get_mut(&key.owner())?;
         let row = &mut rows[at].1;
         let before = row.encoded_len();
         let result = f(row);
@@ -511,7 +513,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
         let owners = IdTrie::from_sorted(runs.into_iter().map(|(owner, run)| {
             let mut group: GroupRows<K, V> = Vec::with_capacity(run);
             group.extend(rows.by_ref().take(run));
-            (owner, Arc::new(group))
+            (owner, group)
         }))
         .expect("owners ascend with their keys");
         Ok(GroupedTable { owners, len, bytes })
