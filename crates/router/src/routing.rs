@@ -75,7 +75,9 @@ impl Router {
         let dialed_number = self
             .state
             .dialed_number_index
-            .get(&(key.routing_client, request.dialed_number.clone()))
+            .find(key.routing_client, |(_, digits)| {
+                digits.as_str().cmp(&request.dialed_number)
+            })
             .copied();
         let call_type = dialed_number
             .and_then(|d| self.state.dialed_numbers.get(&d))
@@ -126,7 +128,8 @@ impl Router {
         let minute = self.state.scalars.periods.local_minute;
         self.state
             .call_type_maps
-            .range((call_type, ScriptId(0))..=(call_type, ScriptId(u32::MAX)))
+            .of(call_type)
+            .iter()
             .filter(|(_, map)| match (map.from_minute, map.to_minute) {
                 (Some(from), Some(to)) if from <= to => (from..to).contains(&minute),
                 (Some(from), Some(to)) => minute >= from || minute < to,

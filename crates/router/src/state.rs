@@ -119,10 +119,10 @@ pub struct State {
     pub call_types: IdTable<CallTypeId, CallType>,
     pub dialed_numbers: IdTable<DialedNumberId, DialedNumber>,
     /// (routing client, digits) -> dialed number.
-    pub dialed_number_index: Table<(RoutingClientId, String), DialedNumberId>,
+    pub dialed_number_index: GroupedTable<(RoutingClientId, String), DialedNumberId>,
     pub scripts: IdTable<ScriptId, Arc<Script>>,
     /// (call type, script) -> map entry; a call type's entries are a key range.
-    pub call_type_maps: Table<(CallTypeId, ScriptId), CallTypeMap>,
+    pub call_type_maps: GroupedTable<(CallTypeId, ScriptId), CallTypeMap>,
     pub labels: IdTable<LabelId, Label>,
     /// (routing client, target, label) -> (): the labels that route to each skill target.
     pub label_index: Table<(RoutingClientId, LabelTarget, LabelId), ()>,

@@ -314,7 +314,7 @@ impl<K: DenseKey, V: Clone + PartialEq> PartialEq for IdTable<K, V> {
 
 /// A key made of an owner and a part within it, ordered owner first: all rows of one owner sort
 /// together.
-pub trait GroupKey: Ord + Copy {
+pub trait GroupKey: Ord + Clone {
     type Owner: DenseKey;
     fn owner(&self) -> Self::Owner;
 }
@@ -324,6 +324,24 @@ impl GroupKey for (AgentId, SkillGroupId) {
     type Owner = AgentId;
     #[inline]
     fn owner(&self) -> AgentId {
+        self.0
+    }
+}
+
+/// A call type's script mappings belong to the call type: routing reads them all at once.
+impl GroupKey for (CallTypeId, ScriptId) {
+    type Owner = CallTypeId;
+    #[inline]
+    fn owner(&self) -> CallTypeId {
+        self.0
+    }
+}
+
+/// Dialed numbers are indexed per routing client, then by their digits.
+impl GroupKey for (RoutingClientId, String) {
+    type Owner = RoutingClientId;
+    #[inline]
+    fn owner(&self) -> RoutingClientId {
         self.0
     }
 }
@@ -406,7 +424,8 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
     }
 
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let added = row_len(&key, &value);
+        let key_len = key.encoded_len() as u64;
+        let added = key_len + value.encoded_len() as u64;
         let owner = key.owner();
         if self.owners.get(&owner).is_none() {
             self.owners.insert(owner, Vec::new());
@@ -426,7 +445,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
             }
         };
         match &previous {
-            Some(old) => self.bytes -= row_len(&key, old),
+            Some(old) => self.bytes -= key_len + old.encoded_len() as u64,
             None => self.len += 1,
         }
         self.bytes += added;
@@ -471,6 +490,20 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
 
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.iter().map(|(k, _)| k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.iter().map(|(_, v)| v)
+    }
+
+    /// The row of `owner` that `compare` finds, by binary search over the owner's rows:
+    /// `compare` orders a row's key against the key sought, which need not be built (a
+    /// borrowed string, for instance).
+    #[inline]
+    pub fn find(&self, owner: K::Owner, compare: impl Fn(&K) -> std::cmp::Ordering) -> Option<&V> {
+        let rows = self.of(owner);
+        let at = rows.binary_search_by(|(k, _)| compare(k)).ok()?;
+        Some(&rows[at].1)
     }
 
     /// The row with the smallest key.
