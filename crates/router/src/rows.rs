@@ -180,7 +180,11 @@ pub type AvailableAgent = (u64, AgentId);
 pub type QueuedCall = ((u8, u64), RouterCallKey);
 
 /// Skill_Group_Real_Time.
+///
+/// Laid out in declaration order: what agent events and routing read (the counts and the two
+/// sets) shares the row's first cache lines, ahead of the three kilobytes of call families.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct SkillGroupRow {
     /// The group's peripheral (from its configuration), kept here for the routing hot path.
     pub peripheral: PeripheralId,
@@ -192,11 +196,11 @@ pub struct SkillGroupRow {
     pub calls_in_progress: u32,
     /// Calls in the router queue for this group (the size of `queue`).
     pub router_calls_q_now: u32,
-    pub families: CallFamilies,
     /// The group's agents in the Ready state, longest available first.
     pub available: SortedSet<AvailableAgent>,
     /// The group's router queue, best call first.
     pub queue: SortedSet<QueuedCall>,
+    pub families: CallFamilies,
 }
 tandem_model::encode_struct!(SkillGroupRow {
     peripheral,
