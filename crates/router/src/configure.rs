@@ -475,7 +475,7 @@ impl Router {
                 }
                 let state = row.state_in(group);
                 s.skill_group_rt.update(&group, |g| {
-                            if state.is_logged_on() {
+                    if state.is_logged_on() {
                         g.state_counts[state as usize] -= 1;
                     }
                     if state == AgentState::Ready {

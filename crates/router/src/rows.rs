@@ -72,83 +72,111 @@ tandem_model::encode_struct!(fixed AgentSkillGroupRow {
 /// does in O(1); a member leaving from the middle shifts the shorter side, a few hundred bytes for
 /// groups of hundreds of agents. The set lives inside its skill group's row, so a snapshot that
 /// shares the row copies it whole on the next write: one contiguous copy.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SortedSet<T: Ord + Clone>(VecDeque<T>);
+///
+/// The smallest member is also kept beside the buffer, in the row itself: routing asks every
+/// candidate group for its longest-available agent, and this answers without touching the
+/// buffer's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SortedSet<T: Ord + Clone> {
+    members: VecDeque<T>,
+    /// A copy of `members.front()`.
+    first: Option<T>,
+}
+
+impl<T: Ord + Clone> Default for SortedSet<T> {
+    fn default() -> Self {
+        SortedSet {
+            members: VecDeque::new(),
+            first: None,
+        }
+    }
+}
 
 impl<T: Ord + Clone> SortedSet<T> {
+    fn from_members(members: VecDeque<T>) -> Self {
+        let first = members.front().cloned();
+        SortedSet { members, first }
+    }
+
     /// Adds `member`; false when it was already present.
     #[inline]
     pub fn insert(&mut self, member: T) -> bool {
-        match self.0.back() {
-            None => {
-                self.0.push_back(member);
-                true
-            }
-            Some(last) if *last < member => {
-                self.0.push_back(member);
-                true
-            }
-            _ => match self.0.binary_search(&member) {
+        let added = match self.members.back() {
+            Some(last) if *last >= member => match self.members.binary_search(&member) {
                 Ok(_) => false,
                 Err(at) => {
-                    self.0.insert(at, member);
+                    self.members.insert(at, member);
                     true
                 }
             },
+            _ => {
+                self.members.push_back(member);
+                true
+            }
+        };
+        if added {
+            self.first = self.members.front().cloned();
         }
+        added
     }
 
     /// Removes `member`; false when it was absent.
     #[inline]
     pub fn remove(&mut self, member: &T) -> bool {
-        if self.0.front() == Some(member) {
-            self.0.pop_front();
-            return true;
-        }
-        match self.0.binary_search(member) {
-            Ok(at) => {
-                self.0.remove(at);
-                true
+        let removed = if self.first.as_ref() == Some(member) {
+            self.members.pop_front();
+            true
+        } else {
+            match self.members.binary_search(member) {
+                Ok(at) => {
+                    self.members.remove(at);
+                    true
+                }
+                Err(_) => false,
             }
-            Err(_) => false,
+        };
+        if removed {
+            self.first = self.members.front().cloned();
         }
+        removed
     }
 
     /// The smallest member.
     #[inline]
     pub fn first(&self) -> Option<&T> {
-        self.0.front()
+        debug_assert!(self.first.as_ref() == self.members.front());
+        self.first.as_ref()
     }
 
     pub fn contains(&self, member: &T) -> bool {
-        self.0.binary_search(member).is_ok()
+        self.members.binary_search(member).is_ok()
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.members.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.members.is_empty()
     }
 
     /// The members in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.0.iter()
+        self.members.iter()
     }
 }
 
 impl<T: Ord + Clone + FixedLen> Encode for SortedSet<T> {
     #[inline]
     fn encode(&self, out: &mut Vec<u8>) {
-        (self.0.len() as u32).encode(out);
-        for member in self.0.iter() {
+        (self.members.len() as u32).encode(out);
+        for member in self.members.iter() {
             member.encode(out);
         }
     }
     #[inline]
     fn encoded_len(&self) -> usize {
-        4 + self.0.len() * T::LEN
+        4 + self.members.len() * T::LEN
     }
     #[inline]
     fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -169,7 +197,7 @@ impl<T: Ord + Clone + FixedLen> Encode for SortedSet<T> {
             }
             members.push_back(member);
         }
-        Ok(SortedSet(members))
+        Ok(SortedSet::from_members(members))
     }
 }
 
