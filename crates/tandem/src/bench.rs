@@ -45,8 +45,9 @@ pub struct RouterBenchArgs {
     /// Fully deterministic, so instruction counts (e.g. under valgrind) compare builds exactly.
     #[arg(long)]
     quick: bool,
-    /// Replays of the recorded inputs; the fastest is reported (the least disturbed by other work
-    /// on the machine), with the median beside it.
+    /// Replays of the recorded inputs, and timings of export, import and the check; the fastest
+    /// is reported (the least disturbed by other work on the machine), with the replays' median
+    /// beside it.
     #[arg(long, default_value_t = 3)]
     repeat: u32,
 }
