@@ -196,7 +196,18 @@ impl Router {
     }
 
     pub(crate) fn agent_row(&self, agent: AgentId) -> Result<AgentRow, crate::Rejection> {
-        match self.state.agent_rt.get(&agent) {
+        let row = self.state.agent_rt.get(&agent);
+        // Every event that reads an agent's row goes on to its member rows. Reading the first
+        // member now, while the row's own cache miss is outstanding, lets the processor fetch
+        // both at once instead of one after the other.
+        std::hint::black_box(
+            self.state
+                .agent_skill_group_rt
+                .of(agent)
+                .first()
+                .map(|(k, _)| k),
+        );
+        match row {
             Some(row) => Ok(*row),
             None => reject(format!("unknown agent {agent}")),
         }
