@@ -15,6 +15,28 @@ use std::ops::RangeBounds;
 use tandem_model::codec::Encode;
 use tandem_model::ids::*;
 
+/// The accessors every table kind derives the same way from its `len` and `iter`.
+macro_rules! derived_accessors {
+    () => {
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+
+        pub fn keys(&self) -> impl Iterator<Item = &K> {
+            self.iter().map(|(k, _)| k)
+        }
+
+        pub fn values(&self) -> impl Iterator<Item = &V> {
+            self.iter().map(|(_, v)| v)
+        }
+
+        /// Recomputes the byte count from the rows (for invariant checks).
+        pub fn recount_bytes(&self) -> u64 {
+            self.iter().map(|(k, v)| row_len(k, v)).sum()
+        }
+    };
+}
+
 #[derive(Clone, Debug)]
 pub struct Table<K: Ord + Clone, V: Clone> {
     rows: OrdMap<K, V>,
@@ -32,12 +54,10 @@ impl<K: Ord + Clone, V: Clone> Default for Table<K, V> {
 }
 
 impl<K: Ord + Clone + Encode, V: Clone + Encode> Table<K, V> {
+    derived_accessors!();
+
     pub fn len(&self) -> usize {
         self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
     }
 
     /// The encoded size of all rows (without record framing).
@@ -90,14 +110,6 @@ impl<K: Ord + Clone + Encode, V: Clone + Encode> Table<K, V> {
         self.rows.iter()
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.rows.keys()
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.rows.values()
-    }
-
     pub fn range<R: RangeBounds<K>>(&self, range: R) -> impl Iterator<Item = (&K, &V)> {
         self.rows.range(range)
     }
@@ -140,14 +152,6 @@ impl<K: Ord + Clone + Encode, V: Clone + Encode> Table<K, V> {
             rows: rows.into_iter().collect(),
             bytes,
         })
-    }
-
-    /// Recomputes the byte count from the rows (for invariant checks).
-    pub fn recount_bytes(&self) -> u64 {
-        self.rows
-            .iter()
-            .map(|(k, v)| (k.encoded_len() + v.encoded_len()) as u64)
-            .sum()
     }
 }
 
@@ -217,12 +221,10 @@ impl<K, V> Default for IdTable<K, V> {
 }
 
 impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
+    derived_accessors!();
+
     pub fn len(&self) -> usize {
         self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
     }
 
     pub fn bytes(&self) -> u64 {
@@ -270,14 +272,6 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
         self.rows.iter()
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.rows.iter().map(|(k, _)| k)
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.rows.iter().map(|(_, v)| v)
-    }
-
     /// The row with the smallest key.
     pub fn first(&self) -> Option<(&K, &V)> {
         self.rows.first()
@@ -297,10 +291,6 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
             rows: IdTrie::from_sorted(rows)?,
             bytes,
         })
-    }
-
-    pub fn recount_bytes(&self) -> u64 {
-        self.rows.iter().map(|(k, v)| row_len(k, v)).sum()
     }
 }
 
@@ -390,12 +380,10 @@ impl<K: GroupKey, V> Default for GroupedTable<K, V> {
 }
 
 impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
+    derived_accessors!();
+
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     pub fn bytes(&self) -> u64 {
@@ -488,14 +476,6 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
             .flat_map(|(_, rows)| rows.iter().map(|(k, v)| (k, v)))
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.iter().map(|(k, _)| k)
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.iter().map(|(_, v)| v)
-    }
-
     /// The row of `owner` that `compare` finds, by binary search over the owner's rows:
     /// `compare` orders a row's key against the key sought, which need not be built (a
     /// borrowed string, for instance).
@@ -550,10 +530,6 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
         }))
         .expect("owners ascend with their keys");
         Ok(GroupedTable { owners, len, bytes })
-    }
-
-    pub fn recount_bytes(&self) -> u64 {
-        self.iter().map(|(k, v)| row_len(k, v)).sum()
     }
 }
 
@@ -681,12 +657,10 @@ impl<K: PartitionKey, V> Default for PartitionedTable<K, V> {
 }
 
 impl<K: PartitionKey + Encode, V: Clone + Encode> PartitionedTable<K, V> {
+    derived_accessors!();
+
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     pub fn bytes(&self) -> u64 {
@@ -759,14 +733,6 @@ impl<K: PartitionKey + Encode, V: Clone + Encode> PartitionedTable<K, V> {
             .flat_map(|(_, rows)| rows.iter().map(|(k, v)| (&k.0, v)))
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.iter().map(|(k, _)| k)
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.iter().map(|(_, v)| v)
-    }
-
     pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
         check_sorted(&rows)?;
         let mut table = PartitionedTable::default();
@@ -785,10 +751,6 @@ impl<K: PartitionKey + Encode, V: Clone + Encode> PartitionedTable<K, V> {
             table.partitions.insert(partition, trie);
         }
         Ok(table)
-    }
-
-    pub fn recount_bytes(&self) -> u64 {
-        self.iter().map(|(k, v)| row_len(k, v)).sum()
     }
 }
 
