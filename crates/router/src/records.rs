@@ -466,11 +466,16 @@ fn table_chunks<'c, 'a>(chunks: &'c [Chunk<'a>], table: u16) -> &'c [Chunk<'a>] 
     &chunks[start..end]
 }
 
+/// The fewest bytes any row encodes to: every key is at least one 4-byte id.
+const ROW_BYTES_MIN: usize = 4;
+
 fn build_table<T: RowTable>(chunks: &[Chunk<'_>], table: u16) -> Result<T, ImportError> {
-    let rows_total = chunks.iter().map(|c| c.count as usize).sum();
-    let mut rows = Vec::with_capacity(rows_total);
+    let mut rows = Vec::new();
     for chunk in chunks {
         let mut reader = chunk.rows.clone();
+        // Room for the rows the chunk claims, but never more than its bytes can hold: a count
+        // is only a claim until the rows decode.
+        rows.reserve((chunk.count as usize).min(reader.remaining() / ROW_BYTES_MIN));
         let decode = |source| ImportError::Decode {
             index: chunk.index,
             source,

@@ -139,6 +139,42 @@ fn a_snapshot_is_unaffected_by_later_input() {
     assert_ne!(export(h.router.state()), bytes_then);
 }
 
+/// One framed record, as the export writes it.
+fn record(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_le_bytes().to_vec();
+    out.push(kind);
+    out.extend_from_slice(payload);
+    let checksum = xxhash_rust::xxh3::xxh3_64(&out[4..]);
+    out.extend_from_slice(&checksum.to_le_bytes());
+    out
+}
+
+/// Chunks that claim many rows but carry none are refused before any memory is set aside for
+/// the rows they claim: a well-framed stream of a few megabytes cannot make import reserve
+/// gigabytes.
+#[test]
+fn row_counts_are_claims_until_the_rows_decode() {
+    let bytes = export(busy_harness().router.state());
+    // Keep the header and scalars records.
+    let mut prefix_len = 0;
+    for _ in 0..2 {
+        let len = u32::from_le_bytes(bytes[prefix_len..prefix_len + 4].try_into().unwrap());
+        prefix_len += 4 + 1 + len as usize + 8;
+    }
+    let mut stream = bytes[..prefix_len].to_vec();
+    let chunks = 1_000_000u64;
+    for _ in 0..chunks {
+        let mut payload = 23u16.to_le_bytes().to_vec(); // the calls table
+        payload.extend_from_slice(&512u32.to_le_bytes());
+        stream.extend_from_slice(&record(3, &payload));
+    }
+    stream.extend_from_slice(&record(4, &(chunks * 512).to_le_bytes()));
+    assert!(matches!(
+        import(&stream),
+        Err(ImportError::Decode { index: 2, .. })
+    ));
+}
+
 #[test]
 fn corrupt_truncated_or_foreign_streams_are_refused() {
     let bytes = export(busy_harness().router.state());
