@@ -14,6 +14,7 @@ mod calls;
 mod configure;
 mod families;
 pub mod intervals;
+mod prefetch;
 pub mod records;
 mod routing;
 pub mod rows;
@@ -21,6 +22,8 @@ pub mod state;
 pub mod table;
 mod trie;
 pub mod views;
+
+pub use prefetch::{PREFETCH_DISTANCE, PREFETCH_STATE_BYTES_MIN};
 
 pub use intervals::INTERVAL_ROWS_PER_TICK_MAX;
 pub use records::{ImportError, STATE_FORMAT_VERSION};

@@ -124,7 +124,7 @@ impl Router {
 
     /// The script for a call type now: the first map entry (by priority, then script id) whose
     /// local time window contains the current minute.
-    fn script_for(&self, call_type: CallTypeId) -> Option<(ScriptId, u16)> {
+    pub(crate) fn script_for(&self, call_type: CallTypeId) -> Option<(ScriptId, u16)> {
         let minute = self.state.scalars.periods.local_minute;
         self.state
             .call_type_maps

@@ -241,6 +241,18 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
         self.rows.get(key).is_some()
     }
 
+    /// See [`IdTrie::prefetch_leaf`].
+    #[inline]
+    pub fn prefetch_leaf(&self, key: &K) {
+        self.rows.prefetch_leaf(key)
+    }
+
+    /// See [`IdTrie::prefetch_slot`].
+    #[inline]
+    pub fn prefetch_slot(&self, key: &K, lines_max: usize) {
+        self.rows.prefetch_slot(key, lines_max)
+    }
+
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         let added = row_len(&key, &value);
         let previous = self.rows.insert(key, value);
@@ -355,6 +367,9 @@ impl DenseKey for u64 {
 /// One owner's rows, in key order.
 type GroupRows<K, V> = Vec<(K, V)>;
 
+/// Lines of an owner's rows that a prefetch requests: an agent's five member rows of 128 bytes.
+const GROUP_PREFETCH_LINES_MAX: usize = 10;
+
 /// A table whose rows are stored with their owner: all of an agent's Agent_Skill_Group_Real_Time
 /// rows sit in one small sorted vector found by one [`IdTrie`] lookup of the agent, which is what
 /// every agent event needs, and the timers due in one millisecond share one vector. Iteration is
@@ -388,6 +403,24 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
 
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// See [`IdTrie::prefetch_leaf`].
+    #[inline]
+    pub fn prefetch_leaf(&self, owner: K::Owner) {
+        self.owners.prefetch_leaf(&owner)
+    }
+
+    /// See [`IdTrie::prefetch_slot`]: the slot holds the vector of the owner's rows.
+    #[inline]
+    pub fn prefetch_slot(&self, owner: K::Owner, lines_max: usize) {
+        self.owners.prefetch_slot(&owner, lines_max)
+    }
+
+    /// Starts loading an owner's rows (reads the vector in the leaf's slot).
+    #[inline]
+    pub fn prefetch_rows(&self, owner: K::Owner) {
+        crate::trie::prefetch_bytes(self.of(owner), GROUP_PREFETCH_LINES_MAX);
     }
 
     /// An owner's rows, in key order (empty for an owner without rows).
@@ -672,6 +705,22 @@ impl<K: PartitionKey + Encode, V: Clone + Encode> PartitionedTable<K, V> {
         self.partitions
             .get(&key.partition())?
             .get(&InPartition(*key))
+    }
+
+    /// See [`IdTrie::prefetch_leaf`].
+    #[inline]
+    pub fn prefetch_leaf(&self, key: &K) {
+        if let Some(rows) = self.partitions.get(&key.partition()) {
+            rows.prefetch_leaf(&InPartition(*key))
+        }
+    }
+
+    /// See [`IdTrie::prefetch_slot`].
+    #[inline]
+    pub fn prefetch_slot(&self, key: &K) {
+        if let Some(rows) = self.partitions.get(&key.partition()) {
+            rows.prefetch_slot(&InPartition(*key), usize::MAX)
+        }
     }
 
     #[inline]

@@ -105,6 +105,32 @@ pub(crate) fn unique_mut<T: Clone>(arc: &mut Arc<T>) -> &mut T {
     unsafe { &mut *Arc::as_ptr(arc).cast_mut() }
 }
 
+/// Asks the processor to start loading the cache line at `address` without waiting for it. A
+/// hint only: it never faults and changes nothing.
+#[inline(always)]
+pub(crate) fn prefetch(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch instruction reads no memory architecturally and cannot fault, whatever
+    // the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
+/// Starts loading the cache lines of `value`, at most `lines_max` of them from its start.
+#[inline(always)]
+pub(crate) fn prefetch_bytes<T: ?Sized>(value: &T, lines_max: usize) {
+    let start = value as *const T as *const u8;
+    let len = std::mem::size_of_val(value);
+    // The lines the value's bytes span, counted from the line its first byte is in.
+    let lines = ((start as usize % 64 + len).div_ceil(64)).min(lines_max);
+    for line in 0..lines {
+        prefetch(start.wrapping_add(line * 64));
+    }
+}
+
 /// The digit of `index` at `level` (0 is the leaf level).
 #[inline]
 fn digit(index: u64, level: usize) -> usize {
@@ -199,6 +225,46 @@ impl<K: DenseKey, V: Clone> IdTrie<K, V> {
                     return slots[digit(index, 0)].as_ref().map(|(_, v)| v);
                 }
             }
+        }
+    }
+
+    /// The leaf that would hold `key`, found through the branches alone (no read of the leaf).
+    #[inline]
+    fn leaf_of(&self, index: u64) -> Option<&Node<K, V>> {
+        if !self.fits(index) {
+            return None;
+        }
+        let mut node = self.root.as_deref()?;
+        let mut level = self.height - 1;
+        while level > 0 {
+            let Node::Branch { children, .. } = node else {
+                return None;
+            };
+            node = children[digit(index, level)].as_deref()?;
+            level -= 1;
+        }
+        Some(node)
+    }
+
+    /// Starts loading the first cache line of the leaf that holds `key` (its reference count and
+    /// kind), reading only branches.
+    #[inline]
+    pub fn prefetch_leaf(&self, key: &K) {
+        if let Some(leaf) = self.leaf_of(key.index()) {
+            // The allocation's first line holds the reference counts, just before the node.
+            let node = leaf as *const Node<K, V> as *const u8;
+            prefetch(node.wrapping_sub(16));
+            prefetch(node);
+        }
+    }
+
+    /// Starts loading the first `lines_max` cache lines of the slot of `key`. Reads the leaf's
+    /// kind, so it is best called once [`IdTrie::prefetch_leaf`] had time to bring that in.
+    #[inline]
+    pub fn prefetch_slot(&self, key: &K, lines_max: usize) {
+        let index = key.index();
+        if let Some(Node::Leaf { slots, .. }) = self.leaf_of(index) {
+            prefetch_bytes(&slots[digit(index, 0)], lines_max);
         }
     }
 
@@ -531,6 +597,27 @@ mod tests {
                 prop_assert!(snapshot.iter().map(|(k, v)| (*k, *v)).eq(expected.iter().map(|(k, v)| (*k, *v))));
             }
         }
+    }
+
+    /// A prefetch walks the trie without writing it: on an empty trie, for keys outside its span
+    /// and for absent keys it requests nothing and changes nothing.
+    #[test]
+    fn prefetch_reads_only() {
+        let mut trie: IdTrie<u64, [u64; 40]> = IdTrie::default();
+        trie.prefetch_leaf(&7);
+        trie.prefetch_slot(&7, usize::MAX);
+        for k in (0..5_000u64).step_by(3) {
+            trie.insert(k, [k; 40]);
+        }
+        let before = trie.clone();
+        for k in [0, 1, 2, 3, 4_998, 4_999, 1 << 40, u64::MAX] {
+            trie.prefetch_leaf(&k);
+            trie.prefetch_slot(&k, 0);
+            trie.prefetch_slot(&k, 3);
+            trie.prefetch_slot(&k, usize::MAX);
+        }
+        assert!(trie == before);
+        assert_eq!(trie.len(), 1_667);
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct RouterBenchArgs {
     /// beside it.
     #[arg(long, default_value_t = 3)]
     repeat: u32,
+    /// Apply the inputs one by one without prefetching the rows of the next ones
+    /// (`Router::prefetch`), to see what the prefetch saves.
+    #[arg(long)]
+    no_prefetch: bool,
 }
 
 /// 2026-11-21T10:00:00Z: a fixed start, so every run sees the same calendar.
@@ -123,6 +127,7 @@ fn measure(
     cps: f64,
     seconds: u64,
     repeat: u32,
+    prefetch: bool,
 ) -> Result<Run> {
     let cc = generate(&GenerateParams {
         agents,
@@ -162,6 +167,10 @@ fn measure(
         let started = Instant::now();
         for (i, input) in replay.iter().enumerate() {
             outputs.clear();
+            if prefetch {
+                // Outside the timed route request below: it loads the rows of later inputs.
+                router.prefetch(&replay[i + 1..]);
+            }
             if let Input::RouteRequest(request) = &input.input {
                 if five_node.contains(&request.dialed_number) {
                     let t = Instant::now();
@@ -207,13 +216,16 @@ fn measure(
 }
 
 /// Mean apply cost per input kind, from a second replay that times every input.
-fn cost_by_input_kind(run: &Run) -> Result<serde_json::Value> {
+fn cost_by_input_kind(run: &Run, prefetch: bool) -> Result<serde_json::Value> {
     let mut router = unshared(&run.warm_router)?;
     let mut outputs = Vec::new();
     let mut by_kind: std::collections::BTreeMap<&'static str, (u64, u128, u128)> =
         Default::default();
     for (i, input) in run.replay.iter().enumerate() {
         outputs.clear();
+        if prefetch {
+            router.prefetch(&run.replay[i + 1..]);
+        }
         let t = Instant::now();
         router.apply_into(run.first_seq + i as u64 + 1, input, &mut outputs);
         let ns = t.elapsed().as_nanos();
@@ -241,7 +253,7 @@ fn resident_memory_bytes() -> Option<u64> {
 /// Applies the recorded inputs again while another thread exports a snapshot taken first, and
 /// reports how long the snapshot took and the longest single apply during the export, beside the
 /// longest apply of the same inputs with no snapshot at all.
-fn snapshot_pause(run: &Run) -> Result<(f64, f64, f64, f64)> {
+fn snapshot_pause(run: &Run, prefetch: bool) -> Result<(f64, f64, f64, f64)> {
     let longest_apply = |router: &mut Router, until: Option<&std::sync::atomic::AtomicBool>| {
         let mut outputs = Vec::new();
         let mut longest = 0u128;
@@ -250,6 +262,9 @@ fn snapshot_pause(run: &Run) -> Result<(f64, f64, f64, f64)> {
                 break;
             }
             outputs.clear();
+            if prefetch {
+                router.prefetch(&run.replay[i + 1..]);
+            }
             let t = Instant::now();
             router.apply_into(run.first_seq + i as u64 + 1, input, &mut outputs);
             longest = longest.max(t.elapsed().as_nanos());
@@ -298,6 +313,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         cps,
         args.seconds,
         args.repeat,
+        !args.no_prefetch,
     )?;
     if args.quick {
         println!(
@@ -305,6 +321,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             json!({
                 "bench": "router",
                 "quick": true,
+                "prefetch": !args.no_prefetch,
                 "agents": main.agents,
                 "inputs": main.inputs,
                 "apply_ns_per_input": (main.ns_per_input * 10.0).round() / 10.0,
@@ -352,7 +369,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         longest_apply_during_export_ms,
         longest_apply_without_snapshot_ms,
         background_export_ms,
-    ) = snapshot_pause(&main)?;
+    ) = snapshot_pause(&main, !args.no_prefetch)?;
 
     let baseline = if args.no_baseline || args.agents == 1_000 {
         None
@@ -366,6 +383,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             cps * scale,
             args.seconds * 10,
             args.repeat,
+            !args.no_prefetch,
         )?)
     };
     let figures = json!({
@@ -380,7 +398,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
             "measured_simulated_s": args.seconds,
         },
         "inputs": main.inputs,
-        "apply_mean_ns_by_input_kind": cost_by_input_kind(&main)?,
+        "prefetch": !args.no_prefetch,
+        "apply_mean_ns_by_input_kind": cost_by_input_kind(&main, !args.no_prefetch)?,
         "apply_inputs_per_s": main.inputs_per_second.round(),
         "apply_ns_per_input": (main.ns_per_input * 10.0).round() / 10.0,
         "apply_ns_per_input_median_of_replays": (main.ns_per_input_median * 10.0).round() / 10.0,

@@ -126,7 +126,7 @@ fn closed_loop_digest_at(seed: u64, until_ms: u64) -> u128 {
 fn a_large_state_round_trips_through_the_two_thread_import() {
     use tandem_model::generate::{generate, GenerateParams};
     use tandem_router::records::state_size;
-    use tandem_router::{ImportError, PARALLEL_STATE_BYTES_MIN};
+    use tandem_router::{ImportError, PARALLEL_STATE_BYTES_MIN, PREFETCH_STATE_BYTES_MIN};
 
     let cc = generate(&GenerateParams {
         agents: 6_000,
@@ -148,16 +148,26 @@ fn a_large_state_round_trips_through_the_two_thread_import() {
     let imported = import(&bytes).unwrap();
     assert!(imported == state);
     // The imported router, fed what the live one is fed next, stays byte-identical.
-    let mut b = Router::from_state(imported).unwrap();
+    let mut b = Router::from_state(imported.clone()).unwrap();
     let first_seq = a.seq + 1;
     a.recorded = Some(Vec::new());
     a.run_until(T0 + 60_000, |_| {});
     let inputs = a.recorded.take().unwrap();
     assert!(inputs.len() > 1_000);
+    let mut outputs_one_by_one = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
-        b.apply(first_seq + i as u64, input);
+        b.apply_into(first_seq + i as u64, input, &mut outputs_one_by_one);
     }
     assert_eq!(a.router.digest(), b.digest());
+
+    // Applied as a batch, with the rows of the next inputs prefetched (the state is large
+    // enough for the prefetch to run), the same inputs give the same outputs and state.
+    assert!(state.scalars.state_size_max >= PREFETCH_STATE_BYTES_MIN);
+    let mut c = Router::from_state(imported).unwrap();
+    let mut outputs_batched = Vec::new();
+    c.apply_batch(first_seq, &inputs, &mut outputs_batched);
+    assert_eq!(outputs_batched, outputs_one_by_one);
+    assert_eq!(c.digest(), b.digest());
 
     // A flipped byte is caught, and the same way every time.
     for fraction in [0.3, 0.6] {
