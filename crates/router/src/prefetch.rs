@@ -44,7 +44,8 @@ pub const PREFETCH_STATE_BYTES_MIN: u64 = 4 << 20;
 /// Skill groups of a route request's script whose rows are prefetched; a script names few.
 const PREFETCH_SCRIPT_GROUPS_MAX: usize = 8;
 
-/// Lines of a row's head requested at once: the counts and sets of a skill group row.
+/// Lines of a row requested at once: a whole agent or call row, or the head of a skill group row
+/// (its counts and sets).
 const ROW_HEAD_LINES: usize = 4;
 
 impl Router {
@@ -107,7 +108,7 @@ impl Router {
                     self.prefetch_agent_slots(agent);
                 }
                 if let Some(call) = call {
-                    state.calls.prefetch_slot(&call);
+                    state.calls.prefetch_slot(&call, ROW_HEAD_LINES);
                 }
             }
             2 => {

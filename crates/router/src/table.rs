@@ -717,9 +717,9 @@ impl<K: PartitionKey + Encode, V: Clone + Encode> PartitionedTable<K, V> {
 
     /// See [`IdTrie::prefetch_slot`].
     #[inline]
-    pub fn prefetch_slot(&self, key: &K) {
+    pub fn prefetch_slot(&self, key: &K, lines_max: usize) {
         if let Some(rows) = self.partitions.get(&key.partition()) {
-            rows.prefetch_slot(&InPartition(*key), usize::MAX)
+            rows.prefetch_slot(&InPartition(*key), lines_max)
         }
     }
 

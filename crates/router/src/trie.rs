@@ -209,22 +209,9 @@ impl<K: DenseKey, V: Clone> IdTrie<K, V> {
     #[inline]
     pub fn get(&self, key: &K) -> Option<&V> {
         let index = key.index();
-        if !self.fits(index) {
-            return None;
-        }
-        let mut node = self.root.as_deref()?;
-        let mut level = self.height - 1;
-        loop {
-            match node {
-                Node::Branch { children, .. } => {
-                    node = children[digit(index, level)].as_deref()?;
-                    level -= 1;
-                }
-                Node::Leaf { slots, .. } => {
-                    debug_assert_eq!(level, 0);
-                    return slots[digit(index, 0)].as_ref().map(|(_, v)| v);
-                }
-            }
+        match self.leaf_of(index)? {
+            Node::Leaf { slots, .. } => slots[digit(index, 0)].as_ref().map(|(_, v)| v),
+            Node::Branch { .. } => unreachable!("level 0 holds only leaves"),
         }
     }
 
@@ -238,7 +225,7 @@ impl<K: DenseKey, V: Clone> IdTrie<K, V> {
         let mut level = self.height - 1;
         while level > 0 {
             let Node::Branch { children, .. } = node else {
-                return None;
+                unreachable!("levels above 0 hold only branches")
             };
             node = children[digit(index, level)].as_deref()?;
             level -= 1;
