@@ -20,6 +20,62 @@ use tandem_router::Router;
 pub enum BenchCommand {
     /// The router state machine alone, on one core.
     Router(RouterBenchArgs),
+    /// The latency of a dependent load from memory, by working-set size: how far the machine's
+    /// caches reach, which decides what a router state of a given size costs per row it touches.
+    MemoryLatency {
+        /// Loads timed at each size.
+        #[arg(long, default_value_t = 20_000_000)]
+        loads: u64,
+    },
+}
+
+/// The working-set sizes `bench memory-latency` walks, from inside one core's L2 to far beyond
+/// the router state of 100,000 agents.
+const MEMORY_LATENCY_SIZES_MB: [usize; 8] = [1, 4, 16, 32, 64, 128, 256, 1024];
+
+/// One cache line per element, so every load of the chain touches a new line.
+#[repr(align(64))]
+struct Line {
+    next: usize,
+}
+
+/// Nanoseconds per load of a pointer chase through `bytes` of memory, visiting the lines in one
+/// random cycle, so that neither the prefetcher nor out-of-order execution can overlap loads.
+fn chase_ns(bytes: usize, loads: u64) -> f64 {
+    let lines = one_random_cycle(bytes / std::mem::size_of::<Line>());
+    let mut at = 0;
+    let started = Instant::now();
+    for _ in 0..loads {
+        at = lines[at].next;
+    }
+    let elapsed = started.elapsed();
+    std::hint::black_box(at);
+    elapsed.as_nanos() as f64 / loads as f64
+}
+
+/// `count` lines (at least one) linked into a single cycle in a seeded random order.
+fn one_random_cycle(count: usize) -> Vec<Line> {
+    use rand::{seq::SliceRandom, SeedableRng};
+    let mut order: Vec<usize> = (0..count.max(1)).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    let mut lines: Vec<Line> = order.iter().map(|_| Line { next: 0 }).collect();
+    for pair in order.windows(2) {
+        lines[pair[0]].next = pair[1];
+    }
+    lines[order[order.len() - 1]].next = order[0];
+    lines
+}
+
+fn memory_latency(loads: u64) {
+    let by_size: Vec<serde_json::Value> = MEMORY_LATENCY_SIZES_MB
+        .iter()
+        .map(|&mb| {
+            let ns = chase_ns(mb << 20, loads.max(1));
+            eprintln!("{mb:>5} MB: {ns:.1} ns per dependent load");
+            json!({ "working_set_mb": mb, "ns_per_load": (ns * 10.0).round() / 10.0 })
+        })
+        .collect();
+    println!("{}", json!({ "bench": "memory_latency", "sizes": by_size }));
 }
 
 #[derive(clap::Args, Clone)]
@@ -300,7 +356,13 @@ fn snapshot_pause(run: &Run, prefetch: bool) -> Result<(f64, f64, f64, f64)> {
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
-    let BenchCommand::Router(args) = command;
+    let args = match command {
+        BenchCommand::Router(args) => args,
+        BenchCommand::MemoryLatency { loads } => {
+            memory_latency(loads);
+            return Ok(());
+        }
+    };
     anyhow::ensure!(args.agents >= 100, "--agents must be at least 100");
     let skill_groups = args.skill_groups.unwrap_or(args.agents / 20).max(1);
     let call_types = args.call_types.unwrap_or(args.agents / 100).max(3);
@@ -436,4 +498,22 @@ pub fn run(command: BenchCommand) -> Result<()> {
     });
     println!("{figures}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_chase_visits_every_line_once_per_cycle() {
+        let lines = one_random_cycle(1_000);
+        let mut seen = vec![false; lines.len()];
+        let mut at = 0;
+        for _ in 0..lines.len() {
+            assert!(!seen[at], "line {at} visited twice within one cycle");
+            seen[at] = true;
+            at = lines[at].next;
+        }
+        assert_eq!(at, 0, "the chase returns to its start after every line");
+    }
 }
