@@ -1,0 +1,195 @@
+//! The one frame codec of every tandem link: a length, a checksum, and a postcard payload.
+//!
+//! ```text
+//! +----------------+----------------------+---------------------------+
+//! | length: u32 LE | xxh3-64 of payload LE | payload (postcard), length |
+//! +----------------+----------------------+---------------------------+
+//! ```
+//!
+//! Reading is two steps, as in mini-redis: `check` says whether a whole frame is buffered (an
+//! incomplete frame is an expected condition, not an error), then `decode` verifies the checksum
+//! and parses it. A length beyond `FRAME_PAYLOAD_BYTES_MAX` is refused before anything is
+//! buffered for it, so a corrupt or hostile length cannot make a reader allocate.
+
+use serde::{de::DeserializeOwned, Serialize};
+use thiserror::Error;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Bytes before the payload: the length (4) and the checksum (8).
+pub const FRAME_HEADER_BYTES: usize = 12;
+/// The largest payload a frame may carry. An ordered batch is bounded far below this
+/// (`ORDERED_BATCH_MESSAGES_MAX` messages of bounded size); state records travel in frames of
+/// their own, each far smaller.
+pub const FRAME_PAYLOAD_BYTES_MAX: usize = 4 << 20;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("a frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame checksum mismatch: the header says {expected:016x}, the payload hashes to {actual:016x}")]
+    Checksum { expected: u64, actual: u64 },
+    #[error("malformed frame payload: {0}")]
+    Malformed(String),
+    #[error("{0} bytes left over after the message in a frame")]
+    Trailing(usize),
+}
+
+/// Appends `message` to `out` as one frame. On error (`TooLarge`) `out` is left as it was.
+pub fn encode<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+    let taken = std::mem::take(out);
+    let mut buffer = match postcard::to_extend(message, taken) {
+        Ok(buffer) => buffer,
+        // Serializing into a growable vector fails only for types postcard cannot express,
+        // which the protocol does not use; report it rather than panic.
+        Err(e) => return Err(FrameError::Malformed(e.to_string())),
+    };
+    let len = buffer.len() - start - FRAME_HEADER_BYTES;
+    if len > FRAME_PAYLOAD_BYTES_MAX {
+        buffer.truncate(start);
+        *out = buffer;
+        return Err(FrameError::TooLarge {
+            len,
+            max: FRAME_PAYLOAD_BYTES_MAX,
+        });
+    }
+    let checksum = xxh3_64(&buffer[start + FRAME_HEADER_BYTES..]);
+    buffer[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    buffer[start + 4..start + FRAME_HEADER_BYTES].copy_from_slice(&checksum.to_le_bytes());
+    *out = buffer;
+    Ok(())
+}
+
+/// The length of the whole frame at the start of `buffer` once all of it is there; `None` while
+/// more bytes are needed. A length beyond the limit is an error at once.
+pub fn check(buffer: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(header) = buffer.get(..FRAME_HEADER_BYTES) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    if len > FRAME_PAYLOAD_BYTES_MAX {
+        return Err(FrameError::TooLarge {
+            len,
+            max: FRAME_PAYLOAD_BYTES_MAX,
+        });
+    }
+    let total = FRAME_HEADER_BYTES + len;
+    Ok((buffer.len() >= total).then_some(total))
+}
+
+/// Decodes the frame at the start of `buffer`: the message and the bytes it took, or `None`
+/// while the frame is incomplete.
+pub fn decode<T: DeserializeOwned>(buffer: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(total) = check(buffer)? else {
+        return Ok(None);
+    };
+    let expected = u64::from_le_bytes(buffer[4..FRAME_HEADER_BYTES].try_into().expect("8 bytes"));
+    let payload = &buffer[FRAME_HEADER_BYTES..total];
+    let actual = xxh3_64(payload);
+    if actual != expected {
+        return Err(FrameError::Checksum { expected, actual });
+    }
+    let (message, rest) =
+        postcard::take_from_bytes(payload).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Trailing(rest.len()));
+    }
+    Ok(Some((message, total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    enum Sample {
+        Small(u64),
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    #[test]
+    fn frames_round_trip_back_to_back_and_report_their_length() {
+        let mut buffer = Vec::new();
+        encode(&Sample::Small(7), &mut buffer).unwrap();
+        encode(&Sample::Text("Paired Enabled".into()), &mut buffer).unwrap();
+        let (first, used): (Sample, usize) = decode(&buffer).unwrap().unwrap();
+        assert_eq!(first, Sample::Small(7));
+        let (second, used_second): (Sample, usize) = decode(&buffer[used..]).unwrap().unwrap();
+        assert_eq!(second, Sample::Text("Paired Enabled".into()));
+        assert_eq!(used + used_second, buffer.len());
+    }
+
+    #[test]
+    fn an_incomplete_frame_asks_for_more_bytes_at_every_cut() {
+        let mut buffer = Vec::new();
+        encode(&Sample::Text("x".repeat(100)), &mut buffer).unwrap();
+        for cut in 0..buffer.len() {
+            assert_eq!(
+                decode::<Sample>(&buffer[..cut]).unwrap(),
+                None,
+                "cut at {cut}"
+            );
+        }
+        assert!(decode::<Sample>(&buffer).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_flipped_bit_anywhere_is_a_checksum_or_length_error() {
+        let mut buffer = Vec::new();
+        encode(&Sample::Bytes(vec![1, 2, 3, 4, 5]), &mut buffer).unwrap();
+        for byte in 4..buffer.len() {
+            let mut corrupt = buffer.clone();
+            corrupt[byte] ^= 0x10;
+            assert!(
+                matches!(decode::<Sample>(&corrupt), Err(FrameError::Checksum { .. })),
+                "byte {byte}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_its_bytes_arrive() {
+        let mut header = vec![0u8; FRAME_HEADER_BYTES];
+        header[..4].copy_from_slice(&((FRAME_PAYLOAD_BYTES_MAX + 1) as u32).to_le_bytes());
+        assert_eq!(
+            check(&header),
+            Err(FrameError::TooLarge {
+                len: FRAME_PAYLOAD_BYTES_MAX + 1,
+                max: FRAME_PAYLOAD_BYTES_MAX
+            })
+        );
+    }
+
+    #[test]
+    fn an_oversized_message_is_not_written() {
+        let mut buffer = vec![9u8];
+        let error = encode(
+            &Sample::Bytes(vec![0; FRAME_PAYLOAD_BYTES_MAX]),
+            &mut buffer,
+        );
+        assert!(matches!(error, Err(FrameError::TooLarge { .. })));
+        assert_eq!(buffer, vec![9u8]);
+    }
+
+    #[test]
+    fn trailing_bytes_inside_a_frame_are_refused() {
+        let mut payload = postcard::to_stdvec(&Sample::Small(1)).unwrap();
+        payload.push(0);
+        let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&xxh3_64(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        assert_eq!(decode::<Sample>(&frame), Err(FrameError::Trailing(1)));
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the decoder: it answers with a message, a need for more
+        /// bytes, or an error.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<Sample>(&bytes);
+        }
+    }
+}

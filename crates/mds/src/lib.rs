@@ -1,0 +1,20 @@
+//! The Message Delivery Service (`tandem-mds`): what keeps the two sides in lockstep.
+//!
+//! - `frame`: the frame codec every link uses (length, checksum, postcard payload, size limit).
+//! - `protocol`: the messages of the private link and of the ordered stream.
+//! - `sync`: the synchronizer of one side, a sans-IO state machine (states, epochs, ordering,
+//!   the delivery rule, acknowledgements, heartbeats, the split-brain guard).
+//! - `lease`: the PG's half of the split-brain guard: epoch leases and Test Other Side.
+//!
+//! Nothing here reads a clock, opens a socket or draws a random number; the tokio shell that
+//! carries frames over TCP wraps it.
+
+pub mod frame;
+pub mod lease;
+pub mod protocol;
+pub mod sync;
+
+pub use protocol::{
+    next_seq, Body, Epoch, Hello, LogicVersion, Ordered, PeerMessage, Side, Source,
+};
+pub use sync::{Action, SyncEvent, SyncSettings, SyncState, Synchronizer};

@@ -1,0 +1,182 @@
+//! What the sides say to each other on the private link, and what a side and a PG say on a PG
+//! path. Every message travels in one frame (`frame.rs`).
+
+use serde::{Deserialize, Serialize};
+use tandem_model::ids::PgId;
+use tandem_model::input::Input;
+
+/// The most ordered messages one `PeerMessage::Ordered` batch carries.
+pub const ORDERED_BATCH_MESSAGES_MAX: usize = 1_024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub fn peer(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::A => "A",
+            Side::B => "B",
+        })
+    }
+}
+
+/// An epoch: every change of the enabled side starts a new one, with a higher number, owned by
+/// the side that became enabled. Both sides persist the highest epoch they have seen.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Epoch {
+    pub number: u64,
+    /// The side enabled in this epoch; `None` only for epoch 0, before any side was enabled.
+    pub owner: Option<Side>,
+}
+
+/// Sequence numbers carry their epoch in the upper bits: epoch `e` orders `e << 40 | 1`,
+/// `e << 40 | 2`, and so on. A side that ordered alone under its leases and a side that took
+/// over after those leases lapsed may both have ordered messages after the last one they shared;
+/// because each numbers within its own epoch's range, no sequence number (the RecoveryKey of
+/// every row written from it) ever names two different messages.
+pub const SEQ_EPOCH_SHIFT: u32 = 40;
+/// The highest epoch number: the rest of the 64 bits above `SEQ_EPOCH_SHIFT`.
+pub const EPOCH_NUMBER_MAX: u64 = (1 << (64 - SEQ_EPOCH_SHIFT)) - 1;
+
+/// The sequence number that follows `held_through` in epoch `epoch_number`, or `None` once the
+/// epoch's range (2^40 messages) is used up.
+pub fn next_seq(held_through: u64, epoch_number: u64) -> Option<u64> {
+    if epoch_number > EPOCH_NUMBER_MAX {
+        return None;
+    }
+    let first = (epoch_number << SEQ_EPOCH_SHIFT) | 1;
+    let next = if held_through < first {
+        first
+    } else {
+        held_through + 1
+    };
+    (next >> SEQ_EPOCH_SHIFT == epoch_number).then_some(next)
+}
+
+/// What must be equal on both sides for them to pair: the build, and the time-zone data that
+/// the router's calendar uses. Two different builds could compute different answers from the
+/// same input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogicVersion {
+    pub build: String,
+    pub time_zone_data: String,
+}
+
+impl std::fmt::Display for LogicVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "build {} / tz {}", self.build, self.time_zone_data)
+    }
+}
+
+/// Who an ordered input came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    /// A PG's input number `input_no` (from 1) of its incarnation `incarnation`.
+    Pg {
+        pg: PgId,
+        incarnation: u64,
+        input_no: u64,
+    },
+    /// The enabled synchronizer itself: TimeTicks.
+    Synchronizer,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    Input {
+        source: Source,
+        input: Input,
+    },
+    /// Both sides compare their clients' state digests after applying this sequence number.
+    DigestCheck,
+}
+
+/// One message of the ordered stream: the same on both sides, delivered in `seq` order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ordered {
+    pub seq: u64,
+    /// The epoch number under which the enabled side ordered it.
+    pub epoch: u64,
+    /// Ordered time: the enabled side's clock, never going backwards.
+    pub time_ms: u64,
+    pub body: Body,
+}
+
+/// A side's account of itself when the private link comes up.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub side: Side,
+    pub epoch: Epoch,
+    pub logic_version: LogicVersion,
+    /// The highest sequence number this side holds.
+    pub held_through: u64,
+    /// The last ordered time this side saw.
+    pub time_ms: u64,
+    /// Whether this side is ordering input now (IsolatedEnabled or PairedEnabled).
+    pub enabled: bool,
+    /// A side that restarted without its state: it can only receive a state transfer.
+    pub needs_state: bool,
+}
+
+/// Messages on the private link between the two MDSs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    Hello(Hello),
+    /// Sent every heartbeat interval when nothing else was; any message counts as a heartbeat.
+    Heartbeat {
+        epoch: Epoch,
+    },
+    /// From the enabled side: the next ordered messages, in sequence.
+    Ordered {
+        messages: Vec<Ordered>,
+    },
+    /// From the disabled side: it holds every message through `held_through` (cumulative).
+    Ack {
+        held_through: u64,
+    },
+    /// From the disabled side: an input a PG sent it, for the enabled side to order.
+    Forward {
+        pg: PgId,
+        incarnation: u64,
+        input_no: u64,
+        input: Input,
+    },
+    /// From the side that cannot pair with this peer: why.
+    Refuse {
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_epoch_numbers_within_its_own_range() {
+        assert_eq!(next_seq(0, 1), Some((1 << 40) | 1));
+        assert_eq!(next_seq((1 << 40) | 7, 1), Some((1 << 40) | 8));
+        // A new epoch starts at its range, wherever the last one stopped.
+        assert_eq!(next_seq((1 << 40) | 7, 3), Some((3 << 40) | 1));
+        // The end of a range, and an epoch beyond the last, order nothing.
+        assert_eq!(next_seq((2 << 40) - 1, 1), None);
+        assert_eq!(next_seq(0, EPOCH_NUMBER_MAX + 1), None);
+        assert_eq!(
+            next_seq(0, EPOCH_NUMBER_MAX),
+            Some((EPOCH_NUMBER_MAX << 40) | 1)
+        );
+    }
+}

@@ -1,0 +1,1106 @@
+//! The synchronizer of one side: a sans-IO state machine.
+//!
+//! It is driven by the shell with events (`peer_link_up`, `on_peer_message`, `on_pg_input`,
+//! `on_lease_granted`, `on_test_other_side`, `tick`), each with the current time, and drained
+//! with `poll`, which hands out `Action`s in the order they must be carried out. It reads no
+//! clock, opens no socket and draws no random number, so two sides and their PGs can be run in
+//! one process from a seed.
+//!
+//! The rules it keeps (SPEC section 4):
+//! - exactly one side orders input: PairedEnabled or IsolatedEnabled;
+//! - while paired, an ordered message is delivered only once both sides hold it: the enabled side
+//!   waits for the peer's cumulative ack, the disabled side delivers what it receives;
+//! - while isolated, a side orders only under PG leases for its epoch from a device majority
+//!   (side A: at least half the configured PGs; side B: more than half), and stops ordering as
+//!   soon as it can no longer count such a majority;
+//! - each PG's inputs are ordered by number, next number only, per PG incarnation;
+//! - a side that learns of a higher epoch than its own stops ordering at once.
+
+use crate::protocol::*;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use tandem_model::ids::PgId;
+use tandem_model::input::Input;
+use thiserror::Error;
+
+/// The most ordered messages a side holds undelivered or unacknowledged by its peer. Past it
+/// the enabled side stops ordering new input until the peer catches up (or is declared failed).
+pub const HELD_MESSAGES_MAX: usize = 262_144;
+/// The most PG inputs a disabled side keeps as forwarded but not yet ordered, for re-submission
+/// if it becomes enabled.
+pub const FORWARDED_INPUTS_MAX: usize = 65_536;
+/// The disabled side acknowledges at least every this many messages, and on every tick.
+pub const ACK_BATCH_MESSAGES: u64 = 256;
+
+/// The six synchronizer states of ICM.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum SyncState {
+    Connecting,
+    Testing,
+    PairedEnabled,
+    PairedDisabled,
+    IsolatedEnabled,
+    IsolatedDisabled,
+}
+
+impl SyncState {
+    pub fn is_enabled(self) -> bool {
+        matches!(self, SyncState::PairedEnabled | SyncState::IsolatedEnabled)
+    }
+
+    pub fn is_paired(self) -> bool {
+        matches!(self, SyncState::PairedEnabled | SyncState::PairedDisabled)
+    }
+}
+
+impl std::fmt::Display for SyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncState::Connecting => "Connecting",
+            SyncState::Testing => "Testing",
+            SyncState::PairedEnabled => "Paired Enabled",
+            SyncState::PairedDisabled => "Paired Disabled",
+            SyncState::IsolatedEnabled => "Isolated Enabled",
+            SyncState::IsolatedDisabled => "Isolated Disabled",
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    pub side: Side,
+    pub logic_version: LogicVersion,
+    /// The PGs of the topology: the device majority counts against all of them.
+    pub pgs: BTreeSet<PgId>,
+    /// Private-link heartbeat period; `heartbeat_misses_max` periods of silence fail the peer.
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_misses_max: u64,
+    /// TimeTicks ordered by the enabled side.
+    pub tick_interval_ms: u64,
+    /// How long a PG's lease lasts, counted by this side from when it asked for it.
+    pub lease_ms: u64,
+    /// How often an enabled side renews its leases.
+    pub lease_renew_interval_ms: u64,
+    /// How long a side stays Connecting before it acts alone.
+    pub connecting_timeout_ms: u64,
+    /// How long Testing waits for the PGs' answers before it decides.
+    pub test_other_side_timeout_ms: u64,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("the lease ({lease_ms} ms) must outlast at least two renewals ({renew_ms} ms apart)")]
+    LeaseTooShort { lease_ms: u64, renew_ms: u64 },
+    #[error("a topology needs at least one PG for the split-brain guard")]
+    NoPgs,
+}
+
+impl SyncSettings {
+    /// Settings with SPEC's defaults: heartbeats every 100 ms, five missed fail the peer,
+    /// TimeTicks every 100 ms.
+    pub fn new(side: Side, logic_version: LogicVersion, pgs: BTreeSet<PgId>) -> SyncSettings {
+        SyncSettings {
+            side,
+            logic_version,
+            pgs,
+            heartbeat_interval_ms: 100,
+            heartbeat_misses_max: 5,
+            tick_interval_ms: 100,
+            lease_ms: 800,
+            lease_renew_interval_ms: 100,
+            connecting_timeout_ms: 1_000,
+            test_other_side_timeout_ms: 300,
+        }
+    }
+
+    pub fn check(&self) -> Result<(), SettingsError> {
+        for (name, value) in [
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("heartbeat_misses_max", self.heartbeat_misses_max),
+            ("tick_interval_ms", self.tick_interval_ms),
+            ("lease_renew_interval_ms", self.lease_renew_interval_ms),
+            ("connecting_timeout_ms", self.connecting_timeout_ms),
+            (
+                "test_other_side_timeout_ms",
+                self.test_other_side_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Zero(name));
+            }
+        }
+        if self.lease_ms < 2 * self.lease_renew_interval_ms {
+            return Err(SettingsError::LeaseTooShort {
+                lease_ms: self.lease_ms,
+                renew_ms: self.lease_renew_interval_ms,
+            });
+        }
+        if self.pgs.is_empty() {
+            return Err(SettingsError::NoPgs);
+        }
+        Ok(())
+    }
+
+    /// Whether `reachable` PGs are a device majority for this side: with an even count, half is
+    /// a majority for side A and a minority for side B, so the two sides' majorities always
+    /// share a PG.
+    pub fn is_majority(&self, reachable: usize) -> bool {
+        let configured = self.pgs.len();
+        match self.side {
+            Side::A => 2 * reachable >= configured,
+            Side::B => 2 * reachable > configured,
+        }
+    }
+}
+
+/// What the shell must do, in the order `poll` returns them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    SendPeer(PeerMessage),
+    /// Drop the private link (the peer failed its heartbeats or broke the protocol).
+    ClosePeer {
+        reason: String,
+    },
+    /// Hand the message to this side's synchronized clients.
+    Deliver(Ordered),
+    /// Tell the PG its inputs through `input_no` of `incarnation` are delivered.
+    AckPg {
+        pg: PgId,
+        incarnation: u64,
+        input_no: u64,
+    },
+    /// Tell the PG this side takes no input now, so that it uses its other path.
+    RefuseInput {
+        pg: PgId,
+        reason: &'static str,
+    },
+    /// Ask every reachable PG for a lease on `epoch`, sent at this time.
+    RequestLease {
+        epoch: Epoch,
+        requested_ms: u64,
+    },
+    /// Ask every reachable PG whether it sees the other side enabled.
+    TestOtherSide,
+    /// Write the epoch to stable storage before acting on it.
+    PersistEpoch(Epoch),
+    /// This side must receive the peer's state before it can pair.
+    StateTransferWanted {
+        from: Side,
+    },
+    Event(SyncEvent),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncEvent {
+    StateChanged {
+        from: SyncState,
+        to: SyncState,
+        epoch: Epoch,
+    },
+    VersionMismatch {
+        ours: String,
+        theirs: String,
+    },
+    PeerFailed {
+        silent_ms: u64,
+    },
+    /// A higher epoch than ours exists: we stop ordering.
+    Fenced {
+        ours: Epoch,
+        theirs: Epoch,
+    },
+    HeldLimitReached {
+        held: usize,
+    },
+    /// The epoch's range of sequence numbers is used up; ordering waits for a new epoch.
+    EpochExhausted {
+        epoch: Epoch,
+    },
+}
+
+/// Per PG: the incarnation and input numbers held in the ordered stream and delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PgCursor {
+    incarnation: u64,
+    held_through: u64,
+    delivered_through: u64,
+}
+
+/// A forwarded input, kept until it is seen ordered.
+#[derive(Clone, Debug)]
+struct Forwarded {
+    incarnation: u64,
+    input: Input,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PeerLink {
+    up: bool,
+    hello: Option<Hello>,
+    last_heard_ms: u64,
+    last_sent_ms: u64,
+    /// The peer holds every message through this one (its cumulative ack).
+    held_through: u64,
+    /// Our ack last sent to the peer, when we are the disabled side.
+    acked_through: u64,
+}
+
+#[derive(Debug)]
+pub struct Synchronizer {
+    settings: SyncSettings,
+    state: SyncState,
+    state_since_ms: u64,
+    epoch: Epoch,
+    /// Messages held, from the oldest not both delivered here and held by the peer.
+    log: VecDeque<Ordered>,
+    held_through: u64,
+    delivered_through: u64,
+    time_ms: u64,
+    next_tick_ms: u64,
+    needs_state: bool,
+    pg_cursors: BTreeMap<PgId, PgCursor>,
+    forwarded: BTreeMap<(PgId, u64), Forwarded>,
+    reachable_pgs: BTreeSet<PgId>,
+    /// Leases for `lease_epoch`: PG -> the time this side asked (the lease runs from then).
+    lease_epoch: Option<Epoch>,
+    leases: BTreeMap<PgId, u64>,
+    last_lease_request_ms: Option<u64>,
+    /// While Testing: the PGs that answered, and whether any sees the other side enabled.
+    test_answers: BTreeMap<PgId, bool>,
+    peer: PeerLink,
+    /// Ordered messages waiting to go to the peer in one batch.
+    outbox: Vec<Ordered>,
+    actions: VecDeque<Action>,
+}
+
+impl Synchronizer {
+    /// A side starting with `epoch` (the highest it persisted), at sequence `held_through`.
+    /// `needs_state` is set for a side that restarted without its clients' state.
+    pub fn new(
+        settings: SyncSettings,
+        epoch: Epoch,
+        held_through: u64,
+        time_ms: u64,
+        needs_state: bool,
+        now_ms: u64,
+    ) -> Result<Synchronizer, SettingsError> {
+        settings.check()?;
+        Ok(Synchronizer {
+            settings,
+            state: SyncState::Connecting,
+            state_since_ms: now_ms,
+            epoch,
+            log: VecDeque::new(),
+            held_through,
+            delivered_through: held_through,
+            time_ms,
+            next_tick_ms: 0,
+            needs_state,
+            pg_cursors: BTreeMap::new(),
+            forwarded: BTreeMap::new(),
+            reachable_pgs: BTreeSet::new(),
+            lease_epoch: None,
+            leases: BTreeMap::new(),
+            last_lease_request_ms: None,
+            test_answers: BTreeMap::new(),
+            peer: PeerLink::default(),
+            outbox: Vec::new(),
+            actions: VecDeque::new(),
+        })
+    }
+
+    pub fn state(&self) -> SyncState {
+        self.state
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    pub fn side(&self) -> Side {
+        self.settings.side
+    }
+
+    pub fn held_through(&self) -> u64 {
+        self.held_through
+    }
+
+    pub fn delivered_through(&self) -> u64 {
+        self.delivered_through
+    }
+
+    /// The next action for the shell, in order.
+    pub fn poll(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ----- events -----
+
+    pub fn peer_link_up(&mut self, now_ms: u64) {
+        self.peer = PeerLink {
+            up: true,
+            last_heard_ms: now_ms,
+            ..PeerLink::default()
+        };
+        let hello = self.hello();
+        self.send_peer(now_ms, PeerMessage::Hello(hello));
+    }
+
+    pub fn peer_link_down(&mut self, now_ms: u64) {
+        if !self.peer.up {
+            return;
+        }
+        self.peer.up = false;
+        self.peer.hello = None;
+        self.outbox.clear();
+        self.peer_lost(now_ms);
+    }
+
+    pub fn pg_reachable(&mut self, now_ms: u64, pg: PgId, reachable: bool) {
+        if !self.settings.pgs.contains(&pg) {
+            return;
+        }
+        if reachable {
+            self.reachable_pgs.insert(pg);
+        } else {
+            self.reachable_pgs.remove(&pg);
+            self.leases.remove(&pg);
+        }
+        self.check_isolated(now_ms);
+    }
+
+    pub fn on_peer_message(&mut self, now_ms: u64, message: PeerMessage) {
+        if !self.peer.up {
+            return;
+        }
+        self.peer.last_heard_ms = now_ms;
+        match message {
+            PeerMessage::Hello(hello) => self.on_hello(now_ms, hello),
+            PeerMessage::Heartbeat { epoch } => self.learn_epoch(now_ms, epoch),
+            PeerMessage::Ordered { messages } => self.on_ordered(now_ms, messages),
+            PeerMessage::Ack { held_through } => {
+                if self.state == SyncState::PairedEnabled {
+                    self.peer.held_through = self
+                        .peer
+                        .held_through
+                        .max(held_through.min(self.held_through));
+                    self.deliver_ready();
+                }
+            }
+            PeerMessage::Forward {
+                pg,
+                incarnation,
+                input_no,
+                input,
+            } => {
+                if self.state.is_enabled() {
+                    self.accept_input(now_ms, pg, incarnation, input_no, input);
+                }
+            }
+            PeerMessage::Refuse { reason } => {
+                self.close_peer(now_ms, format!("the peer refused to pair: {reason}"));
+            }
+        }
+        self.flush(now_ms);
+    }
+
+    /// An input from a PG on its path to this side.
+    pub fn on_pg_input(
+        &mut self,
+        now_ms: u64,
+        pg: PgId,
+        incarnation: u64,
+        input_no: u64,
+        input: Input,
+    ) {
+        match self.state {
+            SyncState::PairedEnabled | SyncState::IsolatedEnabled => {
+                self.accept_input(now_ms, pg, incarnation, input_no, input);
+            }
+            SyncState::PairedDisabled => {
+                let cursor = self.pg_cursors.get(&pg).copied().unwrap_or_default();
+                if (incarnation, input_no) <= (cursor.incarnation, cursor.held_through) {
+                    self.ack_if_delivered(pg, incarnation, input_no);
+                } else if self.forwarded.len() < FORWARDED_INPUTS_MAX {
+                    self.forwarded.insert(
+                        (pg, input_no),
+                        Forwarded {
+                            incarnation,
+                            input: input.clone(),
+                        },
+                    );
+                    self.send_peer(
+                        now_ms,
+                        PeerMessage::Forward {
+                            pg,
+                            incarnation,
+                            input_no,
+                            input,
+                        },
+                    );
+                }
+                // Past the bound the input is dropped unacknowledged; the PG resends it.
+            }
+            SyncState::Connecting | SyncState::Testing | SyncState::IsolatedDisabled => {
+                self.actions.push_back(Action::RefuseInput {
+                    pg,
+                    reason: "this side is not ordering input",
+                });
+            }
+        }
+        self.flush(now_ms);
+    }
+
+    /// A PG granted (or renewed) a lease on `epoch`, asked for at `requested_ms`.
+    pub fn on_lease_granted(&mut self, now_ms: u64, pg: PgId, epoch: Epoch, requested_ms: u64) {
+        if Some(epoch) != self.lease_epoch || !self.reachable_pgs.contains(&pg) {
+            return;
+        }
+        let entry = self.leases.entry(pg).or_insert(requested_ms);
+        *entry = (*entry).max(requested_ms);
+        if self.state == SyncState::Testing
+            && self.valid_leases(now_ms)
+            && self.majority_leased(now_ms)
+        {
+            self.become_isolated_enabled(now_ms, epoch);
+        }
+        self.flush(now_ms);
+    }
+
+    /// A PG refused a lease because it has granted a higher epoch.
+    pub fn on_lease_refused(&mut self, now_ms: u64, granted: Epoch) {
+        self.learn_epoch(now_ms, granted);
+        self.flush(now_ms);
+    }
+
+    /// A PG's answer to Test Other Side: whether it sees the other side enabled.
+    pub fn on_test_other_side(&mut self, now_ms: u64, pg: PgId, other_enabled: bool) {
+        if self.state != SyncState::Testing || !self.reachable_pgs.contains(&pg) {
+            return;
+        }
+        self.test_answers.insert(pg, other_enabled);
+        self.decide_test(now_ms, false);
+        self.flush(now_ms);
+    }
+
+    /// The side's clients have received the peer's state, consistent at `held_through`.
+    pub fn state_transfer_complete(
+        &mut self,
+        now_ms: u64,
+        held_through: u64,
+        time_ms: u64,
+        epoch: Epoch,
+    ) {
+        self.needs_state = false;
+        self.held_through = held_through;
+        self.delivered_through = held_through;
+        self.time_ms = time_ms;
+        self.log.clear();
+        self.forwarded.clear();
+        self.adopt_epoch(epoch);
+        if self.peer.up {
+            let hello = self.hello();
+            self.send_peer(now_ms, PeerMessage::Hello(hello));
+        }
+        self.flush(now_ms);
+    }
+
+    /// The timer: heartbeats, failure detection, TimeTicks, lease renewal and timeouts. Call it
+    /// at least every few milliseconds; it does nothing when nothing is due.
+    pub fn tick(&mut self, now_ms: u64) {
+        let silence_max = self.settings.heartbeat_interval_ms * self.settings.heartbeat_misses_max;
+        if self.peer.up && now_ms.saturating_sub(self.peer.last_heard_ms) > silence_max {
+            let silent_ms = now_ms - self.peer.last_heard_ms;
+            self.actions
+                .push_back(Action::Event(SyncEvent::PeerFailed { silent_ms }));
+            self.close_peer(
+                now_ms,
+                format!("no message from the peer for {silent_ms} ms"),
+            );
+        }
+        if self.peer.up
+            && now_ms.saturating_sub(self.peer.last_sent_ms) >= self.settings.heartbeat_interval_ms
+        {
+            self.send_peer(now_ms, PeerMessage::Heartbeat { epoch: self.epoch });
+        }
+        match self.state {
+            SyncState::Connecting => {
+                if now_ms.saturating_sub(self.state_since_ms) >= self.settings.connecting_timeout_ms
+                {
+                    self.peer_lost(now_ms);
+                }
+            }
+            SyncState::Testing => {
+                let testing_ms = now_ms.saturating_sub(self.state_since_ms);
+                match self.lease_epoch {
+                    Some(wanted) if wanted.number > self.epoch.number => {
+                        // Waiting for a majority to grant the new epoch: the old holder's leases
+                        // lapse on the PGs within one lease period, so ask again until then.
+                        if testing_ms
+                            >= self.settings.test_other_side_timeout_ms + 2 * self.settings.lease_ms
+                        {
+                            self.set_state(now_ms, SyncState::IsolatedDisabled);
+                        } else {
+                            self.request_lease_when_due(now_ms, wanted);
+                        }
+                    }
+                    _ => {
+                        if testing_ms >= self.settings.test_other_side_timeout_ms {
+                            self.decide_test(now_ms, true);
+                        }
+                    }
+                }
+            }
+            SyncState::IsolatedEnabled => self.check_isolated(now_ms),
+            SyncState::IsolatedDisabled => {
+                // Retry: the PGs may be back, or the other side gone for good.
+                if now_ms.saturating_sub(self.state_since_ms) >= self.settings.connecting_timeout_ms
+                    && !self.peer.up
+                {
+                    self.peer_lost(now_ms);
+                }
+            }
+            SyncState::PairedEnabled | SyncState::PairedDisabled => {}
+        }
+        if self.state.is_enabled() {
+            self.renew_leases(now_ms);
+            if now_ms >= self.next_tick_ms {
+                self.next_tick_ms = now_ms + self.settings.tick_interval_ms;
+                self.order(
+                    now_ms,
+                    Body::Input {
+                        source: Source::Synchronizer,
+                        input: Input::TimeTick,
+                    },
+                );
+            }
+        }
+        if self.state == SyncState::PairedDisabled && self.peer.acked_through < self.held_through {
+            self.send_ack(now_ms);
+        }
+        self.flush(now_ms);
+    }
+
+    // ----- pairing -----
+
+    fn hello(&self) -> Hello {
+        Hello {
+            side: self.settings.side,
+            epoch: self.epoch,
+            logic_version: self.settings.logic_version.clone(),
+            held_through: self.held_through,
+            time_ms: self.time_ms,
+            enabled: self.state.is_enabled(),
+            needs_state: self.needs_state,
+        }
+    }
+
+    fn on_hello(&mut self, now_ms: u64, hello: Hello) {
+        if hello.side == self.settings.side {
+            self.close_peer(
+                now_ms,
+                format!("the peer also calls itself side {}", hello.side),
+            );
+            return;
+        }
+        if hello.logic_version != self.settings.logic_version {
+            let ours = self.settings.logic_version.to_string();
+            let theirs = hello.logic_version.to_string();
+            self.actions
+                .push_back(Action::Event(SyncEvent::VersionMismatch {
+                    ours: ours.clone(),
+                    theirs: theirs.clone(),
+                }));
+            self.send_peer(
+                now_ms,
+                PeerMessage::Refuse {
+                    reason: format!("logic version {theirs} differs from ours ({ours})"),
+                },
+            );
+            self.close_peer(
+                now_ms,
+                format!("logic version {theirs} differs from ours ({ours})"),
+            );
+            return;
+        }
+        let mine = self.hello();
+        self.peer.hello = Some(hello.clone());
+        let in_sync = !mine.needs_state
+            && !hello.needs_state
+            && mine.epoch == hello.epoch
+            && mine.held_through == hello.held_through;
+        let source = pairing_source(&mine, &hello);
+        if source == self.settings.side {
+            // Otherwise the peer asks for a state transfer and says Hello again once it is done.
+            if in_sync {
+                self.pair_as_enabled(now_ms);
+            }
+        } else {
+            self.learn_epoch(now_ms, hello.epoch);
+            if in_sync {
+                self.set_state(now_ms, SyncState::PairedDisabled);
+                self.peer.acked_through = self.held_through;
+                self.send_peer(
+                    now_ms,
+                    PeerMessage::Ack {
+                        held_through: self.held_through,
+                    },
+                );
+            } else {
+                if self.state.is_enabled() {
+                    self.set_state(now_ms, SyncState::IsolatedDisabled);
+                }
+                self.needs_state = true;
+                self.actions
+                    .push_back(Action::StateTransferWanted { from: source });
+            }
+        }
+    }
+
+    fn pair_as_enabled(&mut self, now_ms: u64) {
+        if !self.owns_epoch() {
+            let epoch = Epoch {
+                number: self.epoch.number + 1,
+                owner: Some(self.settings.side),
+            };
+            self.adopt_epoch(epoch);
+        }
+        self.peer.held_through = self.held_through;
+        self.set_state(now_ms, SyncState::PairedEnabled);
+        // Tell the peer the epoch at once; it learns it from the heartbeat too.
+        self.send_peer(now_ms, PeerMessage::Heartbeat { epoch: self.epoch });
+    }
+
+    // ----- ordering and delivery -----
+
+    fn accept_input(
+        &mut self,
+        now_ms: u64,
+        pg: PgId,
+        incarnation: u64,
+        input_no: u64,
+        input: Input,
+    ) {
+        let cursor = self.pg_cursors.get(&pg).copied().unwrap_or_default();
+        let next = if incarnation > cursor.incarnation {
+            1
+        } else if incarnation == cursor.incarnation {
+            cursor.held_through + 1
+        } else {
+            return; // An old incarnation: that PG process is gone.
+        };
+        if input_no < next {
+            self.ack_if_delivered(pg, incarnation, input_no);
+            return;
+        }
+        if input_no > next {
+            return; // A gap: the PG resends from its last acknowledged input.
+        }
+        self.order(
+            now_ms,
+            Body::Input {
+                source: Source::Pg {
+                    pg,
+                    incarnation,
+                    input_no,
+                },
+                input,
+            },
+        );
+    }
+
+    fn order(&mut self, now_ms: u64, body: Body) {
+        debug_assert!(self.state.is_enabled());
+        if self.log.len() >= HELD_MESSAGES_MAX {
+            self.actions
+                .push_back(Action::Event(SyncEvent::HeldLimitReached {
+                    held: self.log.len(),
+                }));
+            return;
+        }
+        let Some(seq) = next_seq(self.held_through, self.epoch.number) else {
+            // 2^40 messages in one epoch: the next pairing or takeover starts a new one.
+            self.actions
+                .push_back(Action::Event(SyncEvent::EpochExhausted {
+                    epoch: self.epoch,
+                }));
+            return;
+        };
+        self.time_ms = self.time_ms.max(now_ms);
+        let message = Ordered {
+            seq,
+            epoch: self.epoch.number,
+            time_ms: self.time_ms,
+            body,
+        };
+        self.hold(message.clone());
+        if self.state == SyncState::PairedEnabled {
+            self.outbox.push(message);
+        }
+        self.deliver_ready();
+    }
+
+    /// Takes `message` into the log as the next held one.
+    fn hold(&mut self, message: Ordered) {
+        assert_eq!(
+            Some(message.seq),
+            next_seq(self.held_through, message.epoch),
+            "ordered messages are held in sequence"
+        );
+        if let Body::Input {
+            source:
+                Source::Pg {
+                    pg,
+                    incarnation,
+                    input_no,
+                },
+            ..
+        } = &message.body
+        {
+            let cursor = self.pg_cursors.entry(*pg).or_default();
+            if *incarnation != cursor.incarnation {
+                *cursor = PgCursor {
+                    incarnation: *incarnation,
+                    ..PgCursor::default()
+                };
+            }
+            cursor.held_through = *input_no;
+            self.forwarded.retain(|&(forwarded_pg, no), f| {
+                forwarded_pg != *pg || (f.incarnation, no) > (*incarnation, *input_no)
+            });
+        }
+        self.held_through = message.seq;
+        self.time_ms = self.time_ms.max(message.time_ms);
+        self.log.push_back(message);
+    }
+
+    fn on_ordered(&mut self, now_ms: u64, messages: Vec<Ordered>) {
+        if self.state != SyncState::PairedDisabled {
+            return;
+        }
+        for message in messages {
+            if message.epoch < self.epoch.number {
+                continue;
+            }
+            if message.seq <= self.held_through {
+                continue;
+            }
+            if Some(message.seq) != next_seq(self.held_through, message.epoch) {
+                self.close_peer(
+                    now_ms,
+                    format!(
+                        "ordered message {} arrived after {}",
+                        message.seq, self.held_through
+                    ),
+                );
+                return;
+            }
+            self.hold(message);
+        }
+        self.deliver_ready();
+        if self.held_through >= self.peer.acked_through + ACK_BATCH_MESSAGES {
+            self.send_ack(now_ms);
+        }
+    }
+
+    /// Delivers every held message that may be delivered now, and trims the log.
+    fn deliver_ready(&mut self) {
+        let through = match self.state {
+            SyncState::PairedEnabled => self.peer.held_through,
+            SyncState::PairedDisabled | SyncState::IsolatedEnabled => self.held_through,
+            _ => self.delivered_through,
+        };
+        let first_undelivered = self
+            .log
+            .partition_point(|m| m.seq <= self.delivered_through);
+        for index in first_undelivered..self.log.len() {
+            if self.log[index].seq > through {
+                break;
+            }
+            let message = self.log[index].clone();
+            self.delivered_through = message.seq;
+            if let Body::Input {
+                source:
+                    Source::Pg {
+                        pg,
+                        incarnation,
+                        input_no,
+                    },
+                ..
+            } = message.body
+            {
+                let cursor = self.pg_cursors.entry(pg).or_default();
+                cursor.delivered_through = input_no;
+                self.actions.push_back(Action::AckPg {
+                    pg,
+                    incarnation,
+                    input_no,
+                });
+            }
+            self.actions.push_back(Action::Deliver(message));
+        }
+        // Keep only what is undelivered here or not yet held by the peer.
+        let keep_from = if self.state == SyncState::PairedEnabled {
+            self.delivered_through.min(self.peer.held_through) + 1
+        } else {
+            self.delivered_through + 1
+        };
+        while self.log.front().is_some_and(|m| m.seq < keep_from) {
+            self.log.pop_front();
+        }
+    }
+
+    fn ack_if_delivered(&mut self, pg: PgId, incarnation: u64, input_no: u64) {
+        let cursor = self.pg_cursors.get(&pg).copied().unwrap_or_default();
+        if cursor.incarnation == incarnation && input_no <= cursor.delivered_through {
+            self.actions.push_back(Action::AckPg {
+                pg,
+                incarnation,
+                input_no: cursor.delivered_through,
+            });
+        }
+    }
+
+    // ----- failure, the split-brain guard and epochs -----
+
+    fn peer_lost(&mut self, now_ms: u64) {
+        let majority = self.settings.is_majority(self.reachable_pgs.len());
+        match self.state {
+            SyncState::PairedEnabled | SyncState::IsolatedEnabled => {
+                if majority && self.majority_leased(now_ms) {
+                    self.set_state(now_ms, SyncState::IsolatedEnabled);
+                    self.deliver_ready();
+                } else {
+                    self.set_state(now_ms, SyncState::IsolatedDisabled);
+                }
+            }
+            SyncState::PairedDisabled | SyncState::Connecting | SyncState::IsolatedDisabled => {
+                if self.needs_state {
+                    // A side without state never takes over: it waits for its peer.
+                    if self.state != SyncState::Connecting {
+                        self.set_state(now_ms, SyncState::Connecting);
+                    }
+                } else if majority {
+                    self.start_testing(now_ms);
+                } else {
+                    self.set_state(now_ms, SyncState::IsolatedDisabled);
+                }
+            }
+            SyncState::Testing => {}
+        }
+    }
+
+    fn start_testing(&mut self, now_ms: u64) {
+        self.test_answers.clear();
+        self.lease_epoch = None;
+        self.leases.clear();
+        self.set_state(now_ms, SyncState::Testing);
+        self.actions.push_back(Action::TestOtherSide);
+    }
+
+    /// Testing ends: if no PG sees the other side enabled, ask for a new epoch's leases; the side
+    /// becomes IsolatedEnabled once a majority grants them (`on_lease_granted`).
+    fn decide_test(&mut self, now_ms: u64, timed_out: bool) {
+        let other_enabled = self.test_answers.values().any(|&enabled| enabled);
+        if other_enabled {
+            self.set_state(now_ms, SyncState::IsolatedDisabled);
+            return;
+        }
+        let answered = self.test_answers.len();
+        if !(timed_out || answered == self.reachable_pgs.len()) {
+            return;
+        }
+        if !self.settings.is_majority(answered) {
+            self.set_state(now_ms, SyncState::IsolatedDisabled);
+            return;
+        }
+        if self
+            .lease_epoch
+            .is_none_or(|e| e.owner != Some(self.settings.side) || e.number <= self.epoch.number)
+        {
+            let epoch = Epoch {
+                number: self.epoch.number + 1,
+                owner: Some(self.settings.side),
+            };
+            self.lease_epoch = Some(epoch);
+            self.leases.clear();
+            self.last_lease_request_ms = Some(now_ms);
+            self.actions.push_back(Action::RequestLease {
+                epoch,
+                requested_ms: now_ms,
+            });
+        }
+    }
+
+    fn become_isolated_enabled(&mut self, now_ms: u64, epoch: Epoch) {
+        self.adopt_epoch(epoch);
+        self.set_state(now_ms, SyncState::IsolatedEnabled);
+        // Inputs this side forwarded that the old enabled side never ordered.
+        let forwarded = std::mem::take(&mut self.forwarded);
+        for ((pg, input_no), f) in forwarded {
+            self.accept_input(now_ms, pg, f.incarnation, input_no, f.input);
+        }
+        self.deliver_ready();
+    }
+
+    fn renew_leases(&mut self, now_ms: u64) {
+        if self.lease_epoch != Some(self.epoch) {
+            self.lease_epoch = Some(self.epoch);
+            self.leases.clear();
+            self.last_lease_request_ms = None;
+        }
+        self.request_lease_when_due(now_ms, self.epoch);
+    }
+
+    /// Asks the PGs for a lease on `epoch` once a renewal interval has passed since the last ask.
+    fn request_lease_when_due(&mut self, now_ms: u64, epoch: Epoch) {
+        if self
+            .last_lease_request_ms
+            .is_none_or(|last| now_ms >= last + self.settings.lease_renew_interval_ms)
+        {
+            self.last_lease_request_ms = Some(now_ms);
+            self.actions.push_back(Action::RequestLease {
+                epoch,
+                requested_ms: now_ms,
+            });
+        }
+    }
+
+    fn valid_leases(&mut self, now_ms: u64) -> bool {
+        let lease_ms = self.settings.lease_ms;
+        self.leases
+            .retain(|_, requested| *requested + lease_ms > now_ms);
+        !self.leases.is_empty()
+    }
+
+    fn majority_leased(&mut self, now_ms: u64) -> bool {
+        self.valid_leases(now_ms);
+        self.settings.is_majority(self.leases.len())
+    }
+
+    /// An IsolatedEnabled side stops ordering once it can no longer count a leased majority.
+    fn check_isolated(&mut self, now_ms: u64) {
+        if self.state == SyncState::IsolatedEnabled && !self.majority_leased(now_ms) {
+            self.set_state(now_ms, SyncState::IsolatedDisabled);
+        }
+    }
+
+    /// A higher epoch exists than ours: stop ordering at once.
+    fn learn_epoch(&mut self, now_ms: u64, theirs: Epoch) {
+        if theirs.number <= self.epoch.number || theirs.number > EPOCH_NUMBER_MAX {
+            return;
+        }
+        let ours = self.epoch;
+        let was_enabled = self.state.is_enabled();
+        self.adopt_epoch(theirs);
+        if was_enabled {
+            self.actions
+                .push_back(Action::Event(SyncEvent::Fenced { ours, theirs }));
+            self.set_state(now_ms, SyncState::IsolatedDisabled);
+            // What it ordered alone may differ from the new epoch's stream.
+            self.needs_state = true;
+            self.actions.push_back(Action::StateTransferWanted {
+                from: self.settings.side.peer(),
+            });
+        }
+    }
+
+    fn adopt_epoch(&mut self, epoch: Epoch) {
+        if epoch.number > self.epoch.number
+            || (epoch.number == self.epoch.number && self.epoch.owner.is_none())
+        {
+            self.epoch = epoch;
+            self.actions.push_back(Action::PersistEpoch(epoch));
+        }
+    }
+
+    fn owns_epoch(&self) -> bool {
+        self.epoch.owner == Some(self.settings.side)
+    }
+
+    // ----- plumbing -----
+
+    fn set_state(&mut self, now_ms: u64, to: SyncState) {
+        if self.state == to {
+            return;
+        }
+        let from = self.state;
+        self.state = to;
+        self.state_since_ms = now_ms;
+        if to.is_enabled() {
+            self.next_tick_ms = now_ms;
+        }
+        self.actions
+            .push_back(Action::Event(SyncEvent::StateChanged {
+                from,
+                to,
+                epoch: self.epoch,
+            }));
+    }
+
+    fn send_peer(&mut self, now_ms: u64, message: PeerMessage) {
+        if self.peer.up {
+            self.peer.last_sent_ms = now_ms;
+            self.actions.push_back(Action::SendPeer(message));
+        }
+    }
+
+    fn send_ack(&mut self, now_ms: u64) {
+        self.peer.acked_through = self.held_through;
+        self.send_peer(
+            now_ms,
+            PeerMessage::Ack {
+                held_through: self.held_through,
+            },
+        );
+    }
+
+    fn close_peer(&mut self, now_ms: u64, reason: String) {
+        if !self.peer.up {
+            return;
+        }
+        self.actions.push_back(Action::ClosePeer { reason });
+        self.peer.up = false;
+        self.peer.hello = None;
+        self.outbox.clear();
+        self.peer_lost(now_ms);
+    }
+
+    /// Sends the ordered messages of this step to the peer, in batches.
+    fn flush(&mut self, now_ms: u64) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let outbox = std::mem::take(&mut self.outbox);
+        for batch in outbox.chunks(ORDERED_BATCH_MESSAGES_MAX) {
+            self.send_peer(
+                now_ms,
+                PeerMessage::Ordered {
+                    messages: batch.to_vec(),
+                },
+            );
+        }
+    }
+}
+
+/// Which side's state both take when they pair: the higher epoch; at equal epochs the side
+/// that is enabled, then the one holding more, then side A. A side that needs state never is.
+fn pairing_source(mine: &Hello, theirs: &Hello) -> Side {
+    let rank = |h: &Hello| {
+        (
+            !h.needs_state,
+            h.epoch.number,
+            h.enabled,
+            h.held_through,
+            h.side == Side::A,
+        )
+    };
+    if rank(mine) >= rank(theirs) {
+        mine.side
+    } else {
+        theirs.side
+    }
+}

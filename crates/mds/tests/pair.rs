@@ -1,0 +1,539 @@
+//! Two synchronizers and their PGs in one process, with a fake clock: the messages each side's
+//! `poll` hands out are carried to their destinations in order, a millisecond at a time.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use tandem_mds::lease::{LeaseAnswer, LeaseGranter};
+use tandem_mds::next_seq;
+use tandem_mds::{
+    Action, Body, Epoch, LogicVersion, Ordered, PeerMessage, Side, Source, SyncEvent, SyncSettings,
+    SyncState, Synchronizer,
+};
+use tandem_model::ids::{AgentId, PgId};
+use tandem_model::input::Input;
+
+fn version(build: &str) -> LogicVersion {
+    LogicVersion {
+        build: build.into(),
+        time_zone_data: "2026a".into(),
+    }
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+fn input(n: u64) -> Input {
+    Input::AgentLogout {
+        agent: AgentId(n as u32),
+        reason_code: 0,
+    }
+}
+
+enum Wire {
+    Peer { to: Side, message: PeerMessage },
+}
+
+struct World {
+    now_ms: u64,
+    sides: [Synchronizer; 2],
+    /// A paused side runs nothing: no ticks, no messages handled (SIGSTOP).
+    paused: [bool; 2],
+    pgs: BTreeMap<PgId, LeaseGranter>,
+    /// Whether each side reaches each PG.
+    reach: [BTreeSet<PgId>; 2],
+    private_link_up: bool,
+    wire: VecDeque<Wire>,
+    delivered: [Vec<Ordered>; 2],
+    acked: BTreeMap<PgId, u64>,
+    refused: usize,
+    events: Vec<(Side, SyncEvent)>,
+    lease_ms: u64,
+}
+
+impl World {
+    fn new(pgs: u32, build_b: &str) -> World {
+        let pg_ids: BTreeSet<PgId> = (1..=pgs).map(PgId).collect();
+        let make = |side, build: &str| {
+            Synchronizer::new(
+                SyncSettings::new(side, version(build), pg_ids.clone()),
+                Epoch::default(),
+                0,
+                0,
+                false,
+                0,
+            )
+            .unwrap()
+        };
+        let mut world = World {
+            now_ms: 0,
+            sides: [make(Side::A, "1.0"), make(Side::B, build_b)],
+            paused: [false; 2],
+            pgs: pg_ids.iter().map(|&pg| (pg, LeaseGranter::new())).collect(),
+            reach: [pg_ids.clone(), pg_ids.clone()],
+            private_link_up: false,
+            wire: VecDeque::new(),
+            delivered: [Vec::new(), Vec::new()],
+            acked: BTreeMap::new(),
+            refused: 0,
+            events: Vec::new(),
+            lease_ms: SyncSettings::new(Side::A, version("x"), pg_ids).lease_ms,
+        };
+        for i in 0..2 {
+            for pg in world.reach[i].clone() {
+                world.sides[i].pg_reachable(0, pg, true);
+            }
+        }
+        world
+    }
+
+    fn side(&mut self, side: Side) -> &mut Synchronizer {
+        &mut self.sides[side_index(side)]
+    }
+
+    fn state(&self, side: Side) -> SyncState {
+        self.sides[side_index(side)].state()
+    }
+
+    fn link_up(&mut self) {
+        self.private_link_up = true;
+        let now = self.now_ms;
+        for i in 0..2 {
+            self.sides[i].peer_link_up(now);
+        }
+        self.settle();
+    }
+
+    /// Cuts the private link silently: nothing more crosses it, and neither side is told.
+    fn cut_private_link(&mut self) {
+        self.private_link_up = false;
+    }
+
+    fn set_reach(&mut self, side: Side, pg: PgId, reachable: bool) {
+        let i = side_index(side);
+        if reachable {
+            self.reach[i].insert(pg);
+        } else {
+            self.reach[i].remove(&pg);
+        }
+        let now = self.now_ms;
+        self.sides[i].pg_reachable(now, pg, reachable);
+        self.settle();
+    }
+
+    /// A PG sends input number `input_no` to `side`.
+    fn pg_input(&mut self, side: Side, pg: PgId, input_no: u64) {
+        let now = self.now_ms;
+        if !self.paused[side_index(side)] {
+            self.side(side)
+                .on_pg_input(now, pg, 1, input_no, input(input_no));
+        }
+        self.settle();
+    }
+
+    /// Carries out every pending action and message until the world is quiet at this instant.
+    fn settle(&mut self) {
+        loop {
+            let mut progressed = false;
+            for i in 0..2 {
+                if self.paused[i] {
+                    continue;
+                }
+                while let Some(action) = self.sides[i].poll() {
+                    progressed = true;
+                    self.carry_out(i, action);
+                }
+            }
+            while let Some(Wire::Peer { to, message }) = self.wire.pop_front() {
+                progressed = true;
+                let now = self.now_ms;
+                if !self.paused[side_index(to)] {
+                    self.side(to).on_peer_message(now, message);
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn carry_out(&mut self, i: usize, action: Action) {
+        let side = if i == 0 { Side::A } else { Side::B };
+        let now = self.now_ms;
+        match action {
+            Action::SendPeer(message) => {
+                if self.private_link_up {
+                    self.wire.push_back(Wire::Peer {
+                        to: side.peer(),
+                        message,
+                    });
+                }
+            }
+            Action::ClosePeer { .. } => {}
+            Action::Deliver(message) => self.delivered[i].push(message),
+            Action::AckPg { pg, input_no, .. } => {
+                let acked = self.acked.entry(pg).or_default();
+                *acked = (*acked).max(input_no);
+            }
+            Action::RefuseInput { .. } => self.refused += 1,
+            Action::RequestLease {
+                epoch,
+                requested_ms,
+            } => {
+                for pg in self.reach[i].clone() {
+                    let answer = self
+                        .pgs
+                        .get_mut(&pg)
+                        .unwrap()
+                        .request(now, epoch, self.lease_ms);
+                    match answer {
+                        LeaseAnswer::Granted => {
+                            self.sides[i].on_lease_granted(now, pg, epoch, requested_ms)
+                        }
+                        LeaseAnswer::Refused { granted } => {
+                            self.sides[i].on_lease_refused(now, granted)
+                        }
+                    }
+                }
+            }
+            Action::TestOtherSide => {
+                for pg in self.reach[i].clone() {
+                    let enabled = self.pgs[&pg].other_side_enabled(now, side);
+                    self.sides[i].on_test_other_side(now, pg, enabled);
+                }
+            }
+            Action::PersistEpoch(_) | Action::StateTransferWanted { .. } => {}
+            Action::Event(event) => self.events.push((side, event)),
+        }
+    }
+
+    /// Runs the clock on by `ms`, ticking every side every millisecond.
+    fn advance(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.now_ms += 1;
+            let now = self.now_ms;
+            for i in 0..2 {
+                if !self.paused[i] {
+                    self.sides[i].tick(now);
+                }
+            }
+            self.settle();
+            self.check_safety();
+        }
+    }
+
+    /// No sequence number is ever delivered with two different messages, and each side delivers
+    /// its stream without gaps or repeats (a new epoch starts at its own range).
+    fn check_safety(&self) {
+        let mut by_seq: BTreeMap<u64, &Ordered> = BTreeMap::new();
+        for delivered in &self.delivered {
+            for message in delivered {
+                let first = by_seq.entry(message.seq).or_insert(message);
+                assert_eq!(
+                    *first, message,
+                    "two different messages delivered at sequence {}",
+                    message.seq
+                );
+            }
+            for pair in delivered.windows(2) {
+                assert_eq!(
+                    Some(pair[1].seq),
+                    next_seq(pair[0].seq, pair[1].epoch),
+                    "delivery skipped or repeated a sequence number"
+                );
+            }
+        }
+    }
+
+    fn pg_inputs_delivered(&self, side: Side) -> Vec<(PgId, u64)> {
+        self.delivered[side_index(side)]
+            .iter()
+            .filter_map(|m| match m.body {
+                Body::Input {
+                    source: Source::Pg { pg, input_no, .. },
+                    ..
+                } => Some((pg, input_no)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_cold_start_pairs_a_enabled_and_b_disabled_in_epoch_1() {
+    let mut world = World::new(2, "1.0");
+    world.link_up();
+    world.advance(5);
+    assert_eq!(world.state(Side::A), SyncState::PairedEnabled);
+    assert_eq!(world.state(Side::B), SyncState::PairedDisabled);
+    assert_eq!(
+        world.sides[0].epoch(),
+        Epoch {
+            number: 1,
+            owner: Some(Side::A)
+        }
+    );
+    assert_eq!(world.sides[1].epoch(), world.sides[0].epoch());
+}
+
+#[test]
+fn input_is_delivered_on_both_sides_in_one_order_and_acknowledged_once_held_by_both() {
+    let mut world = World::new(2, "1.0");
+    world.link_up();
+    world.advance(5);
+    // PG 1 talks to A, PG 2 to B (forwarded to A for ordering).
+    for n in 1..=50 {
+        world.pg_input(Side::A, PgId(1), n);
+        world.pg_input(Side::B, PgId(2), n);
+    }
+    world.advance(300);
+    let on_a = world.pg_inputs_delivered(Side::A);
+    assert_eq!(on_a, world.pg_inputs_delivered(Side::B));
+    assert_eq!(on_a.len(), 100);
+    for pg in [PgId(1), PgId(2)] {
+        let numbers: Vec<u64> = on_a
+            .iter()
+            .filter(|(p, _)| *p == pg)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(
+            numbers,
+            (1..=50).collect::<Vec<_>>(),
+            "PG {pg}'s inputs in order, once each"
+        );
+        assert_eq!(world.acked[&pg], 50);
+    }
+    // TimeTicks every 100 ms, ordered like everything else.
+    let ticks = world.delivered[0]
+        .iter()
+        .filter(|m| {
+            matches!(
+                m.body,
+                Body::Input {
+                    input: Input::TimeTick,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!((3..=4).contains(&ticks), "{ticks} ticks in 305 ms");
+}
+
+#[test]
+fn a_repeated_or_early_input_number_is_not_ordered() {
+    let mut world = World::new(1, "1.0");
+    world.link_up();
+    world.advance(5);
+    world.pg_input(Side::A, PgId(1), 1);
+    world.pg_input(Side::A, PgId(1), 1);
+    world.pg_input(Side::A, PgId(1), 3);
+    world.pg_input(Side::B, PgId(1), 2);
+    world.pg_input(Side::B, PgId(1), 2);
+    world.advance(200);
+    assert_eq!(
+        world.pg_inputs_delivered(Side::A),
+        vec![(PgId(1), 1), (PgId(1), 2)]
+    );
+    assert_eq!(
+        world.pg_inputs_delivered(Side::B),
+        vec![(PgId(1), 1), (PgId(1), 2)]
+    );
+}
+
+#[test]
+fn the_enabled_side_delivers_nothing_the_peer_does_not_hold() {
+    let mut world = World::new(2, "1.0");
+    world.link_up();
+    world.advance(5);
+    world.cut_private_link();
+    world.pg_input(Side::A, PgId(1), 1);
+    world.advance(50);
+    assert!(
+        world.pg_inputs_delivered(Side::A).is_empty(),
+        "delivered before B held it"
+    );
+    assert_eq!(
+        world.acked.get(&PgId(1)),
+        None,
+        "acknowledged before delivery"
+    );
+}
+
+#[test]
+fn a_silent_enabled_side_is_replaced_and_fenced_when_it_wakes() {
+    let mut world = World::new(2, "1.0");
+    world.link_up();
+    world.advance(5);
+    for n in 1..=10 {
+        world.pg_input(Side::A, PgId(1), n);
+    }
+    world.advance(10);
+    // SIGSTOP of A.
+    world.paused[0] = true;
+    let paused_at = world.now_ms;
+    let mut enabled_at = None;
+    for _ in 0..2_000 {
+        world.advance(1);
+        if world.state(Side::B) == SyncState::IsolatedEnabled {
+            enabled_at = Some(world.now_ms);
+            break;
+        }
+    }
+    let enabled_at = enabled_at.expect("B takes over");
+    // The PGs let A's lease (800 ms from its last renewal) lapse, then grant B the next epoch.
+    assert!(
+        enabled_at - paused_at <= 1_000,
+        "took {} ms",
+        enabled_at - paused_at
+    );
+    eprintln!("takeover after a pause: {} ms", enabled_at - paused_at);
+    assert_eq!(
+        world.sides[1].epoch(),
+        Epoch {
+            number: 2,
+            owner: Some(Side::B)
+        }
+    );
+    // B orders new input in epoch 2.
+    world.pg_input(Side::B, PgId(1), 11);
+    world.advance(10);
+    assert_eq!(
+        world.pg_inputs_delivered(Side::B).last(),
+        Some(&(PgId(1), 11))
+    );
+    // SIGCONT: A's PG traffic meets epoch 2; A stops ordering and wants B's state.
+    world.paused[0] = false;
+    world.advance(700);
+    assert!(
+        !world.state(Side::A).is_enabled(),
+        "A is {}",
+        world.state(Side::A)
+    );
+    assert!(world.events.iter().any(|(side, e)| *side == Side::A
+        && matches!(
+            e,
+            SyncEvent::Fenced { .. }
+                | SyncEvent::StateChanged {
+                    to: SyncState::IsolatedDisabled,
+                    ..
+                }
+        )));
+}
+
+#[test]
+fn a_cut_private_link_leaves_exactly_one_side_enabled() {
+    for pgs in [2u32, 3] {
+        // Every PG reaches both sides: A keeps ordering, B tests and stays disabled.
+        let mut world = World::new(pgs, "1.0");
+        world.link_up();
+        world.advance(5);
+        world.cut_private_link();
+        world.advance(2_000);
+        assert_eq!(
+            world.state(Side::A),
+            SyncState::IsolatedEnabled,
+            "{pgs} PGs"
+        );
+        assert_eq!(
+            world.state(Side::B),
+            SyncState::IsolatedDisabled,
+            "{pgs} PGs"
+        );
+
+        // The PGs cannot reach A: B takes over once A's leases lapse, and A stops.
+        let mut world = World::new(pgs, "1.0");
+        world.link_up();
+        world.advance(5);
+        world.cut_private_link();
+        for pg in 1..=pgs {
+            world.set_reach(Side::A, PgId(pg), false);
+        }
+        world.advance(3_000);
+        assert_eq!(
+            world.state(Side::B),
+            SyncState::IsolatedEnabled,
+            "{pgs} PGs"
+        );
+        assert_eq!(
+            world.state(Side::A),
+            SyncState::IsolatedDisabled,
+            "{pgs} PGs"
+        );
+    }
+}
+
+#[test]
+fn an_even_split_of_pgs_favours_side_a() {
+    let mut world = World::new(2, "1.0");
+    world.link_up();
+    world.advance(5);
+    world.cut_private_link();
+    world.set_reach(Side::A, PgId(2), false);
+    world.set_reach(Side::B, PgId(1), false);
+    world.advance(3_000);
+    assert_eq!(world.state(Side::A), SyncState::IsolatedEnabled);
+    assert_eq!(world.state(Side::B), SyncState::IsolatedDisabled);
+}
+
+#[test]
+fn different_logic_versions_do_not_pair_and_say_both_versions() {
+    let mut world = World::new(2, "1.1");
+    world.link_up();
+    world.advance(5);
+    assert!(!world.state(Side::A).is_paired());
+    assert!(!world.state(Side::B).is_paired());
+    let mismatch = world
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            SyncEvent::VersionMismatch { ours, theirs } => Some(format!("{ours} {theirs}")),
+            _ => None,
+        })
+        .expect("a version mismatch event");
+    assert!(
+        mismatch.contains("1.0") && mismatch.contains("1.1"),
+        "{mismatch}"
+    );
+}
+
+#[test]
+fn a_side_that_ordered_alone_and_its_successor_never_share_a_sequence_number() {
+    let mut world = World::new(3, "1.0");
+    world.link_up();
+    world.advance(5);
+    for n in 1..=5 {
+        world.pg_input(Side::A, PgId(1), n);
+    }
+    world.advance(10);
+    // The private link fails; A keeps ordering alone under its leases.
+    world.cut_private_link();
+    world.advance(600);
+    assert_eq!(world.state(Side::A), SyncState::IsolatedEnabled);
+    for n in 6..=8 {
+        world.pg_input(Side::A, PgId(1), n);
+    }
+    world.advance(10);
+    let a_alone = world.pg_inputs_delivered(Side::A);
+    assert_eq!(
+        a_alone.last(),
+        Some(&(PgId(1), 8)),
+        "A delivers alone while it holds its leases"
+    );
+    // Then A loses the PGs: its leases lapse and B takes over in the next epoch.
+    for pg in 1..=3 {
+        world.set_reach(Side::A, PgId(pg), false);
+    }
+    world.advance(3_000);
+    assert_eq!(world.state(Side::A), SyncState::IsolatedDisabled);
+    assert_eq!(world.state(Side::B), SyncState::IsolatedEnabled);
+    world.pg_input(Side::B, PgId(2), 1);
+    world.advance(10);
+    // B never saw A's inputs 6..=8; its own stream starts in epoch 2's range, so the checker
+    // (run every millisecond) found no sequence number with two messages.
+    let b_epoch = world.sides[1].epoch().number;
+    let b_last = world.delivered[1].last().expect("B delivers");
+    assert_eq!(b_last.epoch, b_epoch);
+    assert!(world.delivered[0].iter().all(|m| m.seq < b_last.seq));
+}
