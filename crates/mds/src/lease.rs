@@ -52,10 +52,10 @@ impl LeaseGranter {
         let grant = match self.granted {
             None => true,
             Some((held, expires_ms)) => {
-                if epoch.number < held.number {
+                if epoch < held {
                     false
-                } else if epoch.number == held.number {
-                    held.owner == Some(asker)
+                } else if epoch == held {
+                    true
                 } else {
                     held.owner == Some(asker) || now_ms >= expires_ms
                 }

@@ -12,6 +12,7 @@
 pub mod frame;
 pub mod lease;
 pub mod protocol;
+pub mod simulation;
 pub mod sync;
 
 pub use protocol::{

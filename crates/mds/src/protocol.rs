@@ -34,6 +34,8 @@ impl std::fmt::Display for Side {
 
 /// An epoch: every change of the enabled side starts a new one, with a higher number, owned by
 /// the side that became enabled. Both sides persist the highest epoch they have seen.
+/// Epochs are ordered by number, then owner (A before B), so that two sides that each took the
+/// same number (one by pairing, one by PG leases) still agree which is later.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -43,28 +45,35 @@ pub struct Epoch {
     pub owner: Option<Side>,
 }
 
-/// Sequence numbers carry their epoch in the upper bits: epoch `e` orders `e << 40 | 1`,
-/// `e << 40 | 2`, and so on. A side that ordered alone under its leases and a side that took
-/// over after those leases lapsed may both have ordered messages after the last one they shared;
-/// because each numbers within its own epoch's range, no sequence number (the RecoveryKey of
-/// every row written from it) ever names two different messages.
-pub const SEQ_EPOCH_SHIFT: u32 = 40;
-/// The highest epoch number: the rest of the 64 bits above `SEQ_EPOCH_SHIFT`.
-pub const EPOCH_NUMBER_MAX: u64 = (1 << (64 - SEQ_EPOCH_SHIFT)) - 1;
-
-/// The sequence number that follows `held_through` in epoch `epoch_number`, or `None` once the
-/// epoch's range (2^40 messages) is used up.
-pub fn next_seq(held_through: u64, epoch_number: u64) -> Option<u64> {
-    if epoch_number > EPOCH_NUMBER_MAX {
-        return None;
+impl Epoch {
+    /// The index of this epoch's range of sequence numbers: its number and owner side.
+    pub fn seq_range(&self) -> Option<u64> {
+        (self.number <= EPOCH_NUMBER_MAX)
+            .then(|| self.number << 1 | u64::from(self.owner == Some(Side::B)))
     }
-    let first = (epoch_number << SEQ_EPOCH_SHIFT) | 1;
+}
+
+/// Sequence numbers carry their epoch in the upper bits: epoch `e` owned by side `s` orders
+/// `(2e + s) << 40 | 1`, then `| 2`, and so on (`Epoch::seq_range`). A side that ordered alone
+/// under its leases and a side that took over after those leases lapsed may both have ordered
+/// messages after the last one they shared; because each numbers within its own epoch's range,
+/// and two sides never own the same range, no sequence number (the RecoveryKey of every row
+/// written from it) ever names two different messages.
+pub const SEQ_EPOCH_SHIFT: u32 = 40;
+/// The highest epoch number: the bits above `SEQ_EPOCH_SHIFT`, less one for the owner.
+pub const EPOCH_NUMBER_MAX: u64 = (1 << (64 - SEQ_EPOCH_SHIFT - 1)) - 1;
+
+/// The sequence number that follows `held_through` in `epoch`, or `None` once the epoch's range
+/// (2^40 messages) is used up or the epoch is beyond the last.
+pub fn next_seq(held_through: u64, epoch: Epoch) -> Option<u64> {
+    let range = epoch.seq_range()?;
+    let first = (range << SEQ_EPOCH_SHIFT) | 1;
     let next = if held_through < first {
         first
     } else {
-        held_through + 1
+        held_through.checked_add(1)?
     };
-    (next >> SEQ_EPOCH_SHIFT == epoch_number).then_some(next)
+    (next >> SEQ_EPOCH_SHIFT == range).then_some(next)
 }
 
 /// What must be equal on both sides for them to pair: the build, and the time-zone data that
@@ -109,11 +118,41 @@ pub enum Body {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ordered {
     pub seq: u64,
-    /// The epoch number under which the enabled side ordered it.
-    pub epoch: u64,
+    /// The epoch under which the enabled side ordered it.
+    pub epoch: Epoch,
     /// Ordered time: the enabled side's clock, never going backwards.
     pub time_ms: u64,
     pub body: Body,
+}
+
+/// A PG input's place in its PG's numbering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PgInputNo {
+    pub pg: PgId,
+    pub incarnation: u64,
+    pub input_no: u64,
+}
+
+impl Ordered {
+    /// The PG, incarnation and input number of a PG input; `None` for anything else.
+    pub fn pg_input(&self) -> Option<PgInputNo> {
+        match self.body {
+            Body::Input {
+                source:
+                    Source::Pg {
+                        pg,
+                        incarnation,
+                        input_no,
+                    },
+                ..
+            } => Some(PgInputNo {
+                pg,
+                incarnation,
+                input_no,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A side's account of itself when the private link comes up.
@@ -136,6 +175,14 @@ pub struct Hello {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PeerMessage {
     Hello(Hello),
+    /// From the side whose state both hold: it is PairedEnabled in `epoch`, both holding every
+    /// message through `held_through`. The other side pairs only on this, and only if it still
+    /// holds exactly that, so the two never decide differently from Hellos read at different
+    /// moments.
+    Pair {
+        epoch: Epoch,
+        held_through: u64,
+    },
     /// Sent every heartbeat interval when nothing else was; any message counts as a heartbeat.
     Heartbeat {
         epoch: Epoch,
@@ -165,18 +212,35 @@ pub enum PeerMessage {
 mod tests {
     use super::*;
 
+    fn epoch(number: u64, owner: Side) -> Epoch {
+        Epoch {
+            number,
+            owner: Some(owner),
+        }
+    }
+
     #[test]
     fn each_epoch_numbers_within_its_own_range() {
-        assert_eq!(next_seq(0, 1), Some((1 << 40) | 1));
-        assert_eq!(next_seq((1 << 40) | 7, 1), Some((1 << 40) | 8));
+        let a1 = epoch(1, Side::A);
+        assert_eq!(next_seq(0, a1), Some((2 << 40) | 1));
+        assert_eq!(next_seq((2 << 40) | 7, a1), Some((2 << 40) | 8));
         // A new epoch starts at its range, wherever the last one stopped.
-        assert_eq!(next_seq((1 << 40) | 7, 3), Some((3 << 40) | 1));
-        // The end of a range, and an epoch beyond the last, order nothing.
-        assert_eq!(next_seq((2 << 40) - 1, 1), None);
-        assert_eq!(next_seq(0, EPOCH_NUMBER_MAX + 1), None);
         assert_eq!(
-            next_seq(0, EPOCH_NUMBER_MAX),
-            Some((EPOCH_NUMBER_MAX << 40) | 1)
+            next_seq((2 << 40) | 7, epoch(3, Side::A)),
+            Some((6 << 40) | 1)
+        );
+        // The same number owned by the other side has a range of its own.
+        assert_eq!(
+            next_seq((2 << 40) | 7, epoch(1, Side::B)),
+            Some((3 << 40) | 1)
+        );
+        // The end of a range, and an epoch beyond the last, order nothing.
+        assert_eq!(next_seq((3 << 40) - 1, a1), None);
+        assert_eq!(next_seq(0, epoch(EPOCH_NUMBER_MAX + 1, Side::A)), None);
+        assert_eq!(next_seq(u64::MAX, epoch(EPOCH_NUMBER_MAX, Side::B)), None);
+        assert_eq!(
+            next_seq(0, epoch(EPOCH_NUMBER_MAX, Side::B)),
+            Some(((2 * EPOCH_NUMBER_MAX + 1) << 40) | 1)
         );
     }
 }

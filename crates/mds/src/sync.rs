@@ -86,6 +86,19 @@ pub struct SyncSettings {
     pub connecting_timeout_ms: u64,
     /// How long Testing waits for the PGs' answers before it decides.
     pub test_other_side_timeout_ms: u64,
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Bugs the synchronizer simulation must catch, compiled in only with the `planted-bugs`
+/// feature (which the crate's own tests turn on), never in a product build.
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// The enabled side delivers what it holds without waiting for the peer's ack.
+    DeliverBeforeBothHold,
+    /// An isolated side keeps ordering after its leases have lapsed.
+    IgnoreLeaseExpiry,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -113,6 +126,8 @@ impl SyncSettings {
             lease_renew_interval_ms: 100,
             connecting_timeout_ms: 1_000,
             test_other_side_timeout_ms: 300,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 
@@ -166,8 +181,17 @@ pub enum Action {
     },
     /// Hand the message to this side's synchronized clients.
     Deliver(Ordered),
-    /// Tell the PG its inputs through `input_no` of `incarnation` are delivered.
+    /// Tell the PG its inputs through `input_no` of `incarnation` are delivered. `durable` when
+    /// both sides hold them; an isolated side's acknowledgement is not, and the PG keeps such
+    /// inputs to resend if the other side takes over in a later epoch.
     AckPg {
+        pg: PgId,
+        incarnation: u64,
+        input_no: u64,
+        durable: bool,
+    },
+    /// Tell the PG to send its inputs again from `input_no`: a later one arrived first.
+    ResendFrom {
         pg: PgId,
         incarnation: u64,
         input_no: u64,
@@ -246,6 +270,8 @@ struct PeerLink {
     held_through: u64,
     /// Our ack last sent to the peer, when we are the disabled side.
     acked_through: u64,
+    /// When the peer's ack last moved on (or pairing began), for the enabled side's ack timeout.
+    ack_progress_ms: u64,
 }
 
 #[derive(Debug)]
@@ -261,8 +287,12 @@ pub struct Synchronizer {
     time_ms: u64,
     next_tick_ms: u64,
     needs_state: bool,
+    /// This side is behind its peer and has asked for its state.
+    state_wanted: bool,
     pg_cursors: BTreeMap<PgId, PgCursor>,
     forwarded: BTreeMap<(PgId, u64), Forwarded>,
+    /// Per PG: the input number this side last asked it to resend from, and when.
+    resend_asked: BTreeMap<PgId, (u64, u64)>,
     reachable_pgs: BTreeSet<PgId>,
     /// Leases for `lease_epoch`: PG -> the time this side asked (the lease runs from then).
     lease_epoch: Option<Epoch>,
@@ -299,8 +329,10 @@ impl Synchronizer {
             time_ms,
             next_tick_ms: 0,
             needs_state,
+            state_wanted: false,
             pg_cursors: BTreeMap::new(),
             forwarded: BTreeMap::new(),
+            resend_asked: BTreeMap::new(),
             reachable_pgs: BTreeSet::new(),
             lease_epoch: None,
             leases: BTreeMap::new(),
@@ -340,6 +372,8 @@ impl Synchronizer {
     // ----- events -----
 
     pub fn peer_link_up(&mut self, now_ms: u64) {
+        // A new connection replaces the old one: whatever the old one paired ends with it.
+        self.peer_link_down(now_ms);
         self.peer = PeerLink {
             up: true,
             last_heard_ms: now_ms,
@@ -379,10 +413,17 @@ impl Synchronizer {
         self.peer.last_heard_ms = now_ms;
         match message {
             PeerMessage::Hello(hello) => self.on_hello(now_ms, hello),
+            PeerMessage::Pair {
+                epoch,
+                held_through,
+            } => self.on_pair(now_ms, epoch, held_through),
             PeerMessage::Heartbeat { epoch } => self.learn_epoch(now_ms, epoch),
             PeerMessage::Ordered { messages } => self.on_ordered(now_ms, messages),
             PeerMessage::Ack { held_through } => {
                 if self.state == SyncState::PairedEnabled {
+                    if held_through > self.peer.held_through {
+                        self.peer.ack_progress_ms = now_ms;
+                    }
                     self.peer.held_through = self
                         .peer
                         .held_through
@@ -396,8 +437,11 @@ impl Synchronizer {
                 input_no,
                 input,
             } => {
-                if self.state.is_enabled() {
-                    self.accept_input(now_ms, pg, incarnation, input_no, input);
+                if self.state.is_enabled() && self.settings.pgs.contains(&pg) {
+                    self.check_isolated(now_ms);
+                    if self.state.is_enabled() {
+                        self.accept_input(now_ms, pg, incarnation, input_no, input);
+                    }
                 }
             }
             PeerMessage::Refuse { reason } => {
@@ -416,6 +460,15 @@ impl Synchronizer {
         input_no: u64,
         input: Input,
     ) {
+        if !self.settings.pgs.contains(&pg) {
+            self.actions.push_back(Action::RefuseInput {
+                pg,
+                reason: "this PG is not in the topology",
+            });
+            return;
+        }
+        // A side that was paused may hold leases that lapsed while it slept.
+        self.check_isolated(now_ms);
         match self.state {
             SyncState::PairedEnabled | SyncState::IsolatedEnabled => {
                 self.accept_input(now_ms, pg, incarnation, input_no, input);
@@ -441,8 +494,13 @@ impl Synchronizer {
                             input,
                         },
                     );
+                } else {
+                    // Past the bound: the PG is told to use its other path and resend there.
+                    self.actions.push_back(Action::RefuseInput {
+                        pg,
+                        reason: "too many forwarded inputs await ordering",
+                    });
                 }
-                // Past the bound the input is dropped unacknowledged; the PG resends it.
             }
             SyncState::Connecting | SyncState::Testing | SyncState::IsolatedDisabled => {
                 self.actions.push_back(Action::RefuseInput {
@@ -462,6 +520,7 @@ impl Synchronizer {
         let entry = self.leases.entry(pg).or_insert(requested_ms);
         *entry = (*entry).max(requested_ms);
         if self.state == SyncState::Testing
+            && !self.needs_state
             && self.valid_leases(now_ms)
             && self.majority_leased(now_ms)
         {
@@ -495,6 +554,7 @@ impl Synchronizer {
         epoch: Epoch,
     ) {
         self.needs_state = false;
+        self.state_wanted = false;
         self.held_through = held_through;
         self.delivered_through = held_through;
         self.time_ms = time_ms;
@@ -521,6 +581,19 @@ impl Synchronizer {
                 format!("no message from the peer for {silent_ms} ms"),
             );
         }
+        // A peer that answers heartbeats but holds nothing new is not paired in fact (it may
+        // have restarted, or decided differently): the connection ends and pairing starts over.
+        if self.state == SyncState::PairedEnabled
+            && self.peer.up
+            && self.held_through > self.peer.held_through
+            && now_ms.saturating_sub(self.peer.ack_progress_ms) > silence_max
+        {
+            let stalled_ms = now_ms - self.peer.ack_progress_ms;
+            self.close_peer(
+                now_ms,
+                format!("the peer acknowledged nothing new for {stalled_ms} ms"),
+            );
+        }
         if self.peer.up
             && now_ms.saturating_sub(self.peer.last_sent_ms) >= self.settings.heartbeat_interval_ms
         {
@@ -536,7 +609,7 @@ impl Synchronizer {
             SyncState::Testing => {
                 let testing_ms = now_ms.saturating_sub(self.state_since_ms);
                 match self.lease_epoch {
-                    Some(wanted) if wanted.number > self.epoch.number => {
+                    Some(wanted) if wanted > self.epoch => {
                         // Waiting for a majority to grant the new epoch: the old holder's leases
                         // lapse on the PGs within one lease period, so ask again until then.
                         if testing_ms
@@ -641,21 +714,12 @@ impl Synchronizer {
         } else {
             self.learn_epoch(now_ms, hello.epoch);
             if in_sync {
-                self.set_state(now_ms, SyncState::PairedDisabled);
-                self.peer.acked_through = self.held_through;
-                self.send_peer(
-                    now_ms,
-                    PeerMessage::Ack {
-                        held_through: self.held_through,
-                    },
-                );
+                // The source's `Pair` decides.
             } else {
                 if self.state.is_enabled() {
                     self.set_state(now_ms, SyncState::IsolatedDisabled);
                 }
-                self.needs_state = true;
-                self.actions
-                    .push_back(Action::StateTransferWanted { from: source });
+                self.want_state(source);
             }
         }
     }
@@ -663,15 +727,46 @@ impl Synchronizer {
     fn pair_as_enabled(&mut self, now_ms: u64) {
         if !self.owns_epoch() {
             let epoch = Epoch {
-                number: self.epoch.number + 1,
+                number: (self.epoch.number + 1).min(EPOCH_NUMBER_MAX),
                 owner: Some(self.settings.side),
             };
             self.adopt_epoch(epoch);
         }
         self.peer.held_through = self.held_through;
+        self.peer.ack_progress_ms = now_ms;
         self.set_state(now_ms, SyncState::PairedEnabled);
-        // Tell the peer the epoch at once; it learns it from the heartbeat too.
-        self.send_peer(now_ms, PeerMessage::Heartbeat { epoch: self.epoch });
+        self.send_peer(
+            now_ms,
+            PeerMessage::Pair {
+                epoch: self.epoch,
+                held_through: self.held_through,
+            },
+        );
+    }
+
+    /// The source's offer to pair: taken only if this side still holds exactly what it said in
+    /// its Hello; otherwise the connection ends and the next one starts over with new Hellos.
+    fn on_pair(&mut self, now_ms: u64, epoch: Epoch, held_through: u64) {
+        let acceptable = !self.needs_state
+            && !self.state.is_enabled()
+            && held_through == self.held_through
+            && epoch.owner == Some(self.settings.side.peer())
+            && epoch >= self.epoch;
+        if !acceptable {
+            self.close_peer(
+                now_ms,
+                format!(
+                    "the peer offered to pair in epoch {} at {held_through}; this side holds {} in epoch {}",
+                    epoch.number, self.held_through, self.epoch.number
+                ),
+            );
+            return;
+        }
+        self.adopt_epoch(epoch);
+        self.lease_epoch = None;
+        self.leases.clear();
+        self.set_state(now_ms, SyncState::PairedDisabled);
+        self.send_ack(now_ms);
     }
 
     // ----- ordering and delivery -----
@@ -688,7 +783,7 @@ impl Synchronizer {
         let next = if incarnation > cursor.incarnation {
             1
         } else if incarnation == cursor.incarnation {
-            cursor.held_through + 1
+            cursor.held_through.saturating_add(1)
         } else {
             return; // An old incarnation: that PG process is gone.
         };
@@ -697,7 +792,20 @@ impl Synchronizer {
             return;
         }
         if input_no > next {
-            return; // A gap: the PG resends from its last acknowledged input.
+            // A gap: inputs before it were lost on the way or went to a side that is gone. Asked
+            // once per heartbeat interval, since every later input shows the same gap.
+            let asked = self.resend_asked.get(&pg).copied();
+            if asked.is_none_or(|(no, at_ms)| {
+                no != next || now_ms >= at_ms + self.settings.heartbeat_interval_ms
+            }) {
+                self.resend_asked.insert(pg, (next, now_ms));
+                self.actions.push_back(Action::ResendFrom {
+                    pg,
+                    incarnation,
+                    input_no: next,
+                });
+            }
+            return;
         }
         self.order(
             now_ms,
@@ -721,7 +829,7 @@ impl Synchronizer {
                 }));
             return;
         }
-        let Some(seq) = next_seq(self.held_through, self.epoch.number) else {
+        let Some(seq) = next_seq(self.held_through, self.epoch) else {
             // 2^40 messages in one epoch: the next pairing or takeover starts a new one.
             self.actions
                 .push_back(Action::Event(SyncEvent::EpochExhausted {
@@ -732,7 +840,7 @@ impl Synchronizer {
         self.time_ms = self.time_ms.max(now_ms);
         let message = Ordered {
             seq,
-            epoch: self.epoch.number,
+            epoch: self.epoch,
             time_ms: self.time_ms,
             body,
         };
@@ -750,26 +858,22 @@ impl Synchronizer {
             next_seq(self.held_through, message.epoch),
             "ordered messages are held in sequence"
         );
-        if let Body::Input {
-            source:
-                Source::Pg {
-                    pg,
-                    incarnation,
-                    input_no,
-                },
-            ..
-        } = &message.body
+        if let Some(PgInputNo {
+            pg,
+            incarnation,
+            input_no,
+        }) = message.pg_input()
         {
-            let cursor = self.pg_cursors.entry(*pg).or_default();
-            if *incarnation != cursor.incarnation {
+            let cursor = self.pg_cursors.entry(pg).or_default();
+            if incarnation != cursor.incarnation {
                 *cursor = PgCursor {
-                    incarnation: *incarnation,
+                    incarnation,
                     ..PgCursor::default()
                 };
             }
-            cursor.held_through = *input_no;
+            cursor.held_through = input_no;
             self.forwarded.retain(|&(forwarded_pg, no), f| {
-                forwarded_pg != *pg || (f.incarnation, no) > (*incarnation, *input_no)
+                forwarded_pg != pg || (f.incarnation, no) > (incarnation, input_no)
             });
         }
         self.held_through = message.seq;
@@ -782,33 +886,70 @@ impl Synchronizer {
             return;
         }
         for message in messages {
-            if message.epoch < self.epoch.number {
+            if message.epoch < self.epoch {
                 continue;
             }
             if message.seq <= self.held_through {
                 continue;
             }
-            if Some(message.seq) != next_seq(self.held_through, message.epoch) {
-                self.close_peer(
-                    now_ms,
-                    format!(
-                        "ordered message {} arrived after {}",
-                        message.seq, self.held_through
-                    ),
-                );
+            let problem = if Some(message.seq) != next_seq(self.held_through, message.epoch) {
+                Some(format!(
+                    "ordered message {} arrived after {}",
+                    message.seq, self.held_through
+                ))
+            } else {
+                self.invalid_pg_input(&message)
+            };
+            if let Some(problem) = problem {
+                self.close_peer(now_ms, problem);
                 return;
             }
             self.hold(message);
         }
         self.deliver_ready();
-        if self.held_through >= self.peer.acked_through + ACK_BATCH_MESSAGES {
+        if self.held_through >= self.peer.acked_through.saturating_add(ACK_BATCH_MESSAGES) {
             self.send_ack(now_ms);
         }
+    }
+
+    /// Why an ordered PG input from the peer cannot be the next one of its PG, if it cannot: an
+    /// unknown PG, an older incarnation, or a number that is not the next.
+    fn invalid_pg_input(&self, message: &Ordered) -> Option<String> {
+        let PgInputNo {
+            pg,
+            incarnation,
+            input_no,
+        } = message.pg_input()?;
+        if !self.settings.pgs.contains(&pg) {
+            return Some(format!(
+                "ordered input {} names PG {pg}, which is not in the topology",
+                message.seq
+            ));
+        }
+        let cursor = self.pg_cursors.get(&pg).copied().unwrap_or_default();
+        let expected = if incarnation > cursor.incarnation {
+            1
+        } else {
+            cursor.held_through.saturating_add(1)
+        };
+        (incarnation < cursor.incarnation || input_no != expected).then(|| {
+            format!(
+                "ordered input {} is PG {pg}'s input {input_no} of incarnation {incarnation}, \
+                 where {expected} of incarnation {} was next",
+                message.seq, cursor.incarnation
+            )
+        })
     }
 
     /// Delivers every held message that may be delivered now, and trims the log.
     fn deliver_ready(&mut self) {
         let through = match self.state {
+            #[cfg(feature = "planted-bugs")]
+            SyncState::PairedEnabled
+                if self.settings.planted_bug == Some(PlantedBug::DeliverBeforeBothHold) =>
+            {
+                self.held_through
+            }
             SyncState::PairedEnabled => self.peer.held_through,
             SyncState::PairedDisabled | SyncState::IsolatedEnabled => self.held_through,
             _ => self.delivered_through,
@@ -822,22 +963,23 @@ impl Synchronizer {
             }
             let message = self.log[index].clone();
             self.delivered_through = message.seq;
-            if let Body::Input {
-                source:
-                    Source::Pg {
-                        pg,
-                        incarnation,
-                        input_no,
-                    },
-                ..
-            } = message.body
+            if let Some(PgInputNo {
+                pg,
+                incarnation,
+                input_no,
+            }) = message.pg_input()
             {
                 let cursor = self.pg_cursors.entry(pg).or_default();
-                cursor.delivered_through = input_no;
+                // A newer incarnation's cursor may already be in place: its inputs are delivered
+                // through their own messages.
+                if cursor.incarnation == incarnation {
+                    cursor.delivered_through = input_no;
+                }
                 self.actions.push_back(Action::AckPg {
                     pg,
                     incarnation,
                     input_no,
+                    durable: self.state.is_paired(),
                 });
             }
             self.actions.push_back(Action::Deliver(message));
@@ -860,6 +1002,7 @@ impl Synchronizer {
                 pg,
                 incarnation,
                 input_no: cursor.delivered_through,
+                durable: self.state.is_paired(),
             });
         }
     }
@@ -905,7 +1048,7 @@ impl Synchronizer {
     /// becomes IsolatedEnabled once a majority grants them (`on_lease_granted`).
     fn decide_test(&mut self, now_ms: u64, timed_out: bool) {
         let other_enabled = self.test_answers.values().any(|&enabled| enabled);
-        if other_enabled {
+        if other_enabled || self.needs_state {
             self.set_state(now_ms, SyncState::IsolatedDisabled);
             return;
         }
@@ -919,10 +1062,10 @@ impl Synchronizer {
         }
         if self
             .lease_epoch
-            .is_none_or(|e| e.owner != Some(self.settings.side) || e.number <= self.epoch.number)
+            .is_none_or(|e| e.owner != Some(self.settings.side) || e <= self.epoch)
         {
             let epoch = Epoch {
-                number: self.epoch.number + 1,
+                number: (self.epoch.number + 1).min(EPOCH_NUMBER_MAX),
                 owner: Some(self.settings.side),
             };
             self.lease_epoch = Some(epoch);
@@ -937,6 +1080,8 @@ impl Synchronizer {
 
     fn become_isolated_enabled(&mut self, now_ms: u64, epoch: Epoch) {
         self.adopt_epoch(epoch);
+        // Now the authority: nothing to receive from the other side.
+        self.state_wanted = false;
         self.set_state(now_ms, SyncState::IsolatedEnabled);
         // Inputs this side forwarded that the old enabled side never ordered.
         let forwarded = std::mem::take(&mut self.forwarded);
@@ -983,6 +1128,10 @@ impl Synchronizer {
 
     /// An IsolatedEnabled side stops ordering once it can no longer count a leased majority.
     fn check_isolated(&mut self, now_ms: u64) {
+        #[cfg(feature = "planted-bugs")]
+        if self.settings.planted_bug == Some(PlantedBug::IgnoreLeaseExpiry) {
+            return;
+        }
         if self.state == SyncState::IsolatedEnabled && !self.majority_leased(now_ms) {
             self.set_state(now_ms, SyncState::IsolatedDisabled);
         }
@@ -990,7 +1139,7 @@ impl Synchronizer {
 
     /// A higher epoch exists than ours: stop ordering at once.
     fn learn_epoch(&mut self, now_ms: u64, theirs: Epoch) {
-        if theirs.number <= self.epoch.number || theirs.number > EPOCH_NUMBER_MAX {
+        if theirs <= self.epoch || theirs.number > EPOCH_NUMBER_MAX {
             return;
         }
         let ours = self.epoch;
@@ -1000,18 +1149,28 @@ impl Synchronizer {
             self.actions
                 .push_back(Action::Event(SyncEvent::Fenced { ours, theirs }));
             self.set_state(now_ms, SyncState::IsolatedDisabled);
-            // What it ordered alone may differ from the new epoch's stream.
-            self.needs_state = true;
-            self.actions.push_back(Action::StateTransferWanted {
-                from: self.settings.side.peer(),
-            });
+            // Whatever this connection paired is over; the next one starts with Hellos.
+            self.close_peer(now_ms, format!("fenced by epoch {}", theirs.number));
+        }
+        // A paired disabled side receives the new epoch's stream from its owner. Any other side
+        // learning of it has missed that stream (or ordered its own) and wants the other's state.
+        // Being behind does not stop it from taking over if the other side goes: whatever it
+        // missed was acknowledged by an isolated side, so not durably, and its PGs send it again.
+        if was_enabled || self.state != SyncState::PairedDisabled {
+            self.want_state(self.settings.side.peer());
+        }
+    }
+
+    /// Asks (once) for the other side's state.
+    fn want_state(&mut self, from: Side) {
+        if !self.state_wanted {
+            self.state_wanted = true;
+            self.actions.push_back(Action::StateTransferWanted { from });
         }
     }
 
     fn adopt_epoch(&mut self, epoch: Epoch) {
-        if epoch.number > self.epoch.number
-            || (epoch.number == self.epoch.number && self.epoch.owner.is_none())
-        {
+        if epoch > self.epoch {
             self.epoch = epoch;
             self.actions.push_back(Action::PersistEpoch(epoch));
         }
@@ -1092,7 +1251,7 @@ fn pairing_source(mine: &Hello, theirs: &Hello) -> Side {
     let rank = |h: &Hello| {
         (
             !h.needs_state,
-            h.epoch.number,
+            h.epoch,
             h.enabled,
             h.held_through,
             h.side == Side::A,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tandem_mds::lease::{LeaseAnswer, LeaseGranter};
 use tandem_mds::next_seq;
 use tandem_mds::{
-    Action, Body, Epoch, LogicVersion, Ordered, PeerMessage, Side, Source, SyncEvent, SyncSettings,
+    Action, Body, Epoch, LogicVersion, Ordered, PeerMessage, Side, SyncEvent, SyncSettings,
     SyncState, Synchronizer,
 };
 use tandem_model::ids::{AgentId, PgId};
@@ -204,7 +204,9 @@ impl World {
                     self.sides[i].on_test_other_side(now, pg, enabled);
                 }
             }
-            Action::PersistEpoch(_) | Action::StateTransferWanted { .. } => {}
+            Action::PersistEpoch(_)
+            | Action::StateTransferWanted { .. }
+            | Action::ResendFrom { .. } => {}
             Action::Event(event) => self.events.push((side, event)),
         }
     }
@@ -250,13 +252,7 @@ impl World {
     fn pg_inputs_delivered(&self, side: Side) -> Vec<(PgId, u64)> {
         self.delivered[side_index(side)]
             .iter()
-            .filter_map(|m| match m.body {
-                Body::Input {
-                    source: Source::Pg { pg, input_no, .. },
-                    ..
-                } => Some((pg, input_no)),
-                _ => None,
-            })
+            .filter_map(|m| m.pg_input().map(|p| (p.pg, p.input_no)))
             .collect()
     }
 }
@@ -532,7 +528,7 @@ fn a_side_that_ordered_alone_and_its_successor_never_share_a_sequence_number() {
     world.advance(10);
     // B never saw A's inputs 6..=8; its own stream starts in epoch 2's range, so the checker
     // (run every millisecond) found no sequence number with two messages.
-    let b_epoch = world.sides[1].epoch().number;
+    let b_epoch = world.sides[1].epoch();
     let b_last = world.delivered[1].last().expect("B delivers");
     assert_eq!(b_last.epoch, b_epoch);
     assert!(world.delivered[0].iter().all(|m| m.seq < b_last.seq));

@@ -4,3 +4,4 @@
 pub mod bench;
 pub mod demo;
 pub mod driver;
+pub mod sim_sync;

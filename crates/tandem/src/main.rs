@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use tandem::{bench, demo};
+use tandem::{bench, demo, sim_sync};
 use tandem_model::config::ContactCenter;
 use tandem_model::generate::{generate, GenerateParams};
 
@@ -54,6 +54,9 @@ enum Command {
         #[command(subcommand)]
         which: bench::BenchCommand,
     },
+    /// Simulate the synchronizer protocol (both sides and their PGs) over many seeds with
+    /// faults; a failing seed prints its trace and replays with `--replay SEED`.
+    SimSync(sim_sync::SimSyncArgs),
 }
 
 #[derive(clap::Args)]
@@ -143,6 +146,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Bench { which } => bench::run(which),
+        Command::SimSync(args) => sim_sync::run(args),
     }
 }
 
