@@ -87,19 +87,15 @@ impl LeaseGranter {
 mod tests {
     use super::*;
 
-    fn epoch(number: u64, owner: Side) -> Epoch {
-        Epoch {
-            number,
-            owner: Some(owner),
-        }
-    }
-
     #[test]
     fn the_other_side_gets_a_higher_epoch_only_after_the_lease_lapses() {
         let mut pg = LeaseGranter::new();
-        assert_eq!(pg.request(0, epoch(1, Side::A), 800), LeaseAnswer::Granted);
         assert_eq!(
-            pg.request(500, epoch(1, Side::A), 800),
+            pg.request(0, Epoch::new(1, Side::A), 800),
+            LeaseAnswer::Granted
+        );
+        assert_eq!(
+            pg.request(500, Epoch::new(1, Side::A), 800),
             LeaseAnswer::Granted
         );
         assert!(pg.other_side_enabled(700, Side::B));
@@ -108,9 +104,9 @@ mod tests {
             "silent for 500 ms: paused or cut off"
         );
         assert_eq!(
-            pg.request(1_000, epoch(2, Side::B), 800),
+            pg.request(1_000, Epoch::new(2, Side::B), 800),
             LeaseAnswer::Refused {
-                granted: epoch(1, Side::A)
+                granted: Epoch::new(1, Side::A)
             }
         );
         assert!(
@@ -118,14 +114,14 @@ mod tests {
             "A's renewal at 500 lapsed at 1,300"
         );
         assert_eq!(
-            pg.request(1_300, epoch(2, Side::B), 800),
+            pg.request(1_300, Epoch::new(2, Side::B), 800),
             LeaseAnswer::Granted
         );
         // A wakes up and renews its old epoch: refused, and told which epoch replaced it.
         assert_eq!(
-            pg.request(1_400, epoch(1, Side::A), 800),
+            pg.request(1_400, Epoch::new(1, Side::A), 800),
             LeaseAnswer::Refused {
-                granted: epoch(2, Side::B)
+                granted: Epoch::new(2, Side::B)
             }
         );
     }
@@ -133,12 +129,18 @@ mod tests {
     #[test]
     fn the_holder_may_move_to_a_higher_epoch_at_once() {
         let mut pg = LeaseGranter::new();
-        assert_eq!(pg.request(0, epoch(3, Side::B), 800), LeaseAnswer::Granted);
-        assert_eq!(pg.request(10, epoch(4, Side::B), 800), LeaseAnswer::Granted);
         assert_eq!(
-            pg.request(20, epoch(4, Side::A), 800),
+            pg.request(0, Epoch::new(3, Side::B), 800),
+            LeaseAnswer::Granted
+        );
+        assert_eq!(
+            pg.request(10, Epoch::new(4, Side::B), 800),
+            LeaseAnswer::Granted
+        );
+        assert_eq!(
+            pg.request(20, Epoch::new(4, Side::A), 800),
             LeaseAnswer::Refused {
-                granted: epoch(4, Side::B)
+                granted: Epoch::new(4, Side::B)
             },
             "one epoch is never granted to two sides"
         );

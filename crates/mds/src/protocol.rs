@@ -46,6 +46,14 @@ pub struct Epoch {
 }
 
 impl Epoch {
+    /// Epoch `number`, owned by `owner`.
+    pub fn new(number: u64, owner: Side) -> Epoch {
+        Epoch {
+            number,
+            owner: Some(owner),
+        }
+    }
+
     /// The index of this epoch's range of sequence numbers: its number and owner side.
     pub fn seq_range(&self) -> Option<u64> {
         (self.number <= EPOCH_NUMBER_MAX)
@@ -212,34 +220,30 @@ pub enum PeerMessage {
 mod tests {
     use super::*;
 
-    fn epoch(number: u64, owner: Side) -> Epoch {
-        Epoch {
-            number,
-            owner: Some(owner),
-        }
-    }
-
     #[test]
     fn each_epoch_numbers_within_its_own_range() {
-        let a1 = epoch(1, Side::A);
+        let a1 = Epoch::new(1, Side::A);
         assert_eq!(next_seq(0, a1), Some((2 << 40) | 1));
         assert_eq!(next_seq((2 << 40) | 7, a1), Some((2 << 40) | 8));
         // A new epoch starts at its range, wherever the last one stopped.
         assert_eq!(
-            next_seq((2 << 40) | 7, epoch(3, Side::A)),
+            next_seq((2 << 40) | 7, Epoch::new(3, Side::A)),
             Some((6 << 40) | 1)
         );
         // The same number owned by the other side has a range of its own.
         assert_eq!(
-            next_seq((2 << 40) | 7, epoch(1, Side::B)),
+            next_seq((2 << 40) | 7, Epoch::new(1, Side::B)),
             Some((3 << 40) | 1)
         );
         // The end of a range, and an epoch beyond the last, order nothing.
         assert_eq!(next_seq((3 << 40) - 1, a1), None);
-        assert_eq!(next_seq(0, epoch(EPOCH_NUMBER_MAX + 1, Side::A)), None);
-        assert_eq!(next_seq(u64::MAX, epoch(EPOCH_NUMBER_MAX, Side::B)), None);
+        assert_eq!(next_seq(0, Epoch::new(EPOCH_NUMBER_MAX + 1, Side::A)), None);
         assert_eq!(
-            next_seq(0, epoch(EPOCH_NUMBER_MAX, Side::B)),
+            next_seq(u64::MAX, Epoch::new(EPOCH_NUMBER_MAX, Side::B)),
+            None
+        );
+        assert_eq!(
+            next_seq(0, Epoch::new(EPOCH_NUMBER_MAX, Side::B)),
             Some(((2 * EPOCH_NUMBER_MAX + 1) << 40) | 1)
         );
     }

@@ -22,10 +22,7 @@ fn input(n: u64) -> Input {
     }
 }
 fn ep(number: u64, owner: Side) -> Epoch {
-    Epoch {
-        number,
-        owner: Some(owner),
-    }
+    Epoch::new(number, owner)
 }
 fn si(s: Side) -> usize {
     match s {
@@ -225,18 +222,7 @@ impl H {
 fn pg_inputs(h: &H, side: Side) -> Vec<(PgId, u64, u64)> {
     h.delivered[si(side)]
         .iter()
-        .filter_map(|m| match m.body {
-            Body::Input {
-                source:
-                    Source::Pg {
-                        pg,
-                        incarnation,
-                        input_no,
-                    },
-                ..
-            } => Some((pg, incarnation, input_no)),
-            _ => None,
-        })
+        .filter_map(|m| m.pg_input().map(|p| (p.pg, p.incarnation, p.input_no)))
         .collect()
 }
 
