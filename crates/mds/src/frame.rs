@@ -1,8 +1,8 @@
-//! The one frame codec of every tandem link: a length, a checksum, and a postcard payload.
+//! The one frame codec of every tandem link: a length, a checksum, and a MessagePack payload.
 //!
 //! ```text
 //! +----------------+----------------------+---------------------------+
-//! | length: u32 LE | xxh3-64 of payload LE | payload (postcard), length |
+//! | length: u32 LE | xxh3-64 of payload LE | payload (MessagePack), length |
 //! +----------------+----------------------+---------------------------+
 //! ```
 //!
@@ -10,6 +10,10 @@
 //! incomplete frame is an expected condition, not an error), then `decode` verifies the checksum
 //! and parses it. A length beyond `FRAME_PAYLOAD_BYTES_MAX` is refused before anything is
 //! buffered for it, so a corrupt or hostile length cannot make a reader allocate.
+//!
+//! MessagePack (rmp-serde, structs as arrays) rather than postcard: the payloads carry
+//! configuration changes and route answers whose serde form is internally or adjacently tagged
+//! (as their TOML needs), which only a self-describing format can read back.
 
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
@@ -38,13 +42,14 @@ pub enum FrameError {
 pub fn encode<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
-    let taken = std::mem::take(out);
-    let mut buffer = match postcard::to_extend(message, taken) {
-        Ok(buffer) => buffer,
-        // Serializing into a growable vector fails only for types postcard cannot express,
+    let mut buffer = std::mem::take(out);
+    if let Err(e) = rmp_serde::encode::write(&mut buffer, message) {
+        // Writing into a growable vector fails only for types MessagePack cannot express,
         // which the protocol does not use; report it rather than panic.
-        Err(e) => return Err(FrameError::Malformed(e.to_string())),
-    };
+        buffer.truncate(start);
+        *out = buffer;
+        return Err(FrameError::Malformed(e.to_string()));
+    }
     let len = buffer.len() - start - FRAME_HEADER_BYTES;
     if len > FRAME_PAYLOAD_BYTES_MAX {
         buffer.truncate(start);
@@ -90,10 +95,12 @@ pub fn decode<T: DeserializeOwned>(buffer: &[u8]) -> Result<Option<(T, usize)>, 
     if actual != expected {
         return Err(FrameError::Checksum { expected, actual });
     }
-    let (message, rest) =
-        postcard::take_from_bytes(payload).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(FrameError::Trailing(rest.len()));
+    let mut cursor = std::io::Cursor::new(payload);
+    let message = rmp_serde::decode::from_read(&mut cursor)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let rest = payload.len() - cursor.position() as usize;
+    if rest != 0 {
+        return Err(FrameError::Trailing(rest));
     }
     Ok(Some((message, total)))
 }
@@ -176,12 +183,32 @@ mod tests {
 
     #[test]
     fn trailing_bytes_inside_a_frame_are_refused() {
-        let mut payload = postcard::to_stdvec(&Sample::Small(1)).unwrap();
+        let mut payload = rmp_serde::to_vec(&Sample::Small(1)).unwrap();
         payload.push(0);
         let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
         frame.extend_from_slice(&xxh3_64(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
         assert_eq!(decode::<Sample>(&frame), Err(FrameError::Trailing(1)));
+    }
+
+    /// Route answers name their target in an adjacently tagged form (as the configuration TOML
+    /// writes it): the frame format must carry it.
+    #[test]
+    fn tagged_model_types_cross_a_frame() {
+        use tandem_model::config::LabelTarget;
+        use tandem_model::ids::AgentId;
+        use tandem_model::output::{AnswerKind, RouteAnswer};
+        let answer = RouteAnswer {
+            kind: AnswerKind::Label,
+            label: "8001".into(),
+            label_id: None,
+            target: Some(LabelTarget::Agent(AgentId(7))),
+        };
+        let mut bytes = Vec::new();
+        encode(&answer, &mut bytes).unwrap();
+        let (back, used) = decode::<RouteAnswer>(&bytes).unwrap().unwrap();
+        assert_eq!(back, answer);
+        assert_eq!(used, bytes.len());
     }
 
     proptest! {

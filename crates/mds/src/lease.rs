@@ -9,7 +9,7 @@
 
 use crate::protocol::{Epoch, Side};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LeaseAnswer {
     Granted,
     /// Refused: `granted` holds a live lease here, or is higher than the epoch asked for.

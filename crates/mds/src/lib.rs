@@ -8,17 +8,23 @@
 //! - `simulation`: both sides and their PGs on a simulated clock and network, with faults drawn
 //!   from a seed, and the invariants checked after every step.
 //!
-//! Nothing but the simulation reads a clock, opens a socket or draws a random number, and the
-//! simulation's clock and random numbers are its own, from its seed. The tokio shell that
-//! carries frames over TCP wraps the rest.
+//! - `transport`: frames over TCP (tokio), the one transport of every link.
+//!
+//! Apart from `transport`, nothing reads a clock, opens a socket or draws a random number, and
+//! the simulation's clock and random numbers are its own, from its seed. The side's process
+//! (`tandem-central`) and the PG process wrap the state machines with `transport`.
 
 pub mod frame;
 pub mod lease;
 pub mod protocol;
 pub mod simulation;
 pub mod sync;
+pub mod transport;
 
 pub use protocol::{
-    next_seq, Body, Epoch, Hello, LogicVersion, Ordered, PeerMessage, Side, Source,
+    next_seq, Body, Epoch, Hello, LogicVersion, Ordered, PeerMessage, PgCursorCut, PgToSide,
+    PublicHello, Side, SideToPg, Source, SyncCut, TransferMessage, TransferRequest,
 };
-pub use sync::{Action, SyncEvent, SyncSettings, SyncState, Synchronizer};
+pub use sync::{
+    transfer_buffer_bound, Action, SyncEvent, SyncSettings, SyncState, Synchronizer, TransferError,
+};

@@ -1,9 +1,11 @@
 //! What the sides say to each other on the private link, and what a side and a PG say on a PG
 //! path. Every message travels in one frame (`frame.rs`).
 
+use crate::lease::LeaseAnswer;
 use serde::{Deserialize, Serialize};
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
+use tandem_model::output::Output;
 
 /// The most ordered messages one `PeerMessage::Ordered` batch carries.
 pub const ORDERED_BATCH_MESSAGES_MAX: usize = 1_024;
@@ -177,6 +179,9 @@ pub struct Hello {
     pub enabled: bool,
     /// A side that restarted without its state: it can only receive a state transfer.
     pub needs_state: bool,
+    /// This side holds the state the peer sent it at a cut, and every message the peer
+    /// forwarded since: it asks to pair at `held_through` and is never the pairing source.
+    pub joined: bool,
 }
 
 /// Messages on the private link between the two MDSs.
@@ -214,6 +219,142 @@ pub enum PeerMessage {
     Refuse {
         reason: String,
     },
+    /// From the state source: its clients' state is being cut at `seq`, and the ordered
+    /// messages after it follow on this link, for the receiver to buffer until its clients are
+    /// rebuilt.
+    TransferCut {
+        seq: u64,
+    },
+    /// From the receiving side: "state transfer desired" for one synchronized client. The
+    /// transfer session that follows (always opened by side A's MDS) presents `nonce`.
+    TransferWanted(TransferRequest),
+}
+
+/// A receiver's request for one client's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRequest {
+    /// The synchronized client: "router" (the logger joins later).
+    pub client: String,
+    /// The state-record format the receiver reads.
+    pub state_version: u16,
+    pub logic_version: LogicVersion,
+    pub epoch: Epoch,
+    /// A one-time number that authenticates the transfer session.
+    pub nonce: u64,
+}
+
+/// Messages of a state-transfer session, on its own TCP connection on the private network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TransferMessage {
+    /// First, from side A's MDS: the session for request `nonce`; `a_receives` says which way
+    /// the state goes.
+    Open { nonce: u64, a_receives: bool },
+    /// From the sender: the state cut at `cut`, `state_bytes` long in records.
+    Header {
+        client: String,
+        state_version: u16,
+        logic_version: LogicVersion,
+        cut: SyncCut,
+        state_bytes: u64,
+    },
+    /// The next part of the state records.
+    Chunk { bytes: Vec<u8> },
+    /// The end: the state's digest at the cut, and the client's own data beside its records
+    /// (for the router side: its PG output numbers and replay logs).
+    End { digest: u128, side_data: Vec<u8> },
+    /// Either end gives up, saying why.
+    Refuse { reason: String },
+}
+
+/// The first message on a side's public listener: who is calling.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PublicHello {
+    /// A PG's path; `PgToSide` messages follow, `SideToPg` come back.
+    Pg { pg: PgId, incarnation: u64 },
+    /// An rttest command (`status`, `sync`, `events` ...); one reply, then the side closes.
+    RtTest { command: String },
+}
+
+/// What a PG says to a side on one of its two paths.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PgToSide {
+    /// This path is now the PG's active one: send outputs after `last_output_no`.
+    Active {
+        last_output_no: u64,
+    },
+    /// This path is now idle: send no outputs on it.
+    Idle,
+    Input {
+        incarnation: u64,
+        input_no: u64,
+        input: Input,
+    },
+    LeaseAnswer {
+        epoch: Epoch,
+        requested_ms: u64,
+        answer: LeaseAnswer,
+    },
+    TestAnswer {
+        other_enabled: bool,
+    },
+    Heartbeat,
+}
+
+/// What a side says to a PG. Outputs dominate the traffic, so the enum is as large as one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum SideToPg {
+    Welcome {
+        side: Side,
+    },
+    /// Inputs through `input_no` of `incarnation` are delivered; `durable` when both sides hold
+    /// them.
+    Ack {
+        incarnation: u64,
+        input_no: u64,
+        durable: bool,
+    },
+    ResendFrom {
+        incarnation: u64,
+        input_no: u64,
+    },
+    /// This side takes no input now: use the other path.
+    Refuse {
+        reason: String,
+    },
+    LeaseRequest {
+        epoch: Epoch,
+        requested_ms: u64,
+    },
+    TestOtherSide,
+    /// The PG's output number `output_no`, in the ordered stream's order.
+    Output {
+        output_no: u64,
+        time_ms: u64,
+        output: Output,
+    },
+    Heartbeat,
+}
+
+/// Where one PG's inputs stood at a state-transfer cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgCursorCut {
+    pub pg: PgId,
+    pub incarnation: u64,
+    /// The PG's last input delivered at the cut.
+    pub input_no: u64,
+}
+
+/// The synchronizer's own part of a state transfer: what the receiver must know to continue
+/// the ordered stream from the cut.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCut {
+    /// The last sequence number delivered at the cut: the state is consistent through it.
+    pub seq: u64,
+    pub epoch: Epoch,
+    /// Ordered time at the cut.
+    pub time_ms: u64,
+    pub pg_cursors: Vec<PgCursorCut>,
 }
 
 #[cfg(test)]

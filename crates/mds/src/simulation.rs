@@ -8,13 +8,22 @@
 //! a side (it returns without state), pause and resume (SIGSTOP), private link cut (silently or
 //! with a reset) and healed, PG links cut and healed, and latency spikes.
 //!
+//! A side's clients are modelled by a hash chain over the messages they were delivered: a
+//! state transfer copies the source's chain at its cut, after a simulated transfer time during
+//! which any of the faults may strike. Two sides that delivered the same sequence number must
+//! have the same chain there: the simulation's digest check.
+//!
+//! A crash while the other side holds no state (it is down, or restarted and not yet rebuilt)
+//! would lose both sides' state, which only the logger's cold start recovers; the simulation
+//! leaves that double failure out.
+//!
 //! Invariants are checked after every millisecond; a run ends with every fault healed and a
 //! liveness check. A failing seed reports the first violated invariant and the last lines of
 //! the trace, and `simulate` with the same seed replays it exactly (`trace_hash` is the same).
 
 use crate::lease::{LeaseAnswer, LeaseGranter};
 use crate::protocol::*;
-use crate::sync::{Action, SyncSettings, SyncState, Synchronizer};
+use crate::sync::{Action, SyncEvent, SyncSettings, SyncState, Synchronizer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -25,7 +34,7 @@ use xxhash_rust::xxh3::Xxh3;
 /// Trace lines kept for a failure report.
 pub const TRACE_TAIL_LINES: usize = 40;
 /// Inputs a simulated PG resends at once from its oldest undurable one.
-const PG_RESEND_BATCH_MAX: u64 = 64;
+const PG_RESEND_BATCH_MAX: u64 = 512;
 /// A simulated PG resends what is not durably acknowledged this often.
 const PG_RESEND_INTERVAL_MS: u64 = 200;
 /// A simulated PG switches paths when its inputs go unacknowledged this long.
@@ -35,6 +44,8 @@ const PG_PATH_SILENCE_MS_MAX: u64 = 1_000;
 const INPUT_DRAIN_MS: u64 = 2_000;
 /// Simulated time after the last fault heals, for the liveness check.
 const QUIET_TAIL_MS: u64 = 6_000;
+/// A receiver asks for a transfer again this long after an attempt failed.
+const TRANSFER_RETRY_MS: u64 = 200;
 
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -42,7 +53,8 @@ pub struct SimOptions {
     pub duration_ms: u64,
     /// Trace lines kept for a failure report.
     pub trace_tail_lines: usize,
-    /// Whether the end of a run checks liveness: one side enabled, every input acknowledged.
+    /// Whether the end of a run checks liveness: both sides paired with one enabled, every input
+    /// acknowledged.
     pub check_liveness: bool,
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::sync::PlantedBug>,
@@ -75,6 +87,8 @@ pub struct SimReport {
     pub simulated_ms: u64,
     pub pgs: usize,
     pub delivered: [u64; 2],
+    /// State transfers completed.
+    pub transfers: u64,
     pub inputs_generated: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u32>,
@@ -154,6 +168,18 @@ enum Event {
         pg: usize,
         input_no: u64,
     },
+    /// A's MDS opens the transfer session for `receiver`, over connection `generation`.
+    TransferBegin {
+        receiver: usize,
+        generation: u64,
+    },
+    /// The state cut at the source has arrived at `receiver`.
+    TransferDone {
+        receiver: usize,
+        generation: u64,
+        cut: SyncCut,
+        clients: ClientModel,
+    },
     Resume(usize),
     Restart(usize),
     HealPgLink(usize, usize),
@@ -176,16 +202,25 @@ struct SimPg {
     walk_until: u64,
 }
 
+/// What a side's synchronized clients hold: the model of their state.
+#[derive(Clone, Debug, Default)]
+struct ClientModel {
+    last_delivered_seq: u64,
+    pg_delivered: BTreeMap<PgId, u64>,
+    /// A hash chain over every message delivered: equal chains, equal states.
+    chain: u64,
+}
+
 struct SideSlot {
     sync: Option<Synchronizer>,
     /// Whether it ran before: a side that starts again has lost its state.
     started: bool,
     paused: bool,
     persisted_epoch: Epoch,
-    /// What this side delivered since it last started.
-    last_delivered_seq: u64,
-    pg_delivered: BTreeMap<PgId, u64>,
+    /// What this side's clients hold.
+    clients: ClientModel,
     delivered_count: u64,
+    transfers_received: u64,
 }
 
 struct World {
@@ -213,8 +248,9 @@ struct World {
     /// Per link (from, to), the latest arrival time scheduled, to keep each link FIFO.
     link_clock: BTreeMap<(u8, usize, usize), u64>,
     next_event_no: u64,
-    /// Every message delivered anywhere, by sequence number: its hash.
-    delivered_by_seq: BTreeMap<u64, u64>,
+    /// Every message delivered anywhere, by sequence number: its hash, and the clients' chain
+    /// after it.
+    delivered_by_seq: BTreeMap<u64, (u64, u64)>,
     trace: VecDeque<String>,
     hasher: Xxh3,
     faults: BTreeMap<&'static str, u32>,
@@ -249,9 +285,9 @@ pub fn simulate(seed: u64, options: &SimOptions) -> SimReport {
             started: false,
             paused: false,
             persisted_epoch: Epoch::default(),
-            last_delivered_seq: 0,
-            pg_delivered: BTreeMap::new(),
+            clients: ClientModel::default(),
             delivered_count: 0,
+            transfers_received: 0,
         }),
         pgs: (0..pg_count)
             .map(|i| SimPg {
@@ -294,6 +330,7 @@ pub fn simulate(seed: u64, options: &SimOptions) -> SimReport {
             world.sides[0].delivered_count,
             world.sides[1].delivered_count,
         ],
+        transfers: world.sides[0].transfers_received + world.sides[1].transfers_received,
         inputs_generated: world.pgs.iter().map(|pg| pg.next_input_no - 1).sum(),
         faults: world.faults,
         violation: world.violation,
@@ -537,6 +574,16 @@ impl World {
                 state.resend_from = input_no;
                 state.walk_until = state.walk_until.max(state.acked_through);
             }
+            Event::TransferBegin {
+                receiver,
+                generation,
+            } => self.transfer_begin(receiver, generation),
+            Event::TransferDone {
+                receiver,
+                generation,
+                cut,
+                clients,
+            } => self.transfer_done(receiver, generation, cut, clients),
             Event::Resume(side) => self.resume(side),
             Event::Restart(side) => self.start_side(side),
             Event::HealPgLink(side, pg) => self.set_reach(side, pg, true),
@@ -562,7 +609,11 @@ impl World {
                 }
             }
             Fault::Crash(side, restart_after_ms) => {
-                if self.sides[side].sync.is_some() {
+                let other_holds_state = self.sides[1 - side]
+                    .sync
+                    .as_ref()
+                    .is_some_and(|sync| !sync.needs_state());
+                if self.sides[side].sync.is_some() && other_holds_state {
                     self.sides[side].sync = None;
                     self.sides[side].paused = false;
                     self.inbox[side].clear();
@@ -601,8 +652,7 @@ impl World {
         slot.sync = Some(sync);
         slot.started = true;
         slot.paused = false;
-        slot.last_delivered_seq = 0;
-        slot.pg_delivered.clear();
+        slot.clients = ClientModel::default();
         self.trace_line(format!(
             "start side {} (needs state: {needs_state})",
             side_of(side)
@@ -761,7 +811,22 @@ impl World {
                 }
             }
             Action::PersistEpoch(epoch) => self.sides[side].persisted_epoch = epoch,
-            Action::StateTransferWanted { .. } => {}
+            Action::StateTransferWanted { .. } => {
+                let at = self.now_ms + self.rng.random_range(1..50);
+                let generation = self.link_generation;
+                self.schedule(
+                    at,
+                    Event::TransferBegin {
+                        receiver: side,
+                        generation,
+                    },
+                );
+            }
+            // The simulation's transfer sessions need no request on the link.
+            Action::TransferRequested(_) => {}
+            Action::Event(SyncEvent::TransferBufferOverflow { .. }) => {
+                self.retry_transfer(side, self.link_generation)
+            }
             Action::Event(_) => {}
         }
     }
@@ -820,44 +885,160 @@ impl World {
         state.walk_until = state.acked_through;
     }
 
+    // ----- state transfer -----
+
+    /// The source cuts its clients' state and starts sending it; it arrives after a simulated
+    /// transfer time, unless the connection ends first.
+    fn transfer_begin(&mut self, receiver: usize, generation: u64) {
+        let source = 1 - receiver;
+        if generation != self.link_generation || !self.runs(receiver) {
+            return; // The next connection's Hellos ask again.
+        }
+        if self.sync_mut(receiver).transfer_wanted().is_none() {
+            return;
+        }
+        if !self.runs(source) || !self.private_link_up {
+            self.retry_transfer(receiver, generation);
+            return;
+        }
+        let now = self.now_ms;
+        match self.sync_mut(source).begin_transfer(now) {
+            Ok(cut) => {
+                self.trace_line(format!(
+                    "transfer {} -> {} cut at {}",
+                    side_of(source),
+                    side_of(receiver),
+                    cut.seq
+                ));
+                let clients = self.sides[source].clients.clone();
+                let at = now + self.rng.random_range(20..1_500);
+                self.schedule(
+                    at,
+                    Event::TransferDone {
+                        receiver,
+                        generation,
+                        cut,
+                        clients,
+                    },
+                );
+            }
+            Err(error) => {
+                self.trace_line(format!("transfer refused: {error}"));
+                self.retry_transfer(receiver, generation);
+            }
+        }
+    }
+
+    fn transfer_done(
+        &mut self,
+        receiver: usize,
+        generation: u64,
+        cut: SyncCut,
+        clients: ClientModel,
+    ) {
+        if generation != self.link_generation || self.sides[receiver].sync.is_none() {
+            return;
+        }
+        if self.sides[receiver].paused {
+            // The bytes wait in its socket until it runs again.
+            let at = self.now_ms + 10;
+            self.schedule(
+                at,
+                Event::TransferDone {
+                    receiver,
+                    generation,
+                    cut,
+                    clients,
+                },
+            );
+            return;
+        }
+        if !self.private_link_up {
+            self.retry_transfer(receiver, generation);
+            return;
+        }
+        let now = self.now_ms;
+        match self
+            .sync_mut(receiver)
+            .on_transfer_received(now, cut.clone())
+        {
+            Ok(()) => {
+                self.trace_line(format!(
+                    "transfer to {} taken at {}",
+                    side_of(receiver),
+                    cut.seq
+                ));
+                let slot = &mut self.sides[receiver];
+                slot.clients = clients;
+                slot.transfers_received += 1;
+            }
+            Err(error) => {
+                self.trace_line(format!("transfer discarded: {error}"));
+                self.retry_transfer(receiver, generation);
+            }
+        }
+    }
+
+    fn retry_transfer(&mut self, receiver: usize, generation: u64) {
+        let at = self.now_ms + TRANSFER_RETRY_MS;
+        self.schedule(
+            at,
+            Event::TransferBegin {
+                receiver,
+                generation,
+            },
+        );
+    }
+
     // ----- checkers -----
 
     fn on_delivered(&mut self, side: usize, message: Ordered) {
         let bytes = postcard::to_stdvec(&message).expect("an ordered message serializes");
         let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
-        let first = *self.delivered_by_seq.entry(message.seq).or_insert(hash);
-        if first != hash {
-            self.violate(
-                "a sequence number delivered with two different messages",
-                format!("side {} delivered {message:?}", side_of(side)),
-            );
-        }
         let slot = &mut self.sides[side];
         slot.delivered_count += 1;
-        if slot.last_delivered_seq != 0
-            && Some(message.seq) != next_seq(slot.last_delivered_seq, message.epoch)
-        {
+        let last = slot.clients.last_delivered_seq;
+        let chain = xxhash_rust::xxh3::xxh3_64(
+            &[slot.clients.chain.to_le_bytes(), hash.to_le_bytes()].concat(),
+        );
+        if last != 0 && Some(message.seq) != next_seq(last, message.epoch) {
             let detail = format!(
-                "side {} delivered {} after {}",
+                "side {} delivered {} after {last}",
                 side_of(side),
-                message.seq,
-                slot.last_delivered_seq
+                message.seq
             );
             self.violate("a delivered stream with a gap or a repeat", detail);
             return;
         }
-        slot.last_delivered_seq = message.seq;
+        slot.clients.last_delivered_seq = message.seq;
+        slot.clients.chain = chain;
         if let Some(PgInputNo { pg, input_no, .. }) = message.pg_input() {
             // A side's first input from a PG may be any: it begins wherever its stream does.
-            if let Some(last) = slot.pg_delivered.insert(pg, input_no) {
+            if let Some(last) = slot.clients.pg_delivered.insert(pg, input_no) {
                 if input_no != last + 1 {
                     let detail = format!(
                         "side {} delivered PG {pg} input {input_no} after {last}",
                         side_of(side)
                     );
                     self.violate("a PG input delivered twice or out of order", detail);
+                    return;
                 }
             }
+        }
+        let (first_hash, first_chain) = *self
+            .delivered_by_seq
+            .entry(message.seq)
+            .or_insert((hash, chain));
+        if first_hash != hash {
+            self.violate(
+                "a sequence number delivered with two different messages",
+                format!("side {} delivered {message:?}", side_of(side)),
+            );
+        } else if first_chain != chain {
+            self.violate(
+                "two sides' states differ after the same sequence number",
+                format!("side {} at {}", side_of(side), message.seq),
+            );
         }
     }
 
@@ -889,7 +1070,10 @@ impl World {
         let enabled = (0..2)
             .filter(|&side| self.runs(side) && self.sync_mut(side).state().is_enabled())
             .count();
-        if enabled != 1 {
+        let paired = (0..2)
+            .filter(|&side| self.runs(side) && self.sync_mut(side).state().is_paired())
+            .count();
+        if enabled != 1 || paired != 2 {
             let states: Vec<String> = (0..2)
                 .map(|side| {
                     self.sides[side]
@@ -899,7 +1083,7 @@ impl World {
                 })
                 .collect();
             self.violate(
-                "liveness: one side enabled after the faults heal",
+                "liveness: both sides paired, one enabled, after the faults heal",
                 format!("states {states:?}"),
             );
             return;
@@ -932,6 +1116,7 @@ impl World {
             for pg in 0..self.pgs.len() {
                 let state = &self.pgs[pg];
                 let delivered = self.sides[side]
+                    .clients
                     .pg_delivered
                     .get(&state.id)
                     .copied()

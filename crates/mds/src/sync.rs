@@ -30,6 +30,26 @@ pub const HELD_MESSAGES_MAX: usize = 262_144;
 pub const FORWARDED_INPUTS_MAX: usize = 65_536;
 /// The disabled side acknowledges at least every this many messages, and on every tick.
 pub const ACK_BATCH_MESSAGES: u64 = 256;
+/// The fewest ordered messages a receiving side buffers while its clients' state arrives,
+/// whatever the state's size (`transfer_buffer_bound`).
+pub const TRANSFER_BUFFER_MESSAGES_FLOOR: usize = 65_536;
+/// The most it ever buffers: past it the transfer fails and is retried.
+pub const TRANSFER_BUFFER_MESSAGES_MAX: usize = 4_194_304;
+
+/// How many ordered messages a receiver must be able to buffer while a state of `state_bytes`
+/// arrives at `transfer_bytes_per_s` and input is ordered at `inputs_per_s`: twice the expected
+/// count, so that a transfer under steady load finishes, with a floor for small states and
+/// capped at `TRANSFER_BUFFER_MESSAGES_MAX`.
+pub fn transfer_buffer_bound(
+    state_bytes: u64,
+    transfer_bytes_per_s: u64,
+    inputs_per_s: u64,
+) -> usize {
+    let seconds = state_bytes as f64 / transfer_bytes_per_s.max(1) as f64;
+    let expected = (2.0 * seconds * inputs_per_s as f64).ceil();
+    (expected.min(TRANSFER_BUFFER_MESSAGES_MAX as f64) as usize)
+        .clamp(TRANSFER_BUFFER_MESSAGES_FLOOR, TRANSFER_BUFFER_MESSAGES_MAX)
+}
 
 /// The six synchronizer states of ICM.
 #[derive(
@@ -122,7 +142,7 @@ impl SyncSettings {
             heartbeat_interval_ms: 100,
             heartbeat_misses_max: 5,
             tick_interval_ms: 100,
-            lease_ms: 800,
+            lease_ms: 500,
             lease_renew_interval_ms: 100,
             connecting_timeout_ms: 1_000,
             test_other_side_timeout_ms: 300,
@@ -214,6 +234,8 @@ pub enum Action {
     StateTransferWanted {
         from: Side,
     },
+    /// The peer asks for this side's state (its MDS sent "state transfer desired").
+    TransferRequested(TransferRequest),
     Event(SyncEvent),
 }
 
@@ -243,6 +265,42 @@ pub enum SyncEvent {
     EpochExhausted {
         epoch: Epoch,
     },
+    /// More ordered messages arrived during a state transfer than the receiver may buffer: the
+    /// transfer is abandoned and retried.
+    TransferBufferOverflow {
+        max: usize,
+    },
+}
+
+/// Why a state transfer cannot start or be taken.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TransferError {
+    #[error("the private link to the peer is down")]
+    NotConnected,
+    #[error("this side is not the state source for its peer")]
+    NotSource,
+    #[error("this side has no state to send: it restarted and waits for its peer's")]
+    NoState,
+    #[error(
+        "the private link has not announced a cut at sequence {seq} (or announced a later one)"
+    )]
+    CutNotSeen { seq: u64 },
+    #[error("this side is ordering input: it cannot take another side's state")]
+    Enabled,
+    #[error("a forwarded message after the cut does not follow: {0}")]
+    BadForward(String),
+}
+
+/// A receiving side's progress through a state transfer.
+#[derive(Debug, Default)]
+enum Join {
+    #[default]
+    None,
+    /// The source announced a cut at `from`: the ordered messages after it are kept until the
+    /// clients' state arrives.
+    Buffering { from: u64, messages: Vec<Ordered> },
+    /// The clients hold the source's state and every message since: waiting for `Pair`.
+    Joined,
 }
 
 /// Per PG: the incarnation and input numbers held in the ordered stream and delivered.
@@ -284,11 +342,18 @@ pub struct Synchronizer {
     log: VecDeque<Ordered>,
     held_through: u64,
     delivered_through: u64,
+    /// Ordered time of the last delivered message.
+    delivered_time_ms: u64,
     time_ms: u64,
     next_tick_ms: u64,
     needs_state: bool,
     /// This side is behind its peer and has asked for its state.
     state_wanted: bool,
+    /// As a receiver: the transfer under way.
+    join: Join,
+    transfer_buffer_messages_max: usize,
+    /// As a state source: the cut after which every ordered message goes to the peer.
+    forwarding_from: Option<u64>,
     pg_cursors: BTreeMap<PgId, PgCursor>,
     forwarded: BTreeMap<(PgId, u64), Forwarded>,
     /// Per PG: the input number this side last asked it to resend from, and when.
@@ -326,10 +391,14 @@ impl Synchronizer {
             log: VecDeque::new(),
             held_through,
             delivered_through: held_through,
+            delivered_time_ms: time_ms,
             time_ms,
             next_tick_ms: 0,
             needs_state,
             state_wanted: false,
+            join: Join::None,
+            transfer_buffer_messages_max: TRANSFER_BUFFER_MESSAGES_FLOOR,
+            forwarding_from: None,
             pg_cursors: BTreeMap::new(),
             forwarded: BTreeMap::new(),
             resend_asked: BTreeMap::new(),
@@ -364,6 +433,30 @@ impl Synchronizer {
         self.delivered_through
     }
 
+    /// Whether this side restarted without state and has not yet received its peer's.
+    pub fn needs_state(&self) -> bool {
+        self.needs_state
+    }
+
+    /// Sends "state transfer desired" to the peer, while this side waits for its state.
+    pub fn request_transfer(&mut self, now_ms: u64, request: TransferRequest) {
+        if self.state_wanted {
+            self.send_peer(now_ms, PeerMessage::TransferWanted(request));
+        }
+    }
+
+    /// The side whose state this side waits for, while it waits.
+    pub fn transfer_wanted(&self) -> Option<Side> {
+        self.state_wanted.then(|| self.settings.side.peer())
+    }
+
+    /// The most ordered messages this side buffers during a transfer; the shell raises it from
+    /// the incoming state's size (`transfer_buffer_bound`).
+    pub fn set_transfer_buffer_messages_max(&mut self, max: usize) {
+        self.transfer_buffer_messages_max =
+            max.clamp(TRANSFER_BUFFER_MESSAGES_FLOOR, TRANSFER_BUFFER_MESSAGES_MAX);
+    }
+
     /// The next action for the shell, in order.
     pub fn poll(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -388,8 +481,7 @@ impl Synchronizer {
             return;
         }
         self.peer.up = false;
-        self.peer.hello = None;
-        self.outbox.clear();
+        self.forget_peer();
         self.peer_lost(now_ms);
     }
 
@@ -446,6 +538,17 @@ impl Synchronizer {
             }
             PeerMessage::Refuse { reason } => {
                 self.close_peer(now_ms, format!("the peer refused to pair: {reason}"));
+            }
+            PeerMessage::TransferWanted(request) => {
+                self.actions.push_back(Action::TransferRequested(request));
+            }
+            PeerMessage::TransferCut { seq } => {
+                if self.state_wanted {
+                    self.join = Join::Buffering {
+                        from: seq,
+                        messages: Vec::new(),
+                    };
+                }
             }
         }
         self.flush(now_ms);
@@ -521,6 +624,7 @@ impl Synchronizer {
         *entry = (*entry).max(requested_ms);
         if self.state == SyncState::Testing
             && !self.needs_state
+            && !self.receiving_state()
             && self.valid_leases(now_ms)
             && self.majority_leased(now_ms)
         {
@@ -545,27 +649,109 @@ impl Synchronizer {
         self.flush(now_ms);
     }
 
-    /// The side's clients have received the peer's state, consistent at `held_through`.
-    pub fn state_transfer_complete(
-        &mut self,
-        now_ms: u64,
-        held_through: u64,
-        time_ms: u64,
-        epoch: Epoch,
-    ) {
+    /// As the state source: the shell is cutting its clients' state now, consistent through the
+    /// returned `SyncCut::seq` (everything delivered). From here on every ordered message after
+    /// the cut also goes to the peer, which buffers it until its clients are rebuilt.
+    pub fn begin_transfer(&mut self, now_ms: u64) -> Result<SyncCut, TransferError> {
+        let Some(peer) = self.peer.hello.as_ref().filter(|_| self.peer.up) else {
+            return Err(TransferError::NotConnected);
+        };
+        if self.needs_state {
+            return Err(TransferError::NoState);
+        }
+        if pairing_source(&self.hello(), peer) != self.settings.side {
+            return Err(TransferError::NotSource);
+        }
+        let seq = self.delivered_through;
+        self.forwarding_from = Some(seq);
+        self.send_peer(now_ms, PeerMessage::TransferCut { seq });
+        // Held but undelivered messages (a side that lost its peer before they were acked) are
+        // after the cut: the receiver must hold them too.
+        let undelivered: Vec<Ordered> = self.log.iter().filter(|m| m.seq > seq).cloned().collect();
+        self.outbox.extend(undelivered);
+        self.flush(now_ms);
+        Ok(SyncCut {
+            seq,
+            epoch: self.epoch,
+            time_ms: self.delivered_time_ms,
+            pg_cursors: self
+                .pg_cursors
+                .iter()
+                .map(|(&pg, cursor)| PgCursorCut {
+                    pg,
+                    incarnation: cursor.incarnation,
+                    input_no: cursor.delivered_through,
+                })
+                .collect(),
+        })
+    }
+
+    /// As the receiver: the clients now hold the peer's state at `cut`. The messages buffered
+    /// since the cut are delivered, and this side asks to pair. On an error the transfer is
+    /// retried; the state the clients received must then be discarded.
+    pub fn on_transfer_received(&mut self, now_ms: u64, cut: SyncCut) -> Result<(), TransferError> {
+        if self.state.is_enabled() {
+            return Err(TransferError::Enabled);
+        }
+        let buffered = match std::mem::take(&mut self.join) {
+            Join::Buffering { from, messages } if from == cut.seq && self.peer.up => messages,
+            other => {
+                self.join = other;
+                return Err(TransferError::CutNotSeen { seq: cut.seq });
+            }
+        };
+        let pg_cursors: BTreeMap<PgId, PgCursor> = cut
+            .pg_cursors
+            .iter()
+            .map(|c| {
+                (
+                    c.pg,
+                    PgCursor {
+                        incarnation: c.incarnation,
+                        held_through: c.input_no,
+                        delivered_through: c.input_no,
+                    },
+                )
+            })
+            .collect();
+        // The buffered stream must continue the cut exactly; checked before anything changes,
+        // so that a refused transfer leaves this side as it was.
+        let mut held_through = cut.seq;
+        let mut cursors = pg_cursors.clone();
+        for message in buffered.iter().filter(|m| m.seq > cut.seq) {
+            if let Some(problem) =
+                follow_problem(held_through, &cursors, &self.settings.pgs, message)
+            {
+                self.close_peer(now_ms, problem.clone());
+                self.flush(now_ms);
+                return Err(TransferError::BadForward(problem));
+            }
+            held_through = message.seq;
+            if let Some(input) = message.pg_input() {
+                let cursor = cursors.entry(input.pg).or_default();
+                cursor.incarnation = input.incarnation;
+                cursor.held_through = input.input_no;
+            }
+        }
         self.needs_state = false;
         self.state_wanted = false;
-        self.held_through = held_through;
-        self.delivered_through = held_through;
-        self.time_ms = time_ms;
+        self.held_through = cut.seq;
+        self.delivered_through = cut.seq;
+        self.delivered_time_ms = cut.time_ms;
+        self.time_ms = cut.time_ms;
         self.log.clear();
         self.forwarded.clear();
-        self.adopt_epoch(epoch);
-        if self.peer.up {
-            let hello = self.hello();
-            self.send_peer(now_ms, PeerMessage::Hello(hello));
-        }
+        self.resend_asked.clear();
+        self.pg_cursors = pg_cursors;
+        self.adopt_epoch(cut.epoch);
+        self.join = Join::Joined;
+        let held = self.hold_from_peer(buffered);
+        assert!(held.is_ok(), "the buffered stream was checked: {held:?}");
+        self.deliver_ready();
+        let hello = self.hello();
+        self.send_peer(now_ms, PeerMessage::Hello(hello));
         self.flush(now_ms);
+        Ok(())
     }
 
     /// The timer: heartbeats, failure detection, TimeTicks, lease renewal and timeouts. Call it
@@ -629,8 +815,10 @@ impl Synchronizer {
             }
             SyncState::IsolatedEnabled => self.check_isolated(now_ms),
             SyncState::IsolatedDisabled => {
-                // Retry: the PGs may be back, or the other side gone for good.
-                if now_ms.saturating_sub(self.state_since_ms) >= self.settings.connecting_timeout_ms
+                // Retry: the PGs may be back, or the other side gone for good (its lease lapses
+                // on the PGs within one lease period).
+                if now_ms.saturating_sub(self.state_since_ms)
+                    >= self.settings.test_other_side_timeout_ms
                     && !self.peer.up
                 {
                     self.peer_lost(now_ms);
@@ -668,6 +856,7 @@ impl Synchronizer {
             time_ms: self.time_ms,
             enabled: self.state.is_enabled(),
             needs_state: self.needs_state,
+            joined: matches!(self.join, Join::Joined),
         }
     }
 
@@ -701,22 +890,42 @@ impl Synchronizer {
         }
         let mine = self.hello();
         self.peer.hello = Some(hello.clone());
+        // Two sides that never paired nor ordered (epoch 0) have no common history: each built
+        // its state alone (from configuration), so the other takes the source's by transfer.
         let in_sync = !mine.needs_state
             && !hello.needs_state
+            && mine.epoch.owner.is_some()
             && mine.epoch == hello.epoch
             && mine.held_through == hello.held_through;
         let source = pairing_source(&mine, &hello);
         if source == self.settings.side {
-            // Otherwise the peer asks for a state transfer and says Hello again once it is done.
-            if in_sync {
-                self.pair_as_enabled(now_ms);
+            // A peer that took our state at the cut holds every message forwarded since; what
+            // it has not yet read is in flight on this link, ahead of our `Pair`.
+            let joined = hello.joined
+                && self.forwarding_from.is_some_and(|cut| {
+                    cut <= hello.held_through && hello.held_through <= self.held_through
+                });
+            if in_sync || joined {
+                self.pair_as_enabled(now_ms, hello.epoch, hello.held_through);
+            } else if hello.joined {
+                self.close_peer(
+                    now_ms,
+                    format!(
+                        "the peer joined at {} from a cut this side did not send",
+                        hello.held_through
+                    ),
+                );
             }
+            // Otherwise the peer asks for a state transfer and says Hello again once it is done.
         } else {
             self.learn_epoch(now_ms, hello.epoch);
             if in_sync {
                 // The source's `Pair` decides.
             } else {
-                if self.state.is_enabled() {
+                // It takes the peer's state: it must not be ordering, nor about to start.
+                if self.state.is_enabled() || self.state == SyncState::Testing {
+                    self.lease_epoch = None;
+                    self.leases.clear();
                     self.set_state(now_ms, SyncState::IsolatedDisabled);
                 }
                 self.want_state(source);
@@ -724,15 +933,17 @@ impl Synchronizer {
         }
     }
 
-    fn pair_as_enabled(&mut self, now_ms: u64) {
-        if !self.owns_epoch() {
-            let epoch = Epoch {
-                number: (self.epoch.number + 1).min(EPOCH_NUMBER_MAX),
-                owner: Some(self.settings.side),
-            };
-            self.adopt_epoch(epoch);
+    /// Pairs with the peer, which holds every message through `peer_held_through` and has seen
+    /// `peer_epoch`: the pair's epoch is ours, or a new one above both.
+    fn pair_as_enabled(&mut self, now_ms: u64, peer_epoch: Epoch, peer_held_through: u64) {
+        if !self.owns_epoch() || peer_epoch > self.epoch {
+            let number = self.epoch.number.max(peer_epoch.number) + 1;
+            self.adopt_epoch(Epoch::new(number.min(EPOCH_NUMBER_MAX), self.settings.side));
         }
-        self.peer.held_through = self.held_through;
+        // Whatever was forwarded goes ahead of the `Pair`.
+        self.flush(now_ms);
+        self.forwarding_from = None;
+        self.peer.held_through = peer_held_through;
         self.peer.ack_progress_ms = now_ms;
         self.set_state(now_ms, SyncState::PairedEnabled);
         self.send_peer(
@@ -763,6 +974,7 @@ impl Synchronizer {
             return;
         }
         self.adopt_epoch(epoch);
+        self.join = Join::None;
         self.lease_epoch = None;
         self.leases.clear();
         self.set_state(now_ms, SyncState::PairedDisabled);
@@ -845,7 +1057,7 @@ impl Synchronizer {
             body,
         };
         self.hold(message.clone());
-        if self.state == SyncState::PairedEnabled {
+        if self.state == SyncState::PairedEnabled || self.forwarding_from.is_some() {
             self.outbox.push(message);
         }
         self.deliver_ready();
@@ -882,29 +1094,31 @@ impl Synchronizer {
     }
 
     fn on_ordered(&mut self, now_ms: u64, messages: Vec<Ordered>) {
-        if self.state != SyncState::PairedDisabled {
-            return;
-        }
-        for message in messages {
-            if message.epoch < self.epoch {
-                continue;
-            }
-            if message.seq <= self.held_through {
-                continue;
-            }
-            let problem = if Some(message.seq) != next_seq(self.held_through, message.epoch) {
-                Some(format!(
-                    "ordered message {} arrived after {}",
-                    message.seq, self.held_through
-                ))
-            } else {
-                self.invalid_pg_input(&message)
-            };
-            if let Some(problem) = problem {
-                self.close_peer(now_ms, problem);
+        match &mut self.join {
+            Join::Buffering {
+                messages: buffer, ..
+            } => {
+                if buffer.len() + messages.len() > self.transfer_buffer_messages_max {
+                    self.join = Join::None;
+                    self.actions
+                        .push_back(Action::Event(SyncEvent::TransferBufferOverflow {
+                            max: self.transfer_buffer_messages_max,
+                        }));
+                } else {
+                    buffer.extend(messages);
+                }
                 return;
             }
-            self.hold(message);
+            Join::Joined => {}
+            Join::None => {
+                if self.state != SyncState::PairedDisabled {
+                    return;
+                }
+            }
+        }
+        if let Err(problem) = self.hold_from_peer(messages) {
+            self.close_peer(now_ms, problem);
+            return;
         }
         self.deliver_ready();
         if self.held_through >= self.peer.acked_through.saturating_add(ACK_BATCH_MESSAGES) {
@@ -912,33 +1126,23 @@ impl Synchronizer {
         }
     }
 
-    /// Why an ordered PG input from the peer cannot be the next one of its PG, if it cannot: an
-    /// unknown PG, an older incarnation, or a number that is not the next.
-    fn invalid_pg_input(&self, message: &Ordered) -> Option<String> {
-        let PgInputNo {
-            pg,
-            incarnation,
-            input_no,
-        } = message.pg_input()?;
-        if !self.settings.pgs.contains(&pg) {
-            return Some(format!(
-                "ordered input {} names PG {pg}, which is not in the topology",
-                message.seq
-            ));
+    /// Holds the ordered messages the peer sent, checking that each follows the last held.
+    fn hold_from_peer(&mut self, messages: Vec<Ordered>) -> Result<(), String> {
+        for message in messages {
+            if message.seq <= self.held_through {
+                continue;
+            }
+            if let Some(problem) = follow_problem(
+                self.held_through,
+                &self.pg_cursors,
+                &self.settings.pgs,
+                &message,
+            ) {
+                return Err(problem);
+            }
+            self.hold(message);
         }
-        let cursor = self.pg_cursors.get(&pg).copied().unwrap_or_default();
-        let expected = if incarnation > cursor.incarnation {
-            1
-        } else {
-            cursor.held_through.saturating_add(1)
-        };
-        (incarnation < cursor.incarnation || input_no != expected).then(|| {
-            format!(
-                "ordered input {} is PG {pg}'s input {input_no} of incarnation {incarnation}, \
-                 where {expected} of incarnation {} was next",
-                message.seq, cursor.incarnation
-            )
-        })
+        Ok(())
     }
 
     /// Delivers every held message that may be delivered now, and trims the log.
@@ -952,6 +1156,8 @@ impl Synchronizer {
             }
             SyncState::PairedEnabled => self.peer.held_through,
             SyncState::PairedDisabled | SyncState::IsolatedEnabled => self.held_through,
+            // A joined receiver's messages were delivered on the source already.
+            _ if matches!(self.join, Join::Joined) => self.held_through,
             _ => self.delivered_through,
         };
         let first_undelivered = self
@@ -963,6 +1169,7 @@ impl Synchronizer {
             }
             let message = self.log[index].clone();
             self.delivered_through = message.seq;
+            self.delivered_time_ms = message.time_ms;
             if let Some(PgInputNo {
                 pg,
                 incarnation,
@@ -1021,7 +1228,10 @@ impl Synchronizer {
                 }
             }
             SyncState::PairedDisabled | SyncState::Connecting | SyncState::IsolatedDisabled => {
-                if self.needs_state {
+                if self.peer.up && self.receiving_state() {
+                    // Connected to a peer whose state this side is taking: it waits for it.
+                    self.set_state(now_ms, SyncState::IsolatedDisabled);
+                } else if self.needs_state {
                     // A side without state never takes over: it waits for its peer.
                     if self.state != SyncState::Connecting {
                         self.set_state(now_ms, SyncState::Connecting);
@@ -1152,13 +1362,10 @@ impl Synchronizer {
             // Whatever this connection paired is over; the next one starts with Hellos.
             self.close_peer(now_ms, format!("fenced by epoch {}", theirs.number));
         }
-        // A paired disabled side receives the new epoch's stream from its owner. Any other side
-        // learning of it has missed that stream (or ordered its own) and wants the other's state.
-        // Being behind does not stop it from taking over if the other side goes: whatever it
-        // missed was acknowledged by an isolated side, so not durably, and its PGs send it again.
-        if was_enabled || self.state != SyncState::PairedDisabled {
-            self.want_state(self.settings.side.peer());
-        }
+        // A side that missed the new epoch's stream (or ordered its own) learns from the Hellos
+        // of its next connection that it must take the other's state. Being behind does not
+        // stop it from taking over if the other side goes: whatever it missed was acknowledged
+        // by an isolated side, so not durably, and its PGs send it again.
     }
 
     /// Asks (once) for the other side's state.
@@ -1223,9 +1430,23 @@ impl Synchronizer {
         }
         self.actions.push_back(Action::ClosePeer { reason });
         self.peer.up = false;
+        self.forget_peer();
+        self.peer_lost(now_ms);
+    }
+
+    /// Whether this side is taking its peer's state over the current connection.
+    fn receiving_state(&self) -> bool {
+        self.state_wanted || !matches!(self.join, Join::None)
+    }
+
+    /// What only the connection that ended meant: its Hello, its unsent batch, a transfer
+    /// under way over it in either direction.
+    fn forget_peer(&mut self) {
         self.peer.hello = None;
         self.outbox.clear();
-        self.peer_lost(now_ms);
+        self.forwarding_from = None;
+        self.join = Join::None;
+        self.state_wanted = false;
     }
 
     /// Sends the ordered messages of this step to the peer, in batches.
@@ -1245,12 +1466,54 @@ impl Synchronizer {
     }
 }
 
+/// Why `message`, from the peer, cannot follow a stream held through `held_through` with PG
+/// cursors `cursors`, if it cannot: a sequence number that is not the next, or a PG input that
+/// is not its PG's next (an unknown PG, an older incarnation, a gap or a repeat).
+fn follow_problem(
+    held_through: u64,
+    cursors: &BTreeMap<PgId, PgCursor>,
+    pgs: &BTreeSet<PgId>,
+    message: &Ordered,
+) -> Option<String> {
+    if Some(message.seq) != next_seq(held_through, message.epoch) {
+        return Some(format!(
+            "ordered message {} arrived after {held_through}",
+            message.seq
+        ));
+    }
+    let PgInputNo {
+        pg,
+        incarnation,
+        input_no,
+    } = message.pg_input()?;
+    if !pgs.contains(&pg) {
+        return Some(format!(
+            "ordered input {} names PG {pg}, which is not in the topology",
+            message.seq
+        ));
+    }
+    let cursor = cursors.get(&pg).copied().unwrap_or_default();
+    let expected = if incarnation > cursor.incarnation {
+        1
+    } else {
+        cursor.held_through.saturating_add(1)
+    };
+    (incarnation < cursor.incarnation || input_no != expected).then(|| {
+        format!(
+            "ordered input {} is PG {pg}'s input {input_no} of incarnation {incarnation}, \
+             where {expected} of incarnation {} was next",
+            message.seq, cursor.incarnation
+        )
+    })
+}
+
 /// Which side's state both take when they pair: the higher epoch; at equal epochs the side
 /// that is enabled, then the one holding more, then side A. A side that needs state never is.
 fn pairing_source(mine: &Hello, theirs: &Hello) -> Side {
     let rank = |h: &Hello| {
         (
             !h.needs_state,
+            !h.joined,
             h.epoch,
             h.enabled,
             h.held_through,

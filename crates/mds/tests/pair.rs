@@ -51,6 +51,14 @@ struct World {
     refused: usize,
     events: Vec<(Side, SyncEvent)>,
     lease_ms: u64,
+    /// Whether a side that asks for its peer's state gets it at once (otherwise the test
+    /// carries the transfer out itself).
+    auto_transfer: bool,
+    /// Receivers whose source is to cut its state next.
+    transfers_wanted: Vec<usize>,
+    /// Cuts taken, with the source's delivered messages at the cut, to arrive once the link is
+    /// quiet.
+    transfers_sent: Vec<(usize, tandem_mds::SyncCut, Vec<Ordered>)>,
 }
 
 impl World {
@@ -80,6 +88,9 @@ impl World {
             refused: 0,
             events: Vec::new(),
             lease_ms: SyncSettings::new(Side::A, version("x"), pg_ids).lease_ms,
+            auto_transfer: true,
+            transfers_wanted: Vec::new(),
+            transfers_sent: Vec::new(),
         };
         for i in 0..2 {
             for pg in world.reach[i].clone() {
@@ -153,6 +164,24 @@ impl World {
                     self.side(to).on_peer_message(now, message);
                 }
             }
+            if progressed {
+                continue;
+            }
+            // The link is quiet: transfers arrive, then sources cut for new requests.
+            let now = self.now_ms;
+            for (receiver, cut, delivered) in std::mem::take(&mut self.transfers_sent) {
+                if self.sides[receiver].on_transfer_received(now, cut).is_ok() {
+                    self.delivered[receiver] = delivered;
+                    progressed = true;
+                }
+            }
+            for receiver in std::mem::take(&mut self.transfers_wanted) {
+                if let Ok(cut) = self.sides[1 - receiver].begin_transfer(now) {
+                    let delivered = self.delivered[1 - receiver].clone();
+                    self.transfers_sent.push((receiver, cut, delivered));
+                    progressed = true;
+                }
+            }
             if !progressed {
                 return;
             }
@@ -204,9 +233,12 @@ impl World {
                     self.sides[i].on_test_other_side(now, pg, enabled);
                 }
             }
-            Action::PersistEpoch(_)
-            | Action::StateTransferWanted { .. }
-            | Action::ResendFrom { .. } => {}
+            Action::StateTransferWanted { .. } => {
+                if self.auto_transfer {
+                    self.transfers_wanted.push(i);
+                }
+            }
+            Action::PersistEpoch(_) | Action::TransferRequested(_) | Action::ResendFrom { .. } => {}
             Action::Event(event) => self.events.push((side, event)),
         }
     }
@@ -378,7 +410,7 @@ fn a_silent_enabled_side_is_replaced_and_fenced_when_it_wakes() {
         }
     }
     let enabled_at = enabled_at.expect("B takes over");
-    // The PGs let A's lease (800 ms from its last renewal) lapse, then grant B the next epoch.
+    // The PGs let A's lease (500 ms from its last renewal) lapse, then grant B the next epoch.
     assert!(
         enabled_at - paused_at <= 1_000,
         "took {} ms",
@@ -532,4 +564,120 @@ fn a_side_that_ordered_alone_and_its_successor_never_share_a_sequence_number() {
     let b_last = world.delivered[1].last().expect("B delivers");
     assert_eq!(b_last.epoch, b_epoch);
     assert!(world.delivered[0].iter().all(|m| m.seq < b_last.seq));
+}
+
+/// Replaces side B by a fresh process without state, and drops the private link.
+fn restart_b(world: &mut World) {
+    let pg_ids: BTreeSet<PgId> = world.reach[1].clone();
+    let epoch = world.sides[1].epoch();
+    world.sides[1] = Synchronizer::new(
+        SyncSettings::new(Side::B, version("1.0"), pg_ids.clone()),
+        epoch,
+        0,
+        0,
+        true,
+        world.now_ms,
+    )
+    .unwrap();
+    world.delivered[1].clear();
+    let now = world.now_ms;
+    for pg in pg_ids {
+        world.sides[1].pg_reachable(now, pg, true);
+    }
+    world.sides[0].peer_link_down(now);
+    world.private_link_up = false;
+    // The tests that restart B carry its transfer out themselves.
+    world.auto_transfer = false;
+    world.wire.clear();
+    world.settle();
+}
+
+#[test]
+fn a_restarted_side_joins_by_state_transfer_while_the_source_keeps_ordering() {
+    let mut world = World::new(2, "1.0");
+    world.link_up();
+    world.advance(5);
+    for n in 1..=5 {
+        world.pg_input(Side::A, PgId(1), n);
+    }
+    world.advance(10);
+    restart_b(&mut world);
+    world.advance(5);
+    assert_eq!(world.state(Side::A), SyncState::IsolatedEnabled);
+    for n in 6..=8 {
+        world.pg_input(Side::A, PgId(1), n);
+    }
+    world.link_up();
+    // B holds no state: A is the source, and B asks for it.
+    assert_eq!(world.sides[1].transfer_wanted(), Some(Side::A));
+    assert_eq!(world.state(Side::A), SyncState::IsolatedEnabled);
+    let now = world.now_ms;
+    let cut = world.sides[0].begin_transfer(now).unwrap();
+    assert_eq!(cut.seq, world.sides[0].delivered_through());
+    // The clients' state at the cut, as the transfer session would carry it.
+    let at_cut = world.delivered[0].clone();
+    world.settle();
+    // A keeps ordering while the state is on its way; B buffers and delivers nothing yet.
+    for n in 9..=12 {
+        world.pg_input(Side::A, PgId(1), n);
+    }
+    world.advance(50);
+    assert!(world.delivered[1].is_empty());
+    assert_eq!(world.acked[&PgId(1)], 12, "A acknowledged alone");
+    let now = world.now_ms;
+    world.sides[1].on_transfer_received(now, cut).unwrap();
+    world.delivered[1] = at_cut;
+    world.settle();
+    assert_eq!(world.state(Side::A), SyncState::PairedEnabled);
+    assert_eq!(world.state(Side::B), SyncState::PairedDisabled);
+    // B delivered what was ordered during the transfer, and both continue in one stream.
+    world.pg_input(Side::A, PgId(1), 13);
+    world.advance(20);
+    let expected: Vec<(PgId, u64)> = (1..=13).map(|n| (PgId(1), n)).collect();
+    assert_eq!(world.pg_inputs_delivered(Side::A), expected);
+    assert_eq!(world.pg_inputs_delivered(Side::B), expected);
+    assert_eq!(
+        world.delivered[0].last().map(|m| m.seq),
+        world.delivered[1].last().map(|m| m.seq)
+    );
+}
+
+#[test]
+fn a_state_from_a_superseded_cut_is_refused_and_changes_nothing() {
+    let mut world = World::new(2, "1.0");
+    world.link_up();
+    world.advance(5);
+    world.pg_input(Side::A, PgId(1), 1);
+    world.advance(10);
+    restart_b(&mut world);
+    world.advance(5);
+    world.link_up();
+    let now = world.now_ms;
+    let first = world.sides[0].begin_transfer(now).unwrap();
+    world.settle();
+    world.pg_input(Side::A, PgId(1), 2);
+    world.advance(5);
+    // The first attempt is retried: a new cut, announced on the link.
+    let now = world.now_ms;
+    let second = world.sides[0].begin_transfer(now).unwrap();
+    assert!(second.seq > first.seq);
+    world.settle();
+    let now = world.now_ms;
+    assert_eq!(
+        world.sides[1].on_transfer_received(now, first.clone()),
+        Err(tandem_mds::TransferError::CutNotSeen { seq: first.seq })
+    );
+    assert!(
+        world.sides[1].needs_state(),
+        "a refused transfer changes nothing"
+    );
+    assert!(world.delivered[1].is_empty());
+    world.sides[1].on_transfer_received(now, second).unwrap();
+    world.settle();
+    assert_eq!(world.state(Side::B), SyncState::PairedDisabled);
+    // B cannot be its own source: a side without state refuses to send.
+    assert_eq!(
+        world.sides[1].begin_transfer(now).unwrap_err(),
+        tandem_mds::TransferError::NotSource
+    );
 }

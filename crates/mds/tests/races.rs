@@ -306,7 +306,7 @@ fn pairing_bump_and_pg_grant_share_an_epoch_number() {
 /// epoch under a live lease.
 #[test]
 fn woken_side_orders_on_pg_input_without_checking_its_leases() {
-    let mut h = H::new(1, Epoch::default(), 0);
+    let mut h = H::new(1, ep(1, Side::A), 0);
     h.link_up();
     h.advance(5);
     assert_eq!(h.st(Side::A), SyncState::PairedEnabled);
@@ -336,7 +336,7 @@ fn woken_side_orders_on_pg_input_without_checking_its_leases() {
 /// then acknowledged through input 3, which was never sent.
 #[test]
 fn new_incarnation_acked_before_delivery() {
-    let mut h = H::new(1, Epoch::default(), 0);
+    let mut h = H::new(1, ep(1, Side::A), 0);
     h.link_up();
     h.advance(5);
     let now = h.now;
@@ -376,7 +376,7 @@ fn new_incarnation_acked_before_delivery() {
 /// PairedEnabled: it keeps ordering, never delivers, and fills its log.
 #[test]
 fn paired_enabled_stuck_after_peer_restart_reconnects() {
-    let mut h = H::new(1, Epoch::default(), 0);
+    let mut h = H::new(1, ep(1, Side::A), 0);
     h.link_up();
     h.advance(5);
     // B is killed and restarts without state; its new connection reaches A before A's heartbeat
@@ -410,7 +410,7 @@ fn paired_enabled_stuck_after_peer_restart_reconnects() {
 /// enabled, the next input from that PG overflows (panic in debug, wrap in release).
 #[test]
 fn peer_message_leads_to_overflow() {
-    let mut h = H::new(1, Epoch::default(), 0);
+    let mut h = H::new(1, ep(1, Side::A), 0);
     h.link_up();
     h.advance(5);
     let seq = tandem_mds::next_seq(

@@ -7,14 +7,11 @@ use tandem_mds::sync::PlantedBug;
 /// Seeds run by `cargo test`.
 const CI_SEEDS: u64 = 1_000;
 
-/// Safety only: liveness after the faults heal needs state transfer (a side that lost its state
-/// or was fenced can rejoin only by receiving the other's), which the next part of the duplex
-/// work adds.
+/// Safety after every simulated millisecond, and liveness once the faults heal: one side
+/// enabled, every input acknowledged (sides that lost their state or were fenced rejoin by state
+/// transfer).
 fn options() -> SimOptions {
-    SimOptions {
-        check_liveness: false,
-        ..SimOptions::default()
-    }
+    SimOptions::default()
 }
 /// A planted bug must be caught within this many seeds.
 const PLANTED_BUG_SEEDS_MAX: u64 = 300;

@@ -15,6 +15,7 @@ pub mod input;
 pub mod output;
 pub mod realtime;
 pub mod script;
+pub mod topology;
 
 pub use config::{ConfigChange, ConfigObject, ConfigOp, ContactCenter, ObjectRef};
 pub use domain::{AgentState, LabelKind, ServiceLevelType};

@@ -70,6 +70,7 @@
 
 mod client;
 mod dist;
+pub mod gateway;
 mod load;
 mod sim;
 mod stats;

@@ -4,4 +4,5 @@
 pub mod bench;
 pub mod demo;
 pub mod driver;
+pub mod processes;
 pub mod sim_sync;

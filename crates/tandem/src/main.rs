@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use tandem::{bench, demo, sim_sync};
+use tandem::{bench, demo, processes, sim_sync};
 use tandem_model::config::ContactCenter;
 use tandem_model::generate::{generate, GenerateParams};
 
@@ -54,6 +54,15 @@ enum Command {
         #[command(subcommand)]
         which: bench::BenchCommand,
     },
+    /// Write a ready local topology (sides A and B, two PGs, one distributor, loopback ports)
+    /// and the example contact center into a directory.
+    Init(processes::InitArgs),
+    /// Run one side of the central controller (MDS and router).
+    Central(processes::CentralArgs),
+    /// Run a peripheral gateway with simulated peripherals; prints its counts on SIGTERM.
+    Pg(processes::PgArgs),
+    /// Ask a side for its status, state-transfer history or events.
+    Rttest(processes::RtTestArgs),
     /// Simulate the synchronizer protocol (both sides and their PGs) over many seeds with
     /// faults; a failing seed prints its trace and replays with `--replay SEED`.
     SimSync(sim_sync::SimSyncArgs),
@@ -114,6 +123,7 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Demo(args) => demo::run(args),
@@ -147,6 +157,10 @@ fn main() -> Result<()> {
         }
         Command::Bench { which } => bench::run(which),
         Command::SimSync(args) => sim_sync::run(args),
+        Command::Init(args) => processes::init(args),
+        Command::Central(args) => processes::central(args),
+        Command::Pg(args) => processes::pg(args),
+        Command::Rttest(args) => processes::rttest(args),
     }
 }
 

@@ -16,14 +16,14 @@ pub struct SimSyncArgs {
     /// Run this one seed and print its whole trace when it fails.
     #[arg(long)]
     replay: Option<u64>,
-    /// Also check liveness after the faults heal (one side enabled, every input acknowledged).
-    /// Needs state transfer for the runs where a side lost its state or fell behind.
+    /// Check safety only, not liveness after the faults heal (both sides paired, every input
+    /// acknowledged).
     #[arg(long)]
-    liveness: bool,
+    safety_only: bool,
 }
 
 /// Trace lines printed for a failing seed when replayed.
-const REPLAY_TRACE_LINES_MAX: usize = 200_000;
+const REPLAY_TRACE_LINES_MAX: usize = 1_000_000;
 
 pub fn run(args: SimSyncArgs) -> Result<()> {
     let (first, count, trace_tail_lines) = match args.replay {
@@ -35,7 +35,7 @@ pub fn run(args: SimSyncArgs) -> Result<()> {
         ),
     };
     let options = SimOptions {
-        check_liveness: args.liveness,
+        check_liveness: !args.safety_only,
         trace_tail_lines,
         ..SimOptions::default()
     };
@@ -73,7 +73,7 @@ pub fn run(args: SimSyncArgs) -> Result<()> {
             "sim": "sync",
             "seeds": count,
             "from": first,
-            "liveness_checked": args.liveness,
+            "liveness_checked": !args.safety_only,
             "seeds_per_second": (count as f64 / seconds * 10.0).round() / 10.0,
             "simulated_seconds_per_second": (simulated_ms as f64 / 1000.0 / seconds).round(),
             "faults": faults,

@@ -1,0 +1,1126 @@
+//! One side of the central controller as a process: the MDS shell around the synchronizer,
+//! with the router as its synchronized client.
+//!
+//! One task, the core, owns the synchronizer, the router and the output log, and is the only
+//! one to touch them: every socket task sends it `CoreEvent`s over a bounded channel, and it
+//! carries out the synchronizer's actions in order. The core reads the clock once per event
+//! and hands it to the synchronizer, which is what keeps the protocol logic deterministic.
+//! Sockets: the public listener (PGs and rttest), the private MDS link (side B listens, side
+//! A connects), and state-transfer sessions (side B listens, side A's MDS always opens them).
+
+use crate::outputs::OutputLog;
+use crate::status::{self, StatusInputs, SyncRecord};
+use crate::transfer::{self, TransferOutcome};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tandem_mds::transport::{self, FrameReader, Outbound};
+use tandem_mds::{
+    Action, Body, Epoch, LogicVersion, Ordered, PeerMessage, PgToSide, PublicHello, Side, SideToPg,
+    SyncEvent, SyncSettings, Synchronizer, TransferRequest,
+};
+use tandem_model::config::ContactCenter;
+use tandem_model::ids::PgId;
+use tandem_model::input::OrderedInput;
+use tandem_model::output::Output;
+use tandem_model::topology::Topology;
+use tandem_router::{Router, State};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+/// Events queued to the core before socket readers wait.
+pub const CORE_EVENTS_MAX: usize = 65_536;
+/// Events kept for `rttest events`.
+pub const EVENTS_KEPT_MAX: usize = 1_000;
+/// State transfers kept for `rttest sync`.
+pub const SYNC_HISTORY_MAX: usize = 100;
+/// The core's timer: the synchronizer wants a tick at least every few milliseconds.
+const CORE_TICK_MS: u64 = 5;
+/// How often side A tries the private link while it is down.
+const PEER_CONNECT_RETRY_MS: u64 = 100;
+/// A failed transfer is retried after this, doubling up to `TRANSFER_RETRY_MS_MAX`.
+const TRANSFER_RETRY_MS_MIN: u64 = 250;
+const TRANSFER_RETRY_MS_MAX: u64 = 5_000;
+/// A transfer that has not finished in this long is abandoned and retried.
+const TRANSFER_TIMEOUT_MS: u64 = 120_000;
+
+#[derive(Debug, Error)]
+pub enum SideError {
+    #[error("{0}")]
+    Topology(#[from] tandem_model::topology::TopologyError),
+    #[error("contact center: {0}")]
+    Config(#[from] tandem_model::config::ConfigError),
+    #[error("router: {0}")]
+    Router(String),
+    #[error("synchronizer settings: {0}")]
+    Settings(#[from] tandem_mds::sync::SettingsError),
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// How to start a side.
+#[derive(Clone, Debug)]
+pub struct SideOptions {
+    pub topology: Topology,
+    pub side: Side,
+    /// Start from configuration even though this side ran before (both sides lost their state:
+    /// the operator's cold start).
+    pub cold_start: bool,
+    /// The logic version's build string; tests override it to check the version guard.
+    pub logic_build: String,
+}
+
+/// The logic version of this build: the crate version and the time-zone database.
+pub fn logic_version(build: &str) -> LogicVersion {
+    LogicVersion {
+        build: build.to_string(),
+        time_zone_data: chrono_tz::IANA_TZDB_VERSION.to_string(),
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) enum CoreEvent {
+    PeerUp {
+        conn: u64,
+        out: Outbound<PeerMessage>,
+        reader: tokio::task::AbortHandle,
+    },
+    PeerMessage {
+        conn: u64,
+        message: PeerMessage,
+    },
+    PeerDown {
+        conn: u64,
+        reason: String,
+    },
+    PgUp {
+        conn: u64,
+        pg: PgId,
+        incarnation: u64,
+        out: Outbound<SideToPg>,
+        reader: tokio::task::AbortHandle,
+    },
+    PgMessage {
+        conn: u64,
+        message: PgToSide,
+    },
+    PgDown {
+        conn: u64,
+        reason: String,
+    },
+    /// A transfer session asks the source for its cut.
+    ServeCut {
+        nonce: u64,
+        reply: oneshot::Sender<Result<transfer::Cut, String>>,
+    },
+    /// A receiving session learnt the state's size: the buffer bound follows from it.
+    TransferHeader {
+        nonce: u64,
+        state_bytes: u64,
+    },
+    TransferDone {
+        nonce: u64,
+        outcome: TransferOutcome,
+    },
+    /// Whether this side is the one to open transfer sessions for `nonce`, and which way.
+    ResolveNonce {
+        nonce: u64,
+        reply: oneshot::Sender<Option<bool>>,
+    },
+    RtTest {
+        command: String,
+        reply: oneshot::Sender<String>,
+    },
+}
+
+/// A PG path connected to this side.
+struct PgPath {
+    pg: PgId,
+    out: Outbound<SideToPg>,
+    reader: tokio::task::AbortHandle,
+    active: bool,
+    last_heard: Instant,
+    last_sent: Instant,
+}
+
+struct Peer {
+    conn: u64,
+    out: Outbound<PeerMessage>,
+    reader: tokio::task::AbortHandle,
+}
+
+/// This side's part in a transfer under way.
+enum TransferRole {
+    /// Receiving under `nonce` since `started`.
+    Receiving { nonce: u64, started: Instant },
+    /// The peer asked for our state under this request.
+    Serving(TransferRequest),
+}
+
+struct Core {
+    side: Side,
+    topology: Topology,
+    data_dir: PathBuf,
+    logic_version: LogicVersion,
+    sync: Synchronizer,
+    router: Router,
+    outputs: OutputLog,
+    peer: Option<Peer>,
+    peer_connected: watch::Sender<bool>,
+    paths: BTreeMap<u64, PgPath>,
+    transfer: Option<TransferRole>,
+    transfer_retry_ms: u64,
+    transfer_retry_at: Option<Instant>,
+    nonce_counter: u64,
+    sync_history: VecDeque<SyncRecord>,
+    events: VecDeque<(u64, String)>,
+    started_ms: u64,
+    clock_ms: u64,
+    outputs_scratch: Vec<Output>,
+    state_size_alarmed: bool,
+    tx: mpsc::Sender<CoreEvent>,
+}
+
+/// Runs one side until the process is stopped.
+pub async fn run(options: SideOptions) -> Result<(), SideError> {
+    let topology = options.topology.clone();
+    let addresses = match options.side {
+        Side::A => topology.side_a.clone(),
+        Side::B => topology.side_b.clone(),
+    };
+    let data_dir = topology.resolve(&addresses.data_dir);
+    std::fs::create_dir_all(&data_dir).map_err(|source| SideError::File {
+        what: "creating",
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let cc = ContactCenter::load(&topology.resolve(&topology.contact_center))?;
+    let start_ms = wall_ms();
+    let router =
+        Router::from_contact_center(&cc, start_ms).map_err(|e| SideError::Router(e.to_string()))?;
+    let persisted = read_epoch(&data_dir)?;
+    // A side that ran before lost its router's state with its process: it takes its peer's.
+    let needs_state = persisted.is_some() && !options.cold_start;
+    let epoch = persisted.unwrap_or_default();
+    let logic_version = logic_version(&options.logic_build);
+    let pgs: BTreeSet<PgId> = topology.pgs.iter().map(|p| p.id).collect();
+    let mut settings = SyncSettings::new(options.side, logic_version.clone(), pgs);
+    let timers = &topology.mds;
+    settings.heartbeat_interval_ms = timers.heartbeat_interval_ms;
+    settings.heartbeat_misses_max = timers.heartbeat_misses_max;
+    settings.tick_interval_ms = timers.tick_interval_ms;
+    settings.lease_ms = timers.lease_ms;
+    let sync = Synchronizer::new(settings, epoch, 0, start_ms, needs_state, start_ms)?;
+    info!(
+        side = %options.side,
+        epoch = epoch.number,
+        needs_state,
+        "side {} starting: {} agents, {} PGs",
+        options.side,
+        cc.agents.len(),
+        topology.pgs.len()
+    );
+
+    let (tx, rx) = mpsc::channel(CORE_EVENTS_MAX);
+    let (peer_connected, peer_watch) = watch::channel(false);
+    let public = bind(addresses.public).await?;
+    tokio::spawn(accept_public(public, tx.clone()));
+    match options.side {
+        Side::B => {
+            let private = bind(addresses.private).await?;
+            tokio::spawn(accept_private(private, tx.clone()));
+            let transfers = bind(addresses.transfer).await?;
+            tokio::spawn(accept_transfers(
+                transfers,
+                tx.clone(),
+                logic_version.clone(),
+            ));
+        }
+        Side::A => {
+            tokio::spawn(connect_private(
+                topology.side_b.private,
+                tx.clone(),
+                peer_watch,
+            ));
+        }
+    }
+    let mut core = Core {
+        side: options.side,
+        topology,
+        data_dir,
+        logic_version,
+        sync,
+        router,
+        outputs: OutputLog::default(),
+        peer: None,
+        peer_connected,
+        paths: BTreeMap::new(),
+        transfer: None,
+        transfer_retry_ms: TRANSFER_RETRY_MS_MIN,
+        transfer_retry_at: None,
+        nonce_counter: 0,
+        sync_history: VecDeque::new(),
+        events: VecDeque::new(),
+        started_ms: start_ms,
+        clock_ms: start_ms,
+        outputs_scratch: Vec::new(),
+        state_size_alarmed: false,
+        tx,
+    };
+    core.run(rx).await;
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, SideError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| SideError::Listen { addr, source })
+}
+
+fn epoch_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("epoch")
+}
+
+/// The highest epoch this side persisted, if it ever ran.
+fn read_epoch(data_dir: &Path) -> Result<Option<Epoch>, SideError> {
+    let path = epoch_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut words = text.split_whitespace();
+            let number = words.next().and_then(|w| w.parse::<u64>().ok());
+            let owner = match words.next() {
+                Some("A") => Some(Side::A),
+                Some("B") => Some(Side::B),
+                _ => None,
+            };
+            Ok(Some(Epoch {
+                number: number.unwrap_or(0),
+                owner,
+            }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SideError::File {
+            what: "reading",
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Writes the epoch durably (temporary file, fsync, rename) before the side acts on it.
+fn write_epoch(data_dir: &Path, epoch: Epoch) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = epoch_path(data_dir);
+    let temporary = data_dir.join("epoch.tmp");
+    let owner = match epoch.owner {
+        Some(side) => side.to_string(),
+        None => "-".into(),
+    };
+    let mut file = std::fs::File::create(&temporary)?;
+    writeln!(file, "{} {owner}", epoch.number)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, &path)?;
+    Ok(())
+}
+
+impl Core {
+    async fn run(&mut self, mut rx: mpsc::Receiver<CoreEvent>) {
+        let mut timer = tokio::time::interval(Duration::from_millis(CORE_TICK_MS));
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Marks this side as having run: a restart takes its peer's state.
+        self.persist_epoch(self.sync.epoch());
+        loop {
+            tokio::select! {
+                event = rx.recv() => {
+                    let Some(event) = event else { return };
+                    self.on_event(event);
+                    // Take what else is queued before ticking, in one go.
+                    let mut taken = 0;
+                    while taken < 1_024 {
+                        match rx.try_recv() {
+                            Ok(event) => self.on_event(event),
+                            Err(_) => break,
+                        }
+                        taken += 1;
+                    }
+                }
+                _ = timer.tick() => self.on_tick(),
+            }
+            self.carry_out();
+        }
+    }
+
+    fn now(&mut self) -> u64 {
+        self.clock_ms = self.clock_ms.max(wall_ms());
+        self.clock_ms
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.now();
+        self.sync.tick(now);
+        let interval = Duration::from_millis(self.topology.mds.pg_heartbeat_interval_ms);
+        let silence_max = interval * self.topology.mds.pg_heartbeat_misses_max as u32;
+        let mut silent = Vec::new();
+        for (&conn, path) in &mut self.paths {
+            if path.last_heard.elapsed() > silence_max {
+                silent.push(conn);
+            } else if path.last_sent.elapsed() >= interval {
+                path.last_sent = Instant::now();
+                let _ = path.out.send(&SideToPg::Heartbeat);
+            }
+        }
+        for conn in silent {
+            self.event(format!("PG path {conn} silent: closed"));
+            self.drop_path(conn);
+        }
+        // Receiving: retry after a failure, give up on a session that takes too long.
+        if let Some(TransferRole::Receiving { started, .. }) = &self.transfer {
+            if started.elapsed() > Duration::from_millis(TRANSFER_TIMEOUT_MS) {
+                self.event("state transfer timed out".into());
+                self.transfer_failed();
+            }
+        }
+        if self.sync.transfer_wanted().is_some()
+            && self.transfer.is_none()
+            && self.transfer_retry_at.is_none_or(|at| Instant::now() >= at)
+        {
+            self.start_receiving();
+        }
+        let size = self.router.state_size_max();
+        if !self.state_size_alarmed && size > self.topology.mds.state_size_alarm_bytes {
+            self.state_size_alarmed = true;
+            let mb = 1 << 20;
+            self.event(format!(
+                "The router state size of {} MB has grown beyond the alarm limit of {} MB",
+                size / mb,
+                self.topology.mds.state_size_alarm_bytes / mb
+            ));
+        }
+    }
+
+    fn on_event(&mut self, event: CoreEvent) {
+        let now = self.now();
+        match event {
+            CoreEvent::PeerUp { conn, out, reader } => {
+                if let Some(old) = self.peer.take() {
+                    old.reader.abort();
+                }
+                self.peer = Some(Peer { conn, out, reader });
+                let _ = self.peer_connected.send(true);
+                self.transfer = None;
+                self.sync.peer_link_up(now);
+            }
+            CoreEvent::PeerMessage { conn, message } => {
+                if self.peer.as_ref().is_some_and(|p| p.conn == conn) {
+                    self.sync.on_peer_message(now, message);
+                }
+            }
+            CoreEvent::PeerDown { conn, reason } => {
+                if self.peer.as_ref().is_some_and(|p| p.conn == conn) {
+                    self.event(format!("private link down: {reason}"));
+                    self.close_peer();
+                    self.sync.peer_link_down(now);
+                }
+            }
+            CoreEvent::PgUp {
+                conn,
+                pg,
+                incarnation,
+                out,
+                reader,
+            } => {
+                if !self.topology.pgs.iter().any(|p| p.id == pg) {
+                    let _ = out.send(&SideToPg::Refuse {
+                        reason: format!("PG {pg} is not in the topology"),
+                    });
+                    reader.abort();
+                    return;
+                }
+                let _ = out.send(&SideToPg::Welcome { side: self.side });
+                info!(%pg, incarnation, conn, "PG path up");
+                self.paths.insert(
+                    conn,
+                    PgPath {
+                        pg,
+                        out,
+                        reader,
+                        active: false,
+                        last_heard: Instant::now(),
+                        last_sent: Instant::now(),
+                    },
+                );
+                self.sync.pg_reachable(now, pg, true);
+            }
+            CoreEvent::PgMessage { conn, message } => self.on_pg_message(now, conn, message),
+            CoreEvent::PgDown { conn, reason } => {
+                if let Some(path) = self.paths.get(&conn) {
+                    let pg = path.pg;
+                    self.event(format!("PG {pg} path closed: {reason}"));
+                    self.drop_path(conn);
+                }
+            }
+            CoreEvent::ServeCut { nonce, reply } => {
+                let _ = reply.send(self.serve_cut(now, nonce));
+            }
+            CoreEvent::TransferHeader { nonce, state_bytes } => {
+                if self.receiving_nonce() == Some(nonce) {
+                    // Twice the messages expected while the state arrives at a conservative
+                    // 100 MB/s under 100,000 inputs/s.
+                    let bound = tandem_mds::transfer_buffer_bound(state_bytes, 100 << 20, 100_000);
+                    self.sync.set_transfer_buffer_messages_max(bound);
+                }
+            }
+            CoreEvent::TransferDone { nonce, outcome } => {
+                self.on_transfer_done(now, nonce, outcome)
+            }
+            CoreEvent::ResolveNonce { nonce, reply } => {
+                // Side B's listener asks: is this a session we receive on (true), or one we
+                // serve (false)?
+                let answer = match &self.transfer {
+                    Some(TransferRole::Receiving { nonce: n, .. }) if *n == nonce => Some(true),
+                    Some(TransferRole::Serving(request)) if request.nonce == nonce => Some(false),
+                    _ => None,
+                };
+                let _ = reply.send(answer);
+            }
+            CoreEvent::RtTest { command, reply } => {
+                let _ = reply.send(self.rttest(now, &command));
+            }
+        }
+    }
+
+    fn on_pg_message(&mut self, now: u64, conn: u64, message: PgToSide) {
+        let Some(path) = self.paths.get_mut(&conn) else {
+            return;
+        };
+        path.last_heard = Instant::now();
+        let pg = path.pg;
+        match message {
+            PgToSide::Input {
+                incarnation,
+                input_no,
+                input,
+            } => self.sync.on_pg_input(now, pg, incarnation, input_no, input),
+            PgToSide::Active { last_output_no } => {
+                path.active = true;
+                let replay = self.outputs.replay(pg, last_output_no);
+                if replay.lost > 0 {
+                    let lost = replay.lost;
+                    self.event(format!(
+                        "PG {pg} asked for outputs after {last_output_no}; {lost} are no longer kept"
+                    ));
+                }
+                let path = &self.paths[&conn];
+                for (output_no, time_ms, output) in self.outputs.replay(pg, last_output_no).outputs
+                {
+                    let _ = path.out.send(&SideToPg::Output {
+                        output_no: *output_no,
+                        time_ms: *time_ms,
+                        output: output.clone(),
+                    });
+                }
+            }
+            PgToSide::Idle => path.active = false,
+            PgToSide::LeaseAnswer {
+                epoch,
+                requested_ms,
+                answer,
+            } => match answer {
+                tandem_mds::lease::LeaseAnswer::Granted => {
+                    self.sync.on_lease_granted(now, pg, epoch, requested_ms)
+                }
+                tandem_mds::lease::LeaseAnswer::Refused { granted } => {
+                    self.sync.on_lease_refused(now, granted)
+                }
+            },
+            PgToSide::TestAnswer { other_enabled } => {
+                self.sync.on_test_other_side(now, pg, other_enabled)
+            }
+            PgToSide::Heartbeat => {}
+        }
+    }
+
+    fn drop_path(&mut self, conn: u64) {
+        let Some(path) = self.paths.remove(&conn) else {
+            return;
+        };
+        path.reader.abort();
+        let pg = path.pg;
+        if !self.paths.values().any(|p| p.pg == pg) {
+            let now = self.now();
+            self.sync.pg_reachable(now, pg, false);
+        }
+    }
+
+    fn close_peer(&mut self) {
+        if let Some(peer) = self.peer.take() {
+            peer.reader.abort();
+        }
+        let _ = self.peer_connected.send(false);
+        if matches!(self.transfer, Some(TransferRole::Serving(_))) {
+            self.transfer = None;
+        }
+    }
+
+    /// Carries out the synchronizer's actions, in order.
+    fn carry_out(&mut self) {
+        while let Some(action) = self.sync.poll() {
+            match action {
+                Action::SendPeer(message) => {
+                    if let Some(peer) = &self.peer {
+                        if let Err(e) = peer.out.send(&message) {
+                            let now = self.now();
+                            self.event(format!("private link: {e}"));
+                            self.close_peer();
+                            self.sync.peer_link_down(now);
+                        }
+                    }
+                }
+                Action::ClosePeer { reason } => {
+                    self.event(format!("private link closed: {reason}"));
+                    self.close_peer();
+                }
+                Action::Deliver(ordered) => self.deliver(ordered),
+                Action::AckPg {
+                    pg,
+                    incarnation,
+                    input_no,
+                    durable,
+                } => self.send_pg(
+                    pg,
+                    false,
+                    SideToPg::Ack {
+                        incarnation,
+                        input_no,
+                        durable,
+                    },
+                ),
+                Action::ResendFrom {
+                    pg,
+                    incarnation,
+                    input_no,
+                } => self.send_pg(
+                    pg,
+                    false,
+                    SideToPg::ResendFrom {
+                        incarnation,
+                        input_no,
+                    },
+                ),
+                Action::RefuseInput { pg, reason } => self.send_pg(
+                    pg,
+                    false,
+                    SideToPg::Refuse {
+                        reason: reason.to_string(),
+                    },
+                ),
+                Action::RequestLease {
+                    epoch,
+                    requested_ms,
+                } => {
+                    for path in self.paths.values() {
+                        let _ = path.out.send(&SideToPg::LeaseRequest {
+                            epoch,
+                            requested_ms,
+                        });
+                    }
+                }
+                Action::TestOtherSide => {
+                    for path in self.paths.values() {
+                        let _ = path.out.send(&SideToPg::TestOtherSide);
+                    }
+                }
+                Action::PersistEpoch(epoch) => self.persist_epoch(epoch),
+                Action::StateTransferWanted { from } => {
+                    self.event(format!("state transfer wanted from side {from}"));
+                    self.transfer_retry_at = None;
+                    self.transfer_retry_ms = TRANSFER_RETRY_MS_MIN;
+                }
+                Action::TransferRequested(request) => self.on_transfer_requested(request),
+                Action::Event(event) => self.on_sync_event(event),
+            }
+        }
+    }
+
+    fn persist_epoch(&mut self, epoch: Epoch) {
+        if let Err(e) = write_epoch(&self.data_dir, epoch) {
+            // Acting on an epoch that is not on disk could reuse it after a restart.
+            panic!("cannot persist epoch {}: {e}", epoch.number);
+        }
+    }
+
+    fn on_sync_event(&mut self, event: SyncEvent) {
+        let text = match &event {
+            SyncEvent::StateChanged { from, to, epoch } => {
+                format!("synchronizer {from} -> {to} (epoch {})", epoch.number)
+            }
+            SyncEvent::VersionMismatch { ours, theirs } => {
+                format!("the peer runs logic version {theirs}, this side {ours}: not paired")
+            }
+            SyncEvent::PeerFailed { silent_ms } => {
+                format!("peer failed: no message for {silent_ms} ms")
+            }
+            SyncEvent::Fenced { ours, theirs } => format!(
+                "fenced: epoch {} is later than ours ({})",
+                theirs.number, ours.number
+            ),
+            SyncEvent::HeldLimitReached { held } => {
+                format!("{held} ordered messages await the peer: ordering waits")
+            }
+            SyncEvent::EpochExhausted { epoch } => {
+                format!("epoch {} has used all its sequence numbers", epoch.number)
+            }
+            SyncEvent::TransferBufferOverflow { max } => {
+                format!("state transfer abandoned: more than {max} messages to buffer")
+            }
+        };
+        if matches!(event, SyncEvent::TransferBufferOverflow { .. }) {
+            self.transfer_failed();
+        }
+        self.event(text);
+    }
+
+    fn event(&mut self, text: String) {
+        let now = self.now();
+        if text.contains("not paired") || text.contains("fenced") || text.contains("failed") {
+            warn!(side = %self.side, "{text}");
+        } else {
+            info!(side = %self.side, "{text}");
+        }
+        if self.events.len() == EVENTS_KEPT_MAX {
+            self.events.pop_front();
+        }
+        self.events.push_back((now, text));
+    }
+
+    fn send_pg(&self, pg: PgId, active_only: bool, message: SideToPg) {
+        for path in self.paths.values() {
+            if path.pg == pg && (path.active || !active_only) {
+                let _ = path.out.send(&message);
+            }
+        }
+    }
+
+    /// Applies an ordered message to the router, and numbers and sends its outputs.
+    fn deliver(&mut self, ordered: Ordered) {
+        let Body::Input { input, .. } = ordered.body else {
+            return; // DigestCheck: compared by the side's digest task.
+        };
+        let input = OrderedInput {
+            time_ms: ordered.time_ms,
+            input,
+        };
+        let mut outputs = std::mem::take(&mut self.outputs_scratch);
+        outputs.clear();
+        self.router.apply_into(ordered.seq, &input, &mut outputs);
+        for output in outputs.drain(..) {
+            let Some(pg) = output_pg(&output) else {
+                continue;
+            };
+            let output_no = self.outputs.record(pg, ordered.time_ms, output.clone());
+            self.send_pg(
+                pg,
+                true,
+                SideToPg::Output {
+                    output_no,
+                    time_ms: ordered.time_ms,
+                    output,
+                },
+            );
+        }
+        self.outputs_scratch = outputs;
+    }
+
+    // ----- state transfer -----
+
+    fn receiving_nonce(&self) -> Option<u64> {
+        match &self.transfer {
+            Some(TransferRole::Receiving { nonce, .. }) => Some(*nonce),
+            _ => None,
+        }
+    }
+
+    fn next_nonce(&mut self) -> u64 {
+        self.nonce_counter += 1;
+        // Unique per process and side: the clock's millisecond and a counter.
+        (wall_ms() << 16) ^ self.nonce_counter ^ ((self.side == Side::B) as u64) << 63
+    }
+
+    fn start_receiving(&mut self) {
+        let nonce = self.next_nonce();
+        let now = self.now();
+        self.transfer = Some(TransferRole::Receiving {
+            nonce,
+            started: Instant::now(),
+        });
+        self.sync.request_transfer(
+            now,
+            TransferRequest {
+                client: transfer::ROUTER_CLIENT.into(),
+                state_version: tandem_router::STATE_FORMAT_VERSION,
+                logic_version: self.logic_version.clone(),
+                epoch: self.sync.epoch(),
+                nonce,
+            },
+        );
+        info!(side = %self.side, nonce, "asking the peer for its state");
+        if self.side == Side::A {
+            // A's MDS opens the session and asks B to send.
+            tokio::spawn(transfer::open_from_a(
+                self.topology.side_b.transfer,
+                nonce,
+                true,
+                self.tx.clone(),
+                self.logic_version.clone(),
+            ));
+        }
+    }
+
+    fn on_transfer_requested(&mut self, request: TransferRequest) {
+        if request.client != transfer::ROUTER_CLIENT
+            || request.state_version != tandem_router::STATE_FORMAT_VERSION
+            || request.logic_version != self.logic_version
+        {
+            self.event(format!(
+                "state transfer refused: the peer reads {} state version {} with logic {}, this side sends version {} with logic {}",
+                request.client,
+                request.state_version,
+                request.logic_version,
+                tandem_router::STATE_FORMAT_VERSION,
+                self.logic_version
+            ));
+            return;
+        }
+        let nonce = request.nonce;
+        self.transfer = Some(TransferRole::Serving(request));
+        if self.side == Side::A {
+            tokio::spawn(transfer::open_from_a(
+                self.topology.side_b.transfer,
+                nonce,
+                false,
+                self.tx.clone(),
+                self.logic_version.clone(),
+            ));
+        }
+    }
+
+    fn serve_cut(&mut self, now: u64, nonce: u64) -> Result<transfer::Cut, String> {
+        match &self.transfer {
+            Some(TransferRole::Serving(request)) if request.nonce == nonce => {}
+            _ => return Err("no state transfer was asked for with this nonce".into()),
+        }
+        let started = Instant::now();
+        let cut = self.sync.begin_transfer(now).map_err(|e| e.to_string())?;
+        // A persistent structure: the copy costs pointer copies, and the router goes on.
+        let state: State = self.router.snapshot();
+        let stall_us = started.elapsed().as_micros() as u64;
+        // The cut's messages go on the link now, ahead of what follows.
+        self.carry_out();
+        Ok(transfer::Cut {
+            cut,
+            state,
+            side_data: rmp_serde::to_vec(&self.outputs).map_err(|e| e.to_string())?,
+            stall_us,
+            direction: format!("({}->{})", self.side, self.side.peer()),
+        })
+    }
+
+    fn on_transfer_done(&mut self, now: u64, nonce: u64, outcome: TransferOutcome) {
+        match outcome {
+            TransferOutcome::Sent(record) => {
+                self.event(format!(
+                    "state sent {}: {} bytes in {} ms (cut stall {} us)",
+                    record.direction, record.bytes, record.duration_ms, record.stall_us
+                ));
+                self.push_history(record);
+                if matches!(&self.transfer, Some(TransferRole::Serving(r)) if r.nonce == nonce) {
+                    self.transfer = None;
+                }
+            }
+            TransferOutcome::Received {
+                cut,
+                state,
+                outputs,
+                record,
+            } => {
+                if self.receiving_nonce() != Some(nonce) {
+                    return;
+                }
+                match self.sync.on_transfer_received(now, cut) {
+                    Ok(()) => match Router::from_state(*state) {
+                        Ok(router) => {
+                            self.router = router;
+                            self.outputs = outputs;
+                            self.transfer = None;
+                            self.transfer_retry_ms = TRANSFER_RETRY_MS_MIN;
+                            self.event(format!(
+                                "state received {}: {} bytes in {} ms, digest checked",
+                                record.direction, record.bytes, record.duration_ms
+                            ));
+                            self.push_history(record);
+                        }
+                        Err(e) => {
+                            // The synchronizer already took the cut: this side must start over.
+                            panic!("a checked state did not load into the router: {e}");
+                        }
+                    },
+                    Err(e) => {
+                        self.event(format!("state transfer discarded: {e}"));
+                        self.transfer_failed();
+                    }
+                }
+            }
+            TransferOutcome::Failed(reason) => {
+                let ours = match &self.transfer {
+                    Some(TransferRole::Receiving { nonce: n, .. }) => *n == nonce,
+                    Some(TransferRole::Serving(r)) => r.nonce == nonce,
+                    None => false,
+                };
+                if ours {
+                    self.event(format!("state transfer failed: {reason}"));
+                    self.transfer_failed();
+                }
+            }
+        }
+    }
+
+    fn transfer_failed(&mut self) {
+        if matches!(self.transfer, Some(TransferRole::Receiving { .. })) {
+            self.transfer_retry_at =
+                Some(Instant::now() + Duration::from_millis(self.transfer_retry_ms));
+            self.transfer_retry_ms = (self.transfer_retry_ms * 2).min(TRANSFER_RETRY_MS_MAX);
+        }
+        self.transfer = None;
+    }
+
+    fn push_history(&mut self, record: SyncRecord) {
+        if self.sync_history.len() == SYNC_HISTORY_MAX {
+            self.sync_history.pop_front();
+        }
+        self.sync_history.push_back(record);
+    }
+
+    fn rttest(&mut self, now: u64, command: &str) -> String {
+        let reachable: Vec<(String, bool)> = self
+            .topology
+            .pgs
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    self.paths.values().any(|path| path.pg == p.id),
+                )
+            })
+            .collect();
+        let inputs = StatusInputs {
+            side: self.side,
+            now_ms: now,
+            started_ms: self.started_ms,
+            time_zone: &self.router.state().scalars.settings.time_zone,
+            sync_state: self.sync.state(),
+            epoch: self.sync.epoch(),
+            held_through: self.sync.held_through(),
+            delivered_through: self.sync.delivered_through(),
+            peer_connected: self.peer.is_some(),
+            pgs_reachable: &reachable,
+            state_size_now: self.router.state_size(),
+            state_size_max: self.router.state_size_max(),
+            digest: self.router.digest(),
+            logic_version: &self.logic_version,
+            history: &self.sync_history,
+            events: &self.events,
+            transfer_under_way: self.transfer.is_some(),
+        };
+        status::render(command, &inputs)
+    }
+}
+
+/// The PG an output goes to, if it goes to one.
+fn output_pg(output: &Output) -> Option<PgId> {
+    match output {
+        Output::RouteResponse { pg, .. }
+        | Output::DeliverQueuedCall { pg, .. }
+        | Output::ReserveAgent { pg, .. }
+        | Output::ReleaseAgent { pg, .. } => Some(*pg),
+        Output::ConfigResult { .. } | Output::Historical(_) | Output::Event(_) => None,
+    }
+}
+
+static CONNECTION_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_conn() -> u64 {
+    CONNECTION_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs the reader of a private-link connection until it ends.
+fn spawn_peer(stream: TcpStream, tx: mpsc::Sender<CoreEvent>) {
+    let conn = next_conn();
+    let (read, write) = stream.into_split();
+    let out = Outbound::spawn(write);
+    let reader_tx = tx.clone();
+    let reader = tokio::spawn(async move {
+        let mut reader = FrameReader::<_, PeerMessage>::new(read);
+        let reason = loop {
+            match reader.next().await {
+                Ok(Some(message)) => {
+                    if reader_tx
+                        .send(CoreEvent::PeerMessage { conn, message })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(None) => break "the peer closed the connection".to_string(),
+                Err(e) => break e.to_string(),
+            }
+        };
+        let _ = reader_tx.send(CoreEvent::PeerDown { conn, reason }).await;
+    });
+    let abort = reader.abort_handle();
+    tokio::spawn(async move {
+        let _ = tx
+            .send(CoreEvent::PeerUp {
+                conn,
+                out,
+                reader: abort,
+            })
+            .await;
+    });
+}
+
+async fn accept_private(listener: TcpListener, tx: mpsc::Sender<CoreEvent>) {
+    loop {
+        if let Ok((stream, _)) = listener.accept().await {
+            if transport::accepted(&stream).is_ok() {
+                spawn_peer(stream, tx.clone());
+            }
+        }
+    }
+}
+
+/// Side A keeps the private link up: it connects whenever there is none.
+async fn connect_private(
+    addr: SocketAddr,
+    tx: mpsc::Sender<CoreEvent>,
+    mut connected: watch::Receiver<bool>,
+) {
+    loop {
+        if !*connected.borrow_and_update() {
+            if let Ok(stream) = transport::connect(addr, 1_000).await {
+                spawn_peer(stream, tx.clone());
+                // Wait for the core to take it (or refuse it) before trying again.
+                let _ = tokio::time::timeout(Duration::from_secs(1), connected.changed()).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = connected.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(PEER_CONNECT_RETRY_MS)) => {}
+        }
+    }
+}
+
+async fn accept_public(listener: TcpListener, tx: mpsc::Sender<CoreEvent>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        if transport::accepted(&stream).is_err() {
+            continue;
+        }
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (read, write) = stream.into_split();
+            let mut reader = FrameReader::<_, PublicHello>::new(read);
+            let hello = match tokio::time::timeout(Duration::from_secs(5), reader.next()).await {
+                Ok(Ok(Some(hello))) => hello,
+                _ => return,
+            };
+            match hello {
+                PublicHello::Pg { pg, incarnation } => {
+                    let conn = next_conn();
+                    let out = Outbound::<SideToPg>::spawn(write);
+                    let reader_tx = tx.clone();
+                    // The rest of the stream is PG messages.
+                    let mut reader = reader.retype::<PgToSide>();
+                    let task = tokio::spawn(async move {
+                        let reason = loop {
+                            match reader.next().await {
+                                Ok(Some(message)) => {
+                                    if reader_tx
+                                        .send(CoreEvent::PgMessage { conn, message })
+                                        .await
+                                        .is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                                Ok(None) => break "the PG closed the connection".to_string(),
+                                Err(e) => break e.to_string(),
+                            }
+                        };
+                        let _ = reader_tx.send(CoreEvent::PgDown { conn, reason }).await;
+                    });
+                    let _ = tx
+                        .send(CoreEvent::PgUp {
+                            conn,
+                            pg,
+                            incarnation,
+                            out,
+                            reader: task.abort_handle(),
+                        })
+                        .await;
+                }
+                PublicHello::RtTest { command } => {
+                    let (reply, answer) = oneshot::channel();
+                    if tx.send(CoreEvent::RtTest { command, reply }).await.is_ok() {
+                        if let Ok(text) = answer.await {
+                            let mut write = write;
+                            let _ = transport::write_message(&mut write, &text).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn accept_transfers(
+    listener: TcpListener,
+    tx: mpsc::Sender<CoreEvent>,
+    logic_version: LogicVersion,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        if transport::accepted(&stream).is_err() {
+            continue;
+        }
+        tokio::spawn(transfer::accept_at_b(
+            stream,
+            tx.clone(),
+            logic_version.clone(),
+        ));
+    }
+}

@@ -1,0 +1,210 @@
+//! rttest's answers, rendered by the side in the seed's layout (SPEC section 5).
+
+use chrono::{DateTime, Offset, TimeZone, Utc};
+use std::collections::VecDeque;
+use tandem_mds::{Epoch, LogicVersion, Side, SyncState};
+
+/// One state transfer, as `rttest sync` lists it.
+#[derive(Clone, Debug)]
+pub struct SyncRecord {
+    /// When it finished (wall clock, ms since the Unix epoch).
+    pub at_ms: u64,
+    /// "(A->B)" or "(B->A)".
+    pub direction: String,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    /// How long the sender's core stopped to take its cut.
+    pub stall_us: u64,
+    /// Whether this side sent it.
+    pub sent: bool,
+}
+
+pub struct StatusInputs<'a> {
+    pub side: Side,
+    pub now_ms: u64,
+    pub started_ms: u64,
+    pub time_zone: &'a str,
+    pub sync_state: SyncState,
+    pub epoch: Epoch,
+    pub held_through: u64,
+    pub delivered_through: u64,
+    pub peer_connected: bool,
+    pub pgs_reachable: &'a [(String, bool)],
+    pub state_size_now: u64,
+    pub state_size_max: u64,
+    pub digest: u128,
+    pub logic_version: &'a LogicVersion,
+    pub history: &'a VecDeque<SyncRecord>,
+    pub events: &'a VecDeque<(u64, String)>,
+    pub transfer_under_way: bool,
+}
+
+/// The build's release date, as rttest shows it.
+const RELEASE_DATE: &str = "11/21/2026 00:00:00";
+
+fn utc(ms: u64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
+}
+
+/// "12/01      20:05:36", as the seed shows times.
+fn month_day_time(ms: u64) -> String {
+    utc(ms).format("%m/%d      %H:%M:%S").to_string()
+}
+
+fn hours_since(now_ms: u64, then_ms: u64) -> String {
+    format!(
+        "({:.1} hr)",
+        now_ms.saturating_sub(then_ms) as f64 / 3_600_000.0
+    )
+}
+
+/// Digits grouped by thousands, as the seed shows sizes.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Renders an rttest command; an unknown command lists the known ones.
+pub fn render(command: &str, s: &StatusInputs) -> String {
+    match command {
+        "status" => status(s),
+        "sync" => sync(s),
+        "events" => {
+            let mut out = String::new();
+            for (at, text) in s.events {
+                out.push_str(&format!(
+                    "{}  {text}\n",
+                    utc(*at).format("%m/%d %H:%M:%S%.3f")
+                ));
+            }
+            out
+        }
+        other => format!("unknown rttest command {other:?}; known: status, sync, events\n"),
+    }
+}
+
+fn status(s: &StatusInputs) -> String {
+    let tz: chrono_tz::Tz = s.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let now = utc(s.now_ms);
+    let local = tz.from_utc_datetime(&now.naive_utc());
+    let offset_hours = local.offset().fix().local_minus_utc() as f64 / 3600.0;
+    let last_sync = s.history.back();
+    let mut out = String::new();
+    out.push_str(&format!("RTTEST status (side {})\n", s.side));
+    out.push_str(&format!(
+        "Router version:     tandem {}, logic {}\n",
+        env!("CARGO_PKG_VERSION"),
+        s.logic_version
+    ));
+    out.push_str(&format!("Release Date:       {RELEASE_DATE}\n\n"));
+    out.push_str(&format!(
+        "Current Time:       {}\n",
+        month_day_time(s.now_ms)
+    ));
+    out.push_str(&format!(
+        "Local Time:         {} ({offset_hours:+.1} hr) {}\n",
+        local.format("%m/%d      %H:%M:%S"),
+        s.time_zone
+    ));
+    out.push_str(&format!(
+        "Router Up:          {} {}\n",
+        month_day_time(s.started_ms),
+        hours_since(s.now_ms, s.started_ms)
+    ));
+    match last_sync {
+        Some(record) => out.push_str(&format!(
+            "Router Sync:        {} {} {}\n",
+            month_day_time(record.at_ms),
+            hours_since(s.now_ms, record.at_ms),
+            record.direction
+        )),
+        None => out.push_str("Router Sync:        never\n"),
+    }
+    out.push_str(&format!(
+        "State size now:     {} bytes\n",
+        grouped(s.state_size_now)
+    ));
+    out.push_str(&format!(
+        "State size max:     {}\n\n",
+        grouped(s.state_size_max)
+    ));
+    out.push_str(&format!("Synchronizer:       {}\n", s.sync_state));
+    out.push_str(&format!(
+        "Epoch:              {} ({})\n",
+        s.epoch.number,
+        s.epoch.owner.map_or("none".to_string(), |o| o.to_string())
+    ));
+    out.push_str(&format!(
+        "Sequence:           held {} delivered {}\n",
+        s.held_through, s.delivered_through
+    ));
+    out.push_str(&format!("State digest:       {:032x}\n", s.digest));
+    out.push_str(&format!(
+        "Peer:               {}{}\n",
+        if s.peer_connected {
+            "connected"
+        } else {
+            "not connected"
+        },
+        if s.transfer_under_way {
+            ", state transfer under way"
+        } else {
+            ""
+        }
+    ));
+    let reachable = s.pgs_reachable.iter().filter(|(_, r)| *r).count();
+    out.push_str(&format!(
+        "PGs reachable:      {reachable} of {}:",
+        s.pgs_reachable.len()
+    ));
+    for (name, r) in s.pgs_reachable {
+        out.push_str(&format!(" {name}={}", if *r { "up" } else { "down" }));
+    }
+    out.push_str("\n\n");
+    out.push_str("side process  OK MH last-state-change     last-heartbeat\n");
+    let side = s.side.to_string().to_lowercase();
+    let since = month_day_time(s.started_ms);
+    let beat = month_day_time(s.now_ms);
+    for (process, m, h) in [("mds", " ", "H"), ("router", "M", "H")] {
+        out.push_str(&format!(
+            "{side}    {process:<8} Y  {m}{h} {since}  {beat}\n"
+        ));
+    }
+    out
+}
+
+fn sync(s: &StatusInputs) -> String {
+    let mut out =
+        String::from("when                  direction  bytes            ms       stall-us  role\n");
+    for r in s.history {
+        out.push_str(&format!(
+            "{}  {:<9}  {:>15}  {:>7}  {:>9}  {}\n",
+            utc(r.at_ms).format("%m/%d %H:%M:%S"),
+            r.direction,
+            grouped(r.bytes),
+            r.duration_ms,
+            r.stall_us,
+            if r.sent { "sent" } else { "received" }
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_grouped_by_thousands() {
+        assert_eq!(grouped(744_048), "744,048");
+        assert_eq!(grouped(12), "12");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+    }
+}

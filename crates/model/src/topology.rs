@@ -1,0 +1,220 @@
+//! The topology of one installation (`tandem.toml`): the two sides with their private and public
+//! addresses and data directories, the PGs, the distributors, the synchronizer's timers, and
+//! where the contact-center configuration lives. Every process reads the same file.
+
+use crate::ids::PgId;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TopologyError {
+    #[error("cannot read {path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{path}: {message}")]
+    Toml { path: String, message: String },
+    #[error("invalid topology: {0}")]
+    Invalid(String),
+}
+
+/// One side of the central controller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideAddresses {
+    /// The MDS link: side B listens here, side A's MDS connects.
+    pub private: SocketAddr,
+    /// State-transfer sessions: side B listens here, side A's MDS always opens the session.
+    pub transfer: SocketAddr,
+    /// PGs, rttest and the other public clients.
+    pub public: SocketAddr,
+    /// Prometheus metrics (`/metrics`).
+    pub metrics: SocketAddr,
+    /// The side's persistent files (its epoch); relative paths are from the topology file.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgEntry {
+    pub name: String,
+    pub id: PgId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistributorEntry {
+    pub name: String,
+    pub public: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// The synchronizer's timers (SPEC section 4 defaults).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MdsTimers {
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_misses_max: u64,
+    pub tick_interval_ms: u64,
+    pub pg_heartbeat_interval_ms: u64,
+    /// A PG path silent for this many heartbeats is failed.
+    pub pg_heartbeat_misses_max: u64,
+    pub lease_ms: u64,
+    /// An ordered DigestCheck every this many milliseconds of ordered time (0: never).
+    pub digest_check_interval_ms: u64,
+    /// The state-size event is raised once the router's state passes this many bytes.
+    pub state_size_alarm_bytes: u64,
+}
+
+impl Default for MdsTimers {
+    fn default() -> MdsTimers {
+        MdsTimers {
+            heartbeat_interval_ms: 100,
+            heartbeat_misses_max: 5,
+            tick_interval_ms: 100,
+            pg_heartbeat_interval_ms: 400,
+            pg_heartbeat_misses_max: 3,
+            lease_ms: 500,
+            digest_check_interval_ms: 10_000,
+            state_size_alarm_bytes: 30 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// The contact-center configuration; relative paths are from the topology file.
+    pub contact_center: PathBuf,
+    pub side_a: SideAddresses,
+    pub side_b: SideAddresses,
+    pub pgs: Vec<PgEntry>,
+    #[serde(default)]
+    pub distributors: Vec<DistributorEntry>,
+    #[serde(default)]
+    pub mds: MdsTimers,
+    /// Where the file was read from: relative paths resolve against its directory.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Topology {
+    pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TopologyError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut topology: Topology = toml::from_str(&text).map_err(|e| TopologyError::Toml {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        topology.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        topology.validate()?;
+        Ok(topology)
+    }
+
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).expect("a topology always serializes to TOML")
+    }
+
+    pub fn validate(&self) -> Result<(), TopologyError> {
+        let invalid = |m: String| Err(TopologyError::Invalid(m));
+        if self.pgs.is_empty() {
+            return invalid("at least one PG is needed for the split-brain guard".into());
+        }
+        let mut ids: Vec<PgId> = self.pgs.iter().map(|p| p.id).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != self.pgs.len() {
+            return invalid("two PGs share an id".into());
+        }
+        let mut names: Vec<&str> = self.pgs.iter().map(|p| p.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        if names.len() != self.pgs.len() {
+            return invalid("two PGs share a name".into());
+        }
+        let mut addresses = Vec::new();
+        for side in [&self.side_a, &self.side_b] {
+            addresses.extend([side.private, side.transfer, side.public, side.metrics]);
+        }
+        addresses.extend(self.distributors.iter().map(|d| d.public));
+        let count = addresses.len();
+        addresses.sort();
+        addresses.dedup();
+        if addresses.len() != count {
+            return invalid("two listeners share an address".into());
+        }
+        let t = &self.mds;
+        for (name, value) in [
+            ("heartbeat_interval_ms", t.heartbeat_interval_ms),
+            ("heartbeat_misses_max", t.heartbeat_misses_max),
+            ("tick_interval_ms", t.tick_interval_ms),
+            ("pg_heartbeat_interval_ms", t.pg_heartbeat_interval_ms),
+            ("pg_heartbeat_misses_max", t.pg_heartbeat_misses_max),
+            ("lease_ms", t.lease_ms),
+        ] {
+            if value == 0 {
+                return invalid(format!("mds.{name} must be greater than zero"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A path from the file, resolved against its directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    pub fn pg_by_name(&self, name: &str) -> Option<&PgEntry> {
+        self.pgs.iter().find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Topology {
+        let side = |port: u16, dir: &str| SideAddresses {
+            private: ([127, 0, 0, 1], port).into(),
+            transfer: ([127, 0, 0, 1], port + 1).into(),
+            public: ([127, 0, 0, 1], port + 2).into(),
+            metrics: ([127, 0, 0, 1], port + 3).into(),
+            data_dir: dir.into(),
+        };
+        Topology {
+            contact_center: "contact-center.toml".into(),
+            side_a: side(41_000, "a"),
+            side_b: side(41_010, "b"),
+            pgs: vec![PgEntry {
+                name: "pg1".into(),
+                id: PgId(1),
+            }],
+            distributors: vec![],
+            mds: MdsTimers::default(),
+            base_dir: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn a_topology_round_trips_through_toml_and_is_checked() {
+        let topology = example();
+        let text = topology.to_toml_string();
+        let back: Topology = toml::from_str(&text).unwrap();
+        assert_eq!(back, topology);
+        assert!(topology.validate().is_ok());
+        let mut shared = topology.clone();
+        shared.side_b.public = shared.side_a.public;
+        assert!(shared.validate().is_err());
+        let mut none = topology.clone();
+        none.pgs.clear();
+        assert!(none.validate().is_err());
+        let mut zero = topology;
+        zero.mds.heartbeat_interval_ms = 0;
+        assert!(zero.validate().is_err());
+    }
+}

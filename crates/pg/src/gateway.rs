@@ -1,0 +1,514 @@
+//! The peripheral gateway as a process (`tandem pg`): the traffic simulator's peripherals behind
+//! two paths, one to each side of the central controller.
+//!
+//! One path is active: inputs go there, numbered per PG incarnation, and are kept until both
+//! sides hold them (a durable acknowledgement), so that after a path switch everything not
+//! durably acknowledged is sent again and the side that takes over orders what it missed;
+//! a side that already holds an input acknowledges the repeat without ordering it twice.
+//! Outputs are numbered by the sides in the ordered stream; the PG takes output `last + 1`
+//! only, and when a path becomes active it asks that side to replay after its last one. Both
+//! paths carry heartbeats, and the PG grants the sides' epoch leases and answers Test Other
+//! Side (`tandem_mds::lease`).
+
+use crate::{LoadParams, TrafficSim};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tandem_mds::lease::LeaseGranter;
+use tandem_mds::transport::{self, FrameReader, Outbound};
+use tandem_mds::{PgToSide, PublicHello, Side, SideToPg};
+use tandem_model::config::ContactCenter;
+use tandem_model::ids::PgId;
+use tandem_model::input::{Input, OrderedInput};
+use tandem_model::topology::Topology;
+use tokio::sync::mpsc;
+
+/// Inputs kept for resending before the simulator is held back.
+pub const PG_INPUTS_UNACKED_MAX: usize = 200_000;
+/// The PG's loop: inputs are taken from the simulator this often.
+const PG_TICK_MS: u64 = 5;
+/// The active path is given up when inputs go unacknowledged this long.
+const PATH_ACK_SILENCE_MS_MAX: u64 = 1_000;
+/// A path that is down is tried again this often.
+const RECONNECT_MS: u64 = 200;
+
+/// What a PG counted, printed as one JSON line when it stops.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct GatewayCounts {
+    /// The PG's name in the topology.
+    pub pg: String,
+    /// Inputs numbered and sent, each counted once however often it was resent.
+    pub inputs_sent: u64,
+    /// The highest input number acknowledged as delivered.
+    pub inputs_acknowledged: u64,
+    /// The highest input number acknowledged as held by both sides.
+    pub inputs_durable: u64,
+    /// Inputs sent again (after a path switch or a resend request).
+    pub inputs_resent: u64,
+    /// Route requests the simulated routing clients sent.
+    pub route_requests_sent: u64,
+    /// Route requests answered.
+    pub route_requests_answered: u64,
+    /// Route requests answered more than once.
+    pub route_requests_answered_more_than_once: u64,
+    /// Route requests that timed out at their routing client.
+    pub route_requests_timed_out: u64,
+    /// Outputs taken, in number order.
+    pub outputs_received: u64,
+    /// Outputs received again (a replay overlapping what was taken) and dropped.
+    pub outputs_repeated: u64,
+    /// Times the active path changed.
+    pub path_switches: u64,
+}
+
+/// How to run a PG.
+pub struct GatewayOptions {
+    /// The installation: the sides' public addresses and the PG heartbeat timers.
+    pub topology: Topology,
+    /// The contact center whose peripherals of this PG are simulated.
+    pub cc: ContactCenter,
+    /// This PG.
+    pub pg: PgId,
+    /// Its name in the topology.
+    pub name: String,
+    /// The simulated load.
+    pub load: LoadParams,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+/// Messages dominate; a path comes up rarely.
+#[allow(clippy::large_enum_variant)]
+enum PathEvent {
+    Up {
+        side: Side,
+        generation: u64,
+        out: Outbound<PgToSide>,
+        reader: tokio::task::AbortHandle,
+    },
+    Message {
+        side: Side,
+        generation: u64,
+        message: SideToPg,
+    },
+    Down {
+        side: Side,
+        generation: u64,
+    },
+}
+
+struct Path {
+    generation: u64,
+    out: Outbound<PgToSide>,
+    reader: tokio::task::AbortHandle,
+    last_heard: Instant,
+    last_sent: Instant,
+}
+
+struct Gateway {
+    pg: PgId,
+    incarnation: u64,
+    heartbeat: Duration,
+    silence_max: Duration,
+    lease_ms: u64,
+    addresses: [SocketAddr; 2],
+    paths: [Option<Path>; 2],
+    connecting: [bool; 2],
+    generation: u64,
+    active: Side,
+    granter: LeaseGranter,
+    sim: TrafficSim,
+    next_input_no: u64,
+    /// Inputs from `durable_through + 1` on, oldest first.
+    unacked: VecDeque<(u64, Input)>,
+    acked_through: u64,
+    durable_through: u64,
+    last_progress: Instant,
+    last_output_no: u64,
+    last_replay_ask: Option<Instant>,
+    counts: GatewayCounts,
+    clock_ms: u64,
+    tx: mpsc::Sender<PathEvent>,
+}
+
+/// Runs the PG until `stop` resolves, and returns its counts.
+pub async fn run(
+    options: GatewayOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> GatewayCounts {
+    let start_ms = wall_ms();
+    let load = LoadParams {
+        pg: Some(options.pg),
+        ..options.load
+    };
+    let timers = &options.topology.mds;
+    let (tx, mut rx) = mpsc::channel(65_536);
+    let mut gateway = Gateway {
+        pg: options.pg,
+        // A new incarnation per process start: the sides number its inputs afresh.
+        incarnation: start_ms,
+        heartbeat: Duration::from_millis(timers.pg_heartbeat_interval_ms),
+        silence_max: Duration::from_millis(
+            timers.pg_heartbeat_interval_ms * timers.pg_heartbeat_misses_max,
+        ),
+        lease_ms: timers.lease_ms,
+        addresses: [
+            options.topology.side_a.public,
+            options.topology.side_b.public,
+        ],
+        paths: [None, None],
+        connecting: [false; 2],
+        generation: 0,
+        active: Side::A,
+        granter: LeaseGranter::new(),
+        sim: TrafficSim::new(&options.cc, load, start_ms),
+        next_input_no: 1,
+        unacked: VecDeque::new(),
+        acked_through: 0,
+        durable_through: 0,
+        last_progress: Instant::now(),
+        last_output_no: 0,
+        last_replay_ask: None,
+        counts: GatewayCounts {
+            pg: options.name,
+            ..GatewayCounts::default()
+        },
+        clock_ms: start_ms,
+        tx,
+    };
+    let mut timer = tokio::time::interval(Duration::from_millis(PG_TICK_MS));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconnect = tokio::time::interval(Duration::from_millis(RECONNECT_MS));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(event) = rx.recv() => gateway.on_event(event),
+            _ = timer.tick() => gateway.on_tick(),
+            _ = reconnect.tick() => gateway.connect_missing(),
+        }
+    }
+    gateway.finish()
+}
+
+impl Gateway {
+    fn now(&mut self) -> u64 {
+        self.clock_ms = self.clock_ms.max(wall_ms());
+        self.clock_ms
+    }
+
+    fn connect_missing(&mut self) {
+        for side in [Side::A, Side::B] {
+            let i = side_index(side);
+            if self.paths[i].is_some() || self.connecting[i] {
+                continue;
+            }
+            self.connecting[i] = true;
+            self.generation += 1;
+            let generation = self.generation;
+            let addr = self.addresses[i];
+            let tx = self.tx.clone();
+            let hello = PublicHello::Pg {
+                pg: self.pg,
+                incarnation: self.incarnation,
+            };
+            tokio::spawn(async move {
+                let Ok(stream) = transport::connect(addr, 1_000).await else {
+                    let _ = tx.send(PathEvent::Down { side, generation }).await;
+                    return;
+                };
+                let (read, mut write) = stream.into_split();
+                if transport::write_message(&mut write, &hello).await.is_err() {
+                    let _ = tx.send(PathEvent::Down { side, generation }).await;
+                    return;
+                }
+                let out = Outbound::<PgToSide>::spawn(write);
+                let reader_tx = tx.clone();
+                let reader = tokio::spawn(async move {
+                    let mut reader = FrameReader::<_, SideToPg>::new(read);
+                    while let Ok(Some(message)) = reader.next().await {
+                        let event = PathEvent::Message {
+                            side,
+                            generation,
+                            message,
+                        };
+                        if reader_tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = reader_tx.send(PathEvent::Down { side, generation }).await;
+                });
+                let _ = tx
+                    .send(PathEvent::Up {
+                        side,
+                        generation,
+                        out,
+                        reader: reader.abort_handle(),
+                    })
+                    .await;
+            });
+        }
+    }
+
+    fn on_event(&mut self, event: PathEvent) {
+        match event {
+            PathEvent::Up {
+                side,
+                generation,
+                out,
+                reader,
+            } => {
+                let i = side_index(side);
+                self.connecting[i] = false;
+                self.paths[i] = Some(Path {
+                    generation,
+                    out,
+                    reader,
+                    last_heard: Instant::now(),
+                    last_sent: Instant::now(),
+                });
+            }
+            PathEvent::Down { side, generation } => {
+                let i = side_index(side);
+                if self.paths[i]
+                    .as_ref()
+                    .is_some_and(|p| p.generation == generation)
+                {
+                    self.drop_path(side);
+                } else if self.paths[i].is_none() {
+                    self.connecting[i] = false;
+                }
+            }
+            PathEvent::Message {
+                side,
+                generation,
+                message,
+            } => {
+                let i = side_index(side);
+                match &mut self.paths[i] {
+                    Some(path) if path.generation == generation => {
+                        path.last_heard = Instant::now();
+                    }
+                    _ => return,
+                }
+                self.on_message(side, message);
+            }
+        }
+    }
+
+    fn drop_path(&mut self, side: Side) {
+        let i = side_index(side);
+        if let Some(path) = self.paths[i].take() {
+            path.reader.abort();
+        }
+        self.connecting[i] = false;
+        if side == self.active {
+            self.switch_path();
+        }
+    }
+
+    fn send(&self, side: Side, message: &PgToSide) {
+        if let Some(path) = &self.paths[side_index(side)] {
+            let _ = path.out.send(message);
+        }
+    }
+
+    fn on_message(&mut self, side: Side, message: SideToPg) {
+        let now = self.now();
+        match message {
+            SideToPg::Welcome { .. } => {
+                if side == self.active {
+                    self.activate();
+                }
+            }
+            SideToPg::Ack {
+                incarnation,
+                input_no,
+                durable,
+            } => {
+                if incarnation != self.incarnation {
+                    return;
+                }
+                if input_no > self.acked_through {
+                    self.acked_through = input_no;
+                    self.last_progress = Instant::now();
+                }
+                if durable && input_no > self.durable_through {
+                    self.durable_through = input_no;
+                    while self.unacked.front().is_some_and(|(no, _)| *no <= input_no) {
+                        self.unacked.pop_front();
+                    }
+                }
+            }
+            SideToPg::ResendFrom {
+                incarnation,
+                input_no,
+            } => {
+                if incarnation == self.incarnation && side == self.active {
+                    self.resend_from(input_no);
+                }
+            }
+            SideToPg::Refuse { .. } => {
+                if side == self.active {
+                    self.switch_path();
+                }
+            }
+            SideToPg::LeaseRequest {
+                epoch,
+                requested_ms,
+            } => {
+                let answer = self.granter.request(now, epoch, self.lease_ms);
+                self.send(
+                    side,
+                    &PgToSide::LeaseAnswer {
+                        epoch,
+                        requested_ms,
+                        answer,
+                    },
+                );
+            }
+            SideToPg::TestOtherSide => {
+                // The other side counts as enabled only while it renews its lease here and this
+                // PG still reaches it: a killed side's connection closes at once.
+                let other_enabled = self.granter.other_side_enabled(now, side)
+                    && self.paths[side_index(side.peer())].is_some();
+                self.send(side, &PgToSide::TestAnswer { other_enabled });
+            }
+            SideToPg::Output {
+                output_no,
+                time_ms: _,
+                output,
+            } => {
+                if side != self.active {
+                    return;
+                }
+                if output_no <= self.last_output_no {
+                    self.counts.outputs_repeated += 1;
+                } else if output_no == self.last_output_no + 1 {
+                    self.last_output_no = output_no;
+                    self.counts.outputs_received += 1;
+                    self.sim.on_output(now, &output);
+                } else if self
+                    .last_replay_ask
+                    .is_none_or(|at| at.elapsed() >= self.heartbeat)
+                {
+                    // A gap: ask the active side to replay after the last one taken.
+                    self.last_replay_ask = Some(Instant::now());
+                    self.send(
+                        side,
+                        &PgToSide::Active {
+                            last_output_no: self.last_output_no,
+                        },
+                    );
+                }
+            }
+            SideToPg::Heartbeat => {}
+        }
+    }
+
+    /// The active path: ask for outputs after the last taken, and send again everything not
+    /// durably acknowledged.
+    fn activate(&mut self) {
+        self.last_progress = Instant::now();
+        self.send(
+            self.active,
+            &PgToSide::Active {
+                last_output_no: self.last_output_no,
+            },
+        );
+        self.resend_from(self.durable_through + 1);
+    }
+
+    fn switch_path(&mut self) {
+        let old = self.active;
+        self.active = old.peer();
+        self.counts.path_switches += 1;
+        self.send(old, &PgToSide::Idle);
+        if self.paths[side_index(self.active)].is_some() {
+            self.activate();
+        }
+    }
+
+    fn resend_from(&mut self, input_no: u64) {
+        let side = self.active;
+        let Some(path) = &self.paths[side_index(side)] else {
+            return;
+        };
+        let start = self.unacked.partition_point(|(no, _)| *no < input_no);
+        for (no, input) in self.unacked.range(start..) {
+            let _ = path.out.send(&PgToSide::Input {
+                incarnation: self.incarnation,
+                input_no: *no,
+                input: input.clone(),
+            });
+            self.counts.inputs_resent += 1;
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.now();
+        if self.unacked.len() < PG_INPUTS_UNACKED_MAX {
+            let mut inputs: Vec<OrderedInput> = Vec::new();
+            self.sim.poll(now, &mut inputs);
+            for input in inputs {
+                let input_no = self.next_input_no;
+                self.next_input_no += 1;
+                self.counts.inputs_sent += 1;
+                self.send(
+                    self.active,
+                    &PgToSide::Input {
+                        incarnation: self.incarnation,
+                        input_no,
+                        input: input.input.clone(),
+                    },
+                );
+                self.unacked.push_back((input_no, input.input));
+            }
+        }
+        for side in [Side::A, Side::B] {
+            let i = side_index(side);
+            let Some(path) = &mut self.paths[i] else {
+                continue;
+            };
+            if path.last_heard.elapsed() > self.silence_max {
+                self.drop_path(side);
+                continue;
+            }
+            if path.last_sent.elapsed() >= self.heartbeat {
+                path.last_sent = Instant::now();
+                let _ = path.out.send(&PgToSide::Heartbeat);
+            }
+        }
+        let waiting = self.acked_through + 1 < self.next_input_no;
+        if waiting && self.last_progress.elapsed() > Duration::from_millis(PATH_ACK_SILENCE_MS_MAX)
+        {
+            self.switch_path();
+        }
+    }
+
+    fn finish(self) -> GatewayCounts {
+        let stats = self.sim.stats();
+        GatewayCounts {
+            inputs_acknowledged: self.acked_through,
+            inputs_durable: self.durable_through,
+            route_requests_sent: stats.route_requests_sent,
+            route_requests_answered: stats.route_requests_answered,
+            route_requests_answered_more_than_once: stats.route_requests_answered_more_than_once,
+            route_requests_timed_out: stats.route_requests_timed_out,
+            ..self.counts
+        }
+    }
+}

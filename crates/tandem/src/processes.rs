@@ -1,0 +1,231 @@
+//! The subcommands that run the installation's processes: `init`, `central`, `pg`, `rttest`.
+
+use crate::demo::EXAMPLE_CONTACT_CENTER;
+use anyhow::{bail, Context, Result};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use tandem_central::side::{self, SideOptions};
+use tandem_mds::Side;
+use tandem_model::config::ContactCenter;
+use tandem_model::topology::{DistributorEntry, MdsTimers, PgEntry, SideAddresses, Topology};
+use tandem_pg::gateway::{self, GatewayOptions};
+use tandem_pg::LoadParams;
+
+#[derive(clap::Args)]
+pub struct InitArgs {
+    /// The directory to write `tandem.toml`, `contact-center.toml` and the data directories in.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The first of the loopback ports to use; 0 picks free ports.
+    #[arg(long, default_value_t = 0)]
+    base_port: u16,
+    /// Overwrite an existing topology.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CentralArgs {
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long, value_parser = parse_side)]
+    side: Side,
+    /// Start from configuration although this side ran before: only when both sides lost their
+    /// state.
+    #[arg(long)]
+    cold_start: bool,
+    /// Override the logic version's build string (to check the version guard).
+    #[arg(long, hide = true)]
+    logic_build: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct PgArgs {
+    #[arg(long)]
+    config: PathBuf,
+    /// The PG's name in the topology.
+    #[arg(long)]
+    name: String,
+    /// Offered load in calls per second.
+    #[arg(long, default_value_t = 1.0)]
+    cps: f64,
+    /// Mean talk time in seconds.
+    #[arg(long, default_value_t = 120)]
+    talk_s: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(clap::Args)]
+pub struct RtTestArgs {
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long, value_parser = parse_side, default_value = "a")]
+    side: Side,
+    /// status, sync or events.
+    #[arg(default_value = "status")]
+    command: String,
+}
+
+fn parse_side(text: &str) -> Result<Side, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "a" => Ok(Side::A),
+        "b" => Ok(Side::B),
+        _ => Err(format!("a side is a or b, not {text:?}")),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stopped() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub fn init(args: InitArgs) -> Result<()> {
+    let topology_path = args.dir.join("tandem.toml");
+    if topology_path.exists() && !args.force {
+        bail!("{} exists; --force overwrites it", topology_path.display());
+    }
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let cc = ContactCenter::from_toml_str(EXAMPLE_CONTACT_CENTER)?;
+    let mut next = args.base_port;
+    let mut port = || -> Result<SocketAddr> {
+        let p = if args.base_port == 0 {
+            free_port()?
+        } else {
+            let p = next;
+            next = next.checked_add(1).context("ports run past 65535")?;
+            p
+        };
+        Ok(SocketAddr::from(([127, 0, 0, 1], p)))
+    };
+    let mut side = |dir: &str| -> Result<SideAddresses> {
+        Ok(SideAddresses {
+            private: port()?,
+            transfer: port()?,
+            public: port()?,
+            metrics: port()?,
+            data_dir: dir.into(),
+        })
+    };
+    let side_a = side("a")?;
+    let side_b = side("b")?;
+    let topology = Topology {
+        contact_center: "contact-center.toml".into(),
+        side_a,
+        side_b,
+        pgs: cc
+            .pgs
+            .iter()
+            .map(|pg| PgEntry {
+                name: pg.name.to_lowercase(),
+                id: pg.id,
+            })
+            .collect(),
+        distributors: vec![DistributorEntry {
+            name: "aw1".into(),
+            public: port()?,
+            data_dir: "aw1".into(),
+        }],
+        mds: MdsTimers::default(),
+        base_dir: args.dir.clone(),
+    };
+    topology.validate()?;
+    std::fs::write(args.dir.join("contact-center.toml"), EXAMPLE_CONTACT_CENTER)?;
+    std::fs::write(&topology_path, topology.to_toml_string())?;
+    println!(
+        "wrote {} (sides A and B, {} PGs: {}) and the example contact center",
+        topology_path.display(),
+        topology.pgs.len(),
+        topology
+            .pgs
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn load_topology(path: &Path) -> Result<Topology> {
+    Ok(Topology::load(path)?)
+}
+
+pub fn central(args: CentralArgs) -> Result<()> {
+    let topology = load_topology(&args.config)?;
+    let options = SideOptions {
+        topology,
+        side: args.side,
+        cold_start: args.cold_start,
+        logic_build: args
+            .logic_build
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+    };
+    runtime()?.block_on(async move {
+        tokio::select! {
+            result = side::run(options) => result.map_err(anyhow::Error::from),
+            _ = stopped() => Ok(()),
+        }
+    })
+}
+
+pub fn pg(args: PgArgs) -> Result<()> {
+    let topology = load_topology(&args.config)?;
+    let entry = topology
+        .pg_by_name(&args.name)
+        .with_context(|| format!("no PG named {} in {}", args.name, args.config.display()))?
+        .clone();
+    let cc = ContactCenter::load(&topology.resolve(&topology.contact_center))?;
+    let load = LoadParams {
+        calls_per_second: args.cps,
+        talk_time_mean_ms: args.talk_s * 1_000,
+        seed: args.seed,
+        ..LoadParams::default()
+    };
+    load.check().map_err(anyhow::Error::msg)?;
+    let options = GatewayOptions {
+        topology,
+        cc,
+        pg: entry.id,
+        name: entry.name,
+        load,
+    };
+    let counts = runtime()?.block_on(gateway::run(options, stopped()));
+    println!("{}", serde_json::to_string(&counts)?);
+    Ok(())
+}
+
+pub fn rttest(args: RtTestArgs) -> Result<()> {
+    let topology = load_topology(&args.config)?;
+    let addr = match args.side {
+        Side::A => topology.side_a.public,
+        Side::B => topology.side_b.public,
+    };
+    let text = runtime()?
+        .block_on(tandem_central::rttest::query(addr, &args.command, 3_000))
+        .with_context(|| format!("asking side {} at {addr}", args.side))?;
+    print!("{text}");
+    Ok(())
+}
