@@ -1033,6 +1033,8 @@ async fn connect_private(
                 continue;
             }
         }
+        // The retry interval of a refused connection, not a synchronization: a change of the
+        // link's state wakes this at once.
         tokio::select! {
             _ = connected.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(PEER_CONNECT_RETRY_MS)) => {}
