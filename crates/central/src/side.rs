@@ -46,6 +46,8 @@ const TRANSFER_RETRY_MS_MIN: u64 = 250;
 const TRANSFER_RETRY_MS_MAX: u64 = 5_000;
 /// A transfer that has not finished in this long is abandoned and retried.
 const TRANSFER_TIMEOUT_MS: u64 = 120_000;
+/// A transfer whose session has not begun this long after it was asked for is retried.
+const TRANSFER_START_TIMEOUT_MS: u64 = 3_000;
 
 #[derive(Debug, Error)]
 pub enum SideError {
@@ -137,6 +139,12 @@ pub(crate) enum CoreEvent {
         nonce: u64,
         state_bytes: u64,
     },
+    /// A receiving session's progress, after each chunk.
+    TransferProgress {
+        nonce: u64,
+        received: u64,
+        total: u64,
+    },
     TransferDone {
         nonce: u64,
         outcome: TransferOutcome,
@@ -145,6 +153,12 @@ pub(crate) enum CoreEvent {
     ResolveNonce {
         nonce: u64,
         reply: oneshot::Sender<Option<bool>>,
+    },
+    /// The router's digest and state size at the DigestCheck delivered at `seq`.
+    DigestComputed {
+        seq: u64,
+        digest: u128,
+        state_bytes: u64,
     },
     RtTest {
         command: String,
@@ -171,7 +185,14 @@ struct Peer {
 /// This side's part in a transfer under way.
 enum TransferRole {
     /// Receiving under `nonce` since `started`.
-    Receiving { nonce: u64, started: Instant },
+    Receiving {
+        nonce: u64,
+        started: Instant,
+        /// Bytes received of the total, once the session's header arrived. A session that
+        /// never begins (the sender failed, or its connection was lost on the way) is given up
+        /// sooner than one under way.
+        progress: Option<(u64, u64)>,
+    },
     /// The peer asked for our state under this request.
     Serving(TransferRequest),
 }
@@ -197,6 +218,9 @@ struct Core {
     clock_ms: u64,
     outputs_scratch: Vec<Output>,
     state_size_alarmed: bool,
+    /// The state's exact size, as of the last DigestCheck, start or transfer: computing it
+    /// walks the whole state, which the core does not do on request.
+    state_size_now: u64,
     tx: mpsc::Sender<CoreEvent>,
 }
 
@@ -217,6 +241,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     let start_ms = wall_ms();
     let router =
         Router::from_contact_center(&cc, start_ms).map_err(|e| SideError::Router(e.to_string()))?;
+    let router_state_bytes = router.state_size();
     let persisted = read_epoch(&data_dir)?;
     // A side that ran before lost its router's state with its process: it takes its peer's.
     let needs_state = persisted.is_some() && !options.cold_start;
@@ -229,6 +254,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     settings.heartbeat_misses_max = timers.heartbeat_misses_max;
     settings.tick_interval_ms = timers.tick_interval_ms;
     settings.lease_ms = timers.lease_ms;
+    settings.digest_check_interval_ms = timers.digest_check_interval_ms;
     let sync = Synchronizer::new(settings, epoch, 0, start_ms, needs_state, start_ms)?;
     info!(
         side = %options.side,
@@ -284,6 +310,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
         clock_ms: start_ms,
         outputs_scratch: Vec::new(),
         state_size_alarmed: false,
+        state_size_now: router_state_bytes,
         tx,
     };
     core.run(rx).await;
@@ -393,9 +420,19 @@ impl Core {
             self.drop_path(conn);
         }
         // Receiving: retry after a failure, give up on a session that takes too long.
-        if let Some(TransferRole::Receiving { started, .. }) = &self.transfer {
+        if let Some(TransferRole::Receiving {
+            started, progress, ..
+        }) = &self.transfer
+        {
             if started.elapsed() > Duration::from_millis(TRANSFER_TIMEOUT_MS) {
                 self.event("state transfer timed out".into());
+                self.transfer_failed();
+            } else if progress.is_none()
+                && started.elapsed() > Duration::from_millis(TRANSFER_START_TIMEOUT_MS)
+            {
+                self.event(format!(
+                    "state transfer failed: no session began within {TRANSFER_START_TIMEOUT_MS} ms"
+                ));
                 self.transfer_failed();
             }
         }
@@ -482,6 +519,7 @@ impl Core {
                 let _ = reply.send(self.serve_cut(now, nonce));
             }
             CoreEvent::TransferHeader { nonce, state_bytes } => {
+                self.transfer_progress(nonce, 0, state_bytes);
                 if self.receiving_nonce() == Some(nonce) {
                     // Twice the messages expected while the state arrives at a conservative
                     // 100 MB/s under 100,000 inputs/s.
@@ -489,6 +527,11 @@ impl Core {
                     self.sync.set_transfer_buffer_messages_max(bound);
                 }
             }
+            CoreEvent::TransferProgress {
+                nonce,
+                received,
+                total,
+            } => self.transfer_progress(nonce, received, total),
             CoreEvent::TransferDone { nonce, outcome } => {
                 self.on_transfer_done(now, nonce, outcome)
             }
@@ -501,6 +544,14 @@ impl Core {
                     _ => None,
                 };
                 let _ = reply.send(answer);
+            }
+            CoreEvent::DigestComputed {
+                seq,
+                digest,
+                state_bytes,
+            } => {
+                self.state_size_now = state_bytes;
+                self.sync.on_local_digest(now, seq, digest);
             }
             CoreEvent::RtTest { command, reply } => {
                 let _ = reply.send(self.rttest(now, &command));
@@ -692,6 +743,9 @@ impl Core {
             SyncEvent::TransferBufferOverflow { max } => {
                 format!("state transfer abandoned: more than {max} messages to buffer")
             }
+            SyncEvent::DigestMismatch { seq, ours, theirs } => format!(
+                "state digests differ at sequence {seq}: this side {ours:032x}, the peer {theirs:032x}"
+            ),
         };
         if matches!(event, SyncEvent::TransferBufferOverflow { .. }) {
             self.transfer_failed();
@@ -722,8 +776,25 @@ impl Core {
 
     /// Applies an ordered message to the router, and numbers and sends its outputs.
     fn deliver(&mut self, ordered: Ordered) {
-        let Body::Input { input, .. } = ordered.body else {
-            return; // DigestCheck: compared by the side's digest task.
+        let input = match ordered.body {
+            Body::Input { input, .. } => input,
+            Body::DigestCheck => {
+                // The digest is computed off the core, from a snapshot taken at this sequence
+                // number; the router goes on.
+                let state = self.router.snapshot();
+                let tx = self.tx.clone();
+                let seq = ordered.seq;
+                tokio::task::spawn_blocking(move || {
+                    let digest = tandem_router::records::digest(&state);
+                    let state_bytes = tandem_router::records::state_size(&state);
+                    let _ = tx.blocking_send(CoreEvent::DigestComputed {
+                        seq,
+                        digest,
+                        state_bytes,
+                    });
+                });
+                return;
+            }
         };
         let input = OrderedInput {
             time_ms: ordered.time_ms,
@@ -771,6 +842,7 @@ impl Core {
         self.transfer = Some(TransferRole::Receiving {
             nonce,
             started: Instant::now(),
+            progress: None,
         });
         self.sync.request_transfer(
             now,
@@ -869,6 +941,7 @@ impl Core {
                     Ok(()) => match Router::from_state(*state) {
                         Ok(router) => {
                             self.router = router;
+                            self.state_size_now = record.bytes;
                             self.outputs = outputs;
                             self.transfer = None;
                             self.transfer_retry_ms = TRANSFER_RETRY_MS_MIN;
@@ -903,6 +976,17 @@ impl Core {
         }
     }
 
+    fn transfer_progress(&mut self, nonce: u64, received: u64, total: u64) {
+        if let Some(TransferRole::Receiving {
+            nonce: n, progress, ..
+        }) = &mut self.transfer
+        {
+            if *n == nonce {
+                *progress = Some((received, total));
+            }
+        }
+    }
+
     fn transfer_failed(&mut self) {
         if matches!(self.transfer, Some(TransferRole::Receiving { .. })) {
             self.transfer_retry_at =
@@ -920,6 +1004,9 @@ impl Core {
     }
 
     fn rttest(&mut self, now: u64, command: &str) -> String {
+        if command == "summary" {
+            return status::summary_line(&self.router.summary());
+        }
         let reachable: Vec<(String, bool)> = self
             .topology
             .pgs
@@ -942,13 +1029,17 @@ impl Core {
             delivered_through: self.sync.delivered_through(),
             peer_connected: self.peer.is_some(),
             pgs_reachable: &reachable,
-            state_size_now: self.router.state_size(),
+            state_size_now: self.state_size_now,
             state_size_max: self.router.state_size_max(),
-            digest: self.router.digest(),
+            digest_checks: self.sync.digest_checks(),
             logic_version: &self.logic_version,
             history: &self.sync_history,
             events: &self.events,
             transfer_under_way: self.transfer.is_some(),
+            transfer_progress: match &self.transfer {
+                Some(TransferRole::Receiving { progress, .. }) => *progress,
+                _ => None,
+            },
         };
         status::render(command, &inputs)
     }
@@ -972,40 +1063,59 @@ fn next_conn() -> u64 {
 }
 
 /// Runs the reader of a private-link connection until it ends.
+/// Reads a link's frames into the core's channel, but only once `up` (the event announcing the
+/// link, given the reader's abort handle) is queued: the core learns of a link before any of its
+/// messages, which it would otherwise drop as coming from no known link.
+fn spawn_link_reader<R, M>(
+    mut reader: FrameReader<R, M>,
+    tx: mpsc::Sender<CoreEvent>,
+    up: impl FnOnce(tokio::task::AbortHandle) -> CoreEvent + Send + 'static,
+    message: impl Fn(M) -> CoreEvent + Send + 'static,
+    down: impl FnOnce(String) -> CoreEvent + Send + 'static,
+    closed: &'static str,
+) where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    M: serde::de::DeserializeOwned + Send + 'static,
+{
+    let (go, gate) = oneshot::channel::<()>();
+    let reader_tx = tx.clone();
+    let task = tokio::spawn(async move {
+        if gate.await.is_err() {
+            return;
+        }
+        let reason = loop {
+            match reader.next().await {
+                Ok(Some(m)) => {
+                    if reader_tx.send(message(m)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break closed.to_string(),
+                Err(e) => break e.to_string(),
+            }
+        };
+        let _ = reader_tx.send(down(reason)).await;
+    });
+    let abort = task.abort_handle();
+    tokio::spawn(async move {
+        if tx.send(up(abort)).await.is_ok() {
+            let _ = go.send(());
+        }
+    });
+}
+
 fn spawn_peer(stream: TcpStream, tx: mpsc::Sender<CoreEvent>) {
     let conn = next_conn();
     let (read, write) = stream.into_split();
     let out = Outbound::spawn(write);
-    let reader_tx = tx.clone();
-    let reader = tokio::spawn(async move {
-        let mut reader = FrameReader::<_, PeerMessage>::new(read);
-        let reason = loop {
-            match reader.next().await {
-                Ok(Some(message)) => {
-                    if reader_tx
-                        .send(CoreEvent::PeerMessage { conn, message })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Ok(None) => break "the peer closed the connection".to_string(),
-                Err(e) => break e.to_string(),
-            }
-        };
-        let _ = reader_tx.send(CoreEvent::PeerDown { conn, reason }).await;
-    });
-    let abort = reader.abort_handle();
-    tokio::spawn(async move {
-        let _ = tx
-            .send(CoreEvent::PeerUp {
-                conn,
-                out,
-                reader: abort,
-            })
-            .await;
-    });
+    spawn_link_reader(
+        FrameReader::<_, PeerMessage>::new(read),
+        tx,
+        move |reader| CoreEvent::PeerUp { conn, out, reader },
+        move |message| CoreEvent::PeerMessage { conn, message },
+        move |reason| CoreEvent::PeerDown { conn, reason },
+        "the peer closed the connection",
+    );
 }
 
 async fn accept_private(listener: TcpListener, tx: mpsc::Sender<CoreEvent>) {
@@ -1062,36 +1172,21 @@ async fn accept_public(listener: TcpListener, tx: mpsc::Sender<CoreEvent>) {
                 PublicHello::Pg { pg, incarnation } => {
                     let conn = next_conn();
                     let out = Outbound::<SideToPg>::spawn(write);
-                    let reader_tx = tx.clone();
                     // The rest of the stream is PG messages.
-                    let mut reader = reader.retype::<PgToSide>();
-                    let task = tokio::spawn(async move {
-                        let reason = loop {
-                            match reader.next().await {
-                                Ok(Some(message)) => {
-                                    if reader_tx
-                                        .send(CoreEvent::PgMessage { conn, message })
-                                        .await
-                                        .is_err()
-                                    {
-                                        return;
-                                    }
-                                }
-                                Ok(None) => break "the PG closed the connection".to_string(),
-                                Err(e) => break e.to_string(),
-                            }
-                        };
-                        let _ = reader_tx.send(CoreEvent::PgDown { conn, reason }).await;
-                    });
-                    let _ = tx
-                        .send(CoreEvent::PgUp {
+                    spawn_link_reader(
+                        reader.retype::<PgToSide>(),
+                        tx,
+                        move |reader| CoreEvent::PgUp {
                             conn,
                             pg,
                             incarnation,
                             out,
-                            reader: task.abort_handle(),
-                        })
-                        .await;
+                            reader,
+                        },
+                        move |message| CoreEvent::PgMessage { conn, message },
+                        move |reason| CoreEvent::PgDown { conn, reason },
+                        "the PG closed the connection",
+                    );
                 }
                 PublicHello::RtTest { command } => {
                     let (reply, answer) = oneshot::channel();

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Offset, TimeZone, Utc};
 use std::collections::VecDeque;
-use tandem_mds::{Epoch, LogicVersion, Side, SyncState};
+use tandem_mds::{DigestChecks, Epoch, LogicVersion, Side, SyncState};
+use tandem_model::domain::AgentState;
 
 /// One state transfer, as `rttest sync` lists it.
 #[derive(Clone, Debug)]
@@ -32,7 +33,9 @@ pub struct StatusInputs<'a> {
     pub pgs_reachable: &'a [(String, bool)],
     pub state_size_now: u64,
     pub state_size_max: u64,
-    pub digest: u128,
+    pub digest_checks: DigestChecks,
+    /// Bytes received of the total, while this side receives a state.
+    pub transfer_progress: Option<(u64, u64)>,
     pub logic_version: &'a LogicVersion,
     pub history: &'a VecDeque<SyncRecord>,
     pub events: &'a VecDeque<(u64, String)>,
@@ -145,7 +148,16 @@ fn status(s: &StatusInputs) -> String {
         "Sequence:           held {} delivered {}\n",
         s.held_through, s.delivered_through
     ));
-    out.push_str(&format!("State digest:       {:032x}\n", s.digest));
+    match s.digest_checks.last {
+        Some((seq, digest)) => out.push_str(&format!(
+            "State digest:       {digest:032x} at sequence {seq}\n"
+        )),
+        None => out.push_str("State digest:       none yet\n"),
+    }
+    out.push_str(&format!(
+        "Digest checks:      {} equal, {} differed\n",
+        s.digest_checks.equal, s.digest_checks.differed
+    ));
     out.push_str(&format!(
         "Peer:               {}{}\n",
         if s.peer_connected {
@@ -153,10 +165,14 @@ fn status(s: &StatusInputs) -> String {
         } else {
             "not connected"
         },
-        if s.transfer_under_way {
-            ", state transfer under way"
-        } else {
-            ""
+        match (s.transfer_under_way, s.transfer_progress) {
+            (true, Some((received, total))) => format!(
+                ", state transfer under way: {} of {} bytes",
+                grouped(received),
+                grouped(total)
+            ),
+            (true, None) => ", state transfer under way".to_string(),
+            (false, _) => String::new(),
         }
     ));
     let reachable = s.pgs_reachable.iter().filter(|(_, r)| *r).count();
@@ -195,6 +211,33 @@ fn sync(s: &StatusInputs) -> String {
         ));
     }
     out
+}
+
+/// The router's one-line summary (`rttest summary`): agents by state, the queue, today's
+/// service level and ASA, calls handled, route requests and the state size.
+pub fn summary_line(s: &tandem_router::views::Summary) -> String {
+    let count = |state: AgentState| s.agents_by_state.get(state.name()).copied().unwrap_or(0);
+    let talking = count(AgentState::TalkingIn)
+        + count(AgentState::TalkingOut)
+        + count(AgentState::TalkingOther)
+        + count(AgentState::Hold);
+    let wrap = count(AgentState::WorkReady) + count(AgentState::WorkNotReady);
+    let percent =
+        |v: Option<f64>| v.map_or("   -  ".to_string(), |v| format!("{:5.1}%", v * 100.0));
+    format!(
+        "agents ready {:4} reserved {:3} talking {:4} wrap-up {:3} not ready {:4}  queued {:4}  SL today {}  ASA {:5.1} s  handled {:6}  route requests {:7}  state {:.2} MB\n",
+        count(AgentState::Ready),
+        count(AgentState::Reserved),
+        talking,
+        wrap,
+        count(AgentState::NotReady),
+        s.router_calls_queued,
+        percent(s.service_level_today),
+        s.today.asa_ms().unwrap_or(0.0) / 1000.0,
+        s.today.calls_handled,
+        s.route_requests,
+        s.state_size_bytes as f64 / 1e6,
+    )
 }
 
 #[cfg(test)]

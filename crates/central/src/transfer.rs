@@ -288,6 +288,12 @@ async fn receive_from<R: tokio::io::AsyncRead + Unpin>(
                     return Err("the sender sent more than the size it announced".into());
                 }
                 bytes.extend_from_slice(&chunk);
+                // Progress for rttest; a full queue only skips an update.
+                let _ = tx.try_send(CoreEvent::TransferProgress {
+                    nonce,
+                    received: bytes.len() as u64,
+                    total: state_bytes,
+                });
                 if let Some(bar) = &bar {
                     bar.set_position(bytes.len() as u64);
                 }

@@ -26,5 +26,6 @@ pub use protocol::{
     PublicHello, Side, SideToPg, Source, SyncCut, TransferMessage, TransferRequest,
 };
 pub use sync::{
-    transfer_buffer_bound, Action, SyncEvent, SyncSettings, SyncState, Synchronizer, TransferError,
+    transfer_buffer_bound, Action, DigestChecks, SyncEvent, SyncSettings, SyncState, Synchronizer,
+    TransferError,
 };

@@ -225,6 +225,11 @@ pub enum PeerMessage {
     TransferCut {
         seq: u64,
     },
+    /// Either side's state digest after delivering the DigestCheck at `seq`.
+    DigestAt {
+        seq: u64,
+        digest: u128,
+    },
     /// From the receiving side: "state transfer desired" for one synchronized client. The
     /// transfer session that follows (always opened by side A's MDS) presents `nonce`.
     TransferWanted(TransferRequest),

@@ -46,6 +46,8 @@ const INPUT_DRAIN_MS: u64 = 2_000;
 const QUIET_TAIL_MS: u64 = 6_000;
 /// A receiver asks for a transfer again this long after an attempt failed.
 const TRANSFER_RETRY_MS: u64 = 200;
+/// The simulated sides order a DigestCheck this often.
+const DIGEST_CHECK_INTERVAL_MS: u64 = 500;
 
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -251,6 +253,8 @@ struct World {
     /// Every message delivered anywhere, by sequence number: its hash, and the clients' chain
     /// after it.
     delivered_by_seq: BTreeMap<u64, (u64, u64)>,
+    /// Digests the sides computed at a DigestCheck, handed to them after their actions.
+    digests_due: Vec<(usize, u64, u128)>,
     trace: VecDeque<String>,
     hasher: Xxh3,
     faults: BTreeMap<&'static str, u32>,
@@ -315,6 +319,7 @@ pub fn simulate(seed: u64, options: &SimOptions) -> SimReport {
         link_clock: BTreeMap::new(),
         next_event_no: 0,
         delivered_by_seq: BTreeMap::new(),
+        digests_due: Vec::new(),
         trace: VecDeque::new(),
         hasher: Xxh3::new(),
         faults: BTreeMap::new(),
@@ -639,8 +644,9 @@ impl World {
     fn start_side(&mut self, side: usize) {
         let needs_state = self.sides[side].started;
         let pg_ids: BTreeSet<PgId> = self.pgs.iter().map(|pg| pg.id).collect();
-        #[allow(unused_mut)]
         let mut settings = SyncSettings::new(side_of(side), logic_version(), pg_ids);
+        // Often enough to meet pairings, takeovers and transfers in a run of simulated seconds.
+        settings.digest_check_interval_ms = DIGEST_CHECK_INTERVAL_MS;
         #[cfg(feature = "planted-bugs")]
         {
             settings.planted_bug = self.options.planted_bug;
@@ -727,13 +733,25 @@ impl World {
 
     /// Carries out what the sides asked for.
     fn drain(&mut self) {
-        for side in 0..2 {
-            while self.runs(side) {
-                let Some(action) = self.sync_mut(side).poll() else {
-                    break;
-                };
-                self.trace_line(format!("{} {action:?}", side_of(side)));
-                self.carry_out(side, action);
+        loop {
+            for side in 0..2 {
+                while self.runs(side) {
+                    let Some(action) = self.sync_mut(side).poll() else {
+                        break;
+                    };
+                    self.trace_line(format!("{} {action:?}", side_of(side)));
+                    self.carry_out(side, action);
+                }
+            }
+            // Digests of the DigestChecks just delivered, which may act again.
+            if self.digests_due.is_empty() {
+                return;
+            }
+            let now = self.now_ms;
+            for (side, seq, digest) in std::mem::take(&mut self.digests_due) {
+                if self.runs(side) {
+                    self.sync_mut(side).on_local_digest(now, seq, digest);
+                }
             }
         }
     }
@@ -827,6 +845,10 @@ impl World {
             Action::Event(SyncEvent::TransferBufferOverflow { .. }) => {
                 self.retry_transfer(side, self.link_generation)
             }
+            Action::Event(SyncEvent::DigestMismatch { seq, .. }) => self.violate(
+                "a DigestCheck found different states",
+                format!("side {} at {seq}", side_of(side)),
+            ),
             Action::Event(_) => {}
         }
     }
@@ -1039,6 +1061,11 @@ impl World {
                 "two sides' states differ after the same sequence number",
                 format!("side {} at {}", side_of(side), message.seq),
             );
+        }
+        if message.body == Body::DigestCheck {
+            // The clients' digest is their chain: equal chains, equal states.
+            self.digests_due
+                .push((side, message.seq, u128::from(chain)));
         }
     }
 

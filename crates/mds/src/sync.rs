@@ -35,6 +35,9 @@ pub const ACK_BATCH_MESSAGES: u64 = 256;
 pub const TRANSFER_BUFFER_MESSAGES_FLOOR: usize = 65_536;
 /// The most it ever buffers: past it the transfer fails and is retried.
 pub const TRANSFER_BUFFER_MESSAGES_MAX: usize = 4_194_304;
+/// Digests kept per side for DigestCheck comparison: the peer's answer for a sequence number
+/// arrives within a few checks or not at all.
+pub const DIGESTS_KEPT_MAX: usize = 16;
 
 /// How many ordered messages a receiver must be able to buffer while a state of `state_bytes`
 /// arrives at `transfer_bytes_per_s` and input is ordered at `inputs_per_s`: twice the expected
@@ -106,6 +109,8 @@ pub struct SyncSettings {
     pub connecting_timeout_ms: u64,
     /// How long Testing waits for the PGs' answers before it decides.
     pub test_other_side_timeout_ms: u64,
+    /// The enabled side orders a DigestCheck this often (0: never).
+    pub digest_check_interval_ms: u64,
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
 }
@@ -146,6 +151,7 @@ impl SyncSettings {
             lease_renew_interval_ms: 100,
             connecting_timeout_ms: 1_000,
             test_other_side_timeout_ms: 300,
+            digest_check_interval_ms: 10_000,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -270,6 +276,53 @@ pub enum SyncEvent {
     TransferBufferOverflow {
         max: usize,
     },
+    /// At an ordered DigestCheck the two sides' states differed. The disabled side drops its
+    /// state and takes the enabled side's by transfer.
+    DigestMismatch {
+        seq: u64,
+        ours: u128,
+        theirs: u128,
+    },
+}
+
+/// The outcome of the DigestChecks so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DigestChecks {
+    pub equal: u64,
+    pub differed: u64,
+    /// This side's last digest, with the sequence number it was taken at.
+    pub last: Option<(u64, u128)>,
+}
+
+/// Recent digests per sequence number, bounded by [`DIGESTS_KEPT_MAX`].
+#[derive(Debug, Default)]
+struct DigestLog {
+    entries: VecDeque<(u64, u128)>,
+}
+
+impl DigestLog {
+    fn keep(&mut self, seq: u64, digest: u128) {
+        if self.entries.len() == DIGESTS_KEPT_MAX {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((seq, digest));
+    }
+
+    fn get(&self, seq: u64) -> Option<u128> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, d)| *d)
+    }
+}
+
+#[derive(Debug, Default)]
+struct DigestLedger {
+    ours: DigestLog,
+    theirs: DigestLog,
+    equal: u64,
+    differed: u64,
 }
 
 /// Why a state transfer cannot start or be taken.
@@ -366,6 +419,8 @@ pub struct Synchronizer {
     /// While Testing: the PGs that answered, and whether any sees the other side enabled.
     test_answers: BTreeMap<PgId, bool>,
     peer: PeerLink,
+    next_digest_check_ms: u64,
+    digests: DigestLedger,
     /// Ordered messages waiting to go to the peer in one batch.
     outbox: Vec<Ordered>,
     actions: VecDeque<Action>,
@@ -384,6 +439,7 @@ impl Synchronizer {
     ) -> Result<Synchronizer, SettingsError> {
         settings.check()?;
         Ok(Synchronizer {
+            next_digest_check_ms: now_ms.saturating_add(settings.digest_check_interval_ms),
             settings,
             state: SyncState::Connecting,
             state_since_ms: now_ms,
@@ -408,6 +464,7 @@ impl Synchronizer {
             last_lease_request_ms: None,
             test_answers: BTreeMap::new(),
             peer: PeerLink::default(),
+            digests: DigestLedger::default(),
             outbox: Vec::new(),
             actions: VecDeque::new(),
         })
@@ -542,6 +599,10 @@ impl Synchronizer {
             PeerMessage::TransferWanted(request) => {
                 self.actions.push_back(Action::TransferRequested(request));
             }
+            PeerMessage::DigestAt { seq, digest } => {
+                self.digests.theirs.keep(seq, digest);
+                self.compare_digests(now_ms, seq);
+            }
             PeerMessage::TransferCut { seq } => {
                 if self.state_wanted {
                     self.join = Join::Buffering {
@@ -552,6 +613,56 @@ impl Synchronizer {
             }
         }
         self.flush(now_ms);
+    }
+
+    /// This side's clients computed their state digest after delivering the DigestCheck at
+    /// `seq`: the peer gets it, and whichever of the two digests arrives second is compared.
+    pub fn on_local_digest(&mut self, now_ms: u64, seq: u64, digest: u128) {
+        self.digests.ours.keep(seq, digest);
+        if self.peer.up && self.state.is_paired() {
+            self.send_peer(now_ms, PeerMessage::DigestAt { seq, digest });
+        }
+        self.compare_digests(now_ms, seq);
+        self.flush(now_ms);
+    }
+
+    /// DigestChecks whose digests were equal on both sides, those that differed, and the last
+    /// local digest with its sequence number.
+    pub fn digest_checks(&self) -> DigestChecks {
+        DigestChecks {
+            equal: self.digests.equal,
+            differed: self.digests.differed,
+            last: self.digests.ours.entries.back().copied(),
+        }
+    }
+
+    fn compare_digests(&mut self, now_ms: u64, seq: u64) {
+        let (Some(ours), Some(theirs)) = (self.digests.ours.get(seq), self.digests.theirs.get(seq))
+        else {
+            return;
+        };
+        // Each comparison once: forget the peer's entry.
+        self.digests.theirs.entries.retain(|(s, _)| *s != seq);
+        if ours == theirs {
+            self.digests.equal += 1;
+            return;
+        }
+        self.digests.differed += 1;
+        self.actions
+            .push_back(Action::Event(SyncEvent::DigestMismatch {
+                seq,
+                ours,
+                theirs,
+            }));
+        if self.state == SyncState::PairedDisabled {
+            // This side's state is not the one that orders: it is rebuilt from the peer's. The
+            // new connection's Hello says it needs state.
+            self.needs_state = true;
+            self.close_peer(
+                now_ms,
+                format!("state digests differ at sequence {seq}: taking the peer's state"),
+            );
+        }
     }
 
     /// An input from a PG on its path to this side.
@@ -828,6 +939,11 @@ impl Synchronizer {
         }
         if self.state.is_enabled() {
             self.renew_leases(now_ms);
+            let digest_every_ms = self.settings.digest_check_interval_ms;
+            if digest_every_ms > 0 && now_ms >= self.next_digest_check_ms {
+                self.next_digest_check_ms = now_ms + digest_every_ms;
+                self.order(now_ms, Body::DigestCheck);
+            }
             if now_ms >= self.next_tick_ms {
                 self.next_tick_ms = now_ms + self.settings.tick_interval_ms;
                 self.order(

@@ -681,3 +681,57 @@ fn a_state_from_a_superseded_cut_is_refused_and_changes_nothing() {
         tandem_mds::TransferError::NotSource
     );
 }
+
+/// The DigestCheck delivered last on both sides, once every check interval of ordered time.
+fn digest_check_seq(world: &World) -> u64 {
+    let seqs: Vec<u64> = (0..2)
+        .map(|i| {
+            world.delivered[i]
+                .iter()
+                .rev()
+                .find(|m| m.body == Body::DigestCheck)
+                .map(|m| m.seq)
+                .expect("a DigestCheck delivered")
+        })
+        .collect();
+    assert_eq!(seqs[0], seqs[1], "both sides deliver the same DigestCheck");
+    seqs[0]
+}
+
+#[test]
+fn equal_digests_are_counted_and_a_different_one_rebuilds_the_disabled_side() {
+    let mut world = World::new(2, "1.0");
+    world.link_up();
+    let interval_ms =
+        SyncSettings::new(Side::A, version("1.0"), BTreeSet::new()).digest_check_interval_ms;
+    world.advance(interval_ms + 200);
+    let seq = digest_check_seq(&world);
+    let now = world.now_ms;
+    world.side(Side::A).on_local_digest(now, seq, 7);
+    world.side(Side::B).on_local_digest(now, seq, 7);
+    world.settle();
+    for side in [Side::A, Side::B] {
+        let checks = world.side(side).digest_checks();
+        assert_eq!((checks.equal, checks.differed), (1, 0), "side {side}");
+        assert_eq!(checks.last, Some((seq, 7)));
+    }
+    assert_eq!(world.state(Side::B), SyncState::PairedDisabled);
+
+    world.advance(interval_ms);
+    let seq = digest_check_seq(&world);
+    let now = world.now_ms;
+    world.side(Side::A).on_local_digest(now, seq, 7);
+    world.side(Side::B).on_local_digest(now, seq, 8);
+    world.settle();
+    assert!(world.events.iter().any(|(side, e)| *side == Side::B
+        && *e
+            == SyncEvent::DigestMismatch {
+                seq,
+                ours: 8,
+                theirs: 7
+            }));
+    // The disabled side leaves the pair and will take the enabled side's state.
+    assert_ne!(world.state(Side::B), SyncState::PairedDisabled);
+    assert!(world.side(Side::B).needs_state());
+    assert_eq!(world.side(Side::B).digest_checks().differed, 1);
+}

@@ -30,8 +30,16 @@ pub const PG_INPUTS_UNACKED_MAX: usize = 200_000;
 const PG_TICK_MS: u64 = 5;
 /// The active path is given up when inputs go unacknowledged this long.
 const PATH_ACK_SILENCE_MS_MAX: u64 = 1_000;
+/// After a path switch, refusals from the new path are not taken as a reason to switch back
+/// for this long: while neither side orders (a start, a takeover under way) the PG would
+/// otherwise swing between the paths once per refused input.
+const REFUSED_SWITCH_INTERVAL_MS_MIN: u64 = 250;
 /// A path that is down is tried again this often.
 const RECONNECT_MS: u64 = 200;
+/// A stopping PG waits at most this long for answers to the route requests it sent and for
+/// acknowledgements of its inputs: longer than a routing client's timeout, so that every
+/// request ends answered or timed out.
+pub const DRAIN_MS_MAX: u64 = 8_000;
 
 /// What a PG counted, printed as one JSON line when it stops.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -139,12 +147,15 @@ struct Gateway {
     last_progress: Instant,
     last_output_no: u64,
     last_replay_ask: Option<Instant>,
+    last_switch: Option<Instant>,
     counts: GatewayCounts,
     clock_ms: u64,
     tx: mpsc::Sender<PathEvent>,
 }
 
-/// Runs the PG until `stop` resolves, and returns its counts.
+/// Runs the PG until `stop` resolves, then drains (no new calls; it waits up to
+/// [`DRAIN_MS_MAX`] until every route request is answered and every input acknowledged), and
+/// returns its counts.
 pub async fn run(
     options: GatewayOptions,
     stop: impl std::future::Future<Output = ()>,
@@ -182,6 +193,7 @@ pub async fn run(
         last_progress: Instant::now(),
         last_output_no: 0,
         last_replay_ask: None,
+        last_switch: None,
         counts: GatewayCounts {
             pg: options.name,
             ..GatewayCounts::default()
@@ -193,12 +205,19 @@ pub async fn run(
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reconnect = tokio::time::interval(Duration::from_millis(RECONNECT_MS));
     tokio::pin!(stop);
+    let mut drain_until: Option<Instant> = None;
     loop {
         tokio::select! {
-            _ = &mut stop => break,
+            _ = &mut stop, if drain_until.is_none() => {
+                gateway.sim.stop_arrivals();
+                drain_until = Some(Instant::now() + Duration::from_millis(DRAIN_MS_MAX));
+            }
             Some(event) = rx.recv() => gateway.on_event(event),
             _ = timer.tick() => gateway.on_tick(),
             _ = reconnect.tick() => gateway.connect_missing(),
+        }
+        if drain_until.is_some_and(|until| gateway.drained() || Instant::now() >= until) {
+            break;
         }
     }
     gateway.finish()
@@ -237,7 +256,13 @@ impl Gateway {
                 }
                 let out = Outbound::<PgToSide>::spawn(write);
                 let reader_tx = tx.clone();
+                // The reader starts once `Up` is queued: the PG learns of the path before its
+                // first message, which it would otherwise drop.
+                let (go, gate) = tokio::sync::oneshot::channel::<()>();
                 let reader = tokio::spawn(async move {
+                    if gate.await.is_err() {
+                        return;
+                    }
                     let mut reader = FrameReader::<_, SideToPg>::new(read);
                     while let Ok(Some(message)) = reader.next().await {
                         let event = PathEvent::Message {
@@ -251,14 +276,15 @@ impl Gateway {
                     }
                     let _ = reader_tx.send(PathEvent::Down { side, generation }).await;
                 });
-                let _ = tx
-                    .send(PathEvent::Up {
-                        side,
-                        generation,
-                        out,
-                        reader: reader.abort_handle(),
-                    })
-                    .await;
+                let up = PathEvent::Up {
+                    side,
+                    generation,
+                    out,
+                    reader: reader.abort_handle(),
+                };
+                if tx.send(up).await.is_ok() {
+                    let _ = go.send(());
+                }
             });
         }
     }
@@ -362,7 +388,11 @@ impl Gateway {
                 }
             }
             SideToPg::Refuse { .. } => {
-                if side == self.active {
+                if side == self.active
+                    && self.last_switch.is_none_or(|at| {
+                        at.elapsed() >= Duration::from_millis(REFUSED_SWITCH_INTERVAL_MS_MIN)
+                    })
+                {
                     self.switch_path();
                 }
             }
@@ -433,6 +463,7 @@ impl Gateway {
     }
 
     fn switch_path(&mut self) {
+        self.last_switch = Some(Instant::now());
         let old = self.active;
         self.active = old.peer();
         self.counts.path_switches += 1;
@@ -497,6 +528,11 @@ impl Gateway {
         {
             self.switch_path();
         }
+    }
+
+    /// Nothing awaits an answer or an acknowledgement.
+    fn drained(&self) -> bool {
+        self.sim.route_requests_unanswered() == 0 && self.acked_through + 1 == self.next_input_no
     }
 
     fn finish(self) -> GatewayCounts {

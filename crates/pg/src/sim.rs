@@ -161,6 +161,8 @@ pub struct TrafficSim {
     next_call_no: CallNo,
     /// Each peripheral numbers its calls from one, as an ACD does.
     next_call_id: BTreeMap<PeripheralId, u64>,
+    /// No more calls arrive (a PG draining before it stops); calls in flight go on.
+    arrivals_stopped: bool,
     stats: SimStats,
 }
 
@@ -255,6 +257,7 @@ impl TrafficSim {
             calls_by_key: BTreeMap::new(),
             next_call_no: 1,
             next_call_id: BTreeMap::new(),
+            arrivals_stopped: false,
             stats: SimStats::default(),
         };
         for peripheral in peripherals {
@@ -336,6 +339,20 @@ impl TrafficSim {
     /// Calls whose route request was sent and that have not finished.
     pub fn calls_in_flight(&self) -> usize {
         self.calls.len()
+    }
+
+    /// No new calls from now on; the calls in flight, the agents and the answers go on, so that
+    /// a stopping PG can wait until every route request it sent was answered.
+    pub fn stop_arrivals(&mut self) {
+        self.arrivals_stopped = true;
+    }
+
+    /// Route requests sent that have had no answer yet.
+    pub fn route_requests_unanswered(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|call| call.phase == CallPhase::AwaitingAnswer)
+            .count()
     }
 
     /// The state the simulator (as the peripheral) believes `agent` is in; None for an agent it
@@ -514,6 +531,9 @@ impl TrafficSim {
     }
 
     fn arrival(&mut self, out: &mut Vec<OrderedInput>) {
+        if self.arrivals_stopped {
+            return;
+        }
         self.schedule_next_arrival();
         if self.calls.len() >= self.params.calls_in_flight_max {
             self.stats.arrivals_dropped += 1;

@@ -1,139 +1,266 @@
-//! `tandem demo`: one router fed by simulated peripherals in real time, with a summary line every
-//! second. (Later the demo grows into the whole duplex system; this is its core.)
+//! `tandem demo`: the whole central controller on loopback. It writes a local topology, starts
+//! side A, side B and two PGs with simulated peripherals as separate processes, and prints each
+//! side's synchronizer state and router summary every second (from rttest). At the end the PGs
+//! drain and print their counts.
 
-use crate::driver::{ClosedLoop, TICK_MS_DEFAULT};
 use anyhow::{Context, Result};
-use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tandem_model::config::ContactCenter;
-use tandem_model::domain::AgentState;
-use tandem_model::output::Output;
-use tandem_pg::{LoadParams, TrafficSim};
-use tandem_router::Router;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tandem_mds::Side;
+use tandem_model::topology::Topology;
 
 /// The example contact center shipped with tandem: 2 peripherals, 200 agents, 20 skill groups,
 /// 10 call types.
 pub const EXAMPLE_CONTACT_CENTER: &str = include_str!("../../../examples/contact-center.toml");
+
+/// How long the demo waits for a PG to drain and print its counts.
+const PG_STOP_MS_MAX: u64 = 15_000;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// Contact-center TOML (default: the shipped 200-agent example).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Offered load in calls per second.
-    #[arg(long, default_value_t = 1.0)]
+    /// Offered load in calls per second, per PG.
+    #[arg(long, default_value_t = 5.0)]
     cps: f64,
     /// Mean talk time in seconds (handle time also includes hold and wrap-up).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 30)]
     talk_s: u64,
-    /// Run ordered time this many times faster than the wall clock.
-    #[arg(long, default_value_t = 1.0)]
-    speed: f64,
-    /// Stop after this many seconds (wall clock) with exit status 0.
+    /// Stop after this many seconds with exit status 0 (otherwise Ctrl-C stops it).
     #[arg(long)]
     duration: Option<u64>,
-    /// Seed of the traffic simulator.
+    /// Where the topology, data directories and process logs go (default: a new directory
+    /// under the system's temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Seed of the traffic simulators.
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
 
-pub fn run(args: DemoArgs) -> Result<()> {
-    anyhow::ensure!(
-        args.speed > 0.0 && args.speed <= 1000.0,
-        "--speed must be within (0, 1000]"
-    );
-    let cc = match &args.config {
-        Some(path) => ContactCenter::load(path)?,
-        None => ContactCenter::from_toml_str(EXAMPLE_CONTACT_CENTER)
-            .context("the shipped example is invalid")?,
-    };
-    // The binary reads the wall clock once, to start ordered time; the router never does.
-    let start_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
-    let router = Router::from_contact_center(&cc, start_ms)?;
-    let load = LoadParams {
-        calls_per_second: args.cps,
-        talk_time_mean_ms: args.talk_s * 1000,
-        seed: args.seed,
-        ..LoadParams::default()
-    };
-    load.check().map_err(anyhow::Error::msg)?;
-    let sim = TrafficSim::new(&cc, load, start_ms);
-    let mut driver = ClosedLoop::new(router, sim, start_ms, TICK_MS_DEFAULT);
-    println!(
-        "tandem demo: router with {} agents, {} skill groups, {} call types; {} calls/s offered{}",
-        cc.agents.len(),
-        cc.skill_groups.len(),
-        cc.call_types.len(),
-        args.cps,
-        if args.speed != 1.0 {
-            format!(", {}x real time", args.speed)
-        } else {
-            String::new()
-        }
-    );
-    println!("Ctrl-C stops it.");
+/// The demo's child processes; dropping it stops whatever still runs.
+struct Children {
+    running: Vec<(String, Child)>,
+}
 
-    let wall_start = Instant::now();
-    let mut next_report = Duration::from_secs(1);
-    let mut answered_in_second = 0u64;
-    loop {
-        let elapsed = wall_start.elapsed();
-        let target_ms = start_ms + (elapsed.as_secs_f64() * args.speed * 1000.0) as u64;
-        driver.run_until(target_ms, |output| {
-            if matches!(output, Output::RouteResponse { repeat: false, .. }) {
-                answered_in_second += 1;
-            }
-        });
-        if elapsed >= next_report {
-            print_summary(&driver, answered_in_second as f64 / args.speed);
-            answered_in_second = 0;
-            next_report += Duration::from_secs(1);
-            if args
-                .duration
-                .is_some_and(|d| elapsed >= Duration::from_secs(d))
-            {
-                let stats = driver.sim.stats();
-                println!(
-                    "done: {} inputs applied, {} route requests, {} calls handled, digest {:032x}",
-                    driver.seq,
-                    stats.route_requests_sent,
-                    stats.calls_handled,
-                    driver.router.digest()
-                );
-                return Ok(());
-            }
+impl Children {
+    fn spawn(&mut self, name: &str, dir: &Path, args: &[String]) -> Result<()> {
+        let log = |ext: &str| -> Result<std::fs::File> {
+            let path = dir.join("logs").join(format!("{name}.{ext}"));
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
+        };
+        let child = Command::new(std::env::current_exe()?)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log("out")?)
+            .stderr(log("err")?)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        self.running.push((name.to_string(), child));
+        Ok(())
+    }
+
+    fn signal(&self, name: &str, signal: &str) {
+        if let Some((_, child)) = self.running.iter().find(|(n, _)| n == name) {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status();
         }
-        // Pace the loop against the wall clock: the demo runs in real time on purpose.
-        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    /// Waits for `name` to end, up to `timeout_ms`; kills it after that.
+    fn wait(&mut self, name: &str, timeout_ms: u64) {
+        let Some(i) = self.running.iter().position(|(n, _)| n == name) else {
+            return;
+        };
+        let (_, mut child) = self.running.remove(i);
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            // Polling a child's exit: there is no portable way to wait with a deadline.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
-fn print_summary(driver: &ClosedLoop, calls_per_second: f64) {
-    let s = driver.router.summary();
-    let count = |state: AgentState| s.agents_by_state.get(state.name()).copied().unwrap_or(0);
-    let talking = count(AgentState::TalkingIn)
-        + count(AgentState::TalkingOut)
-        + count(AgentState::TalkingOther)
-        + count(AgentState::Hold);
-    let wrap = count(AgentState::WorkReady) + count(AgentState::WorkNotReady);
-    let secs = driver.now_ms / 1000;
-    let percent =
-        |v: Option<f64>| v.map_or("   -  ".to_string(), |v| format!("{:5.1}%", v * 100.0));
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.running {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    anyhow::ensure!(args.cps >= 0.0, "--cps must not be negative");
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("tandem-demo-{}", std::process::id())),
+    };
+    let mut init = vec![
+        "init".to_string(),
+        "--dir".into(),
+        dir.display().to_string(),
+        "--force".into(),
+    ];
+    if let Some(config) = &args.config {
+        init.push("--contact-center".into());
+        init.push(config.display().to_string());
+    }
+    let status = Command::new(std::env::current_exe()?)
+        .args(&init)
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "tandem init failed");
+    // A fresh start: no side remembers an earlier run in this directory.
+    for side in ["a", "b"] {
+        let _ = std::fs::remove_dir_all(dir.join(side));
+    }
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let config = dir.join("tandem.toml");
+    let topology = Topology::load(&config)?;
+    let config_arg = config.display().to_string();
+
+    let mut children = Children {
+        running: Vec::new(),
+    };
+    for side in ["a", "b"] {
+        children.spawn(
+            &format!("side-{side}"),
+            &dir,
+            &[
+                "central".into(),
+                "--config".into(),
+                config_arg.clone(),
+                "--side".into(),
+                side.into(),
+            ],
+        )?;
+    }
+    let pg_names: Vec<String> = topology.pgs.iter().map(|p| p.name.clone()).collect();
+    for (n, name) in pg_names.iter().enumerate() {
+        children.spawn(
+            name,
+            &dir,
+            &[
+                "pg".into(),
+                "--config".into(),
+                config_arg.clone(),
+                "--name".into(),
+                name.clone(),
+                "--cps".into(),
+                args.cps.to_string(),
+                "--talk-s".into(),
+                args.talk_s.to_string(),
+                "--seed".into(),
+                (args.seed + n as u64).to_string(),
+            ],
+        )?;
+    }
     println!(
-        "{:02}:{:02}:{:02}Z  calls/s {:5.1}  agents ready {:4} reserved {:3} talking {:4} wrap-up {:3} not ready {:4}  queued {:4}  SL today {}  ASA {:5.1} s  handled {:6}  state {:.2} MB",
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60,
-        calls_per_second,
-        count(AgentState::Ready),
-        count(AgentState::Reserved),
-        talking,
-        wrap,
-        count(AgentState::NotReady),
-        s.router_calls_queued,
-        percent(s.service_level_today),
-        s.today.asa_ms().unwrap_or(0.0) / 1000.0,
-        s.today.calls_handled,
-        s.state_size_bytes as f64 / 1e6,
+        "tandem demo: sides A and B, {} PGs ({}) at {} calls/s each; topology, data and logs in {}",
+        pg_names.len(),
+        pg_names.join(", "),
+        args.cps,
+        dir.display()
     );
+    println!(
+        "rttest: tandem rttest --config {} --side a status",
+        config.display()
+    );
+    println!("Ctrl-C stops it.");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+    let started = Instant::now();
+    let mut next_report = Duration::from_secs(1);
+    loop {
+        // The report's cadence against the wall clock, not a synchronization.
+        runtime.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            println!();
+            break;
+        }
+        let elapsed = started.elapsed();
+        if elapsed < next_report {
+            continue;
+        }
+        next_report += Duration::from_secs(1);
+        for side in [Side::A, Side::B] {
+            let addr = match side {
+                Side::A => topology.side_a.public,
+                Side::B => topology.side_b.public,
+            };
+            let ask = |command: &str| {
+                runtime
+                    .block_on(tandem_central::rttest::query(addr, command, 1_000))
+                    .ok()
+            };
+            let line = match (ask("status"), ask("summary")) {
+                (Some(status), Some(summary)) => {
+                    let field = |name: &str| {
+                        status
+                            .lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                            .map(str::trim)
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    format!(
+                        "{:<17} epoch {:<7} seq {:<28} {}",
+                        field("Synchronizer"),
+                        field("Epoch"),
+                        field("Sequence"),
+                        summary.trim_end()
+                    )
+                }
+                _ => "starting".to_string(),
+            };
+            println!("{:>4}s  side {side}  {line}", elapsed.as_secs());
+        }
+        if args
+            .duration
+            .is_some_and(|d| elapsed >= Duration::from_secs(d))
+        {
+            break;
+        }
+    }
+
+    // The PGs drain (every route request answered, every input acknowledged) and print their
+    // counts; then the sides stop.
+    for name in &pg_names {
+        children.signal(name, "TERM");
+    }
+    for name in &pg_names {
+        children.wait(name, PG_STOP_MS_MAX);
+        let out = std::fs::read_to_string(dir.join("logs").join(format!("{name}.out")))
+            .unwrap_or_default();
+        match out.lines().last() {
+            Some(counts) => println!("{name}: {counts}"),
+            None => println!("{name}: printed no counts (see {}/logs)", dir.display()),
+        }
+    }
+    for side in ["side-a", "side-b"] {
+        children.signal(side, "TERM");
+        children.wait(side, 5_000);
+    }
+    Ok(())
 }

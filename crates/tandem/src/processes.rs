@@ -22,6 +22,10 @@ pub struct InitArgs {
     /// Overwrite an existing topology.
     #[arg(long)]
     force: bool,
+    /// Copy this contact-center configuration instead of the example (its PGs become the
+    /// topology's).
+    #[arg(long)]
+    contact_center: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -98,8 +102,13 @@ async fn stopped() {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A free loopback port, held (with every port chosen before it) until `init` has chosen them
+/// all: a port let go at once could be handed out twice.
+fn free_port(held: &mut Vec<TcpListener>) -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    held.push(listener);
+    Ok(port)
 }
 
 pub fn init(args: InitArgs) -> Result<()> {
@@ -109,11 +118,18 @@ pub fn init(args: InitArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
-    let cc = ContactCenter::from_toml_str(EXAMPLE_CONTACT_CENTER)?;
+    let cc_text = match &args.contact_center {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => EXAMPLE_CONTACT_CENTER.to_string(),
+    };
+    let cc = ContactCenter::from_toml_str(&cc_text)?;
     let mut next = args.base_port;
+    let mut held = Vec::new();
     let mut port = || -> Result<SocketAddr> {
         let p = if args.base_port == 0 {
-            free_port()?
+            free_port(&mut held)?
         } else {
             let p = next;
             next = next.checked_add(1).context("ports run past 65535")?;
@@ -153,10 +169,10 @@ pub fn init(args: InitArgs) -> Result<()> {
         base_dir: args.dir.clone(),
     };
     topology.validate()?;
-    std::fs::write(args.dir.join("contact-center.toml"), EXAMPLE_CONTACT_CENTER)?;
+    std::fs::write(args.dir.join("contact-center.toml"), &cc_text)?;
     std::fs::write(&topology_path, topology.to_toml_string())?;
     println!(
-        "wrote {} (sides A and B, {} PGs: {}) and the example contact center",
+        "wrote {} (sides A and B, {} PGs: {}) and the contact center",
         topology_path.display(),
         topology.pgs.len(),
         topology

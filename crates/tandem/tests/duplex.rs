@@ -1,0 +1,359 @@
+//! Duplex scenarios with real processes on loopback: both sides, the PGs under load, state
+//! transfer, kills, pauses and a cut private link. Each test runs alone (see
+//! `installation::one_at_a_time`), and every wait is bounded.
+
+mod installation;
+
+use installation::{one_at_a_time, FaultProxy, Installation, Status};
+use std::time::{Duration, Instant};
+use tandem_mds::Side;
+
+const PAIRED_ENABLED: &str = "Paired Enabled";
+const PAIRED_DISABLED: &str = "Paired Disabled";
+const ISOLATED_ENABLED: &str = "Isolated Enabled";
+const ISOLATED_DISABLED: &str = "Isolated Disabled";
+
+/// Generous bounds for what has no target of its own: a start, a transfer, a rejoin.
+const START_MS: u64 = 20_000;
+/// The offered load per PG while sides fail.
+const LOAD_CPS: f64 = 50.0;
+
+/// Starts A, then B, and waits until they pair with B taking A's state.
+fn paired(install: &mut Installation) -> (Status, Status) {
+    install.start_side(Side::A, &[]);
+    install.wait_status(Side::A, START_MS, "answering rttest", |_| true);
+    install.start_side(Side::B, &[]);
+    let a = install.wait_state(Side::A, PAIRED_ENABLED, START_MS);
+    let b = install.wait_state(Side::B, PAIRED_DISABLED, START_MS);
+    (a, b)
+}
+
+/// Polls both sides every few milliseconds for `duration_ms` and fails if both ever report an
+/// enabled state at once. A side that does not answer (paused) counts as not seen.
+fn never_two_enabled(install: &Installation, duration_ms: u64) {
+    let deadline = Instant::now() + Duration::from_millis(duration_ms);
+    while Instant::now() < deadline {
+        let a = install.status(Side::A);
+        let b = install.status(Side::B);
+        if let (Some(a), Some(b)) = (&a, &b) {
+            if a.is_enabled() && b.is_enabled() {
+                install.fail(&format!(
+                    "never two enabled sides, but A is {} (epoch {}) and B is {} (epoch {})",
+                    a.sync_state(),
+                    a.epoch(),
+                    b.sync_state(),
+                    b.epoch()
+                ));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Scenario a: B receives A's state; both report the pairing, the direction and equal state.
+#[test]
+fn b_started_after_a_receives_its_state() {
+    let _alone = one_at_a_time();
+    let mut install = Installation::new("start", None, |_| {});
+    let (_, b) = paired(&mut install);
+    assert!(b.router_sync().ends_with("(A->B)"), "B: {}", b.text);
+    let a = install.wait_status(Side::A, START_MS, "Router Sync (A->B)", |s| {
+        s.router_sync().ends_with("(A->B)")
+    });
+    assert_eq!(a.field("State size now"), b.field("State size now"));
+    install.wait_equal_digests(0, START_MS);
+    let sync_a = install.rttest(Side::A, "sync").unwrap();
+    let sync_b = install.rttest(Side::B, "sync").unwrap();
+    assert!(
+        sync_a.contains("(A->B)") && sync_a.contains("sent"),
+        "{sync_a}"
+    );
+    assert!(
+        sync_b.contains("(A->B)") && sync_b.contains("received"),
+        "{sync_b}"
+    );
+    assert!(
+        install.events(Side::B).contains("digest checked"),
+        "{}",
+        install.events(Side::B)
+    );
+}
+
+/// Scenarios b and c: under load from two PGs the enabled side is killed; the other takes over
+/// within a second, and the PGs lose nothing. The killed side restarts and takes the
+/// survivor's state while the load goes on.
+#[test]
+fn killed_enabled_side_fails_over_and_rejoins() {
+    let _alone = one_at_a_time();
+    let mut install = Installation::new("kill", None, |_| {});
+    paired(&mut install);
+    install.start_pg("pg1", LOAD_CPS);
+    install.start_pg("pg2", LOAD_CPS);
+    install.wait_status(Side::A, START_MS, "both PGs reachable", |s| {
+        s.field("PGs reachable").starts_with("2 of 2")
+    });
+    install.wait_status(Side::B, START_MS, "both PGs reachable", |s| {
+        s.field("PGs reachable").starts_with("2 of 2")
+    });
+    // Load for a while, paired.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let killed_at = Instant::now();
+    install.kill("side-a");
+    install.wait_state(Side::B, ISOLATED_ENABLED, 5_000);
+    let failover = killed_at.elapsed();
+    eprintln!("kill -9 of A to B enabled: {failover:?}");
+    assert!(
+        failover <= Duration::from_millis(1_000),
+        "B took {failover:?} to become enabled"
+    );
+
+    // Scenario c: A comes back, takes B's state (A's MDS still opens the session) and pairs.
+    std::thread::sleep(Duration::from_secs(1));
+    install.start_side(Side::A, &[]);
+    let a = install.wait_state(Side::A, PAIRED_DISABLED, START_MS);
+    install.wait_state(Side::B, PAIRED_ENABLED, START_MS);
+    assert!(a.router_sync().ends_with("(B->A)"), "A: {}", a.text);
+    let sync_b = install.rttest(Side::B, "sync").unwrap();
+    assert!(
+        sync_b.contains("(B->A)") && sync_b.contains("sent"),
+        "{sync_b}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    let counts = install.stop_pgs(&["pg1", "pg2"]);
+    for c in &counts {
+        c.assert_nothing_lost();
+        assert!(c.path_switches >= 1, "{c:?}: the PG never left side A");
+        // Away from A and back at most a few times, not once per refused input.
+        assert!(c.path_switches <= 6, "{c:?}: the PG swung between paths");
+    }
+    install.wait_equal_digests(a.delivered(), START_MS);
+}
+
+/// Scenario d: the receiver is killed in mid-transfer, and later the sender's transfer link is
+/// dropped in mid-transfer. The sender keeps serving its PGs; each time the transfer is retried
+/// and completes. The transfer link is throttled so that the state takes seconds to cross.
+#[test]
+fn interrupted_transfers_are_retried_while_the_sender_serves() {
+    let _alone = one_at_a_time();
+    let mut install = Installation::new("transfer", None, |_| {});
+    let proxy = FaultProxy::start_throttled(install.topology.side_b.transfer, Some(100_000));
+    let a_config = install.variant("a", |t| t.side_b.transfer = proxy.addr);
+    install.start_side_with(Side::A, &a_config, &[]);
+    install.start_pg("pg1", LOAD_CPS);
+    install.start_pg("pg2", LOAD_CPS);
+    install.wait_state(Side::A, ISOLATED_ENABLED, START_MS);
+
+    // The receiver dies in mid-transfer.
+    install.start_side(Side::B, &[]);
+    install.wait_status(
+        Side::B,
+        START_MS,
+        "a transfer session",
+        Status::transfer_session_began,
+    );
+    install.kill("side-b");
+    install.start_side(Side::B, &[]);
+    install.wait_state(Side::B, PAIRED_DISABLED, START_MS);
+    install.wait_state(Side::A, PAIRED_ENABLED, START_MS);
+
+    // The transfer link drops in mid-transfer: the link between the sides is dropped by
+    // restarting B, and its new transfer is cut while under way.
+    install.kill("side-b");
+    install.wait_state(Side::A, ISOLATED_ENABLED, 5_000);
+    install.start_side(Side::B, &[]);
+    install.wait_status(
+        Side::B,
+        START_MS,
+        "a transfer session",
+        Status::transfer_session_began,
+    );
+    proxy.cut();
+    install.wait_status(Side::B, START_MS, "the transfer abandoned", |s| {
+        !s.transfer_under_way()
+    });
+    proxy.heal();
+    let b = install.wait_state(Side::B, PAIRED_DISABLED, START_MS);
+    install.wait_state(Side::A, PAIRED_ENABLED, START_MS);
+    let events = install.events(Side::B);
+    assert!(events.contains("state transfer failed"), "{events}");
+    for c in install.stop_pgs(&["pg1", "pg2"]) {
+        c.assert_nothing_lost();
+    }
+    install.wait_equal_digests(b.delivered(), START_MS);
+    let sent = install.rttest(Side::A, "sync").unwrap();
+    assert!(
+        sent.lines().filter(|l| l.contains("sent")).count() >= 2,
+        "{sent}"
+    );
+}
+
+/// Scenario f: a side with another logic version is refused with an event naming both
+/// versions, and the running side goes on serving.
+#[test]
+fn other_logic_version_is_refused() {
+    let _alone = one_at_a_time();
+    let mut install = Installation::new("version", None, |_| {});
+    install.start_side(Side::A, &[]);
+    install.start_pg("pg1", LOAD_CPS);
+    install.start_pg("pg2", LOAD_CPS);
+    install.wait_state(Side::A, ISOLATED_ENABLED, START_MS);
+    install.start_side(Side::B, &["--logic-build", "9.9.9-other"]);
+    let deadline = Instant::now() + Duration::from_millis(START_MS);
+    loop {
+        let events = install.events(Side::A) + &install.events(Side::B);
+        if events.contains("9.9.9-other") && events.contains(env!("CARGO_PKG_VERSION")) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            install.fail("an event naming both logic versions");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let a = install.status(Side::A).unwrap();
+    assert_eq!(a.sync_state(), ISOLATED_ENABLED, "{}", a.text);
+    let b = install.status(Side::B).unwrap();
+    assert!(!b.is_enabled(), "{}", b.text);
+    for c in install.stop_pgs(&["pg1", "pg2"]) {
+        c.assert_nothing_lost();
+    }
+}
+
+/// Scenario g: with the alarm limit below the state's size, the event is raised once.
+#[test]
+fn state_size_alarm_is_raised_once() {
+    let _alone = one_at_a_time();
+    let mut install = Installation::new("alarm", None, |t| {
+        t.mds.state_size_alarm_bytes = 50_000;
+    });
+    install.start_side(Side::A, &[]);
+    install.start_pg("pg1", LOAD_CPS);
+    install.start_pg("pg2", LOAD_CPS);
+    install.wait_state(Side::A, ISOLATED_ENABLED, START_MS);
+    std::thread::sleep(Duration::from_secs(2));
+    let events = install.events(Side::A);
+    let raised = events
+        .lines()
+        .filter(|l| l.contains("has grown beyond the alarm limit"))
+        .count();
+    assert_eq!(raised, 1, "{events}");
+    install.stop_pgs(&["pg1", "pg2"]);
+}
+
+/// Scenario e2: the enabled side is paused (SIGSTOP) under load. The other takes over within
+/// 1.2 s with no routing client timing out; the woken side finds the later epoch, stops
+/// ordering and rejoins by state transfer.
+#[test]
+fn paused_enabled_side_is_fenced_and_rejoins() {
+    let _alone = one_at_a_time();
+    let mut install = Installation::new("pause", None, |_| {});
+    paired(&mut install);
+    install.start_pg("pg1", LOAD_CPS);
+    install.start_pg("pg2", LOAD_CPS);
+    install.wait_status(Side::B, START_MS, "both PGs reachable", |s| {
+        s.field("PGs reachable").starts_with("2 of 2")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+
+    let paused_at = Instant::now();
+    install.pause("side-a");
+    install.wait_state(Side::B, ISOLATED_ENABLED, 5_000);
+    let takeover = paused_at.elapsed();
+    eprintln!("SIGSTOP of A to B enabled: {takeover:?}");
+    assert!(
+        takeover <= Duration::from_millis(1_200),
+        "B took {takeover:?} to take over"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    install.resume("side-a");
+    never_two_enabled(&install, 2_000);
+    let a = install.wait_state(Side::A, PAIRED_DISABLED, START_MS);
+    assert!(a.router_sync().ends_with("(B->A)"), "A: {}", a.text);
+    install.wait_state(Side::B, PAIRED_ENABLED, START_MS);
+    for c in install.stop_pgs(&["pg1", "pg2"]) {
+        c.assert_nothing_lost();
+    }
+    install.wait_equal_digests(a.delivered(), START_MS);
+}
+
+/// Scenario e: only the private link is cut (a proxy between the sides), both sides up.
+/// Exactly one side is enabled, with two PGs, with three, and with the PGs cut off from A.
+#[test]
+fn cut_private_link_leaves_one_enabled_side() {
+    let _alone = one_at_a_time();
+    for pgs in [2, 3] {
+        let mut install = Installation::new(&format!("cut{pgs}"), None, |t| {
+            if pgs == 3 {
+                Installation::extra_pg(t, "pg3", 3);
+            }
+        });
+        let proxy = FaultProxy::start(install.topology.side_b.private);
+        let a_config = install.variant("a", |t| t.side_b.private = proxy.addr);
+        install.start_side_with(Side::A, &a_config, &[]);
+        install.start_side(Side::B, &[]);
+        install.wait_state(Side::A, PAIRED_ENABLED, START_MS);
+        install.wait_state(Side::B, PAIRED_DISABLED, START_MS);
+        let names: Vec<String> = (1..=pgs).map(|n| format!("pg{n}")).collect();
+        for name in &names {
+            install.start_pg(name, LOAD_CPS);
+        }
+        install.wait_status(Side::B, START_MS, "every PG reachable", |s| {
+            s.field("PGs reachable")
+                .starts_with(&format!("{pgs} of {pgs}"))
+        });
+        std::thread::sleep(Duration::from_secs(1));
+
+        proxy.cut();
+        never_two_enabled(&install, 3_000);
+        let a = install.status(Side::A).unwrap();
+        let b = install.status(Side::B).unwrap();
+        assert_eq!(a.sync_state(), ISOLATED_ENABLED, "{pgs} PGs: A\n{}", a.text);
+        assert!(!b.is_enabled(), "{pgs} PGs: B\n{}", b.text);
+
+        proxy.heal();
+        let b = install.wait_state(Side::B, PAIRED_DISABLED, START_MS);
+        install.wait_state(Side::A, PAIRED_ENABLED, START_MS);
+        install.wait_equal_digests(b.delivered(), START_MS);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        for c in install.stop_pgs(&names) {
+            if c.pg != "pg3" {
+                c.assert_nothing_lost();
+            }
+        }
+    }
+}
+
+/// Scenario e, the last case: the private link is cut and the PGs cannot reach side A either;
+/// B takes over and A stops ordering.
+#[test]
+fn cut_private_link_and_pgs_cut_from_a_enables_b_only() {
+    let _alone = one_at_a_time();
+    let mut install = Installation::new("cut-a", None, |_| {});
+    let private = FaultProxy::start(install.topology.side_b.private);
+    let public_a = FaultProxy::start(install.topology.side_a.public);
+    let a_config = install.variant("a", |t| t.side_b.private = private.addr);
+    let pg_config = install.variant("pg", |t| t.side_a.public = public_a.addr);
+    install.start_side_with(Side::A, &a_config, &[]);
+    install.start_side(Side::B, &[]);
+    install.wait_state(Side::A, PAIRED_ENABLED, START_MS);
+    install.wait_state(Side::B, PAIRED_DISABLED, START_MS);
+    install.start_pg_with("pg1", &pg_config, LOAD_CPS);
+    install.start_pg_with("pg2", &pg_config, LOAD_CPS);
+    install.wait_status(Side::A, START_MS, "both PGs reachable", |s| {
+        s.field("PGs reachable").starts_with("2 of 2")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    private.cut();
+    public_a.cut();
+    never_two_enabled(&install, 3_000);
+    let a = install.status(Side::A).unwrap();
+    let b = install.status(Side::B).unwrap();
+    assert_eq!(b.sync_state(), ISOLATED_ENABLED, "B\n{}", b.text);
+    assert_eq!(a.sync_state(), ISOLATED_DISABLED, "A\n{}", a.text);
+    for c in install.stop_pgs(&["pg1", "pg2"]) {
+        c.assert_nothing_lost();
+    }
+}

@@ -1,0 +1,560 @@
+//! A local installation run as real processes on loopback: `tandem init` writes the topology,
+//! `tandem central` runs each side and `tandem pg` each PG. Tests wait on what rttest reports,
+//! each wait bounded, and a fault proxy can stand between two processes to cut a link while
+//! both stay up.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tandem_mds::Side;
+use tandem_model::topology::{PgEntry, Topology};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tandem");
+/// How often a wait asks again.
+const POLL_MS: u64 = 10;
+
+/// Multi-process tests run one at a time: two installations at once would load the machine
+/// enough to fire failure detectors falsely.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What a PG printed when it stopped.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PgCounts {
+    pub pg: String,
+    pub inputs_sent: u64,
+    pub inputs_acknowledged: u64,
+    pub inputs_durable: u64,
+    pub inputs_resent: u64,
+    pub route_requests_sent: u64,
+    pub route_requests_answered: u64,
+    pub route_requests_answered_more_than_once: u64,
+    pub route_requests_timed_out: u64,
+    pub outputs_received: u64,
+    pub outputs_repeated: u64,
+    pub path_switches: u64,
+}
+
+impl PgCounts {
+    /// Every input acknowledged, every route request answered exactly once and none timed out.
+    pub fn assert_nothing_lost(&self) {
+        assert!(
+            self.route_requests_sent > 0,
+            "{self:?}: no load was offered"
+        );
+        assert_eq!(
+            self.inputs_acknowledged, self.inputs_sent,
+            "{self:?}: inputs unacknowledged"
+        );
+        assert_eq!(
+            self.route_requests_answered, self.route_requests_sent,
+            "{self:?}: route requests unanswered"
+        );
+        assert_eq!(
+            self.route_requests_answered_more_than_once, 0,
+            "{self:?}: answered twice"
+        );
+        assert_eq!(self.route_requests_timed_out, 0, "{self:?}: timed out");
+    }
+}
+
+/// One side's `rttest status`, by field.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub text: String,
+}
+
+impl Status {
+    pub fn field(&self, name: &str) -> &str {
+        let prefix = format!("{name}:");
+        self.text
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(str::trim)
+            .unwrap_or("")
+    }
+
+    pub fn sync_state(&self) -> &str {
+        self.field("Synchronizer")
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.sync_state().ends_with("Enabled")
+    }
+
+    /// The last DigestCheck's digest and sequence number.
+    pub fn digest(&self) -> Option<(u64, &str)> {
+        let words: Vec<&str> = self.field("State digest").split_whitespace().collect();
+        match words.as_slice() {
+            [digest, "at", "sequence", seq] => Some((seq.parse().ok()?, *digest)),
+            _ => None,
+        }
+    }
+
+    /// DigestChecks that found the sides equal, and that found them different.
+    pub fn digest_checks(&self) -> (u64, u64) {
+        let words: Vec<u64> = self
+            .field("Digest checks")
+            .split_whitespace()
+            .filter_map(|w| w.trim_end_matches(',').parse().ok())
+            .collect();
+        (
+            words.first().copied().unwrap_or(0),
+            words.get(1).copied().unwrap_or(0),
+        )
+    }
+
+    /// "held N delivered M".
+    pub fn delivered(&self) -> u64 {
+        let words: Vec<&str> = self.field("Sequence").split_whitespace().collect();
+        words.get(3).and_then(|w| w.parse().ok()).unwrap_or(0)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.field("Epoch")
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn router_sync(&self) -> &str {
+        self.field("Router Sync")
+    }
+
+    pub fn transfer_under_way(&self) -> bool {
+        self.field("Peer").contains("state transfer under way")
+    }
+
+    /// A transfer whose session began: the state's size is known and bytes are arriving.
+    pub fn transfer_session_began(&self) -> bool {
+        self.field("Peer").contains("state transfer under way:")
+    }
+}
+
+pub struct Installation {
+    pub dir: PathBuf,
+    /// The topology every process reads, unless a process was given its own.
+    pub config: PathBuf,
+    pub topology: Topology,
+    processes: BTreeMap<String, Child>,
+    runtime: tokio::runtime::Runtime,
+}
+
+static INSTALLATIONS: AtomicU64 = AtomicU64::new(0);
+
+impl Installation {
+    /// `tandem init` in a new directory, with the topology then changed by `edit`.
+    pub fn new(
+        name: &str,
+        contact_center: Option<&Path>,
+        edit: impl FnOnce(&mut Topology),
+    ) -> Self {
+        let n = INSTALLATIONS.fetch_add(1, Ordering::Relaxed);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("duplex-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut init = Command::new(BIN);
+        init.args(["init", "--dir"]).arg(&dir);
+        if let Some(cc) = contact_center {
+            init.arg("--contact-center").arg(cc);
+        }
+        let out = init.output().expect("running tandem init");
+        assert!(out.status.success(), "tandem init: {out:?}");
+        let config = dir.join("tandem.toml");
+        let mut topology = Topology::load(&config).expect("the topology tandem init wrote");
+        // Digest checks every second, so a test sees one soon.
+        topology.mds.digest_check_interval_ms = 1_000;
+        edit(&mut topology);
+        std::fs::write(&config, topology.to_toml_string()).unwrap();
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        Installation {
+            dir,
+            config,
+            topology,
+            processes: BTreeMap::new(),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Writes a variant of the topology for some processes (to put a proxy in their way).
+    pub fn variant(&self, name: &str, edit: impl FnOnce(&mut Topology)) -> PathBuf {
+        let mut topology = self.topology.clone();
+        edit(&mut topology);
+        let path = self.dir.join(format!("tandem-{name}.toml"));
+        std::fs::write(&path, topology.to_toml_string()).unwrap();
+        path
+    }
+
+    fn spawn(&mut self, name: &str, args: &[&str]) {
+        let log = |ext: &str| {
+            std::fs::File::create(self.dir.join("logs").join(format!("{name}.{ext}"))).unwrap()
+        };
+        let child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log("out"))
+            .stderr(log("err"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        if let Some(mut old) = self.processes.insert(name.to_string(), child) {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+    }
+
+    pub fn side_name(side: Side) -> &'static str {
+        match side {
+            Side::A => "a",
+            Side::B => "b",
+        }
+    }
+
+    pub fn start_side(&mut self, side: Side, extra: &[&str]) {
+        let config = self.config.clone();
+        self.start_side_with(side, &config, extra);
+    }
+
+    pub fn start_side_with(&mut self, side: Side, config: &Path, extra: &[&str]) {
+        let name = Self::side_name(side);
+        let config = config.to_str().unwrap().to_string();
+        let mut args = vec!["central", "--config", &config, "--side", name];
+        args.extend_from_slice(extra);
+        self.spawn(&format!("side-{name}"), &args);
+    }
+
+    pub fn start_pg(&mut self, name: &str, cps: f64) {
+        let config = self.config.clone();
+        self.start_pg_with(name, &config, cps);
+    }
+
+    pub fn start_pg_with(&mut self, name: &str, config: &Path, cps: f64) {
+        let config = config.to_str().unwrap().to_string();
+        let cps = cps.to_string();
+        // Short calls, so that agents free up and calls queue and end under load.
+        self.spawn(
+            name,
+            &[
+                "pg", "--config", &config, "--name", name, "--cps", &cps, "--talk-s", "2",
+            ],
+        );
+    }
+
+    fn pid(&self, name: &str) -> u32 {
+        self.processes
+            .get(name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+            .id()
+    }
+
+    fn signal(&self, name: &str, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid(name).to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {name}");
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, name: &str) {
+        let mut child = self
+            .processes
+            .remove(name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn pause(&self, name: &str) {
+        self.signal(name, "STOP");
+    }
+
+    pub fn resume(&self, name: &str) {
+        self.signal(name, "CONT");
+    }
+
+    /// SIGTERM to a PG, which drains and prints its counts.
+    pub fn stop_pg(&mut self, name: &str) -> PgCounts {
+        self.stop_pgs(&[name]).remove(0)
+    }
+
+    /// Stops every PG given, all at once, and returns their counts.
+    pub fn stop_pgs(&mut self, names: &[&str]) -> Vec<PgCounts> {
+        for name in names {
+            self.signal(name, "TERM");
+        }
+        names.iter().map(|name| self.wait_pg(name)).collect()
+    }
+
+    fn wait_pg(&mut self, name: &str) -> PgCounts {
+        let mut child = self.processes.remove(name).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "{name} ended with {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} did not stop");
+            std::thread::sleep(Duration::from_millis(POLL_MS));
+        }
+        let out =
+            std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.out"))).unwrap();
+        let line = out
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("{name} printed nothing"));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{name} printed {line:?}: {e}"))
+    }
+
+    pub fn public(&self, side: Side) -> SocketAddr {
+        match side {
+            Side::A => self.topology.side_a.public,
+            Side::B => self.topology.side_b.public,
+        }
+    }
+
+    pub fn rttest(&self, side: Side, command: &str) -> Option<String> {
+        let addr = self.public(side);
+        self.runtime
+            .block_on(tandem_central::rttest::query(addr, command, 1_000))
+            .ok()
+    }
+
+    pub fn status(&self, side: Side) -> Option<Status> {
+        self.rttest(side, "status").map(|text| Status { text })
+    }
+
+    pub fn events(&self, side: Side) -> String {
+        self.rttest(side, "events").unwrap_or_default()
+    }
+
+    /// Waits up to `timeout_ms` for `check` to hold on the side's status; panics with what the
+    /// sides last said and their logs otherwise.
+    pub fn wait_status(
+        &self,
+        side: Side,
+        timeout_ms: u64,
+        what: &str,
+        check: impl Fn(&Status) -> bool,
+    ) -> Status {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        loop {
+            if let Some(status) = self.status(side) {
+                if check(&status) {
+                    return status;
+                }
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("side {side}: {what} within {timeout_ms} ms"));
+            }
+            std::thread::sleep(Duration::from_millis(POLL_MS));
+        }
+    }
+
+    pub fn wait_state(&self, side: Side, state: &str, timeout_ms: u64) -> Status {
+        self.wait_status(side, timeout_ms, state, |s| s.sync_state() == state)
+    }
+
+    /// Panics with both sides' status and events and the tail of every log.
+    pub fn fail(&self, what: &str) -> ! {
+        let mut report = format!("expected {what}\n");
+        for side in [Side::A, Side::B] {
+            report.push_str(&format!(
+                "--- side {side} status\n{}\n--- side {side} events\n{}\n",
+                self.rttest(side, "status")
+                    .unwrap_or_else(|| "(no answer)".into()),
+                self.events(side)
+            ));
+        }
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("logs")) {
+            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for path in paths {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(30)..];
+                report.push_str(&format!("--- {}\n{}\n", path.display(), tail.join("\n")));
+            }
+        }
+        panic!("{report}");
+    }
+
+    /// Waits until both sides report a DigestCheck at one sequence number after `after_seq`,
+    /// and checks that their digests there are equal and that no check ever differed.
+    pub fn wait_equal_digests(&self, after_seq: u64, timeout_ms: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        loop {
+            if let (Some(a), Some(b)) = (self.status(Side::A), self.status(Side::B)) {
+                if let (Some((seq_a, digest_a)), Some((seq_b, digest_b))) = (a.digest(), b.digest())
+                {
+                    if seq_a == seq_b && seq_a > after_seq {
+                        assert_eq!(digest_a, digest_b, "the digests differ at sequence {seq_a}");
+                        assert_eq!(a.digest_checks().1, 0, "A:\n{}", a.text);
+                        assert_eq!(b.digest_checks().1, 0, "B:\n{}", b.text);
+                        return seq_a;
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                self.fail("a DigestCheck seen by both sides");
+            }
+            std::thread::sleep(Duration::from_millis(POLL_MS));
+        }
+    }
+
+    /// Adds a PG to the topology (one the contact center does not list: it grants leases and
+    /// answers Test Other Side, with no peripherals of its own).
+    pub fn extra_pg(topology: &mut Topology, name: &str, id: u32) {
+        topology.pgs.push(PgEntry {
+            name: name.into(),
+            id: tandem_model::ids::PgId(id),
+        });
+    }
+}
+
+impl Drop for Installation {
+    fn drop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut self.processes) {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A TCP proxy that can cut its link while both ends stay up: every connection it carries is
+/// shut down, and new ones are refused until it heals.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    live: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: SocketAddr) -> FaultProxy {
+        FaultProxy::start_throttled(upstream, None)
+    }
+
+    /// A proxy that also carries at most `bytes_per_s` each way per connection, so that a
+    /// transfer lasts long enough to be interrupted.
+    pub fn start_throttled(upstream: SocketAddr, bytes_per_s: Option<u64>) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cut2, live2, stop2) = (cut.clone(), live.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((down, _)) => {
+                        if cut2.load(Ordering::Relaxed) {
+                            let _ = down.shutdown(Shutdown::Both);
+                            continue;
+                        }
+                        down.set_nonblocking(false).unwrap();
+                        let Ok(up) = TcpStream::connect(upstream) else {
+                            let _ = down.shutdown(Shutdown::Both);
+                            continue;
+                        };
+                        let _ = up.set_nodelay(true);
+                        let _ = down.set_nodelay(true);
+                        {
+                            let mut live = live2.lock().unwrap();
+                            live.retain(|s: &TcpStream| s.peer_addr().is_ok());
+                            live.push(down.try_clone().unwrap());
+                            live.push(up.try_clone().unwrap());
+                        }
+                        pipe(
+                            down.try_clone().unwrap(),
+                            up.try_clone().unwrap(),
+                            bytes_per_s,
+                        );
+                        pipe(up, down, bytes_per_s);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        FaultProxy {
+            addr,
+            cut,
+            live,
+            stop,
+        }
+    }
+
+    /// Shuts every carried connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for stream in self.live.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, bytes_per_s: Option<u64>) {
+    std::thread::spawn(move || {
+        let chunk = if bytes_per_s.is_some() {
+            4 * 1024
+        } else {
+            64 * 1024
+        };
+        let mut buffer = vec![0u8; chunk];
+        let started = Instant::now();
+        let mut carried = 0u64;
+        loop {
+            match from.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                    carried += n as u64;
+                    if let Some(rate) = bytes_per_s {
+                        // The rate limit: hold the next read until the carried bytes fit it.
+                        let due = Duration::from_secs_f64(carried as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(started.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
