@@ -8,6 +8,8 @@
 //! Sockets: the public listener (PGs and rttest), the private MDS link (side B listens, side
 //! A connects), and state-transfer sessions (side B listens, side A's MDS always opens them).
 
+use crate::dumps;
+use crate::metrics::{self, MetricsSnapshot, TransferCounts};
 use crate::outputs::OutputLog;
 use crate::status::{self, StatusInputs, SyncRecord};
 use crate::transfer::{self, TransferOutcome};
@@ -65,6 +67,11 @@ pub enum SideError {
     },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -197,6 +204,9 @@ struct Core {
     clock_ms: u64,
     outputs_scratch: Vec<Output>,
     state_size_alarmed: bool,
+    transfer_counts: TransferCounts,
+    /// Wall-clock time at which the next metrics snapshot is due.
+    metrics_due_ms: u64,
     tx: mpsc::Sender<CoreEvent>,
 }
 
@@ -244,6 +254,13 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     let (peer_connected, peer_watch) = watch::channel(false);
     let public = bind(addresses.public).await?;
     tokio::spawn(accept_public(public, tx.clone()));
+    let metrics_listener = TcpListener::bind(addresses.metrics)
+        .await
+        .map_err(|source| SideError::Metrics {
+            addr: addresses.metrics,
+            source,
+        })?;
+    tokio::spawn(metrics::serve(metrics_listener, metrics::install()));
     match options.side {
         Side::B => {
             let private = bind(addresses.private).await?;
@@ -284,6 +301,8 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
         clock_ms: start_ms,
         outputs_scratch: Vec::new(),
         state_size_alarmed: false,
+        transfer_counts: TransferCounts::default(),
+        metrics_due_ms: start_ms,
         tx,
     };
     core.run(rx).await;
@@ -414,6 +433,33 @@ impl Core {
                 size / mb,
                 self.topology.mds.state_size_alarm_bytes / mb
             ));
+        }
+        if now >= self.metrics_due_ms {
+            self.metrics_due_ms = now + metrics::METRICS_INTERVAL_MS;
+            metrics::record(&self.metrics_snapshot());
+        }
+    }
+
+    fn metrics_snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            side: self.side,
+            sync_state: self.sync.state(),
+            epoch: self.sync.epoch().number,
+            held_through: self.sync.held_through(),
+            delivered_through: self.sync.delivered_through(),
+            peer_connected: self.peer.is_some(),
+            pg_paths: self
+                .topology
+                .pgs
+                .iter()
+                .map(|p| {
+                    let paths = self.paths.values().filter(|path| path.pg == p.id).count();
+                    (p.name.clone(), paths as u32)
+                })
+                .collect(),
+            state_bytes: self.router.state_size(),
+            state_bytes_max: self.router.state_size_max(),
+            transfers: self.transfer_counts,
         }
     }
 
@@ -808,6 +854,7 @@ impl Core {
                 tandem_router::STATE_FORMAT_VERSION,
                 self.logic_version
             ));
+            self.transfer_counts.refused += 1;
             return;
         }
         let nonce = request.nonce;
@@ -851,6 +898,8 @@ impl Core {
                     "state sent {}: {} bytes in {} ms (cut stall {} us)",
                     record.direction, record.bytes, record.duration_ms, record.stall_us
                 ));
+                self.transfer_counts.sent += 1;
+                self.transfer_counts.bytes_sent += record.bytes;
                 self.push_history(record);
                 if matches!(&self.transfer, Some(TransferRole::Serving(r)) if r.nonce == nonce) {
                     self.transfer = None;
@@ -876,6 +925,8 @@ impl Core {
                                 "state received {}: {} bytes in {} ms, digest checked",
                                 record.direction, record.bytes, record.duration_ms
                             ));
+                            self.transfer_counts.received += 1;
+                            self.transfer_counts.bytes_received += record.bytes;
                             self.push_history(record);
                         }
                         Err(e) => {
@@ -903,7 +954,9 @@ impl Core {
         }
     }
 
+    /// Ends the transfer under way as failed; a receiver retries after a backoff.
     fn transfer_failed(&mut self) {
+        self.transfer_counts.failed += 1;
         if matches!(self.transfer, Some(TransferRole::Receiving { .. })) {
             self.transfer_retry_at =
                 Some(Instant::now() + Duration::from_millis(self.transfer_retry_ms));
@@ -920,6 +973,10 @@ impl Core {
     }
 
     fn rttest(&mut self, now: u64, command: &str) -> String {
+        // The dumps read the router alone; the status needs the digest, which reads all of it.
+        if let Some(dump) = dumps::render(command, &self.router) {
+            return dump;
+        }
         let reachable: Vec<(String, bool)> = self
             .topology
             .pgs
@@ -977,7 +1034,13 @@ fn spawn_peer(stream: TcpStream, tx: mpsc::Sender<CoreEvent>) {
     let (read, write) = stream.into_split();
     let out = Outbound::spawn(write);
     let reader_tx = tx.clone();
+    let (registered, wait_registered) = oneshot::channel::<()>();
     let reader = tokio::spawn(async move {
+        // The core drops messages of a connection it does not know yet: the peer's Hello
+        // must not overtake PeerUp.
+        if wait_registered.await.is_err() {
+            return;
+        }
         let mut reader = FrameReader::<_, PeerMessage>::new(read);
         let reason = loop {
             match reader.next().await {
@@ -998,13 +1061,14 @@ fn spawn_peer(stream: TcpStream, tx: mpsc::Sender<CoreEvent>) {
     });
     let abort = reader.abort_handle();
     tokio::spawn(async move {
-        let _ = tx
-            .send(CoreEvent::PeerUp {
-                conn,
-                out,
-                reader: abort,
-            })
-            .await;
+        let up = CoreEvent::PeerUp {
+            conn,
+            out,
+            reader: abort,
+        };
+        if tx.send(up).await.is_ok() {
+            let _ = registered.send(());
+        }
     });
 }
 
@@ -1065,7 +1129,13 @@ async fn accept_public(listener: TcpListener, tx: mpsc::Sender<CoreEvent>) {
                     let reader_tx = tx.clone();
                     // The rest of the stream is PG messages.
                     let mut reader = reader.retype::<PgToSide>();
+                    let (registered, wait_registered) = oneshot::channel::<()>();
                     let task = tokio::spawn(async move {
+                        // The PG's first input must not overtake PgUp: the core drops
+                        // messages of a path it does not know yet.
+                        if wait_registered.await.is_err() {
+                            return;
+                        }
                         let reason = loop {
                             match reader.next().await {
                                 Ok(Some(message)) => {
@@ -1083,15 +1153,16 @@ async fn accept_public(listener: TcpListener, tx: mpsc::Sender<CoreEvent>) {
                         };
                         let _ = reader_tx.send(CoreEvent::PgDown { conn, reason }).await;
                     });
-                    let _ = tx
-                        .send(CoreEvent::PgUp {
-                            conn,
-                            pg,
-                            incarnation,
-                            out,
-                            reader: task.abort_handle(),
-                        })
-                        .await;
+                    let up = CoreEvent::PgUp {
+                        conn,
+                        pg,
+                        incarnation,
+                        out,
+                        reader: task.abort_handle(),
+                    };
+                    if tx.send(up).await.is_ok() {
+                        let _ = registered.send(());
+                    }
                 }
                 PublicHello::RtTest { command } => {
                     let (reply, answer) = oneshot::channel();
