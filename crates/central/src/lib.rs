@@ -4,9 +4,13 @@
 //! - `side`: the process: its core task, its listeners and the private link.
 //! - `transfer`: state-transfer sessions, always opened by side A's MDS.
 //! - `outputs`: per-PG output numbers and the bounded replay log.
-//! - `status`: what rttest prints.
+//! - `status`: what rttest prints about the side; `dumps`: its dumps of the router's live
+//!   state.
+//! - `metrics`: the side's Prometheus metrics and their endpoint.
 //! - `rttest`: the rttest client.
 
+pub mod dumps;
+pub mod metrics;
 pub mod outputs;
 pub mod rttest;
 pub mod side;

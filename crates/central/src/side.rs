@@ -8,6 +8,8 @@
 //! Sockets: the public listener (PGs and rttest), the private MDS link (side B listens, side
 //! A connects), and state-transfer sessions (side B listens, side A's MDS always opens them).
 
+use crate::dumps;
+use crate::metrics::{self, MetricsSnapshot, TransferCounts};
 use crate::outputs::OutputLog;
 use crate::status::{self, StatusInputs, SyncRecord};
 use crate::transfer::{self, TransferOutcome};
@@ -67,6 +69,11 @@ pub enum SideError {
     },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -221,6 +228,9 @@ struct Core {
     /// The state's exact size, as of the last DigestCheck, start or transfer: computing it
     /// walks the whole state, which the core does not do on request.
     state_size_now: u64,
+    transfer_counts: TransferCounts,
+    /// Wall-clock time at which the next metrics snapshot is due.
+    metrics_due_ms: u64,
     tx: mpsc::Sender<CoreEvent>,
 }
 
@@ -270,6 +280,13 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     let (peer_connected, peer_watch) = watch::channel(false);
     let public = bind(addresses.public).await?;
     tokio::spawn(accept_public(public, tx.clone()));
+    let metrics_listener = TcpListener::bind(addresses.metrics)
+        .await
+        .map_err(|source| SideError::Metrics {
+            addr: addresses.metrics,
+            source,
+        })?;
+    tokio::spawn(metrics::serve(metrics_listener, metrics::install()));
     match options.side {
         Side::B => {
             let private = bind(addresses.private).await?;
@@ -311,6 +328,8 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
         outputs_scratch: Vec::new(),
         state_size_alarmed: false,
         state_size_now: router_state_bytes,
+        transfer_counts: TransferCounts::default(),
+        metrics_due_ms: start_ms,
         tx,
     };
     core.run(rx).await;
@@ -451,6 +470,33 @@ impl Core {
                 size / mb,
                 self.topology.mds.state_size_alarm_bytes / mb
             ));
+        }
+        if now >= self.metrics_due_ms {
+            self.metrics_due_ms = now + metrics::METRICS_INTERVAL_MS;
+            metrics::record(&self.metrics_snapshot());
+        }
+    }
+
+    fn metrics_snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            side: self.side,
+            sync_state: self.sync.state(),
+            epoch: self.sync.epoch().number,
+            held_through: self.sync.held_through(),
+            delivered_through: self.sync.delivered_through(),
+            peer_connected: self.peer.is_some(),
+            pg_paths: self
+                .topology
+                .pgs
+                .iter()
+                .map(|p| {
+                    let paths = self.paths.values().filter(|path| path.pg == p.id).count();
+                    (p.name.clone(), paths as u32)
+                })
+                .collect(),
+            state_bytes: self.state_size_now,
+            state_bytes_max: self.router.state_size_max(),
+            transfers: self.transfer_counts,
         }
     }
 
@@ -880,6 +926,7 @@ impl Core {
                 tandem_router::STATE_FORMAT_VERSION,
                 self.logic_version
             ));
+            self.transfer_counts.refused += 1;
             return;
         }
         let nonce = request.nonce;
@@ -923,6 +970,8 @@ impl Core {
                     "state sent {}: {} bytes in {} ms (cut stall {} us)",
                     record.direction, record.bytes, record.duration_ms, record.stall_us
                 ));
+                self.transfer_counts.sent += 1;
+                self.transfer_counts.bytes_sent += record.bytes;
                 self.push_history(record);
                 if matches!(&self.transfer, Some(TransferRole::Serving(r)) if r.nonce == nonce) {
                     self.transfer = None;
@@ -949,6 +998,8 @@ impl Core {
                                 "state received {}: {} bytes in {} ms, digest checked",
                                 record.direction, record.bytes, record.duration_ms
                             ));
+                            self.transfer_counts.received += 1;
+                            self.transfer_counts.bytes_received += record.bytes;
                             self.push_history(record);
                         }
                         Err(e) => {
@@ -987,7 +1038,9 @@ impl Core {
         }
     }
 
+    /// Ends the transfer under way as failed; a receiver retries after a backoff.
     fn transfer_failed(&mut self) {
+        self.transfer_counts.failed += 1;
         if matches!(self.transfer, Some(TransferRole::Receiving { .. })) {
             self.transfer_retry_at =
                 Some(Instant::now() + Duration::from_millis(self.transfer_retry_ms));
@@ -1006,6 +1059,9 @@ impl Core {
     fn rttest(&mut self, now: u64, command: &str) -> String {
         if command == "summary" {
             return status::summary_line(&self.router.summary());
+        }
+        if let Some(dump) = dumps::render(command, &self.router) {
+            return dump;
         }
         let reachable: Vec<(String, bool)> = self
             .topology

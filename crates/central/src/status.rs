@@ -74,6 +74,9 @@ fn grouped(n: u64) -> String {
     out
 }
 
+/// The commands `render` answers; `crate::dumps` answers the dumps of the router's state.
+pub const STATUS_COMMANDS: [&str; 3] = ["status", "sync", "events"];
+
 /// Renders an rttest command; an unknown command lists the known ones.
 pub fn render(command: &str, s: &StatusInputs) -> String {
     match command {
@@ -89,7 +92,15 @@ pub fn render(command: &str, s: &StatusInputs) -> String {
             }
             out
         }
-        other => format!("unknown rttest command {other:?}; known: status, sync, events\n"),
+        other => format!(
+            "unknown rttest command {other:?}; known: {}\n",
+            STATUS_COMMANDS
+                .iter()
+                .chain(&crate::dumps::DUMP_COMMANDS)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -249,5 +260,39 @@ mod tests {
         assert_eq!(grouped(744_048), "744,048");
         assert_eq!(grouped(12), "12");
         assert_eq!(grouped(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn an_unknown_command_lists_every_command() {
+        let logic_version = LogicVersion {
+            build: "test".into(),
+            time_zone_data: "2026a".into(),
+        };
+        let (history, events) = (VecDeque::new(), VecDeque::new());
+        let inputs = StatusInputs {
+            side: Side::A,
+            now_ms: 0,
+            started_ms: 0,
+            time_zone: "UTC",
+            sync_state: SyncState::Connecting,
+            epoch: Epoch::default(),
+            held_through: 0,
+            delivered_through: 0,
+            peer_connected: false,
+            pgs_reachable: &[],
+            state_size_now: 0,
+            state_size_max: 0,
+            digest_checks: DigestChecks::default(),
+            transfer_progress: None,
+            logic_version: &logic_version,
+            history: &history,
+            events: &events,
+            transfer_under_way: false,
+        };
+        assert_eq!(
+            render("agent", &inputs),
+            "unknown rttest command \"agent\"; known: status, sync, events, agents, skill-groups, \
+             call-types, queue\n"
+        );
     }
 }

@@ -82,17 +82,40 @@ pub struct CallCountsRealTime {
     pub today: FamilyView,
 }
 
+/// Agent_Real_Time as users see it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct AgentRealTime {
     pub agent_id: AgentId,
     pub name: String,
+    /// The agent's login id on the peripheral (ICM's PeripheralNumber).
+    pub peripheral_number: String,
     pub peripheral_id: PeripheralId,
     pub agent_state: &'static str,
     pub reason_code: u16,
     pub state_since_ms: u64,
+    /// The skill group a call-specific state belongs to.
     pub skill_group_id: Option<SkillGroupId>,
-    pub call_in_progress: bool,
-    pub reserved: bool,
+    /// The agent's skill groups, in id order.
+    pub skill_groups: Vec<SkillGroupId>,
+    /// The call ringing, in progress or in wrap-up at the agent.
+    pub call: Option<PeripheralCallKey>,
+    /// The routed call the router reserved the agent for.
+    pub reserved_for: Option<RouterCallKey>,
+}
+
+/// A call in the router queue as users see it: one entry per call, whatever the number of skill
+/// groups it waits in.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RouterQueueEntry {
+    pub router_call_key: RouterCallKey,
+    pub request: RouteRequestKey,
+    pub call_type: Option<CallTypeId>,
+    pub dialed_digits: String,
+    /// 1 is served first.
+    pub priority: u8,
+    /// Ordered time the call entered the queue.
+    pub enqueued_ms: u64,
+    pub skill_groups: Vec<SkillGroupId>,
 }
 
 /// Agent_Skill_Group_Real_Time as users see it: the agent's state in the group, and its counters.
@@ -185,24 +208,28 @@ impl Router {
             .collect()
     }
 
-    pub fn call_types_real_time(&self) -> Vec<CallCountsRealTime> {
+    pub fn call_type_real_time(&self, id: CallTypeId) -> Option<CallCountsRealTime> {
         let s = &self.state;
-        s.call_types
-            .iter()
-            .filter_map(|(id, config)| {
-                let row = s.call_type_rt.get(id)?;
-                let f = rolled(&row.families, &s.scalars.periods, s.scalars.now_ms);
-                let kind = config.service_level_type;
-                Some(CallCountsRealTime {
-                    id: id.0,
-                    name: config.name.clone(),
-                    calls_q_now: row.calls_q_now,
-                    calls_in_progress: row.calls_in_progress,
-                    to5: FamilyView::new(f.to5_sum(), kind),
-                    half: FamilyView::new(f.half(), kind),
-                    today: FamilyView::new(f.today(), kind),
-                })
-            })
+        let config = s.call_types.get(&id)?;
+        let row = s.call_type_rt.get(&id)?;
+        let f = rolled(&row.families, &s.scalars.periods, s.scalars.now_ms);
+        let kind = config.service_level_type;
+        Some(CallCountsRealTime {
+            id: id.0,
+            name: config.name.clone(),
+            calls_q_now: row.calls_q_now,
+            calls_in_progress: row.calls_in_progress,
+            to5: FamilyView::new(f.to5_sum(), kind),
+            half: FamilyView::new(f.half(), kind),
+            today: FamilyView::new(f.today(), kind),
+        })
+    }
+
+    pub fn call_types_real_time(&self) -> Vec<CallCountsRealTime> {
+        self.state
+            .call_types
+            .keys()
+            .filter_map(|id| self.call_type_real_time(*id))
             .collect()
     }
 
@@ -230,14 +257,55 @@ impl Router {
         Some(AgentRealTime {
             agent_id: id,
             name: config.name.clone(),
+            peripheral_number: config.peripheral_number.clone(),
             peripheral_id: row.peripheral,
             agent_state: row.state.name(),
             reason_code: row.reason_code,
             state_since_ms: row.state_since_ms,
             skill_group_id: row.active_skill_group,
-            call_in_progress: row.call.is_some(),
-            reserved: row.reserved_for.is_some(),
+            skill_groups: self.state.skill_groups_of(id).collect(),
+            call: row.call,
+            reserved_for: row.reserved_for,
         })
+    }
+
+    /// The agents logged on, in id order (ICM's Agent_Real_Time holds only these). Walks every
+    /// agent: for dumps, not for the apply path.
+    pub fn agents_logged_on(&self) -> impl Iterator<Item = AgentRealTime> + '_ {
+        self.state
+            .agent_rt
+            .iter()
+            .filter(|(_, row)| row.state.is_logged_on())
+            .filter_map(|(id, _)| self.agent_real_time(*id))
+    }
+
+    /// How many agents are logged on, from the kept counts.
+    pub fn agents_logged_on_count(&self) -> u32 {
+        self.state.scalars.agent_state_counts[1..].iter().sum()
+    }
+
+    /// The calls in the router queue, in router call key order (the order they reached the
+    /// router). Walks every routed call: for dumps, not for the apply path.
+    pub fn router_queue(&self) -> impl Iterator<Item = RouterQueueEntry> + '_ {
+        self.state
+            .router_calls
+            .iter()
+            .filter_map(|(key, call)| match &call.phase {
+                RouterCallPhase::Queued {
+                    priority,
+                    enqueued_ms,
+                    skill_groups,
+                } => Some(RouterQueueEntry {
+                    router_call_key: *key,
+                    request: call.key,
+                    call_type: call.call_type,
+                    dialed_digits: call.dialed_digits.clone(),
+                    priority: *priority,
+                    enqueued_ms: *enqueued_ms,
+                    skill_groups: skill_groups.clone(),
+                }),
+                RouterCallPhase::Waiting => None,
+            })
     }
 
     /// Totals across the contact center. Reads every skill group: for summaries and dumps, not
@@ -250,7 +318,7 @@ impl Router {
         }
         let counts = &s.scalars.agent_state_counts;
         Summary {
-            agents_logged_on: counts[1..].iter().sum(),
+            agents_logged_on: self.agents_logged_on_count(),
             agents_by_state: AgentState::ALL[1..]
                 .iter()
                 .map(|st| (st.name(), counts[*st as usize]))

@@ -66,7 +66,8 @@ pub struct RtTestArgs {
     config: PathBuf,
     #[arg(long, value_parser = parse_side, default_value = "a")]
     side: Side,
-    /// status, sync or events.
+    /// status, sync or events (the side); agents, skill-groups, call-types or queue (dumps of
+    /// the router's live state).
     #[arg(default_value = "status")]
     command: String,
 }

@@ -77,6 +77,27 @@ fn b_started_after_a_receives_its_state() {
         "{}",
         install.events(Side::B)
     );
+    // The same facts on each side's Prometheus endpoint (refreshed every 100 ms).
+    let deadline = Instant::now() + Duration::from_millis(START_MS);
+    loop {
+        let a = install.metrics(Side::A);
+        let b = install.metrics(Side::B);
+        if a.contains(r#"tandem_mds_sync_state{side="a",state="PairedEnabled"} 1"#)
+            && b.contains(r#"tandem_mds_sync_state{side="b",state="PairedDisabled"} 1"#)
+            && b.contains(r#"tandem_transfers_total{side="b",outcome="received"} 1"#)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "metrics:\n{a}\n{b}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The live-state dumps answer from the received state as from the sender's.
+    for side in [Side::A, Side::B] {
+        let groups = install.rttest(side, "skill-groups").unwrap();
+        assert!(groups.lines().count() > 20, "{groups}");
+        let call_types = install.rttest(side, "call-types").unwrap();
+        assert!(call_types.lines().count() > 10, "{call_types}");
+    }
 }
 
 /// Scenarios b and c: under load from two PGs the enabled side is killed; the other takes over

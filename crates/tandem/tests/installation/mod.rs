@@ -338,6 +338,26 @@ impl Installation {
         self.rttest(side, "status").map(|text| Status { text })
     }
 
+    /// The side's Prometheus page.
+    pub fn metrics(&self, side: Side) -> String {
+        let addr = match side {
+            Side::A => self.topology.side_a.metrics,
+            Side::B => self.topology.side_b.metrics,
+        };
+        let mut stream = TcpStream::connect(addr).expect("the metrics endpoint");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut page = String::new();
+        let _ = stream.read_to_string(&mut page);
+        page
+    }
+
     pub fn events(&self, side: Side) -> String {
         self.rttest(side, "events").unwrap_or_default()
     }
