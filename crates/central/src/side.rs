@@ -408,6 +408,8 @@ impl Core {
                         }
                         taken += 1;
                     }
+                    let now = self.now();
+                    self.sync.end_of_batch(now);
                 }
                 _ = timer.tick() => self.on_tick(),
             }

@@ -323,6 +323,7 @@ async fn receive_from<R: tokio::io::AsyncRead + Unpin>(
         rmp_serde::from_slice(&side_data).map_err(|e| format!("side data: {e}"))?;
     // Rebuild and check off the core: import checks every record, the references between
     // objects and the invariants; the digest must be the sender's at the cut.
+    let received_ms = started.elapsed().as_millis() as u64;
     let state = tokio::task::spawn_blocking(move || -> Result<State, String> {
         let state = records::import(&bytes).map_err(|e| e.to_string())?;
         let ours = records::digest(&state);
@@ -336,6 +337,13 @@ async fn receive_from<R: tokio::io::AsyncRead + Unpin>(
     .await
     .map_err(|e| e.to_string())??;
     let duration_ms = started.elapsed().as_millis() as u64;
+    info!(
+        nonce,
+        received_ms,
+        rebuilt_ms = duration_ms - received_ms,
+        "state transfer {direction}: {state_bytes} bytes received in {received_ms} ms, rebuilt and checked in {} ms",
+        duration_ms - received_ms
+    );
     Ok(TransferOutcome::Received {
         cut,
         state: Box::new(state),

@@ -262,11 +262,18 @@ pub enum TransferMessage {
         cut: SyncCut,
         state_bytes: u64,
     },
-    /// The next part of the state records.
-    Chunk { bytes: Vec<u8> },
+    /// The next part of the state records (as one MessagePack bin, not an array of numbers).
+    Chunk {
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
     /// The end: the state's digest at the cut, and the client's own data beside its records
     /// (for the router side: its PG output numbers and replay logs).
-    End { digest: u128, side_data: Vec<u8> },
+    End {
+        digest: u128,
+        #[serde(with = "serde_bytes")]
+        side_data: Vec<u8>,
+    },
     /// Either end gives up, saying why.
     Refuse { reason: String },
 }

@@ -665,6 +665,15 @@ impl Synchronizer {
         }
     }
 
+    /// The shell has handled every event that was waiting: a disabled side acknowledges what it
+    /// now holds in one cumulative Ack, so the enabled side can deliver without waiting for a
+    /// tick. Under load a batch holds many messages; when quiet, each is acknowledged at once.
+    pub fn end_of_batch(&mut self, now_ms: u64) {
+        if self.state == SyncState::PairedDisabled && self.peer.acked_through < self.held_through {
+            self.send_ack(now_ms);
+        }
+    }
+
     /// An input from a PG on its path to this side.
     pub fn on_pg_input(
         &mut self,

@@ -11,16 +11,18 @@
 //! Side (`tandem_mds::lease`).
 
 use crate::{LoadParams, TrafficSim};
-use serde::Serialize;
-use std::collections::VecDeque;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tandem_mds::lease::LeaseGranter;
 use tandem_mds::transport::{self, FrameReader, Outbound};
 use tandem_mds::{PgToSide, PublicHello, Side, SideToPg};
 use tandem_model::config::ContactCenter;
-use tandem_model::ids::PgId;
+use tandem_model::ids::{PgId, RouteRequestKey};
 use tandem_model::input::{Input, OrderedInput};
+use tandem_model::output::Output;
 use tandem_model::topology::Topology;
 use tokio::sync::mpsc;
 
@@ -36,13 +38,18 @@ const PATH_ACK_SILENCE_MS_MAX: u64 = 1_000;
 const REFUSED_SWITCH_INTERVAL_MS_MIN: u64 = 250;
 /// A path that is down is tried again this often.
 const RECONNECT_MS: u64 = 200;
+/// Route requests awaiting their first answer whose send time is kept for the round-trip
+/// figures; past this (a stalled central controller) new ones go unmeasured.
+const ROUTE_RTT_PENDING_MAX: usize = 1_000_000;
+/// The round-trip histogram's range: 1 us to 10 minutes, 3 significant digits.
+const ROUTE_RTT_US_MAX: u64 = 600_000_000;
 /// A stopping PG waits at most this long for answers to the route requests it sent and for
 /// acknowledgements of its inputs: longer than a routing client's timeout, so that every
 /// request ends answered or timed out.
 pub const DRAIN_MS_MAX: u64 = 8_000;
 
 /// What a PG counted, printed as one JSON line when it stops.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GatewayCounts {
     /// The PG's name in the topology.
     pub pg: String,
@@ -68,6 +75,13 @@ pub struct GatewayCounts {
     pub outputs_repeated: u64,
     /// Times the active path changed.
     pub path_switches: u64,
+    /// Route request round trips (request sent to first answer taken), in microseconds: the
+    /// median.
+    pub route_rtt_us_p50: u64,
+    /// The 99th percentile.
+    pub route_rtt_us_p99: u64,
+    /// The longest; after a failover, about the time to the first answer from the other side.
+    pub route_rtt_us_max: u64,
 }
 
 /// How to run a PG.
@@ -148,6 +162,11 @@ struct Gateway {
     last_output_no: u64,
     last_replay_ask: Option<Instant>,
     last_switch: Option<Instant>,
+    /// Stopping: no new calls, and no inputs at all once every route request is answered.
+    draining: bool,
+    /// Route requests sent and not yet answered, with when they were sent.
+    route_sent: BTreeMap<RouteRequestKey, Instant>,
+    route_rtt_us: Histogram<u64>,
     counts: GatewayCounts,
     clock_ms: u64,
     tx: mpsc::Sender<PathEvent>,
@@ -194,6 +213,10 @@ pub async fn run(
         last_output_no: 0,
         last_replay_ask: None,
         last_switch: None,
+        draining: false,
+        route_sent: BTreeMap::new(),
+        route_rtt_us: Histogram::new_with_bounds(1, ROUTE_RTT_US_MAX, 3)
+            .expect("valid histogram bounds"),
         counts: GatewayCounts {
             pg: options.name,
             ..GatewayCounts::default()
@@ -210,6 +233,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut stop, if drain_until.is_none() => {
                 gateway.sim.stop_arrivals();
+                gateway.draining = true;
                 drain_until = Some(Instant::now() + Duration::from_millis(DRAIN_MS_MAX));
             }
             Some(event) = rx.recv() => gateway.on_event(event),
@@ -430,6 +454,12 @@ impl Gateway {
                 } else if output_no == self.last_output_no + 1 {
                     self.last_output_no = output_no;
                     self.counts.outputs_received += 1;
+                    if let Output::RouteResponse { key, .. } = &output {
+                        if let Some(sent) = self.route_sent.remove(key) {
+                            let us = (sent.elapsed().as_micros() as u64).clamp(1, ROUTE_RTT_US_MAX);
+                            let _ = self.route_rtt_us.record(us);
+                        }
+                    }
                     self.sim.on_output(now, &output);
                 } else if self
                     .last_replay_ask
@@ -491,10 +521,24 @@ impl Gateway {
 
     fn on_tick(&mut self) {
         let now = self.now();
-        if self.unacked.len() < PG_INPUTS_UNACKED_MAX {
+        // Draining: once every route request is answered the peripherals fall silent, so that
+        // what was sent can all be acknowledged.
+        let silent = self.draining && self.sim.route_requests_unanswered() == 0;
+        if self.unacked.len() < PG_INPUTS_UNACKED_MAX && !silent {
             let mut inputs: Vec<OrderedInput> = Vec::new();
             self.sim.poll(now, &mut inputs);
             for input in inputs {
+                match &input.input {
+                    Input::RouteRequest(request)
+                        if self.route_sent.len() < ROUTE_RTT_PENDING_MAX =>
+                    {
+                        self.route_sent.insert(request.key, Instant::now());
+                    }
+                    Input::RouteRequestEnded { key, .. } => {
+                        self.route_sent.remove(key);
+                    }
+                    _ => {}
+                }
                 let input_no = self.next_input_no;
                 self.next_input_no += 1;
                 self.counts.inputs_sent += 1;
@@ -537,7 +581,11 @@ impl Gateway {
 
     fn finish(self) -> GatewayCounts {
         let stats = self.sim.stats();
+        let rtt = &self.route_rtt_us;
         GatewayCounts {
+            route_rtt_us_p50: rtt.value_at_quantile(0.50),
+            route_rtt_us_p99: rtt.value_at_quantile(0.99),
+            route_rtt_us_max: rtt.max(),
             inputs_acknowledged: self.acked_through,
             inputs_durable: self.durable_through,
             route_requests_sent: stats.route_requests_sent,

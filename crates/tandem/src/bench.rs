@@ -27,6 +27,8 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20_000_000)]
         loads: u64,
     },
+    /// Both sides and the PGs as processes: route round trips, failover, state transfer.
+    Duplex(crate::bench_duplex::DuplexBenchArgs),
 }
 
 /// The working-set sizes `bench memory-latency` walks, from inside one core's L2 to far beyond
@@ -362,6 +364,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             memory_latency(loads);
             return Ok(());
         }
+        BenchCommand::Duplex(args) => return crate::bench_duplex::run(args),
     };
     anyhow::ensure!(args.agents >= 100, "--agents must be at least 100");
     let skill_groups = args.skill_groups.unwrap_or(args.agents / 20).max(1);

@@ -2,6 +2,8 @@
 //! a library so integration tests drive exactly what the binary runs.
 
 pub mod bench;
+pub mod bench_duplex;
+pub mod cluster;
 pub mod demo;
 pub mod driver;
 pub mod processes;

@@ -2,10 +2,10 @@
 //! transfer, kills, pauses and a cut private link. Each test runs alone (see
 //! `installation::one_at_a_time`), and every wait is bounded.
 
-mod installation;
-
-use installation::{one_at_a_time, FaultProxy, Installation, Status};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tandem::cluster::{FaultProxy, Installation, PgCountsCheck, Status};
 use tandem_mds::Side;
 
 const PAIRED_ENABLED: &str = "Paired Enabled";
@@ -17,6 +17,27 @@ const ISOLATED_DISABLED: &str = "Isolated Disabled";
 const START_MS: u64 = 20_000;
 /// The offered load per PG while sides fail.
 const LOAD_CPS: f64 = 50.0;
+
+/// Multi-process tests run one at a time: two installations at once would load the machine
+/// enough to fire failure detectors falsely.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn installation(
+    name: &str,
+    contact_center: Option<&Path>,
+    edit: impl FnOnce(&mut tandem_model::topology::Topology),
+) -> Installation {
+    Installation::new(
+        Path::new(env!("CARGO_BIN_EXE_tandem")),
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        name,
+        contact_center,
+        edit,
+    )
+}
 
 /// Starts A, then B, and waits until they pair with B taking A's state.
 fn paired(install: &mut Installation) -> (Status, Status) {
@@ -54,7 +75,7 @@ fn never_two_enabled(install: &Installation, duration_ms: u64) {
 #[test]
 fn b_started_after_a_receives_its_state() {
     let _alone = one_at_a_time();
-    let mut install = Installation::new("start", None, |_| {});
+    let mut install = installation("start", None, |_| {});
     let (_, b) = paired(&mut install);
     assert!(b.router_sync().ends_with("(A->B)"), "B: {}", b.text);
     let a = install.wait_status(Side::A, START_MS, "Router Sync (A->B)", |s| {
@@ -106,7 +127,7 @@ fn b_started_after_a_receives_its_state() {
 #[test]
 fn killed_enabled_side_fails_over_and_rejoins() {
     let _alone = one_at_a_time();
-    let mut install = Installation::new("kill", None, |_| {});
+    let mut install = installation("kill", None, |_| {});
     paired(&mut install);
     install.start_pg("pg1", LOAD_CPS);
     install.start_pg("pg2", LOAD_CPS);
@@ -158,7 +179,7 @@ fn killed_enabled_side_fails_over_and_rejoins() {
 #[test]
 fn interrupted_transfers_are_retried_while_the_sender_serves() {
     let _alone = one_at_a_time();
-    let mut install = Installation::new("transfer", None, |_| {});
+    let mut install = installation("transfer", None, |_| {});
     let proxy = FaultProxy::start_throttled(install.topology.side_b.transfer, Some(100_000));
     let a_config = install.variant("a", |t| t.side_b.transfer = proxy.addr);
     install.start_side_with(Side::A, &a_config, &[]);
@@ -215,7 +236,7 @@ fn interrupted_transfers_are_retried_while_the_sender_serves() {
 #[test]
 fn other_logic_version_is_refused() {
     let _alone = one_at_a_time();
-    let mut install = Installation::new("version", None, |_| {});
+    let mut install = installation("version", None, |_| {});
     install.start_side(Side::A, &[]);
     install.start_pg("pg1", LOAD_CPS);
     install.start_pg("pg2", LOAD_CPS);
@@ -246,7 +267,7 @@ fn other_logic_version_is_refused() {
 #[test]
 fn state_size_alarm_is_raised_once() {
     let _alone = one_at_a_time();
-    let mut install = Installation::new("alarm", None, |t| {
+    let mut install = installation("alarm", None, |t| {
         t.mds.state_size_alarm_bytes = 50_000;
     });
     install.start_side(Side::A, &[]);
@@ -269,7 +290,7 @@ fn state_size_alarm_is_raised_once() {
 #[test]
 fn paused_enabled_side_is_fenced_and_rejoins() {
     let _alone = one_at_a_time();
-    let mut install = Installation::new("pause", None, |_| {});
+    let mut install = installation("pause", None, |_| {});
     paired(&mut install);
     install.start_pg("pg1", LOAD_CPS);
     install.start_pg("pg2", LOAD_CPS);
@@ -305,7 +326,7 @@ fn paused_enabled_side_is_fenced_and_rejoins() {
 fn cut_private_link_leaves_one_enabled_side() {
     let _alone = one_at_a_time();
     for pgs in [2, 3] {
-        let mut install = Installation::new(&format!("cut{pgs}"), None, |t| {
+        let mut install = installation(&format!("cut{pgs}"), None, |t| {
             if pgs == 3 {
                 Installation::extra_pg(t, "pg3", 3);
             }
@@ -351,7 +372,7 @@ fn cut_private_link_leaves_one_enabled_side() {
 #[test]
 fn cut_private_link_and_pgs_cut_from_a_enables_b_only() {
     let _alone = one_at_a_time();
-    let mut install = Installation::new("cut-a", None, |_| {});
+    let mut install = installation("cut-a", None, |_| {});
     let private = FaultProxy::start(install.topology.side_b.private);
     let public_a = FaultProxy::start(install.topology.side_a.public);
     let a_config = install.variant("a", |t| t.side_b.private = private.addr);
@@ -374,7 +395,16 @@ fn cut_private_link_and_pgs_cut_from_a_enables_b_only() {
     let b = install.status(Side::B).unwrap();
     assert_eq!(b.sync_state(), ISOLATED_ENABLED, "B\n{}", b.text);
     assert_eq!(a.sync_state(), ISOLATED_DISABLED, "A\n{}", a.text);
+    // The links heal: B holds the later epoch, so A takes B's state and they pair. (The PGs
+    // stop only then: side B alone needs both of them for its majority, and a PG that has
+    // drained leaves.)
+    private.heal();
+    public_a.heal();
+    let a = install.wait_state(Side::A, PAIRED_DISABLED, START_MS);
+    assert!(a.router_sync().ends_with("(B->A)"), "A: {}", a.text);
+    install.wait_state(Side::B, PAIRED_ENABLED, START_MS);
     for c in install.stop_pgs(&["pg1", "pg2"]) {
         c.assert_nothing_lost();
     }
+    install.wait_equal_digests(a.delivered(), START_MS);
 }

@@ -1,9 +1,10 @@
-//! A local installation run as real processes on loopback: `tandem init` writes the topology,
-//! `tandem central` runs each side and `tandem pg` each PG. Tests wait on what rttest reports,
-//! each wait bounded, and a fault proxy can stand between two processes to cut a link while
-//! both stay up.
-
-#![allow(dead_code)]
+//! A local installation run as real processes on loopback, for the multi-process tests and the
+//! duplex benchmarks: `tandem init` writes the topology, `tandem central` runs each side and
+//! `tandem pg` each PG. Callers wait on what rttest reports, each wait bounded, and a fault proxy
+//! can stand between two processes to cut a link while both stay up (or slow it down).
+//!
+//! This is a harness: an expectation that does not hold panics with a report of both sides'
+//! status and events and the tail of every process log.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -11,42 +12,25 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_mds::Side;
 use tandem_model::topology::{PgEntry, Topology};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tandem");
 /// How often a wait asks again.
 const POLL_MS: u64 = 10;
 
-/// Multi-process tests run one at a time: two installations at once would load the machine
-/// enough to fire failure detectors falsely.
-pub fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// What a PG printed when it stopped.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct PgCounts {
-    pub pg: String,
-    pub inputs_sent: u64,
-    pub inputs_acknowledged: u64,
-    pub inputs_durable: u64,
-    pub inputs_resent: u64,
-    pub route_requests_sent: u64,
-    pub route_requests_answered: u64,
-    pub route_requests_answered_more_than_once: u64,
-    pub route_requests_timed_out: u64,
-    pub outputs_received: u64,
-    pub outputs_repeated: u64,
-    pub path_switches: u64,
+pub type PgCounts = tandem_pg::gateway::GatewayCounts;
+
+/// Checks on a stopped PG's counts.
+pub trait PgCountsCheck {
+    /// Every input acknowledged, every route request answered exactly once and none timed out.
+    fn assert_nothing_lost(&self);
 }
 
-impl PgCounts {
-    /// Every input acknowledged, every route request answered exactly once and none timed out.
-    pub fn assert_nothing_lost(&self) {
+impl PgCountsCheck for PgCounts {
+    fn assert_nothing_lost(&self) {
         assert!(
             self.route_requests_sent > 0,
             "{self:?}: no load was offered"
@@ -142,6 +126,8 @@ impl Status {
 }
 
 pub struct Installation {
+    /// The `tandem` binary the processes run.
+    bin: PathBuf,
     pub dir: PathBuf,
     /// The topology every process reads, unless a process was given its own.
     pub config: PathBuf,
@@ -153,17 +139,19 @@ pub struct Installation {
 static INSTALLATIONS: AtomicU64 = AtomicU64::new(0);
 
 impl Installation {
-    /// `tandem init` in a new directory, with the topology then changed by `edit`.
+    /// `tandem init` (with `bin`) in a new directory under `parent`, with the topology then
+    /// changed by `edit`. DigestChecks run every second unless `edit` says otherwise.
     pub fn new(
+        bin: &Path,
+        parent: &Path,
         name: &str,
         contact_center: Option<&Path>,
         edit: impl FnOnce(&mut Topology),
     ) -> Self {
         let n = INSTALLATIONS.fetch_add(1, Ordering::Relaxed);
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("duplex-{name}-{}-{n}", std::process::id()));
+        let dir = parent.join(format!("duplex-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut init = Command::new(BIN);
+        let mut init = Command::new(bin);
         init.args(["init", "--dir"]).arg(&dir);
         if let Some(cc) = contact_center {
             init.arg("--contact-center").arg(cc);
@@ -178,6 +166,7 @@ impl Installation {
         std::fs::write(&config, topology.to_toml_string()).unwrap();
         std::fs::create_dir_all(dir.join("logs")).unwrap();
         Installation {
+            bin: bin.to_path_buf(),
             dir,
             config,
             topology,
@@ -202,7 +191,7 @@ impl Installation {
         let log = |ext: &str| {
             std::fs::File::create(self.dir.join("logs").join(format!("{name}.{ext}"))).unwrap()
         };
-        let child = Command::new(BIN)
+        let child = Command::new(&self.bin)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -242,13 +231,19 @@ impl Installation {
     }
 
     pub fn start_pg_with(&mut self, name: &str, config: &Path, cps: f64) {
+        // Short calls, so that agents free up and calls queue and end under load.
+        self.start_pg_load(name, config, cps, 2);
+    }
+
+    /// A PG offering `cps` calls per second with a mean talk time of `talk_s` seconds.
+    pub fn start_pg_load(&mut self, name: &str, config: &Path, cps: f64, talk_s: u64) {
         let config = config.to_str().unwrap().to_string();
         let cps = cps.to_string();
-        // Short calls, so that agents free up and calls queue and end under load.
+        let talk_s = talk_s.to_string();
         self.spawn(
             name,
             &[
-                "pg", "--config", &config, "--name", name, "--cps", &cps, "--talk-s", "2",
+                "pg", "--config", &config, "--name", name, "--cps", &cps, "--talk-s", &talk_s,
             ],
         );
     }

@@ -1,0 +1,229 @@
+//! `tandem bench duplex`: both sides and the PGs as processes on loopback, measured from the
+//! outside. Route request round trips at a fixed offered load, failover after kill -9 and after
+//! SIGSTOP of the enabled side, and state transfer of a large state with the sender's route
+//! latency during it. Each figure is one JSON line.
+
+use crate::cluster::{Installation, PgCounts};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tandem_mds::Side;
+
+#[derive(clap::Args)]
+pub struct DuplexBenchArgs {
+    /// What to measure: rtt, failover, transfer or all.
+    #[arg(long, default_value = "all")]
+    what: String,
+    /// Offered loads for the round-trip figure, in calls per second over both PGs.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    cps: Vec<f64>,
+    /// How long each load runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Agents of the contact center for the round trips and failovers (enough to answer the
+    /// offered load).
+    #[arg(long, default_value_t = 20_000)]
+    agents: u32,
+    /// Agents of the contact center whose state is transferred (100,000 make about 46 MB).
+    #[arg(long, default_value_t = 65_000)]
+    transfer_agents: u32,
+    /// Where installations go (default: the system's temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+const PG_NAMES: [&str; 2] = ["pg1", "pg2"];
+/// Waits for starts, pairings and transfers.
+const START_MS: u64 = 120_000;
+
+fn gen_config(bin: &Path, dir: &Path, agents: u32) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("bench-{agents}-agents.toml"));
+    if !path.exists() {
+        let status = Command::new(bin)
+            .args(["gen-config", "--agents", &agents.to_string()])
+            .args(["--skill-groups", &(agents / 50).max(2).to_string()])
+            .args(["--call-types", &(agents / 200).max(3).to_string()])
+            .args(["--peripherals", "2", "--out"])
+            .arg(&path)
+            .status()?;
+        anyhow::ensure!(status.success(), "gen-config failed");
+    }
+    Ok(path)
+}
+
+/// Both sides paired, both PGs offering `cps` in all, connected to both sides.
+fn paired_under_load(install: &mut Installation, cps: f64, talk_s: u64) {
+    install.start_side(Side::A, &[]);
+    install.wait_status(Side::A, START_MS, "answering", |_| true);
+    install.start_side(Side::B, &[]);
+    install.wait_state(Side::A, "Paired Enabled", START_MS);
+    install.wait_state(Side::B, "Paired Disabled", START_MS);
+    let config = install.config.clone();
+    for name in PG_NAMES {
+        install.start_pg_load(name, &config, cps / PG_NAMES.len() as f64, talk_s);
+    }
+    for side in [Side::A, Side::B] {
+        install.wait_status(side, START_MS, "both PGs reachable", |s| {
+            s.field("PGs reachable").starts_with("2 of 2")
+        });
+    }
+}
+
+fn worst(counts: &[PgCounts], f: impl Fn(&PgCounts) -> u64) -> u64 {
+    counts.iter().map(f).max().unwrap_or(0)
+}
+
+fn lost(counts: &[PgCounts]) -> u64 {
+    counts
+        .iter()
+        .map(|c| {
+            (c.route_requests_sent - c.route_requests_answered.min(c.route_requests_sent))
+                + c.route_requests_answered_more_than_once
+                + c.route_requests_timed_out
+                + (c.inputs_sent - c.inputs_acknowledged.min(c.inputs_sent))
+        })
+        .sum()
+}
+
+fn rtt(bin: &Path, dir: &Path, cc: &Path, cps: f64, seconds: u64) -> Result<()> {
+    let mut install = Installation::new(bin, dir, "rtt", Some(cc), |_| {});
+    paired_under_load(&mut install, cps, 1);
+    // The login storm and the first calls settle before the measured window.
+    std::thread::sleep(Duration::from_secs(3));
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let counts = install.stop_pgs(&PG_NAMES);
+    let elapsed = started.elapsed().as_secs_f64() + 3.0;
+    let requests: u64 = counts.iter().map(|c| c.route_requests_sent).sum();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "duplex-route-rtt",
+            "offered_cps": cps,
+            "route_requests_per_s": (requests as f64 / elapsed).round(),
+            "rtt_us_p50": worst(&counts, |c| c.route_rtt_us_p50),
+            "rtt_us_p99": worst(&counts, |c| c.route_rtt_us_p99),
+            "rtt_us_max": worst(&counts, |c| c.route_rtt_us_max),
+            "lost_or_repeated": lost(&counts),
+        })
+    );
+    Ok(())
+}
+
+fn failover(bin: &Path, dir: &Path, cc: &Path, how: &str) -> Result<()> {
+    let mut install = Installation::new(bin, dir, "failover", Some(cc), |_| {});
+    paired_under_load(&mut install, 1_000.0, 1);
+    std::thread::sleep(Duration::from_secs(3));
+    let at = Instant::now();
+    match how {
+        "kill" => install.kill("side-a"),
+        _ => install.pause("side-a"),
+    }
+    // Polled every millisecond: the side's own view of when it took over.
+    let deadline = at + Duration::from_secs(10);
+    let takeover = loop {
+        if install
+            .status(Side::B)
+            .is_some_and(|s| s.sync_state() == "Isolated Enabled")
+        {
+            break at.elapsed();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "B never took over");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let counts = install.stop_pgs(&PG_NAMES);
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": format!("duplex-failover-{how}"),
+            "offered_cps": 1000,
+            "b_enabled_ms": takeover.as_millis() as u64,
+            // A request sent just before the failure is answered by B: about the time from the
+            // failure to B's first route response.
+            "longest_route_rtt_ms": worst(&counts, |c| c.route_rtt_us_max) / 1000,
+            "timed_out": counts.iter().map(|c| c.route_requests_timed_out).sum::<u64>(),
+            "lost_or_repeated": lost(&counts),
+        })
+    );
+    if how != "kill" {
+        install.resume("side-a");
+    }
+    Ok(())
+}
+
+fn transfer(bin: &Path, dir: &Path, agents: u32) -> Result<()> {
+    let cc = gen_config(bin, dir, agents)?;
+    let mut install = Installation::new(bin, dir, "transfer", Some(&cc), |_| {});
+    install.start_side(Side::A, &[]);
+    install.wait_status(Side::A, START_MS, "answering", |_| true);
+    let config = install.config.clone();
+    for name in PG_NAMES {
+        install.start_pg_load(name, &config, 500.0, 60);
+    }
+    install.wait_state(Side::A, "Isolated Enabled", START_MS);
+    std::thread::sleep(Duration::from_secs(5));
+    // The route latency before the transfer, then during it: separate PG runs would change the
+    // load, so the PG figures cover both; the transfer's own figures come from rttest sync.
+    install.start_side(Side::B, &[]);
+    install.wait_state(Side::B, "Paired Disabled", START_MS);
+    std::thread::sleep(Duration::from_secs(1));
+    let counts = install.stop_pgs(&PG_NAMES);
+    let sent = install.rttest(Side::A, "sync").context("rttest sync")?;
+    // "when direction bytes ms stall-us role"
+    let row = sent
+        .lines()
+        .rev()
+        .find(|l| l.ends_with("sent"))
+        .context("no transfer sent")?
+        .to_string();
+    let words: Vec<&str> = row.split_whitespace().collect();
+    let bytes: u64 = words[3].replace(',', "").parse()?;
+    let ms: u64 = words[4].parse()?;
+    let stall_us: u64 = words[5].parse()?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "duplex-state-transfer",
+            "agents": agents,
+            "state_bytes": bytes,
+            "transfer_ms": ms,
+            "mb_per_s": (bytes as f64 / 1e6) / (ms.max(1) as f64 / 1e3),
+            "sender_cut_stall_us": stall_us,
+            "offered_cps": 1000,
+            "route_rtt_us_p50": worst(&counts, |c| c.route_rtt_us_p50),
+            "route_rtt_us_p99": worst(&counts, |c| c.route_rtt_us_p99),
+            "route_rtt_us_max": worst(&counts, |c| c.route_rtt_us_max),
+            "lost_or_repeated": lost(&counts),
+        })
+    );
+    Ok(())
+}
+
+pub fn run(args: DuplexBenchArgs) -> Result<()> {
+    let bin = std::env::current_exe()?;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("tandem-bench-duplex"));
+    std::fs::create_dir_all(&dir)?;
+    let all = args.what == "all";
+    if all || args.what == "rtt" || args.what == "failover" {
+        let cc = gen_config(&bin, &dir, args.agents)?;
+        if all || args.what == "rtt" {
+            for &cps in &args.cps {
+                rtt(&bin, &dir, &cc, cps, args.seconds)?;
+            }
+        }
+        if all || args.what == "failover" {
+            failover(&bin, &dir, &cc, "kill")?;
+            failover(&bin, &dir, &cc, "sigstop")?;
+        }
+    }
+    if all || args.what == "transfer" {
+        transfer(&bin, &dir, args.transfer_agents)?;
+    }
+    Ok(())
+}
