@@ -4,6 +4,8 @@
 //! - `side`: the process: its core task, its listeners and the private link.
 //! - `transfer`: state-transfer sessions, always opened by side A's MDS.
 //! - `outputs`: per-PG output numbers and the bounded replay log.
+//! - `quarantine`: the suspect file of inputs that panicked the router, and what it
+//!   quarantines.
 //! - `status`: what rttest prints about the side; `dumps`: its dumps of the router's live
 //!   state.
 //! - `metrics`: the side's Prometheus metrics and their endpoint.
@@ -12,6 +14,7 @@
 pub mod dumps;
 pub mod metrics;
 pub mod outputs;
+pub mod quarantine;
 pub mod rttest;
 pub mod side;
 pub mod status;

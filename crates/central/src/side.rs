@@ -11,6 +11,7 @@
 use crate::dumps;
 use crate::metrics::{self, MetricsSnapshot, TransferCounts};
 use crate::outputs::OutputLog;
+use crate::quarantine::{self, Suspect};
 use crate::status::{self, StatusInputs, SyncRecord};
 use crate::transfer::{self, TransferOutcome};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -31,7 +32,7 @@ use tandem_router::{Router, State};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Events queued to the core before socket readers wait.
 pub const CORE_EVENTS_MAX: usize = 65_536;
@@ -50,6 +51,9 @@ const TRANSFER_RETRY_MS_MAX: u64 = 5_000;
 const TRANSFER_TIMEOUT_MS: u64 = 120_000;
 /// A transfer whose session has not begun this long after it was asked for is retried.
 const TRANSFER_START_TIMEOUT_MS: u64 = 3_000;
+/// The exit status of a side whose router panicked on an input (EX_SOFTWARE): its state is
+/// suspect, and the input is recorded in the suspect file (`quarantine`).
+pub const EXIT_POISONED: i32 = 70;
 
 #[derive(Debug, Error)]
 pub enum SideError {
@@ -61,6 +65,8 @@ pub enum SideError {
     Router(String),
     #[error("synchronizer settings: {0}")]
     Settings(#[from] tandem_mds::sync::SettingsError),
+    #[error("{0}")]
+    Quarantine(#[from] quarantine::QuarantineError),
     #[error("{what} {path}: {source}")]
     File {
         what: &'static str,
@@ -208,6 +214,8 @@ struct Core {
     side: Side,
     topology: Topology,
     data_dir: PathBuf,
+    /// Where the input in flight is recorded if the router panics on it.
+    suspect_path: PathBuf,
     logic_version: LogicVersion,
     sync: Synchronizer,
     router: Router,
@@ -224,6 +232,9 @@ struct Core {
     started_ms: u64,
     clock_ms: u64,
     outputs_scratch: Vec<Output>,
+    /// Inputs delivered as quarantined, and those the suspect file listed at start.
+    quarantined_skipped: u64,
+    quarantined_listed: usize,
     state_size_alarmed: bool,
     /// The state's exact size, as of the last DigestCheck, start or transfer: computing it
     /// walks the whole state, which the core does not do on request.
@@ -265,7 +276,26 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     settings.tick_interval_ms = timers.tick_interval_ms;
     settings.lease_ms = timers.lease_ms;
     settings.digest_check_interval_ms = timers.digest_check_interval_ms;
-    let sync = Synchronizer::new(settings, epoch, 0, start_ms, needs_state, start_ms)?;
+    let mut sync = Synchronizer::new(settings, epoch, 0, start_ms, needs_state, start_ms)?;
+    let suspect_path = data_dir.join(quarantine::SUSPECT_FILE);
+    let quarantine = quarantine::read_quarantine(&suspect_path)?;
+    for key in &quarantine.inputs {
+        warn!(
+            side = %options.side,
+            "PG {}'s input {} (incarnation {}) was in flight during two crashes: it is quarantined",
+            key.pg, key.input_no, key.incarnation
+        );
+    }
+    for hash in &quarantine.synchronizer_inputs {
+        // A TimeTick has no number to skip it by; the operator must see the record.
+        error!(
+            side = %options.side,
+            "an input the synchronizer ordered (hash {hash:016x}) was in flight during two \
+             crashes; it cannot be skipped"
+        );
+    }
+    let quarantined_listed = quarantine.inputs.len();
+    sync.set_quarantine(quarantine.inputs);
     info!(
         side = %options.side,
         epoch = epoch.number,
@@ -310,6 +340,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
         side: options.side,
         topology,
         data_dir,
+        suspect_path,
         logic_version,
         sync,
         router,
@@ -326,6 +357,8 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
         started_ms: start_ms,
         clock_ms: start_ms,
         outputs_scratch: Vec::new(),
+        quarantined_skipped: 0,
+        quarantined_listed,
         state_size_alarmed: false,
         state_size_now: router_state_bytes,
         transfer_counts: TransferCounts::default(),
@@ -803,7 +836,10 @@ impl Core {
 
     fn event(&mut self, text: String) {
         let now = self.now();
-        if text.contains("not paired") || text.contains("fenced") || text.contains("failed") {
+        if ["not paired", "fenced", "failed", "quarantined"]
+            .iter()
+            .any(|word| text.contains(word))
+        {
             warn!(side = %self.side, "{text}");
         } else {
             info!(side = %self.side, "{text}");
@@ -824,8 +860,21 @@ impl Core {
 
     /// Applies an ordered message to the router, and numbers and sends its outputs.
     fn deliver(&mut self, ordered: Ordered) {
-        let input = match ordered.body {
-            Body::Input { input, .. } => input,
+        let (source, input) = match ordered.body {
+            Body::Input { source, input } => (source, input),
+            Body::Quarantined {
+                pg,
+                incarnation,
+                input_no,
+            } => {
+                // Never applied: the enabled side ordered this in place of a poison input.
+                self.quarantined_skipped += 1;
+                self.event(format!(
+                    "input {input_no} from PG {pg} (incarnation {incarnation}) quarantined: it was \
+                     in flight during two crashes"
+                ));
+                return;
+            }
             Body::DigestCheck => {
                 // The digest is computed off the core, from a snapshot taken at this sequence
                 // number; the router goes on.
@@ -850,7 +899,19 @@ impl Core {
         };
         let mut outputs = std::mem::take(&mut self.outputs_scratch);
         outputs.clear();
-        self.router.apply_into(ordered.seq, &input, &mut outputs);
+        let router = &mut self.router;
+        let applied = quarantine::apply_guarded(
+            &self.suspect_path,
+            || Suspect::of(&source, &input.input),
+            || router.apply_into(ordered.seq, &input, &mut outputs),
+        );
+        if let Err(poisoned) = applied {
+            // The router may have stopped halfway through the input: going on would spread a
+            // state no one can vouch for. The input stays unacknowledged, so its PG resends it
+            // to the next run, and a second crash on it quarantines it.
+            error!(side = %self.side, seq = ordered.seq, "{poisoned}; stopping");
+            std::process::exit(EXIT_POISONED);
+        }
         for output in outputs.drain(..) {
             let Some(pg) = output_pg(&output) else {
                 continue;
@@ -1090,6 +1151,8 @@ impl Core {
             state_size_now: self.state_size_now,
             state_size_max: self.router.state_size_max(),
             digest_checks: self.sync.digest_checks(),
+            quarantined_skipped: self.quarantined_skipped,
+            quarantined_listed: self.quarantined_listed,
             logic_version: &self.logic_version,
             history: &self.sync_history,
             events: &self.events,

@@ -34,6 +34,9 @@ pub struct StatusInputs<'a> {
     pub state_size_now: u64,
     pub state_size_max: u64,
     pub digest_checks: DigestChecks,
+    /// Inputs skipped as quarantined since start, and those the suspect file listed at start.
+    pub quarantined_skipped: u64,
+    pub quarantined_listed: usize,
     /// Bytes received of the total, while this side receives a state.
     pub transfer_progress: Option<(u64, u64)>,
     pub logic_version: &'a LogicVersion,
@@ -170,6 +173,10 @@ fn status(s: &StatusInputs) -> String {
         s.digest_checks.equal, s.digest_checks.differed
     ));
     out.push_str(&format!(
+        "Quarantined inputs: {} skipped, {} listed\n",
+        s.quarantined_skipped, s.quarantined_listed
+    ));
+    out.push_str(&format!(
         "Peer:               {}{}\n",
         if s.peer_connected {
             "connected"
@@ -262,14 +269,14 @@ mod tests {
         assert_eq!(grouped(1_234_567), "1,234,567");
     }
 
-    #[test]
-    fn an_unknown_command_lists_every_command() {
+    /// Renders `command` for a side that has just started, changed by `change`.
+    fn render_with(command: &str, change: impl FnOnce(&mut StatusInputs)) -> String {
         let logic_version = LogicVersion {
             build: "test".into(),
             time_zone_data: "2026a".into(),
         };
         let (history, events) = (VecDeque::new(), VecDeque::new());
-        let inputs = StatusInputs {
+        let mut inputs = StatusInputs {
             side: Side::A,
             now_ms: 0,
             started_ms: 0,
@@ -283,16 +290,36 @@ mod tests {
             state_size_now: 0,
             state_size_max: 0,
             digest_checks: DigestChecks::default(),
+            quarantined_skipped: 0,
+            quarantined_listed: 0,
             transfer_progress: None,
             logic_version: &logic_version,
             history: &history,
             events: &events,
             transfer_under_way: false,
         };
+        change(&mut inputs);
+        render(command, &inputs)
+    }
+
+    #[test]
+    fn an_unknown_command_lists_every_command() {
         assert_eq!(
-            render("agent", &inputs),
+            render_with("agent", |_| {}),
             "unknown rttest command \"agent\"; known: status, sync, events, agents, skill-groups, \
              call-types, queue\n"
+        );
+    }
+
+    #[test]
+    fn status_reports_quarantined_inputs() {
+        let text = render_with("status", |s| {
+            s.quarantined_skipped = 3;
+            s.quarantined_listed = 2;
+        });
+        assert!(
+            text.contains("\nQuarantined inputs: 3 skipped, 2 listed\n"),
+            "{text}"
         );
     }
 }

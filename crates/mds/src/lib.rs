@@ -4,6 +4,8 @@
 //! - `protocol`: the messages of the private link and of the ordered stream.
 //! - `sync`: the synchronizer of one side, a sans-IO state machine (states, epochs, ordering,
 //!   the delivery rule, acknowledgements, heartbeats, the split-brain guard).
+//! - `quarantine`: the identity of an input that panicked the router; once it was in flight
+//!   during two crashes, the enabled side orders a placeholder that both sides skip.
 //! - `lease`: the PG's half of the split-brain guard: epoch leases and Test Other Side.
 //! - `simulation`: both sides and their PGs on a simulated clock and network, with faults drawn
 //!   from a seed, and the invariants checked after every step.
@@ -17,6 +19,7 @@
 pub mod frame;
 pub mod lease;
 pub mod protocol;
+pub mod quarantine;
 pub mod simulation;
 pub mod sync;
 pub mod transport;
@@ -25,6 +28,7 @@ pub use protocol::{
     next_seq, Body, Epoch, Hello, LogicVersion, Ordered, PeerMessage, PgCursorCut, PgToSide,
     PublicHello, Side, SideToPg, Source, SyncCut, TransferMessage, TransferRequest,
 };
+pub use quarantine::{input_hash, QuarantineKey};
 pub use sync::{
     transfer_buffer_bound, Action, DigestChecks, SyncEvent, SyncSettings, SyncState, Synchronizer,
     TransferError,

@@ -122,6 +122,14 @@ pub enum Body {
     },
     /// Both sides compare their clients' state digests after applying this sequence number.
     DigestCheck,
+    /// A PG input in the quarantine of the enabled side (`crate::quarantine`), ordered in its
+    /// place without its bytes: both sides skip it, and it advances its PG's cursor and is
+    /// acknowledged like the input, so that the PG stops resending it.
+    Quarantined {
+        pg: PgId,
+        incarnation: u64,
+        input_no: u64,
+    },
 }
 
 /// One message of the ordered stream: the same on both sides, delivered in `seq` order.
@@ -144,7 +152,8 @@ pub struct PgInputNo {
 }
 
 impl Ordered {
-    /// The PG, incarnation and input number of a PG input; `None` for anything else.
+    /// The PG, incarnation and input number of a PG input, quarantined or not; `None` for
+    /// anything else.
     pub fn pg_input(&self) -> Option<PgInputNo> {
         match self.body {
             Body::Input {
@@ -155,6 +164,11 @@ impl Ordered {
                         input_no,
                     },
                 ..
+            }
+            | Body::Quarantined {
+                pg,
+                incarnation,
+                input_no,
             } => Some(PgInputNo {
                 pg,
                 incarnation,

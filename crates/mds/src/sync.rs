@@ -14,9 +14,12 @@
 //!   (side A: at least half the configured PGs; side B: more than half), and stops ordering as
 //!   soon as it can no longer count such a majority;
 //! - each PG's inputs are ordered by number, next number only, per PG incarnation;
+//! - a PG input in this side's quarantine is ordered as `Body::Quarantined`, which both sides
+//!   skip, so that a poison input is not retried forever;
 //! - a side that learns of a higher epoch than its own stops ordering at once.
 
 use crate::protocol::*;
+use crate::quarantine::{input_hash, QuarantineKey, QUARANTINED_INPUTS_MAX};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
@@ -393,6 +396,8 @@ pub struct Synchronizer {
     epoch: Epoch,
     /// Messages held, from the oldest not both delivered here and held by the peer.
     log: VecDeque<Ordered>,
+    /// PG inputs this side orders as `Body::Quarantined` instead, should it be enabled.
+    quarantine: BTreeSet<QuarantineKey>,
     held_through: u64,
     delivered_through: u64,
     /// Ordered time of the last delivered message.
@@ -445,6 +450,7 @@ impl Synchronizer {
             state_since_ms: now_ms,
             epoch,
             log: VecDeque::new(),
+            quarantine: BTreeSet::new(),
             held_through,
             delivered_through: held_through,
             delivered_time_ms: time_ms,
@@ -512,6 +518,22 @@ impl Synchronizer {
     pub fn set_transfer_buffer_messages_max(&mut self, max: usize) {
         self.transfer_buffer_messages_max =
             max.clamp(TRANSFER_BUFFER_MESSAGES_FLOOR, TRANSFER_BUFFER_MESSAGES_MAX);
+    }
+
+    /// The PG inputs that panicked this side's clients during two crashes. Whenever this side
+    /// is enabled it orders `Body::Quarantined` in place of each of them; the peer skips what
+    /// it is sent, so only the enabled side's quarantine counts.
+    ///
+    /// # Panics
+    /// If `inputs` holds more than `QUARANTINED_INPUTS_MAX` keys: the shell's bounded read of
+    /// its records never produces more.
+    pub fn set_quarantine(&mut self, inputs: BTreeSet<QuarantineKey>) {
+        assert!(
+            inputs.len() <= QUARANTINED_INPUTS_MAX,
+            "{} quarantined inputs, at most {QUARANTINED_INPUTS_MAX}",
+            inputs.len()
+        );
+        self.quarantine = inputs;
     }
 
     /// The next action for the shell, in order.
@@ -1144,8 +1166,13 @@ impl Synchronizer {
             }
             return;
         }
-        self.order(
-            now_ms,
+        let body = if self.is_quarantined(pg, incarnation, input_no, &input) {
+            Body::Quarantined {
+                pg,
+                incarnation,
+                input_no,
+            }
+        } else {
             Body::Input {
                 source: Source::Pg {
                     pg,
@@ -1153,8 +1180,25 @@ impl Synchronizer {
                     input_no,
                 },
                 input,
-            },
-        );
+            }
+        };
+        self.order(now_ms, body);
+    }
+
+    /// Whether this PG input is quarantined. The input is hashed only when its numbers match a
+    /// quarantined one, so an empty quarantine costs one lookup.
+    fn is_quarantined(&self, pg: PgId, incarnation: u64, input_no: u64, input: &Input) -> bool {
+        let key = |input_hash| QuarantineKey {
+            pg,
+            incarnation,
+            input_no,
+            input_hash,
+        };
+        self.quarantine
+            .range(key(0)..=key(u64::MAX))
+            .next()
+            .is_some()
+            && self.quarantine.contains(&key(input_hash(input)))
     }
 
     fn order(&mut self, now_ms: u64, body: Body) {
@@ -1295,11 +1339,16 @@ impl Synchronizer {
             let message = self.log[index].clone();
             self.delivered_through = message.seq;
             self.delivered_time_ms = message.time_ms;
+            let pg_input = message.pg_input();
+            // Delivered before acknowledged: a shell that carries actions out in order applies
+            // an input before its PG hears of it, so an input that crashes the side is still the
+            // PG's to resend (and to be quarantined if it crashes the side again).
+            self.actions.push_back(Action::Deliver(message));
             if let Some(PgInputNo {
                 pg,
                 incarnation,
                 input_no,
-            }) = message.pg_input()
+            }) = pg_input
             {
                 let cursor = self.pg_cursors.entry(pg).or_default();
                 // A newer incarnation's cursor may already be in place: its inputs are delivered
@@ -1314,7 +1363,6 @@ impl Synchronizer {
                     durable: self.state.is_paired(),
                 });
             }
-            self.actions.push_back(Action::Deliver(message));
         }
         // Keep only what is undelivered here or not yet held by the peer.
         let keep_from = if self.state == SyncState::PairedEnabled {
