@@ -831,6 +831,15 @@ impl Core {
         if matches!(event, SyncEvent::TransferBufferOverflow { .. }) {
             self.transfer_failed();
         }
+        if let SyncEvent::StateChanged { from, to, .. } = &event {
+            if to.is_enabled() && !from.is_enabled() {
+                // PGs whose inputs this side refused a moment ago send them again at once,
+                // rather than after their acknowledgement timeout.
+                for path in self.paths.values() {
+                    let _ = path.out.send(&SideToPg::Welcome { side: self.side });
+                }
+            }
+        }
         self.event(text);
     }
 

@@ -325,8 +325,7 @@ async fn receive_from<R: tokio::io::AsyncRead + Unpin>(
     // objects and the invariants; the digest must be the sender's at the cut.
     let received_ms = started.elapsed().as_millis() as u64;
     let state = tokio::task::spawn_blocking(move || -> Result<State, String> {
-        let state = records::import(&bytes).map_err(|e| e.to_string())?;
-        let ours = records::digest(&state);
+        let (state, ours) = records::import_with_digest(&bytes).map_err(|e| e.to_string())?;
         if ours != digest {
             return Err(format!(
                 "digest {ours:032x} of the rebuilt state differs from the sender's {digest:032x}"
@@ -357,4 +356,74 @@ async fn receive_from<R: tokio::io::AsyncRead + Unpin>(
             sent: false,
         },
     })
+}
+
+/// One state transfer of `state` through the real sessions over loopback TCP, side A sending to
+/// side B, each end with a stand-in for its core: the benchmark of the transfer pipeline alone
+/// (export, framing, the socket, import and the digest check). Returns the sender's and the
+/// receiver's records.
+pub async fn measure_loopback(
+    state: State,
+    logic_version: LogicVersion,
+) -> Result<(SyncRecord, SyncRecord), String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let nonce = 1;
+    let (tx_a, mut core_a) = mpsc::channel::<CoreEvent>(1_024);
+    let (tx_b, mut core_b) = mpsc::channel::<CoreEvent>(1_024);
+    let lv = logic_version.clone();
+    tokio::spawn(async move {
+        if let Ok((stream, _)) = listener.accept().await {
+            accept_at_b(stream, tx_b, lv).await;
+        }
+    });
+    tokio::spawn(open_from_a(addr, nonce, false, tx_a, logic_version));
+    let mut state = Some(state);
+    let mut sent = None;
+    let mut received = None;
+    while sent.is_none() || received.is_none() {
+        tokio::select! {
+            Some(event) = core_a.recv() => match event {
+                CoreEvent::ServeCut { reply, .. } => {
+                    let started = Instant::now();
+                    let state = state.take().ok_or("the cut was asked for twice")?;
+                    let stall_us = started.elapsed().as_micros() as u64;
+                    let _ = reply.send(Ok(Cut {
+                        cut: SyncCut {
+                            seq: 0,
+                            epoch: tandem_mds::Epoch::default(),
+                            time_ms: 0,
+                            pg_cursors: Vec::new(),
+                        },
+                        state,
+                        side_data: rmp_serde::to_vec(&OutputLog::default())
+                            .map_err(|e| e.to_string())?,
+                        stall_us,
+                        direction: "(A->B)".into(),
+                    }));
+                }
+                CoreEvent::TransferDone { outcome, .. } => match outcome {
+                    TransferOutcome::Sent(record) => sent = Some(record),
+                    TransferOutcome::Failed(reason) => return Err(format!("sending: {reason}")),
+                    TransferOutcome::Received { .. } => return Err("A received".into()),
+                },
+                _ => {}
+            },
+            Some(event) = core_b.recv() => match event {
+                CoreEvent::ResolveNonce { reply, .. } => {
+                    let _ = reply.send(Some(true));
+                }
+                CoreEvent::TransferDone { outcome, .. } => match outcome {
+                    TransferOutcome::Received { record, .. } => received = Some(record),
+                    TransferOutcome::Failed(reason) => return Err(format!("receiving: {reason}")),
+                    TransferOutcome::Sent(_) => return Err("B sent".into()),
+                },
+                _ => {}
+            },
+            else => return Err("both ends stopped".into()),
+        }
+    }
+    Ok((sent.expect("sent"), received.expect("received")))
 }

@@ -20,7 +20,7 @@ use tandem_mds::lease::LeaseGranter;
 use tandem_mds::transport::{self, FrameReader, Outbound};
 use tandem_mds::{PgToSide, PublicHello, Side, SideToPg};
 use tandem_model::config::ContactCenter;
-use tandem_model::ids::{PgId, RouteRequestKey};
+use tandem_model::ids::{PeripheralId, PgId, RouteRequestKey};
 use tandem_model::input::{Input, OrderedInput};
 use tandem_model::output::Output;
 use tandem_model::topology::Topology;
@@ -96,6 +96,10 @@ pub struct GatewayOptions {
     pub name: String,
     /// The simulated load.
     pub load: LoadParams,
+    /// Besides the simulated load, this many inputs per second re-reporting a peripheral
+    /// online (a real input, cheap for the router), to measure the central controller's
+    /// ordering throughput (`tandem bench duplex --what throughput`). 0: none.
+    pub flood_inputs_per_s: u64,
 }
 
 fn wall_ms() -> u64 {
@@ -164,6 +168,11 @@ struct Gateway {
     last_switch: Option<Instant>,
     /// Stopping: no new calls, and no inputs at all once every route request is answered.
     draining: bool,
+    flood_inputs_per_s: u64,
+    /// The flood's peripheral, and how many of its inputs were sent since `flood_started`.
+    flood_peripheral: Option<PeripheralId>,
+    flood_sent: u64,
+    flood_started: Instant,
     /// Route requests sent and not yet answered, with when they were sent.
     route_sent: BTreeMap<RouteRequestKey, Instant>,
     route_rtt_us: Histogram<u64>,
@@ -214,6 +223,15 @@ pub async fn run(
         last_replay_ask: None,
         last_switch: None,
         draining: false,
+        flood_inputs_per_s: options.flood_inputs_per_s,
+        flood_peripheral: options
+            .cc
+            .peripherals
+            .iter()
+            .find(|p| p.pg == options.pg)
+            .map(|p| p.id),
+        flood_sent: 0,
+        flood_started: Instant::now(),
         route_sent: BTreeMap::new(),
         route_rtt_us: Histogram::new_with_bounds(1, ROUTE_RTT_US_MAX, 3)
             .expect("valid histogram bounds"),
@@ -380,8 +398,12 @@ impl Gateway {
         let now = self.now();
         match message {
             SideToPg::Welcome { .. } => {
+                // A side that starts ordering says Welcome again on every path: the inputs it
+                // refused while it took over go to it at once.
                 if side == self.active {
                     self.activate();
+                } else if self.paths[side_index(self.active)].is_none() {
+                    self.switch_path();
                 }
             }
             SideToPg::Ack {
@@ -495,6 +517,12 @@ impl Gateway {
     fn switch_path(&mut self) {
         self.last_switch = Some(Instant::now());
         let old = self.active;
+        if self.paths[side_index(old.peer())].is_none() && self.paths[side_index(old)].is_some() {
+            // Nowhere better to go: stay, and send again what is not yet acknowledged (a side
+            // that refused it while taking over may order it now).
+            self.activate();
+            return;
+        }
         self.active = old.peer();
         self.counts.path_switches += 1;
         self.send(old, &PgToSide::Idle);
@@ -527,6 +555,19 @@ impl Gateway {
         if self.unacked.len() < PG_INPUTS_UNACKED_MAX && !silent {
             let mut inputs: Vec<OrderedInput> = Vec::new();
             self.sim.poll(now, &mut inputs);
+            if let (Some(peripheral), false) = (self.flood_peripheral, self.draining) {
+                let due = self.flood_started.elapsed().as_micros() as u64 * self.flood_inputs_per_s
+                    / 1_000_000;
+                let room = (PG_INPUTS_UNACKED_MAX - self.unacked.len()) as u64;
+                let count = due.saturating_sub(self.flood_sent).min(room);
+                self.flood_sent += count;
+                for _ in 0..count {
+                    inputs.push(OrderedInput {
+                        time_ms: now,
+                        input: Input::PeripheralOnline { peripheral },
+                    });
+                }
+            }
             for input in inputs {
                 match &input.input {
                     Input::RouteRequest(request)

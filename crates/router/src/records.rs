@@ -492,3 +492,16 @@ pub fn import(bytes: &[u8]) -> Result<State, ImportError> {
     crate::views::check_invariants(&state).map_err(ImportError::Invariant)?;
     Ok(state)
 }
+
+/// [`import`], and the rebuilt state's [`digest`]: the invariant check and the digest both
+/// only read the state, so for a large state they run on two threads at once.
+pub fn import_with_digest(bytes: &[u8]) -> Result<(State, u128), ImportError> {
+    let state = decode_state(bytes)?;
+    let (checked, digest) = crate::join(
+        bytes.len() as u64 >= crate::PARALLEL_STATE_BYTES_MIN,
+        || crate::views::check_invariants(&state).map_err(ImportError::Invariant),
+        || digest(&state),
+    );
+    checked?;
+    Ok((state, digest))
+}

@@ -7,7 +7,7 @@ use tandem_model::input::{Input, OrderedInput};
 use tandem_model::output::{EventCode, Output};
 use tandem_model::script::{NodeKind, SelectRule};
 use tandem_router::records::{
-    export, export_into, export_to, import, state_size, RECORD_OVERHEAD_BYTES,
+    export, export_into, export_to, import, import_with_digest, state_size, RECORD_OVERHEAD_BYTES,
 };
 use tandem_router::{ImportError, Router};
 
@@ -77,6 +77,10 @@ fn export_import_round_trips_exactly() {
     assert!(imported == state);
     let rebuilt = Router::from_state(imported).unwrap();
     assert_eq!(rebuilt.digest(), h.router.digest());
+    // The transfer's import computes the same digest beside the invariant check.
+    let (imported, digest) = import_with_digest(&bytes).unwrap();
+    assert!(imported == state);
+    assert_eq!(digest, h.router.digest());
 
     // The streamed records, and an export into a reused buffer, are the same bytes.
     let mut streamed = Vec::new();

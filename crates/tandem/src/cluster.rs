@@ -237,15 +237,26 @@ impl Installation {
 
     /// A PG offering `cps` calls per second with a mean talk time of `talk_s` seconds.
     pub fn start_pg_load(&mut self, name: &str, config: &Path, cps: f64, talk_s: u64) {
+        self.start_pg_args(name, config, cps, talk_s, &[]);
+    }
+
+    /// A PG as `start_pg_load` starts it, with more arguments of `tandem pg`.
+    pub fn start_pg_args(
+        &mut self,
+        name: &str,
+        config: &Path,
+        cps: f64,
+        talk_s: u64,
+        extra: &[&str],
+    ) {
         let config = config.to_str().unwrap().to_string();
         let cps = cps.to_string();
         let talk_s = talk_s.to_string();
-        self.spawn(
-            name,
-            &[
-                "pg", "--config", &config, "--name", name, "--cps", &cps, "--talk-s", &talk_s,
-            ],
-        );
+        let mut args = vec![
+            "pg", "--config", &config, "--name", name, "--cps", &cps, "--talk-s", &talk_s,
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(name, &args);
     }
 
     fn pid(&self, name: &str) -> u32 {

@@ -58,6 +58,10 @@ pub struct PgArgs {
     talk_s: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also send this many cheap inputs per second (peripheral re-reports), to measure the
+    /// central controller's ordering throughput.
+    #[arg(long, default_value_t = 0)]
+    flood_inputs_per_s: u64,
 }
 
 #[derive(clap::Args)]
@@ -228,6 +232,7 @@ pub fn pg(args: PgArgs) -> Result<()> {
         pg: entry.id,
         name: entry.name,
         load,
+        flood_inputs_per_s: args.flood_inputs_per_s,
     };
     let counts = runtime()?.block_on(gateway::run(options, stopped()));
     println!("{}", serde_json::to_string(&counts)?);

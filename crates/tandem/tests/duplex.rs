@@ -169,6 +169,8 @@ fn killed_enabled_side_fails_over_and_rejoins() {
         assert!(c.path_switches >= 1, "{c:?}: the PG never left side A");
         // Away from A and back at most a few times, not once per refused input.
         assert!(c.path_switches <= 6, "{c:?}: the PG swung between paths");
+        // B answered the requests sent as A died once it took over, not after a PG timeout.
+        assert!(c.route_rtt_us_max < 1_000_000, "{c:?}: an answer took a second");
     }
     install.wait_equal_digests(a.delivered(), START_MS);
 }
