@@ -65,19 +65,13 @@ fn gen_config(bin: &Path, dir: &Path, agents: u32) -> Result<PathBuf> {
 
 /// Both sides paired, both PGs offering `cps` in all, connected to both sides.
 fn paired_under_load(install: &mut Installation, cps: f64, talk_s: u64) {
-    install.start_side(Side::A, &[]);
-    install.wait_status(Side::A, START_MS, "answering", |_| true);
-    install.start_side(Side::B, &[]);
-    install.wait_state(Side::A, "Paired Enabled", START_MS);
-    install.wait_state(Side::B, "Paired Disabled", START_MS);
+    install.start_paired(START_MS);
     let config = install.config.clone();
     for name in PG_NAMES {
         install.start_pg_load(name, &config, cps / PG_NAMES.len() as f64, talk_s);
     }
     for side in [Side::A, Side::B] {
-        install.wait_status(side, START_MS, "both PGs reachable", |s| {
-            s.field("PGs reachable").starts_with("2 of 2")
-        });
+        install.wait_pgs_reachable(side, PG_NAMES.len(), START_MS);
     }
 }
 
@@ -230,11 +224,7 @@ fn transfer(bin: &Path, dir: &Path, agents: u32, cps: f64) -> Result<()> {
 /// beside a light call load; the rate is what both sides deliver, read from rttest.
 fn throughput(bin: &Path, dir: &Path, cc: &Path, inputs_per_s: u64, seconds: u64) -> Result<()> {
     let mut install = Installation::new(bin, dir, "throughput", Some(cc), |_| {});
-    install.start_side(Side::A, &[]);
-    install.wait_status(Side::A, START_MS, "answering", |_| true);
-    install.start_side(Side::B, &[]);
-    install.wait_state(Side::A, "Paired Enabled", START_MS);
-    install.wait_state(Side::B, "Paired Disabled", START_MS);
+    install.start_paired(START_MS);
     let config = install.config.clone();
     let flood = (inputs_per_s / PG_NAMES.len() as u64).to_string();
     for name in PG_NAMES {

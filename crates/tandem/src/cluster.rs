@@ -391,6 +391,25 @@ impl Installation {
         }
     }
 
+    /// Starts A, waits until it answers, starts B, and waits until they pair with B taking
+    /// A's state; returns both sides' status then.
+    pub fn start_paired(&mut self, timeout_ms: u64) -> (Status, Status) {
+        self.start_side(Side::A, &[]);
+        self.wait_status(Side::A, timeout_ms, "answering rttest", |_| true);
+        self.start_side(Side::B, &[]);
+        let a = self.wait_state(Side::A, "Paired Enabled", timeout_ms);
+        let b = self.wait_state(Side::B, "Paired Disabled", timeout_ms);
+        (a, b)
+    }
+
+    /// Waits until the side reaches all `pgs` PGs.
+    pub fn wait_pgs_reachable(&self, side: Side, pgs: usize, timeout_ms: u64) -> Status {
+        let all = format!("{pgs} of {pgs}");
+        self.wait_status(side, timeout_ms, &format!("{all} PGs reachable"), |s| {
+            s.field("PGs reachable").starts_with(&all)
+        })
+    }
+
     pub fn wait_state(&self, side: Side, state: &str, timeout_ms: u64) -> Status {
         self.wait_status(side, timeout_ms, state, |s| s.sync_state() == state)
     }

@@ -41,12 +41,7 @@ fn installation(
 
 /// Starts A, then B, and waits until they pair with B taking A's state.
 fn paired(install: &mut Installation) -> (Status, Status) {
-    install.start_side(Side::A, &[]);
-    install.wait_status(Side::A, START_MS, "answering rttest", |_| true);
-    install.start_side(Side::B, &[]);
-    let a = install.wait_state(Side::A, PAIRED_ENABLED, START_MS);
-    let b = install.wait_state(Side::B, PAIRED_DISABLED, START_MS);
-    (a, b)
+    install.start_paired(START_MS)
 }
 
 /// Polls both sides every few milliseconds for `duration_ms` and fails if both ever report an
@@ -131,12 +126,8 @@ fn killed_enabled_side_fails_over_and_rejoins() {
     paired(&mut install);
     install.start_pg("pg1", LOAD_CPS);
     install.start_pg("pg2", LOAD_CPS);
-    install.wait_status(Side::A, START_MS, "both PGs reachable", |s| {
-        s.field("PGs reachable").starts_with("2 of 2")
-    });
-    install.wait_status(Side::B, START_MS, "both PGs reachable", |s| {
-        s.field("PGs reachable").starts_with("2 of 2")
-    });
+    install.wait_pgs_reachable(Side::A, 2, START_MS);
+    install.wait_pgs_reachable(Side::B, 2, START_MS);
     // Load for a while, paired.
     std::thread::sleep(Duration::from_secs(2));
 
@@ -170,7 +161,10 @@ fn killed_enabled_side_fails_over_and_rejoins() {
         // Away from A and back at most a few times, not once per refused input.
         assert!(c.path_switches <= 6, "{c:?}: the PG swung between paths");
         // B answered the requests sent as A died once it took over, not after a PG timeout.
-        assert!(c.route_rtt_us_max < 1_000_000, "{c:?}: an answer took a second");
+        assert!(
+            c.route_rtt_us_max < 1_000_000,
+            "{c:?}: an answer took a second"
+        );
     }
     install.wait_equal_digests(a.delivered(), START_MS);
 }
@@ -296,9 +290,7 @@ fn paused_enabled_side_is_fenced_and_rejoins() {
     paired(&mut install);
     install.start_pg("pg1", LOAD_CPS);
     install.start_pg("pg2", LOAD_CPS);
-    install.wait_status(Side::B, START_MS, "both PGs reachable", |s| {
-        s.field("PGs reachable").starts_with("2 of 2")
-    });
+    install.wait_pgs_reachable(Side::B, 2, START_MS);
     std::thread::sleep(Duration::from_secs(2));
 
     let paused_at = Instant::now();
@@ -343,10 +335,7 @@ fn cut_private_link_leaves_one_enabled_side() {
         for name in &names {
             install.start_pg(name, LOAD_CPS);
         }
-        install.wait_status(Side::B, START_MS, "every PG reachable", |s| {
-            s.field("PGs reachable")
-                .starts_with(&format!("{pgs} of {pgs}"))
-        });
+        install.wait_pgs_reachable(Side::B, pgs, START_MS);
         std::thread::sleep(Duration::from_secs(1));
 
         proxy.cut();
@@ -385,9 +374,7 @@ fn cut_private_link_and_pgs_cut_from_a_enables_b_only() {
     install.wait_state(Side::B, PAIRED_DISABLED, START_MS);
     install.start_pg_with("pg1", &pg_config, LOAD_CPS);
     install.start_pg_with("pg2", &pg_config, LOAD_CPS);
-    install.wait_status(Side::A, START_MS, "both PGs reachable", |s| {
-        s.field("PGs reachable").starts_with("2 of 2")
-    });
+    install.wait_pgs_reachable(Side::A, 2, START_MS);
     std::thread::sleep(Duration::from_secs(1));
 
     private.cut();
