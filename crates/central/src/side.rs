@@ -1019,6 +1019,9 @@ impl Core {
             Some(TransferRole::Serving(request)) if request.nonce == nonce => {}
             _ => return Err("no state transfer was asked for with this nonce".into()),
         }
+        // Deliveries the synchronizer has decided but the core not yet carried out must reach
+        // the router first: the cut says the state includes everything delivered.
+        self.carry_out();
         let started = Instant::now();
         let cut = self.sync.begin_transfer(now).map_err(|e| e.to_string())?;
         // A persistent structure: the copy costs pointer copies, and the router goes on.
@@ -1264,8 +1267,15 @@ async fn connect_private(
     tx: mpsc::Sender<CoreEvent>,
     mut connected: watch::Receiver<bool>,
 ) {
+    let mut last_attempt: Option<tokio::time::Instant> = None;
     loop {
         if !*connected.borrow_and_update() {
+            // At most one attempt per retry interval, also when a link that came up drops at
+            // once (a peer or a network path that accepts and closes).
+            if let Some(at) = last_attempt {
+                tokio::time::sleep_until(at + Duration::from_millis(PEER_CONNECT_RETRY_MS)).await;
+            }
+            last_attempt = Some(tokio::time::Instant::now());
             if let Ok(stream) = transport::connect(addr, 1_000).await {
                 spawn_peer(stream, tx.clone());
                 // Wait for the core to take it (or refuse it) before trying again.

@@ -29,6 +29,10 @@ pub const TRANSFER_CHUNK_BYTES: usize = 1 << 20;
 pub const STATE_BYTES_MAX: u64 = 16 << 30;
 /// A session silent this long has failed.
 const TRANSFER_SILENCE_MS_MAX: u64 = 10_000;
+/// How long side B waits for the request a session's nonce names to arrive on the private link.
+const NONCE_WAIT_MS_MAX: u64 = 2_000;
+/// How often it asks its core again meanwhile.
+const NONCE_POLL_MS: u64 = 10;
 
 /// What the source's core hands its session.
 pub struct Cut {
@@ -92,17 +96,28 @@ pub(crate) async fn accept_at_b(
     else {
         return;
     };
-    // The nonce must be one B's core knows, for the direction A says.
-    let (reply, answer) = oneshot::channel();
-    if tx
-        .send(CoreEvent::ResolveNonce { nonce, reply })
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let b_receives = match answer.await {
-        Ok(Some(b_receives)) if b_receives != a_receives => b_receives,
+    // The nonce must be one B's core knows, for the direction A says. The request naming it
+    // travels on the private link and may arrive after this session: wait for it, bounded.
+    let deadline = Instant::now() + Duration::from_millis(NONCE_WAIT_MS_MAX);
+    let known = loop {
+        let (reply, answer) = oneshot::channel();
+        if tx
+            .send(CoreEvent::ResolveNonce { nonce, reply })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        match answer.await {
+            Ok(Some(b_receives)) => break Some(b_receives),
+            Ok(None) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(NONCE_POLL_MS)).await;
+            }
+            _ => break None,
+        }
+    };
+    let b_receives = match known {
+        Some(b_receives) if b_receives != a_receives => b_receives,
         _ => {
             let mut write = write;
             let _ = transport::write_message(

@@ -44,6 +44,18 @@ fn paired(install: &mut Installation) -> (Status, Status) {
     install.start_paired(START_MS)
 }
 
+/// A pair under load from both PGs, which reach both sides, after a while under that load.
+fn paired_under_load(name: &str) -> Installation {
+    let mut install = installation(name, None, |_| {});
+    paired(&mut install);
+    install.start_pg("pg1", LOAD_CPS);
+    install.start_pg("pg2", LOAD_CPS);
+    install.wait_pgs_reachable(Side::A, 2, START_MS);
+    install.wait_pgs_reachable(Side::B, 2, START_MS);
+    std::thread::sleep(Duration::from_secs(2));
+    install
+}
+
 /// Polls both sides every few milliseconds for `duration_ms` and fails if both ever report an
 /// enabled state at once. A side that does not answer (paused) counts as not seen.
 fn never_two_enabled(install: &Installation, duration_ms: u64) {
@@ -122,14 +134,7 @@ fn b_started_after_a_receives_its_state() {
 #[test]
 fn killed_enabled_side_fails_over_and_rejoins() {
     let _alone = one_at_a_time();
-    let mut install = installation("kill", None, |_| {});
-    paired(&mut install);
-    install.start_pg("pg1", LOAD_CPS);
-    install.start_pg("pg2", LOAD_CPS);
-    install.wait_pgs_reachable(Side::A, 2, START_MS);
-    install.wait_pgs_reachable(Side::B, 2, START_MS);
-    // Load for a while, paired.
-    std::thread::sleep(Duration::from_secs(2));
+    let mut install = paired_under_load("kill");
 
     let killed_at = Instant::now();
     install.kill("side-a");
@@ -286,12 +291,7 @@ fn state_size_alarm_is_raised_once() {
 #[test]
 fn paused_enabled_side_is_fenced_and_rejoins() {
     let _alone = one_at_a_time();
-    let mut install = installation("pause", None, |_| {});
-    paired(&mut install);
-    install.start_pg("pg1", LOAD_CPS);
-    install.start_pg("pg2", LOAD_CPS);
-    install.wait_pgs_reachable(Side::B, 2, START_MS);
-    std::thread::sleep(Duration::from_secs(2));
+    let mut install = paired_under_load("pause");
 
     let paused_at = Instant::now();
     install.pause("side-a");
