@@ -41,6 +41,9 @@ pub const TRANSFER_BUFFER_MESSAGES_MAX: usize = 4_194_304;
 /// Digests kept per side for DigestCheck comparison: the peer's answer for a sequence number
 /// arrives within a few checks or not at all.
 pub const DIGESTS_KEPT_MAX: usize = 16;
+/// While the clocks of the sides differ, ordered time runs at most this much slower or faster
+/// than the enabled side's clock: the difference shrinks by 1/this of the time that passes.
+pub const CLOCK_SLEW_DIVISOR: i64 = 2;
 
 /// How many ordered messages a receiver must be able to buffer while a state of `state_bytes`
 /// arrives at `transfer_bytes_per_s` and input is ordered at `inputs_per_s`: twice the expected
@@ -426,6 +429,11 @@ pub struct Synchronizer {
     peer: PeerLink,
     next_digest_check_ms: u64,
     digests: DigestLedger,
+    /// Ordered time minus this side's clock: learnt from the orderer's messages while
+    /// disabled, slewed toward zero while enabled.
+    clock_offset_ms: i64,
+    /// This side's clock when the offset was last slewed.
+    slew_wall_ms: u64,
     /// Ordered messages waiting to go to the peer in one batch.
     outbox: Vec<Ordered>,
     actions: VecDeque<Action>,
@@ -471,6 +479,8 @@ impl Synchronizer {
             test_answers: BTreeMap::new(),
             peer: PeerLink::default(),
             digests: DigestLedger::default(),
+            clock_offset_ms: 0,
+            slew_wall_ms: now_ms,
             outbox: Vec::new(),
             actions: VecDeque::new(),
         })
@@ -1218,7 +1228,7 @@ impl Synchronizer {
                 }));
             return;
         };
-        self.time_ms = self.time_ms.max(now_ms);
+        self.time_ms = self.time_ms.max(self.slewed_time(now_ms));
         let message = Ordered {
             seq,
             epoch: self.epoch,
@@ -1263,6 +1273,11 @@ impl Synchronizer {
     }
 
     fn on_ordered(&mut self, now_ms: u64, messages: Vec<Ordered>) {
+        // The orderer's clock against ours, as of its latest message: a side that takes over
+        // goes on from the orderer's time and slews toward its own clock.
+        if let Some(last) = messages.last() {
+            self.clock_offset_ms = last.time_ms as i64 - now_ms as i64;
+        }
         match &mut self.join {
             Join::Buffering {
                 messages: buffer, ..
@@ -1562,6 +1577,20 @@ impl Synchronizer {
 
     // ----- plumbing -----
 
+    /// Ordered time for a message ordered now: this side's clock plus the offset to the
+    /// previous orderer's, the offset shrinking by at most half the time that passes
+    /// (`CLOCK_SLEW_DIVISOR`), so ordered time neither jumps nor stands still when the clocks
+    /// of the two sides differ, and reaches this side's clock in twice the difference.
+    fn slewed_time(&mut self, now_ms: u64) -> u64 {
+        let elapsed = now_ms
+            .saturating_sub(self.slew_wall_ms)
+            .min(i64::MAX as u64) as i64;
+        self.slew_wall_ms = self.slew_wall_ms.max(now_ms);
+        let step = elapsed / CLOCK_SLEW_DIVISOR;
+        self.clock_offset_ms -= self.clock_offset_ms.clamp(-step, step);
+        (now_ms as i64).saturating_add(self.clock_offset_ms).max(0) as u64
+    }
+
     fn set_state(&mut self, now_ms: u64, to: SyncState) {
         if self.state == to {
             return;
@@ -1571,6 +1600,10 @@ impl Synchronizer {
         self.state_since_ms = now_ms;
         if to.is_enabled() {
             self.next_tick_ms = now_ms;
+            if !from.is_enabled() {
+                // Slewing starts now, from the offset seen in the last ordered message held.
+                self.slew_wall_ms = now_ms;
+            }
         }
         self.actions
             .push_back(Action::Event(SyncEvent::StateChanged {

@@ -849,3 +849,65 @@ fn equal_digests_are_counted_and_a_different_one_rebuilds_the_disabled_side() {
     assert!(world.side(Side::B).needs_state());
     assert_eq!(world.side(Side::B).digest_checks().differed, 1);
 }
+
+/// The ordered time B delivered last.
+fn last_time_ms(world: &World, side: Side) -> u64 {
+    world.delivered[side_index(side)]
+        .last()
+        .expect("something delivered")
+        .time_ms
+}
+
+#[test]
+fn a_side_that_takes_over_slews_from_the_old_orderers_clock_to_its_own() {
+    let mut world = World::new(2, "1.0");
+    world.link_up();
+    world.advance(5);
+    // A's clock runs 5 s ahead of B's: its messages carry its time.
+    let skew_ms = 5_000;
+    let now = world.now_ms;
+    world
+        .side(Side::A)
+        .on_pg_input(now + skew_ms, PgId(1), 1, 1, input(1));
+    world.settle();
+    world.advance(10);
+    assert!(last_time_ms(&world, Side::B) >= now + skew_ms);
+    // A stops; B takes over and goes on from A's time rather than standing still until its
+    // own clock gets there.
+    world.paused[0] = true;
+    while world.state(Side::B) != SyncState::IsolatedEnabled {
+        world.advance(1);
+        assert!(world.now_ms < now + 2_000, "B never took over");
+    }
+    let a_last = last_time_ms(&world, Side::B);
+    world.advance(1_000);
+    let ordered_by_b: Vec<u64> = world.delivered[1]
+        .iter()
+        .filter(|m| m.epoch.owner == Some(Side::B))
+        .map(|m| m.time_ms)
+        .collect();
+    let first = *ordered_by_b.first().expect("B ordered");
+    // B continues A's timeline: A's last time plus the real time since, not B's own clock
+    // (which is 5 s behind), and not standing still.
+    assert!(
+        first >= a_last && first <= a_last + 600,
+        "B's first ordered time {first} after A's {a_last}"
+    );
+    // Then half speed while the difference shrinks: about 500 ms per second.
+    let advanced = ordered_by_b.last().unwrap() - first;
+    assert!(
+        (400..=600).contains(&advanced),
+        "ordered time advanced {advanced} ms in 1 s"
+    );
+    // After twice the difference, ordered time runs with B's clock again.
+    world.advance(2 * skew_ms);
+    let last = last_time_ms(&world, Side::B);
+    assert!(
+        last <= world.now_ms && last + 200 >= world.now_ms,
+        "ordered time {last} against B's clock {}",
+        world.now_ms
+    );
+    // Never backwards across the whole run.
+    let times: Vec<u64> = world.delivered[1].iter().map(|m| m.time_ms).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]));
+}
