@@ -24,6 +24,10 @@ pub struct PgOutputs {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OutputLog {
+    /// Chosen when a side builds its state from configuration, and carried by state transfer:
+    /// both sides of a pair number outputs in one generation.
+    #[serde(default)]
+    pub generation: u64,
     pub pgs: BTreeMap<PgId, PgOutputs>,
 }
 

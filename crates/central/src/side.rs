@@ -344,7 +344,10 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
         logic_version,
         sync,
         router,
-        outputs: OutputLog::default(),
+        outputs: OutputLog {
+            generation: start_ms,
+            ..OutputLog::default()
+        },
         peer: None,
         peer_connected,
         paths: BTreeMap::new(),
@@ -665,6 +668,7 @@ impl Core {
                 for (output_no, time_ms, output) in self.outputs.replay(pg, last_output_no).outputs
                 {
                     let _ = path.out.send(&SideToPg::Output {
+                        generation: self.outputs.generation,
                         output_no: *output_no,
                         time_ms: *time_ms,
                         output: output.clone(),
@@ -930,6 +934,7 @@ impl Core {
                 pg,
                 true,
                 SideToPg::Output {
+                    generation: self.outputs.generation,
                     output_no,
                     time_ms: ordered.time_ms,
                     output,

@@ -355,6 +355,9 @@ pub enum SideToPg {
     TestOtherSide,
     /// The PG's output number `output_no`, in the ordered stream's order.
     Output {
+        /// The output log's generation: a new one begins when both sides start from
+        /// configuration, and the PG then takes numbers from 1 again.
+        generation: u64,
         output_no: u64,
         time_ms: u64,
         output: Output,

@@ -75,6 +75,9 @@ pub struct GatewayCounts {
     pub outputs_repeated: u64,
     /// Times the active path changed.
     pub path_switches: u64,
+    /// New incarnations begun because both sides had lost what they acknowledged.
+    #[serde(default)]
+    pub incarnations_started: u64,
     /// Route request round trips (request sent to first answer taken), in microseconds: the
     /// median.
     pub route_rtt_us_p50: u64,
@@ -168,6 +171,10 @@ struct Gateway {
     last_switch: Option<Instant>,
     /// Stopping: no new calls, and no inputs at all once every route request is answered.
     draining: bool,
+    /// Inputs acknowledged under earlier incarnations of this process.
+    acknowledged_before: u64,
+    /// The output log generation the last output taken came from.
+    output_generation: Option<u64>,
     flood_inputs_per_s: u64,
     /// The flood's peripheral, and how many of its inputs were sent since `flood_started`.
     flood_peripheral: Option<PeripheralId>,
@@ -223,6 +230,8 @@ pub async fn run(
         last_replay_ask: None,
         last_switch: None,
         draining: false,
+        acknowledged_before: 0,
+        output_generation: None,
         flood_inputs_per_s: options.flood_inputs_per_s,
         flood_peripheral: options
             .cc
@@ -430,7 +439,14 @@ impl Gateway {
                 input_no,
             } => {
                 if incarnation == self.incarnation && side == self.active {
-                    self.resend_from(input_no);
+                    if input_no <= self.durable_through {
+                        // The sides ask for inputs they had acknowledged as held by both: both
+                        // lost their state (a cold start). What was acknowledged cannot be sent
+                        // again; the rest starts a new incarnation, numbered from 1.
+                        self.start_new_incarnation();
+                    } else {
+                        self.resend_from(input_no);
+                    }
                 }
             }
             SideToPg::Refuse { .. } => {
@@ -464,12 +480,20 @@ impl Gateway {
                 self.send(side, &PgToSide::TestAnswer { other_enabled });
             }
             SideToPg::Output {
+                generation,
                 output_no,
                 time_ms: _,
                 output,
             } => {
                 if side != self.active {
                     return;
+                }
+                if self.output_generation != Some(generation) {
+                    // Both sides started from configuration: their outputs are numbered anew.
+                    if self.output_generation.is_some() {
+                        self.last_output_no = 0;
+                    }
+                    self.output_generation = Some(generation);
                 }
                 if output_no <= self.last_output_no {
                     self.counts.outputs_repeated += 1;
@@ -529,6 +553,22 @@ impl Gateway {
         if self.paths[side_index(self.active)].is_some() {
             self.activate();
         }
+    }
+
+    fn start_new_incarnation(&mut self) {
+        self.incarnation = wall_ms().max(self.incarnation + 1);
+        // Inputs acknowledged but not yet as held by both are still kept: they go again.
+        self.acknowledged_before += self.durable_through;
+        let pending: Vec<Input> = self.unacked.drain(..).map(|(_, input)| input).collect();
+        self.next_input_no = 1;
+        self.acked_through = 0;
+        self.durable_through = 0;
+        for input in pending {
+            self.unacked.push_back((self.next_input_no, input));
+            self.next_input_no += 1;
+        }
+        self.counts.incarnations_started += 1;
+        self.activate();
     }
 
     fn resend_from(&mut self, input_no: u64) {
@@ -627,7 +667,7 @@ impl Gateway {
             route_rtt_us_p50: rtt.value_at_quantile(0.50),
             route_rtt_us_p99: rtt.value_at_quantile(0.99),
             route_rtt_us_max: rtt.max(),
-            inputs_acknowledged: self.acked_through,
+            inputs_acknowledged: self.acknowledged_before + self.acked_through,
             inputs_durable: self.durable_through,
             route_requests_sent: stats.route_requests_sent,
             route_requests_answered: stats.route_requests_answered,

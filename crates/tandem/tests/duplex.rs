@@ -413,3 +413,38 @@ fn cut_private_link_and_pgs_cut_from_a_enables_b_only() {
     }
     install.wait_equal_digests(a.delivered(), START_MS);
 }
+
+/// Both sides lose their state at once and are started from configuration (`--cold-start`)
+/// while the PGs run. Asked for inputs the lost sides had acknowledged, each PG starts a new
+/// incarnation with what it still holds, and takes the new sides' outputs, numbered anew; the
+/// pair serves again.
+#[test]
+fn both_sides_cold_started_under_load_serve_again() {
+    let _alone = one_at_a_time();
+    let mut install = paired_under_load("cold");
+    install.kill("side-a");
+    install.kill("side-b");
+    install.start_side(Side::A, &["--cold-start"]);
+    install.wait_status(Side::A, START_MS, "answering rttest", |_| true);
+    install.start_side(Side::B, &["--cold-start"]);
+    install.wait_state(Side::A, PAIRED_ENABLED, START_MS);
+    install.wait_state(Side::B, PAIRED_DISABLED, START_MS);
+    // A phase of the scenario: the new pair serves the load for a while.
+    std::thread::sleep(Duration::from_secs(2));
+    let a = install.status(Side::A).unwrap();
+    for c in install.stop_pgs(&["pg1", "pg2"]) {
+        assert!(c.incarnations_started >= 1, "{c:?}: no new incarnation");
+        assert_eq!(c.inputs_acknowledged, c.inputs_sent, "{c:?}");
+        assert_eq!(c.route_requests_answered_more_than_once, 0, "{c:?}");
+        // Every request ends answered or timed out; only one whose answer died with both
+        // sides can time out.
+        assert_eq!(
+            c.route_requests_answered + c.route_requests_timed_out,
+            c.route_requests_sent,
+            "{c:?}"
+        );
+        assert!(c.route_requests_timed_out <= 2, "{c:?}");
+        assert!(c.outputs_received > 0, "{c:?}");
+    }
+    install.wait_equal_digests(a.delivered(), START_MS);
+}
