@@ -638,6 +638,9 @@ impl Core {
                 self.sync.on_local_digest(now, seq, digest);
             }
             CoreEvent::RtTest { command, reply } => {
+                // The answer reflects the present: a side woken from a pause first notices
+                // what its timers say (a silent peer, lapsed leases), then reports.
+                self.sync.tick(now);
                 let _ = reply.send(self.rttest(now, &command));
             }
         }

@@ -116,6 +116,16 @@ impl Topology {
         toml::to_string(self).expect("a topology always serializes to TOML")
     }
 
+    /// Every address a process of the installation listens on.
+    pub fn listen_addresses(&self) -> Vec<SocketAddr> {
+        let mut addresses = Vec::new();
+        for side in [&self.side_a, &self.side_b] {
+            addresses.extend([side.private, side.transfer, side.public, side.metrics]);
+        }
+        addresses.extend(self.distributors.iter().map(|d| d.public));
+        addresses
+    }
+
     pub fn validate(&self) -> Result<(), TopologyError> {
         let invalid = |m: String| Err(TopologyError::Invalid(m));
         if self.pgs.is_empty() {
@@ -133,11 +143,7 @@ impl Topology {
         if names.len() != self.pgs.len() {
             return invalid("two PGs share a name".into());
         }
-        let mut addresses = Vec::new();
-        for side in [&self.side_a, &self.side_b] {
-            addresses.extend([side.private, side.transfer, side.public, side.metrics]);
-        }
-        addresses.extend(self.distributors.iter().map(|d| d.public));
+        let mut addresses = self.listen_addresses();
         let count = addresses.len();
         addresses.sort();
         addresses.dedup();

@@ -494,14 +494,27 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    pub fn start(upstream: SocketAddr) -> FaultProxy {
-        FaultProxy::start_throttled(upstream, None)
+    /// A proxy to one of `topology`'s addresses, on a port none of its listeners uses (a free
+    /// port the installation has not yet bound could otherwise be chosen twice).
+    pub fn to(topology: &Topology, upstream: SocketAddr, bytes_per_s: Option<u64>) -> FaultProxy {
+        FaultProxy::start_throttled(upstream, bytes_per_s, &topology.listen_addresses())
     }
 
     /// A proxy that also carries at most `bytes_per_s` each way per connection, so that a
     /// transfer lasts long enough to be interrupted.
-    pub fn start_throttled(upstream: SocketAddr, bytes_per_s: Option<u64>) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    pub fn start_throttled(
+        upstream: SocketAddr,
+        bytes_per_s: Option<u64>,
+        avoid: &[SocketAddr],
+    ) -> FaultProxy {
+        let mut listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // Held ones are skipped, so each new bind gives another port.
+        let mut skipped = Vec::new();
+        while avoid.contains(&listener.local_addr().unwrap()) {
+            skipped.push(listener);
+            listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        }
+        drop(skipped);
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let cut = Arc::new(AtomicBool::new(false));

@@ -57,6 +57,17 @@ fn paired_under_load(name: &str) -> Installation {
     install
 }
 
+/// Waits for B to become Isolated Enabled after A failed at `failed_at`, within `limit_ms`.
+fn b_takes_over_within(install: &Installation, failed_at: Instant, limit_ms: u64, what: &str) {
+    install.wait_state(Side::B, ISOLATED_ENABLED, 5_000);
+    let takeover = failed_at.elapsed();
+    eprintln!("{what} to B enabled: {takeover:?}");
+    assert!(
+        takeover <= Duration::from_millis(limit_ms),
+        "{what}: B took {takeover:?} to take over"
+    );
+}
+
 /// Polls both sides every few milliseconds for `duration_ms` and fails if both ever report an
 /// enabled state at once. A side that does not answer (paused) counts as not seen.
 fn never_two_enabled(install: &Installation, duration_ms: u64) {
@@ -139,13 +150,7 @@ fn killed_enabled_side_fails_over_and_rejoins() {
 
     let killed_at = Instant::now();
     install.kill("side-a");
-    install.wait_state(Side::B, ISOLATED_ENABLED, 5_000);
-    let failover = killed_at.elapsed();
-    eprintln!("kill -9 of A to B enabled: {failover:?}");
-    assert!(
-        failover <= Duration::from_millis(1_000),
-        "B took {failover:?} to become enabled"
-    );
+    b_takes_over_within(&install, killed_at, 1_000, "kill -9 of A");
 
     // Scenario c: after a while alone under load, A comes back, takes B's state (A's MDS still
     // opens the session) and pairs.
@@ -183,7 +188,11 @@ fn killed_enabled_side_fails_over_and_rejoins() {
 fn interrupted_transfers_are_retried_while_the_sender_serves() {
     let _alone = one_at_a_time();
     let mut install = installation("transfer", None, |_| {});
-    let proxy = FaultProxy::start_throttled(install.topology.side_b.transfer, Some(100_000));
+    let proxy = FaultProxy::to(
+        &install.topology,
+        install.topology.side_b.transfer,
+        Some(100_000),
+    );
     let a_config = install.variant("a", |t| t.side_b.transfer = proxy.addr);
     install.start_side_with(Side::A, &a_config, &[]);
     install.start_pg("pg1", LOAD_CPS);
@@ -311,13 +320,7 @@ fn paused_enabled_side_is_fenced_and_rejoins() {
 
     let paused_at = Instant::now();
     install.pause("side-a");
-    install.wait_state(Side::B, ISOLATED_ENABLED, 5_000);
-    let takeover = paused_at.elapsed();
-    eprintln!("SIGSTOP of A to B enabled: {takeover:?}");
-    assert!(
-        takeover <= Duration::from_millis(1_200),
-        "B took {takeover:?} to take over"
-    );
+    b_takes_over_within(&install, paused_at, 1_200, "SIGSTOP of A");
     std::thread::sleep(Duration::from_secs(2));
     install.resume("side-a");
     never_two_enabled(&install, 2_000);
@@ -341,7 +344,7 @@ fn cut_private_link_leaves_one_enabled_side() {
                 Installation::extra_pg(t, "pg3", 3);
             }
         });
-        let proxy = FaultProxy::start(install.topology.side_b.private);
+        let proxy = FaultProxy::to(&install.topology, install.topology.side_b.private, None);
         let a_config = install.variant("a", |t| t.side_b.private = proxy.addr);
         install.start_side_with(Side::A, &a_config, &[]);
         install.start_side(Side::B, &[]);
@@ -380,8 +383,8 @@ fn cut_private_link_leaves_one_enabled_side() {
 fn cut_private_link_and_pgs_cut_from_a_enables_b_only() {
     let _alone = one_at_a_time();
     let mut install = installation("cut-a", None, |_| {});
-    let private = FaultProxy::start(install.topology.side_b.private);
-    let public_a = FaultProxy::start(install.topology.side_a.public);
+    let private = FaultProxy::to(&install.topology, install.topology.side_b.private, None);
+    let public_a = FaultProxy::to(&install.topology, install.topology.side_a.public, None);
     let a_config = install.variant("a", |t| t.side_b.private = private.addr);
     let pg_config = install.variant("pg", |t| t.side_a.public = public_a.addr);
     install.start_side_with(Side::A, &a_config, &[]);
