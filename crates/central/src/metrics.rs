@@ -86,6 +86,9 @@ pub struct MetricsSnapshot {
     pub state_bytes: u64,
     pub state_bytes_max: u64,
     pub transfers: TransferCounts,
+    /// Inputs the router applied and refused since its state began (they travel with it).
+    pub inputs_applied: u64,
+    pub inputs_rejected: u64,
 }
 
 /// Messages held but not yet delivered. Sequence numbers carry their epoch's range in the upper
@@ -143,6 +146,10 @@ pub fn describe() {
         "State bytes of completed state transfers, by direction (sent, received)."
     );
     describe_counter!(
+        "tandem_router_inputs_total",
+        "Ordered inputs the router took, by outcome: applied, or rejected (bad input, reported as an event and changing nothing)."
+    );
+    describe_counter!(
         "tandem_transfers_total",
         "State transfers by outcome: sent, received, failed (including timed out and discarded), refused (version mismatch)."
     );
@@ -166,6 +173,13 @@ pub fn record(s: &MetricsSnapshot) {
     }
     gauge!("tandem_router_state_bytes", "side" => side).set(s.state_bytes as f64);
     gauge!("tandem_router_state_bytes_max", "side" => side).set(s.state_bytes_max as f64);
+    for (outcome, count) in [
+        ("applied", s.inputs_applied),
+        ("rejected", s.inputs_rejected),
+    ] {
+        counter!("tandem_router_inputs_total", "side" => side, "outcome" => outcome)
+            .absolute(count);
+    }
     let t = &s.transfers;
     for (direction, bytes) in [("sent", t.bytes_sent), ("received", t.bytes_received)] {
         counter!("tandem_transfer_bytes_total", "side" => side, "direction" => direction)
@@ -280,6 +294,8 @@ mod tests {
             pg_paths: vec![("PG1".into(), 1), ("PG2".into(), 0)],
             state_bytes: 744_048,
             state_bytes_max: 800_000,
+            inputs_applied: 5_000,
+            inputs_rejected: 3,
             transfers: TransferCounts {
                 bytes_sent: 0,
                 bytes_received: 744_000,
@@ -356,6 +372,13 @@ mod tests {
                 r#"tandem_transfers_total{side="b",outcome="failed"}"#
             ),
             "2"
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"tandem_router_inputs_total{side="b",outcome="rejected"}"#
+            ),
+            "3"
         );
         assert!(
             text.contains("# TYPE tandem_transfers_total counter"),

@@ -535,6 +535,8 @@ impl Core {
             state_bytes: self.state_size_now,
             state_bytes_max: self.router.state_size_max(),
             transfers: self.transfer_counts,
+            inputs_applied: self.router.state().scalars.counters.inputs_applied,
+            inputs_rejected: self.router.state().scalars.counters.inputs_rejected,
         }
     }
 

@@ -95,6 +95,9 @@ pub enum Input {
         call: PeripheralCallKey,
     },
     RouteRequest(RouteRequest),
+    /// A PG's statement of what one of its peripherals holds now, sent when the PG (re)connects:
+    /// the router makes its own view of the peripheral agree with it (see [`PeripheralReport`]).
+    PeripheralReport(PeripheralReport),
     /// The routing client gave up on a request (its own timeout) or the caller hung up while the
     /// router held the call; any agent reserved for it is released.
     RouteRequestEnded {
@@ -196,7 +199,103 @@ impl Input {
             Input::CallAbandoned { .. } => "CallAbandoned",
             Input::CallCleared { .. } => "CallCleared",
             Input::RouteRequest(_) => "RouteRequest",
+            Input::PeripheralReport(_) => "PeripheralReport",
             Input::RouteRequestEnded { .. } => "RouteRequestEnded",
         }
     }
+}
+
+/// The most agents one [`PeripheralReport`] part lists; a larger peripheral reports in parts.
+pub const REPORT_AGENTS_MAX: usize = 2_000;
+/// The most waiting calls one [`PeripheralReport`] part lists.
+pub const REPORT_CALLS_MAX: usize = 2_000;
+
+/// One part of a peripheral's re-report. Each part is a complete statement about a range of
+/// keys: every logged-on agent of the peripheral with an id in the range (with the call it has),
+/// or every call waiting at the peripheral with a call id in the range. What the router holds in
+/// that range and the part does not list is gone. A PG's parts cover every key between them, so
+/// the router needs no memory between parts and its state is consistent after each one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeripheralReport {
+    pub peripheral: PeripheralId,
+    pub part: ReportPart,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportPart {
+    /// The logged-on agents with ids in `from..=through`, in id order; the others are logged off.
+    Agents {
+        from: AgentId,
+        through: AgentId,
+        agents: Vec<AgentReport>,
+    },
+    /// The calls waiting at the peripheral (no agent has them) with ids in `from..=through`, in
+    /// id order.
+    Waiting {
+        from: u64,
+        through: u64,
+        calls: Vec<WaitingCallReport>,
+    },
+}
+
+/// An agent as its peripheral sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReport {
+    pub agent: AgentId,
+    /// Never LoggedOff (such an agent is not listed). With a call: Reserved (ringing),
+    /// TalkingIn, Hold, WorkReady or WorkNotReady; without: any state an agent reaches by its
+    /// own events.
+    pub state: AgentState,
+    pub reason_code: u16,
+    pub call: Option<AgentCallReport>,
+}
+
+/// Where a call with an agent is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportedCallPhase {
+    Ringing,
+    Talking,
+    Held,
+    /// The call ended; the agent is in its after-call work.
+    WrapUp,
+}
+
+impl ReportedCallPhase {
+    /// The agent state this phase of its call puts the agent in (wrap-up: either work state).
+    pub fn agent_state_fits(self, state: AgentState) -> bool {
+        match self {
+            ReportedCallPhase::Ringing => state == AgentState::Reserved,
+            ReportedCallPhase::Talking => state == AgentState::TalkingIn,
+            ReportedCallPhase::Held => state == AgentState::Hold,
+            ReportedCallPhase::WrapUp => {
+                matches!(state, AgentState::WorkReady | AgentState::WorkNotReady)
+            }
+        }
+    }
+}
+
+/// A call an agent has: ringing, talking, held or in wrap-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCallReport {
+    pub call_id: u64,
+    pub phase: ReportedCallPhase,
+    pub skill_group: SkillGroupId,
+    pub call_type: Option<CallTypeId>,
+    pub service: Option<ServiceId>,
+    pub router_call_key: Option<RouterCallKey>,
+    /// How long ago this leg started (arrival, or the transfer that brought it).
+    pub leg_age_ms: u32,
+    /// How long ago the call was answered (0 while it rings).
+    pub answered_age_ms: u32,
+}
+
+/// A call waiting at the peripheral.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingCallReport {
+    pub call_id: u64,
+    pub skill_group: Option<SkillGroupId>,
+    pub call_type: Option<CallTypeId>,
+    pub service: Option<ServiceId>,
+    pub router_call_key: Option<RouterCallKey>,
+    pub leg_age_ms: u32,
 }

@@ -175,6 +175,8 @@ pub enum CallDisposition {
     Transferred,
     /// Left the peripheral unanswered without abandoning: routed elsewhere.
     Cleared,
+    /// Gone when its PG re-reported the peripheral, unanswered: how it ended was not reported.
+    Unreported,
 }
 
 /// One row per call leg end (ICM's Termination_Call_Detail).

@@ -85,6 +85,12 @@ pub struct GatewayCounts {
     pub route_rtt_us_p99: u64,
     /// The longest; after a failover, about the time to the first answer from the other side.
     pub route_rtt_us_max: u64,
+    /// Re-reports of the peripherals' agents and calls (at start, and on every reconnect).
+    #[serde(default)]
+    pub reports_sent: u64,
+    /// The agents logged on as the peripherals see them when the PG stops, by state name.
+    #[serde(default)]
+    pub agents_by_state: BTreeMap<String, u64>,
 }
 
 /// How to run a PG.
@@ -251,6 +257,9 @@ pub async fn run(
         clock_ms: start_ms,
         tx,
     };
+    // Whatever an earlier process of this PG left in the router is replaced by what the
+    // peripherals hold now.
+    gateway.sim.report_peripherals();
     let mut timer = tokio::time::interval(Duration::from_millis(PG_TICK_MS));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reconnect = tokio::time::interval(Duration::from_millis(RECONNECT_MS));
@@ -350,6 +359,11 @@ impl Gateway {
             } => {
                 let i = side_index(side);
                 self.connecting[i] = false;
+                if self.paths.iter().all(Option::is_none) {
+                    // Connected again after losing both sides: what the router lost meanwhile,
+                    // the peripherals re-report.
+                    self.sim.report_peripherals();
+                }
                 self.paths[i] = Some(Path {
                     generation,
                     out,
@@ -568,6 +582,8 @@ impl Gateway {
             self.next_input_no += 1;
         }
         self.counts.incarnations_started += 1;
+        // Both sides started from configuration: the peripherals tell them what they hold.
+        self.sim.report_peripherals();
         self.activate();
     }
 
@@ -673,6 +689,8 @@ impl Gateway {
             route_requests_answered: stats.route_requests_answered,
             route_requests_answered_more_than_once: stats.route_requests_answered_more_than_once,
             route_requests_timed_out: stats.route_requests_timed_out,
+            reports_sent: stats.reports_sent,
+            agents_by_state: self.sim.agents_by_state(),
             ..self.counts
         }
     }

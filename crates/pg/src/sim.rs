@@ -11,6 +11,10 @@ use crate::load::*;
 use crate::stats::SimStats;
 use std::collections::{BTreeMap, BTreeSet};
 use tandem_model::config::ContactCenter;
+use tandem_model::input::{
+    AgentCallReport, AgentReport, PeripheralReport, ReportPart, ReportedCallPhase,
+    WaitingCallReport, REPORT_AGENTS_MAX, REPORT_CALLS_MAX,
+};
 use tandem_model::{
     AfterCall, AgentId, AgentState, AnswerKind, CallTypeId, Input, OrderedInput, Output,
     PeripheralCallKey, PeripheralId, PgId, RouteAnswer, RouteEndReason, RouteRequest,
@@ -48,6 +52,8 @@ enum Event {
     OutboundEnd(AgentIx),
     /// A post-routed call's first leg leaves its peripheral without an agent there.
     Clear(PeripheralCallKey),
+    /// The peripheral re-reports its agents and calls (the PG connected again).
+    Report(PeripheralId),
 }
 
 /// Where an agent is, as the simulator (the peripheral) sees it.
@@ -76,6 +82,22 @@ struct AgentSim {
     peripheral: PeripheralId,
     phase: AgentPhase,
     pending: Option<EventKey>,
+    /// The reason code of the current NotReady period.
+    not_ready_reason: u16,
+    /// The call whose after-call work the agent is doing.
+    wrap_up: Option<WrapUpLeg>,
+}
+
+/// A call that ended at an agent who is still in its after-call work: the router keeps it until
+/// the work ends, so a re-report names it.
+#[derive(Clone, Copy, Debug)]
+struct WrapUpLeg {
+    leg: PeripheralCallKey,
+    skill_group: SkillGroupId,
+    call_type: CallTypeId,
+    router_call_key: Option<RouterCallKey>,
+    leg_started_ms: u64,
+    answered_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +131,10 @@ struct Call {
     pending: Option<EventKey>,
     /// Talk time still to come after a hold ends.
     talk_left_ms: u64,
+    /// When the leg arrived at its peripheral, and the router call key it arrived with.
+    leg_started_ms: u64,
+    leg_router_call_key: Option<RouterCallKey>,
+    answered_ms: u64,
 }
 
 /// A number a caller can dial: one per call type that has a dialed number on a simulated
@@ -163,6 +189,9 @@ pub struct TrafficSim {
     next_call_id: BTreeMap<PeripheralId, u64>,
     /// No more calls arrive (a PG draining before it stops); calls in flight go on.
     arrivals_stopped: bool,
+    peripherals: Vec<PeripheralId>,
+    /// Peripherals with a re-report scheduled and not yet sent.
+    reports_pending: BTreeSet<PeripheralId>,
     stats: SimStats,
 }
 
@@ -196,6 +225,8 @@ impl TrafficSim {
                 peripheral: a.peripheral,
                 phase: AgentPhase::LoggedOff,
                 pending: None,
+                not_ready_reason: 0,
+                wrap_up: None,
             })
             .collect();
         let agent_index = agents
@@ -237,7 +268,8 @@ impl TrafficSim {
             .enumerate()
             .map(|(ix, c)| (c.id, ix))
             .collect();
-        let events_max = agents.len() + params.calls_in_flight_max + peripherals.len() + 1;
+        // Each peripheral may have its coming online and a re-report pending at once.
+        let events_max = agents.len() + params.calls_in_flight_max + 2 * peripherals.len() + 1;
         let mut sim = TrafficSim {
             dice: Dice::new(params.seed),
             params,
@@ -258,6 +290,8 @@ impl TrafficSim {
             next_call_no: 1,
             next_call_id: BTreeMap::new(),
             arrivals_stopped: false,
+            peripherals: peripherals.clone(),
+            reports_pending: BTreeSet::new(),
             stats: SimStats::default(),
         };
         for peripheral in peripherals {
@@ -355,6 +389,30 @@ impl TrafficSim {
             .count()
     }
 
+    /// The agents logged on, counted by the state the peripheral shows them in.
+    pub fn agents_by_state(&self) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for agent in &self.agents {
+            match self.agent_state(agent.id) {
+                Some(AgentState::LoggedOff) | None => {}
+                Some(state) => *counts.entry(state.name().to_string()).or_insert(0) += 1,
+            }
+        }
+        counts
+    }
+
+    /// Schedules a re-report of every simulated peripheral's agents and calls, after the inputs
+    /// already due: the PG calls it when it (re)connects, so that the router's view agrees with
+    /// the peripherals' whatever the router lost.
+    pub fn report_peripherals(&mut self) {
+        for i in 0..self.peripherals.len() {
+            let peripheral = self.peripherals[i];
+            if self.reports_pending.insert(peripheral) {
+                self.schedule(self.now_ms, Event::Report(peripheral));
+            }
+        }
+    }
+
     /// The state the simulator (as the peripheral) believes `agent` is in; None for an agent it
     /// does not simulate. A ringing call shows as Reserved, as ICM reports it.
     pub fn agent_state(&self, agent: AgentId) -> Option<AgentState> {
@@ -443,7 +501,7 @@ impl TrafficSim {
     fn handle(&mut self, key: EventKey, event: Event, out: &mut Vec<OrderedInput>) {
         // The owner's pending key is this event's; clear it so the handler may plan anew.
         match event {
-            Event::PeripheralOnline(_) | Event::Arrival | Event::Clear(_) => {}
+            Event::PeripheralOnline(_) | Event::Arrival | Event::Clear(_) | Event::Report(_) => {}
             Event::Login(ix)
             | Event::WrapUpEnd(ix)
             | Event::BreakEnd(ix)
@@ -481,6 +539,7 @@ impl TrafficSim {
             Event::BreakEnd(ix) => self.become_ready(ix, out),
             Event::OutboundEnd(ix) => self.set_agent_state(ix, AgentState::Ready, 0, out),
             Event::Clear(leg) => self.emit(out, Input::CallCleared { call: leg }),
+            Event::Report(peripheral) => self.report(peripheral, out),
         }
     }
 
@@ -508,6 +567,7 @@ impl TrafficSim {
                     reason_code,
                 },
             );
+            self.agents[ix].not_ready_reason = reason_code;
             self.start_break(ix);
         } else {
             self.emit(
@@ -566,6 +626,7 @@ impl TrafficSim {
                 },
             );
         }
+        let leg_started_ms = self.now_ms;
         let ani = format!("0207946{:04}", self.dice.up_to(9_999));
         let call_variables = if self.dice.chance(VIP_SHARE) {
             vec!["vip".to_string()]
@@ -590,6 +651,9 @@ impl TrafficSim {
                 phase: CallPhase::AwaitingAnswer,
                 pending: None,
                 talk_left_ms: 0,
+                leg_started_ms,
+                leg_router_call_key: None,
+                answered_ms: 0,
             },
         );
         self.calls_by_key.insert(key, call_no);
@@ -671,7 +735,11 @@ impl TrafficSim {
                         router_call_key: Some(reservation.router_call_key),
                     },
                 );
-                self.call_mut(call_no).leg = Some(leg);
+                let now_ms = self.now_ms;
+                let call = self.call_mut(call_no);
+                call.leg = Some(leg);
+                call.leg_started_ms = now_ms;
+                call.leg_router_call_key = Some(reservation.router_call_key);
                 leg
             }
         };
@@ -697,7 +765,10 @@ impl TrafficSim {
     fn answer(&mut self, call_no: CallNo, out: &mut Vec<OrderedInput>) {
         let leg = self.offered_leg(call_no);
         self.emit(out, Input::CallAnswered { call: leg });
-        self.call_mut(call_no).phase = CallPhase::Talking;
+        let now_ms = self.now_ms;
+        let call = self.call_mut(call_no);
+        call.phase = CallPhase::Talking;
+        call.answered_ms = now_ms;
         let talk_ms = self.dice.exponential_ms(self.params.talk_time_mean_ms);
         if self.dice.chance(self.params.hold_probability) {
             let before_hold_ms = (talk_ms as f64 * self.dice.fraction()) as u64;
@@ -754,10 +825,23 @@ impl TrafficSim {
             },
         );
         self.stats.calls_handled += 1;
+        let call = self.call(call_no);
+        let reservation = call.reservation.expect("an offered call has its agent");
+        let wrap_up = WrapUpLeg {
+            leg,
+            skill_group: reservation.skill_group,
+            call_type: call.call_type,
+            router_call_key: call.leg_router_call_key,
+            leg_started_ms: call.leg_started_ms,
+            answered_ms: call.answered_ms,
+        };
         self.call_mut(call_no).leg = None;
         self.forget_call(call_no);
+        // The router ends the call with reason code 0 whatever comes next.
+        self.agents[ix].not_ready_reason = 0;
         match after_call {
             AfterCall::WorkReady | AfterCall::WorkNotReady => {
+                self.agents[ix].wrap_up = Some(wrap_up);
                 self.agents[ix].phase = if take_break {
                     AgentPhase::WorkNotReady
                 } else {
@@ -827,6 +911,8 @@ impl TrafficSim {
             agent.id,
             agent.phase
         );
+        agent.not_ready_reason = reason_code;
+        agent.wrap_up = None;
         agent.phase = match state {
             AgentState::Ready => AgentPhase::Ready,
             AgentState::NotReady => AgentPhase::NotReady,
@@ -842,6 +928,143 @@ impl TrafficSim {
                 reason_code,
             },
         );
+    }
+
+    /// Emits the re-report of `peripheral`: its logged-on agents with their calls, then its
+    /// waiting calls, each in parts that together cover every key.
+    fn report(&mut self, peripheral: PeripheralId, out: &mut Vec<OrderedInput>) {
+        self.reports_pending.remove(&peripheral);
+        // Legs already forgotten but not yet cleared go first, so the report and the stream agree.
+        let clears: Vec<(EventKey, PeripheralCallKey)> = self
+            .events
+            .iter()
+            .filter_map(|(key, event)| match event {
+                Event::Clear(leg) if leg.peripheral == peripheral => Some((*key, *leg)),
+                _ => None,
+            })
+            .collect();
+        for (key, leg) in clears {
+            self.events.remove(&key);
+            self.emit(out, Input::CallCleared { call: leg });
+        }
+        let now_ms = self.now_ms;
+        let age = |since_ms: u64| now_ms.saturating_sub(since_ms).min(u32::MAX as u64) as u32;
+        let mut agents: Vec<AgentReport> = Vec::new();
+        for (&agent, &ix) in &self.agent_index {
+            let sim = &self.agents[ix];
+            if sim.peripheral != peripheral {
+                continue;
+            }
+            let (state, reason_code, call) = match sim.phase {
+                AgentPhase::LoggedOff => continue,
+                AgentPhase::NotReady => (AgentState::NotReady, sim.not_ready_reason, None),
+                // The router's reservation is the router's: the peripheral shows the agent Ready.
+                AgentPhase::Ready | AgentPhase::Reserved { .. } => (AgentState::Ready, 0, None),
+                AgentPhase::TalkingOut => (AgentState::TalkingOut, 0, None),
+                AgentPhase::WorkReady | AgentPhase::WorkNotReady => {
+                    let state = if sim.phase == AgentPhase::WorkReady {
+                        AgentState::WorkReady
+                    } else {
+                        AgentState::WorkNotReady
+                    };
+                    let call = sim.wrap_up.map(|w| AgentCallReport {
+                        call_id: w.leg.call_id,
+                        phase: ReportedCallPhase::WrapUp,
+                        skill_group: w.skill_group,
+                        call_type: Some(w.call_type),
+                        service: None,
+                        router_call_key: w.router_call_key,
+                        leg_age_ms: age(w.leg_started_ms),
+                        answered_age_ms: age(w.answered_ms),
+                    });
+                    (state, 0, call)
+                }
+                AgentPhase::OnCall(call_no) => {
+                    let call = self.call(call_no);
+                    let (state, phase) = match call.phase {
+                        CallPhase::Talking => (AgentState::TalkingIn, ReportedCallPhase::Talking),
+                        CallPhase::Held => (AgentState::Hold, ReportedCallPhase::Held),
+                        _ => (AgentState::Reserved, ReportedCallPhase::Ringing),
+                    };
+                    let reservation = call.reservation.expect("an offered call has its agent");
+                    let leg = call.leg.expect("an offered call has its leg");
+                    let report = AgentCallReport {
+                        call_id: leg.call_id,
+                        phase,
+                        skill_group: reservation.skill_group,
+                        call_type: Some(call.call_type),
+                        service: None,
+                        router_call_key: call.leg_router_call_key,
+                        leg_age_ms: age(call.leg_started_ms),
+                        answered_age_ms: if phase == ReportedCallPhase::Ringing {
+                            0
+                        } else {
+                            age(call.answered_ms)
+                        },
+                    };
+                    (state, 0, Some(report))
+                }
+            };
+            agents.push(AgentReport {
+                agent,
+                state,
+                reason_code,
+                call,
+            });
+        }
+        let mut waiting: Vec<WaitingCallReport> = self
+            .calls
+            .values()
+            .filter(|call| {
+                matches!(
+                    call.phase,
+                    CallPhase::AwaitingAnswer | CallPhase::Queued | CallPhase::Routed
+                )
+            })
+            .filter_map(|call| {
+                let leg = call.leg.filter(|leg| leg.peripheral == peripheral)?;
+                Some(WaitingCallReport {
+                    call_id: leg.call_id,
+                    skill_group: None,
+                    call_type: Some(call.call_type),
+                    service: None,
+                    router_call_key: call.leg_router_call_key,
+                    leg_age_ms: age(call.leg_started_ms),
+                })
+            })
+            .collect();
+        waiting.sort_by_key(|call| call.call_id);
+
+        let agent_parts = report_ranges(
+            &agents,
+            REPORT_AGENTS_MAX,
+            |a| u64::from(a.agent.0),
+            u64::from(u32::MAX),
+        );
+        for (from, through, part) in agent_parts {
+            let part = ReportPart::Agents {
+                from: AgentId(from as u32),
+                through: AgentId(through as u32),
+                agents: part.to_vec(),
+            };
+            self.emit(
+                out,
+                Input::PeripheralReport(PeripheralReport { peripheral, part }),
+            );
+        }
+        let call_parts = report_ranges(&waiting, REPORT_CALLS_MAX, |c| c.call_id, u64::MAX);
+        for (from, through, part) in call_parts {
+            let part = ReportPart::Waiting {
+                from,
+                through,
+                calls: part.to_vec(),
+            };
+            self.emit(
+                out,
+                Input::PeripheralReport(PeripheralReport { peripheral, part }),
+            );
+        }
+        self.stats.reports_sent += 1;
     }
 
     fn not_ready_reason(&mut self) -> u16 {
@@ -1086,4 +1309,29 @@ impl TrafficSim {
             }
         }
     }
+}
+
+/// Splits `rows` (in key order) into parts of at most `per_part`, each with the key range it
+/// speaks for; together the ranges cover `0..=key_max`, so that even no rows make one part.
+fn report_ranges<T>(
+    rows: &[T],
+    per_part: usize,
+    key: impl Fn(&T) -> u64,
+    key_max: u64,
+) -> Vec<(u64, u64, &[T])> {
+    let mut parts = Vec::new();
+    let mut from = 0;
+    let mut chunks = rows.chunks(per_part).peekable();
+    if chunks.peek().is_none() {
+        return vec![(0, key_max, rows)];
+    }
+    while let Some(chunk) = chunks.next() {
+        let through = match chunks.peek() {
+            Some(_) => key(chunk.last().expect("chunks are not empty")),
+            None => key_max,
+        };
+        parts.push((from, through, chunk));
+        from = through.saturating_add(1);
+    }
+    parts
 }

@@ -12,6 +12,8 @@
 pub struct SimStats {
     /// Inputs emitted by `poll`, of every kind.
     pub inputs_sent: u64,
+    /// Peripheral re-reports emitted (each in one or more PeripheralReport parts).
+    pub reports_sent: u64,
     /// Route requests emitted (one per call that was not dropped).
     pub route_requests_sent: u64,
     /// Route requests that got at least one answer (the first RouteResponse for the key, repeat

@@ -178,7 +178,7 @@ impl Router {
     }
 
     /// Tells the agent's PG that the router no longer holds the agent for the call.
-    fn announce_release(
+    pub(crate) fn announce_release(
         &mut self,
         ctx: &mut Ctx,
         peripheral: PeripheralId,

@@ -148,7 +148,7 @@ impl Router {
 
     /// As [`Self::touch_skill_group`], for a service. Services have no interval table of their
     /// own, so their finished intervals are not written.
-    fn touch_service(
+    pub(crate) fn touch_service(
         &mut self,
         ctx: &mut Ctx,
         service: ServiceId,
@@ -207,7 +207,7 @@ impl Router {
 
     /// Adds an outcome to the call's skill group, call type and service, each judged by its own
     /// thresholds.
-    fn record_outcome(
+    pub(crate) fn record_outcome(
         &mut self,
         ctx: &mut Ctx,
         call: &CallRow,
@@ -483,7 +483,7 @@ impl Router {
     }
 
     /// Ends the talking part of a call: closes any hold and returns talk and hold times.
-    fn end_talk(&self, row: &mut CallRow, now_ms: u64) -> (u64, u64) {
+    pub(crate) fn end_talk(&self, row: &mut CallRow, now_ms: u64) -> (u64, u64) {
         if row.phase == CallPhase::Held {
             row.hold_ms += now_ms - row.hold_started_ms;
         }
@@ -546,7 +546,12 @@ impl Router {
 
     /// Counts a finished answered leg as handled, writes its Termination_Call_Detail and forgets
     /// the call.
-    fn finish_leg(&mut self, ctx: &mut Ctx, call: PeripheralCallKey, disposition: CallDisposition) {
+    pub(crate) fn finish_leg(
+        &mut self,
+        ctx: &mut Ctx,
+        call: PeripheralCallKey,
+        disposition: CallDisposition,
+    ) {
         let Some(row) = self.state.calls.remove(&call) else {
             return;
         };

@@ -16,6 +16,7 @@ mod families;
 pub mod intervals;
 mod prefetch;
 pub mod records;
+mod report;
 mod routing;
 pub mod rows;
 pub mod state;
@@ -335,6 +336,7 @@ impl Router {
             Input::CallAbandoned { call } => self.call_abandoned(ctx, *call),
             Input::CallCleared { call } => self.call_cleared(ctx, *call),
             Input::RouteRequest(request) => self.route_request(ctx, request),
+            Input::PeripheralReport(report) => self.peripheral_report(ctx, report),
             Input::RouteRequestEnded { key, reason } => {
                 self.route_request_ended(ctx, *key, *reason)
             }

@@ -297,6 +297,11 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
         }
     }
 
+    /// Rows in key order from `start` on.
+    pub fn iter_from(&self, start: &K) -> impl Iterator<Item = (&K, &V)> {
+        self.rows.iter_from(start.index())
+    }
+
     pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
         let bytes = rows.iter().map(|(k, v)| row_len(k, v)).sum();
         Ok(IdTable {
@@ -780,6 +785,18 @@ impl<K: PartitionKey + Encode, V: Clone + Encode> PartitionedTable<K, V> {
         self.partitions
             .iter()
             .flat_map(|(_, rows)| rows.iter().map(|(k, v)| (&k.0, v)))
+    }
+
+    /// One partition's rows in key order, from the key numbered `start` on.
+    pub fn iter_partition_from(
+        &self,
+        partition: K::Partition,
+        start: u64,
+    ) -> impl Iterator<Item = (&K, &V)> {
+        self.partitions
+            .get(&partition)
+            .into_iter()
+            .flat_map(move |rows| rows.iter_from(start).map(|(k, v)| (&k.0, v)))
     }
 
     pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {

@@ -12,7 +12,10 @@ use proptest::prelude::*;
 use tandem_model::config::{ConfigChange, ConfigObject, ConfigOp, ObjectRef, SkillGroupMember};
 use tandem_model::domain::AgentState;
 use tandem_model::ids::*;
-use tandem_model::input::{AfterCall, Input, OrderedInput, RouteEndReason, RouteRequest};
+use tandem_model::input::{
+    AfterCall, AgentCallReport, AgentReport, Input, OrderedInput, PeripheralReport, ReportPart,
+    ReportedCallPhase, RouteEndReason, RouteRequest, WaitingCallReport,
+};
 use tandem_model::output::{CallDisposition, HistoricalRow, Output};
 use tandem_model::script::{NodeKind, SelectRule};
 use tandem_router::records::{export, import};
@@ -41,6 +44,145 @@ fn after_call() -> impl Strategy<Value = AfterCall> {
 
 fn call() -> impl Strategy<Value = PeripheralCallKey> {
     (0u64..6).prop_map(call_key)
+}
+
+fn reported_call() -> impl Strategy<Value = AgentCallReport> {
+    let phase = prop_oneof![
+        Just(ReportedCallPhase::Ringing),
+        Just(ReportedCallPhase::Talking),
+        Just(ReportedCallPhase::Held),
+        Just(ReportedCallPhase::WrapUp)
+    ];
+    (
+        0u64..6,
+        phase,
+        group(),
+        any::<bool>(),
+        0u32..60_000,
+        0.0f64..=1.0,
+    )
+        .prop_map(
+            |(call_id, phase, skill_group, typed, leg_age_ms, answered_share)| AgentCallReport {
+                call_id,
+                phase,
+                skill_group,
+                call_type: typed.then_some(CT),
+                service: typed.then_some(SERVICE),
+                router_call_key: None,
+                leg_age_ms,
+                answered_age_ms: (leg_age_ms as f64 * answered_share) as u32,
+            },
+        )
+}
+
+/// A re-report part of the peripheral: mostly true to itself (states that fit the calls), so
+/// that most are applied; some are not, and are refused.
+fn report() -> impl Strategy<Value = Input> {
+    let agent_report = (
+        agent(),
+        proptest::option::of(reported_call()),
+        0usize..4,
+        any::<bool>(),
+        state(),
+        0u16..4,
+    )
+        .prop_map(|(agent, call, idle_pick, fits, any_state, reason_code)| {
+            // A fitting report gives the call a skill group its agent is a member of.
+            let call = call.map(|mut c| {
+                if fits {
+                    c.skill_group = if agent == A4 || (agent == A3 && c.call_id % 2 == 0) {
+                        SG2
+                    } else {
+                        SG1
+                    };
+                }
+                c
+            });
+            let state = match (&call, fits) {
+                (_, false) => any_state,
+                (Some(c), true) => match c.phase {
+                    ReportedCallPhase::Ringing => AgentState::Reserved,
+                    ReportedCallPhase::Talking => AgentState::TalkingIn,
+                    ReportedCallPhase::Held => AgentState::Hold,
+                    ReportedCallPhase::WrapUp => AgentState::WorkNotReady,
+                },
+                (None, true) => [
+                    AgentState::Ready,
+                    AgentState::NotReady,
+                    AgentState::WorkReady,
+                    AgentState::TalkingOut,
+                ][idle_pick],
+            };
+            AgentReport {
+                agent,
+                state,
+                reason_code,
+                call,
+            }
+        });
+    let range = prop_oneof![
+        4 => Just((AgentId(0), AgentId(u32::MAX))),
+        1 => Just((AgentId(0), A2)),
+        1 => Just((AgentId(A2.0 + 1), AgentId(u32::MAX))),
+    ];
+    let agents = (proptest::collection::vec(agent_report, 0..5), range).prop_map(
+        |(mut agents, (from, through))| {
+            agents.sort_by_key(|a| a.agent);
+            agents.dedup_by_key(|a| a.agent);
+            agents.retain(|a| a.agent >= from && a.agent <= through);
+            // Mostly one call at one agent only.
+            let mut seen = std::collections::BTreeSet::new();
+            for a in agents.iter_mut() {
+                if a.call.is_some_and(|c| !seen.insert(c.call_id)) && a.reason_code != 3 {
+                    a.call = None;
+                    a.state = AgentState::NotReady;
+                }
+            }
+            Input::PeripheralReport(PeripheralReport {
+                peripheral: PERIPHERAL,
+                part: ReportPart::Agents {
+                    from,
+                    through,
+                    agents,
+                },
+            })
+        },
+    );
+    let waiting = proptest::collection::vec(
+        (
+            0u64..6,
+            proptest::option::of(group()),
+            any::<bool>(),
+            0u32..60_000,
+        ),
+        0..4,
+    )
+    .prop_map(|calls| {
+        let mut calls: Vec<WaitingCallReport> = calls
+            .into_iter()
+            .map(
+                |(call_id, skill_group, typed, leg_age_ms)| WaitingCallReport {
+                    call_id,
+                    skill_group,
+                    call_type: typed.then_some(CT),
+                    service: typed.then_some(SERVICE),
+                    router_call_key: None,
+                    leg_age_ms,
+                },
+            )
+            .collect();
+        calls.sort_by_key(|c| c.call_id);
+        calls.dedup_by_key(|c| c.call_id);
+        Input::PeripheralReport(PeripheralReport {
+            peripheral: PERIPHERAL,
+            part: ReportPart::Waiting {
+                from: 0,
+                through: u64::MAX,
+                calls,
+            },
+        })
+    });
+    prop_oneof![2 => agents, 1 => waiting]
 }
 
 /// One step: an input and how far time moves before it.
@@ -72,6 +214,7 @@ fn step() -> impl Strategy<Value = (u64, Input)> {
             key: key(id),
             reason: if timeout { RouteEndReason::ClientTimeout } else { RouteEndReason::CallerAbandoned },
         }),
+        3 => report(),
         1 => any::<bool>().prop_map(|online| if online { Input::PeripheralOnline { peripheral: PERIPHERAL } } else { Input::PeripheralOffline { peripheral: PERIPHERAL } }),
         1 => (agent(), group(), any::<bool>()).prop_map(|(agent, skill_group, add)| Input::ConfigChange(ConfigChange {
             ops: vec![if add {
@@ -216,7 +359,7 @@ fn recompute_today(
                 c.service_level_abandoned += (t.delay_ms <= sl_ms) as u64;
             }
             CallDisposition::ShortCall => c.short_calls += 1,
-            CallDisposition::Cleared => {}
+            CallDisposition::Cleared | CallDisposition::Unreported => {}
         }
     }
     for call in router.state().calls.values() {

@@ -368,6 +368,39 @@ impl Installation {
         self.rttest(side, "events").unwrap_or_default()
     }
 
+    /// The agents logged on as the side's router sees them, counted by PG name and state, from
+    /// the rttest `agents` dump (whose columns are separated by two or more spaces).
+    pub fn agent_states(&self, side: Side) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let dump = self
+            .rttest(side, "agents")
+            .unwrap_or_else(|| self.fail("no agents dump"));
+        let split = |line: &str| -> Vec<String> {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let mut lines = dump.lines();
+        let header = split(lines.next().unwrap_or_default());
+        let column = |name: &str| {
+            header
+                .iter()
+                .position(|title| title == name)
+                .unwrap_or_else(|| panic!("no column {name} in\n{dump}"))
+        };
+        let (pg, state) = (column("pg"), column("state"));
+        let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for cells in lines.map(split).filter(|cells| cells.len() == header.len()) {
+            *counts
+                .entry(cells[pg].to_lowercase())
+                .or_default()
+                .entry(cells[state].clone())
+                .or_default() += 1;
+        }
+        counts
+    }
+
     /// Waits up to `timeout_ms` for `check` to hold on the side's status; panics with what the
     /// sides last said and their logs otherwise.
     pub fn wait_status(

@@ -179,3 +179,57 @@ fn a_large_state_round_trips_through_the_two_thread_import() {
         assert_eq!(import(&damaged).unwrap_err(), first);
     }
 }
+
+/// Both sides lost their state (a cold start): a router built from configuration alone learns
+/// the peripherals' agents and calls from their re-report, and from then on every agent and
+/// call input is accepted and every agent is where its peripheral says.
+#[test]
+fn a_router_started_from_configuration_takes_the_peripherals_state_from_their_report() {
+    let cc = ContactCenter::from_toml_str(EXAMPLE_CONTACT_CENTER).unwrap();
+    let mut driver = closed_loop(5);
+    let mut before = Seen::default();
+    run(&mut driver, T0 + 300_000, &mut before);
+    assert!(before.rejected.is_empty(), "{:?}", before.rejected.first());
+    let logged_on = driver.router.agents_logged_on_count();
+    assert!(logged_on > 10, "{logged_on} agents logged on");
+
+    driver.router = Router::from_contact_center(&cc, driver.now_ms).unwrap();
+    assert_eq!(driver.router.agents_logged_on_count(), 0);
+    driver.sim.report_peripherals();
+    let mut after = Seen::default();
+    for minute in 6..=15 {
+        run(&mut driver, T0 + minute * 60_000, &mut after);
+        driver
+            .router
+            .check_invariants()
+            .unwrap_or_else(|e| panic!("minute {minute}: {e}"));
+    }
+    // Only what the old router alone knew can be refused: the route requests it had taken.
+    let about_agents_or_calls: Vec<&String> = after
+        .rejected
+        .iter()
+        .filter(|m| !m.contains("route request"))
+        .collect();
+    assert!(
+        about_agents_or_calls.is_empty(),
+        "{} refused, first: {:?}",
+        about_agents_or_calls.len(),
+        about_agents_or_calls.first()
+    );
+    assert!(driver.sim.stats().reports_sent >= 1);
+    for agent in &cc.agents {
+        let router_state = driver
+            .router
+            .state()
+            .agent_rt
+            .get(&agent.id)
+            .map(|row| row.state);
+        assert_eq!(
+            router_state,
+            driver.sim.agent_state(agent.id),
+            "agent {}",
+            agent.id
+        );
+    }
+    assert!(driver.router.agents_logged_on_count() > 10);
+}

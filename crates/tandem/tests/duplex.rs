@@ -435,8 +435,10 @@ fn both_sides_cold_started_under_load_serve_again() {
     // A phase of the scenario: the new pair serves the load for a while.
     std::thread::sleep(Duration::from_secs(2));
     let a = install.status(Side::A).unwrap();
-    for c in install.stop_pgs(&["pg1", "pg2"]) {
+    let counts = install.stop_pgs(&["pg1", "pg2"]);
+    for c in &counts {
         assert!(c.incarnations_started >= 1, "{c:?}: no new incarnation");
+        assert!(c.reports_sent >= 2, "{c:?}: no re-report after the cold start");
         assert_eq!(c.inputs_acknowledged, c.inputs_sent, "{c:?}");
         assert_eq!(c.route_requests_answered_more_than_once, 0, "{c:?}");
         // Every request ends answered or timed out; only one whose answer died with both
@@ -450,4 +452,73 @@ fn both_sides_cold_started_under_load_serve_again() {
         assert!(c.outputs_received > 0, "{c:?}");
     }
     install.wait_equal_digests(a.delivered(), START_MS);
+    // The routers started from configuration alone; the PGs' re-reports told them the rest.
+    assert_routers_agree_with_pgs(&install, &counts);
+}
+
+/// The agents by state, with Ready and Reserved counted together: the router reserves and
+/// releases agents by itself, so those two may differ from what a stopped PG last saw.
+fn agents_settled(states: &std::collections::BTreeMap<String, u64>) -> Vec<(String, u64)> {
+    let mut settled: std::collections::BTreeMap<String, u64> = Default::default();
+    for (state, count) in states {
+        let state = match state.as_str() {
+            "Ready" | "Reserved" => "Ready or Reserved",
+            other => other,
+        };
+        *settled.entry(state.to_string()).or_default() += count;
+    }
+    settled.into_iter().collect()
+}
+
+/// Both routers see every stopped PG's agents in the states the PG last had them.
+fn assert_routers_agree_with_pgs(install: &Installation, counts: &[tandem::cluster::PgCounts]) {
+    for side in [Side::A, Side::B] {
+        let router = install.agent_states(side);
+        for c in counts {
+            let seen = router.get(&c.pg).cloned().unwrap_or_default();
+            assert_eq!(
+                agents_settled(&seen),
+                agents_settled(&c.agents_by_state),
+                "{side:?}'s router and {} disagree about its agents",
+                c.pg
+            );
+        }
+    }
+}
+
+/// A PG killed and started again under load: its new process re-reports its peripheral, so the
+/// agents and calls the old process left in the router are replaced, its agents log on again
+/// without a refusal, and at the end both routers see every agent where the PG has it.
+#[test]
+fn restarted_pg_replaces_what_its_last_process_left() {
+    let _alone = one_at_a_time();
+    let mut install = paired_under_load("pgrestart");
+    install.kill("pg1");
+    // Another seed: the new process's peripherals go their own way from the start, as a real
+    // ACD's would after a restart, instead of replaying the old process's inputs.
+    let config = install.config.clone();
+    install.start_pg_args("pg1", &config, LOAD_CPS, 2, &["--seed", "2"]);
+    install.wait_pgs_reachable(Side::A, 2, START_MS);
+    // A phase of the scenario: the new PG process logs its agents on and takes calls.
+    std::thread::sleep(Duration::from_secs(4));
+    let counts = install.stop_pgs(&["pg1", "pg2"]);
+    let a = install.status(Side::A).unwrap();
+    for c in &counts {
+        assert!(c.reports_sent >= 1, "{c:?}");
+        assert_eq!(c.inputs_acknowledged, c.inputs_sent, "{c:?}");
+        assert_eq!(c.route_requests_answered_more_than_once, 0, "{c:?}");
+        assert!(!c.agents_by_state.is_empty(), "{c:?}");
+    }
+    install.wait_equal_digests(a.delivered(), START_MS);
+    assert_routers_agree_with_pgs(&install, &counts);
+    // Nothing either PG process sent was refused: not a login of an agent the old process had
+    // left logged on, nor a call id it had left in use.
+    for side in [Side::A, Side::B] {
+        let metrics = install.metrics(side);
+        let side_label = if side == Side::A { "a" } else { "b" };
+        let rejected = format!(
+            "tandem_router_inputs_total{{side=\"{side_label}\",outcome=\"rejected\"}} 0"
+        );
+        assert!(metrics.contains(&rejected), "{side:?} refused inputs:\n{metrics}");
+    }
 }
