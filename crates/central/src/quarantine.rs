@@ -5,7 +5,9 @@
 //! state is suspect: the input's identity is appended to the side's suspect file and synced,
 //! and the side stops. At start the side reads the file back (`read_quarantine`): an input
 //! recorded during two crashes is quarantined, and the synchronizer orders a placeholder in its
-//! place whenever this side is enabled, which both sides skip.
+//! place whenever this side is enabled, which both sides skip. Records count together by the
+//! input's PG and bytes, whatever numbers they name: after both sides crash, the PG sends the
+//! same input again under a new incarnation's numbers.
 //!
 //! The file holds one line per crash, in the form `Suspect` displays and parses:
 //! `pg 3 incarnation 1766000000000 input 57 hash 0123456789abcdef` for a PG's input, or
@@ -17,7 +19,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use tandem_mds::quarantine::QUARANTINED_INPUTS_MAX;
-use tandem_mds::{input_hash, QuarantineKey, Source};
+use tandem_mds::{input_hash, QuarantineKey, QuarantinedInput, Source};
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
 use thiserror::Error;
@@ -130,8 +132,9 @@ impl std::str::FromStr for Suspect {
 /// What a side's suspect file says at start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Quarantine {
-    /// PG inputs recorded during at least `CRASHES_TO_QUARANTINE` crashes: never applied again.
-    pub inputs: BTreeSet<QuarantineKey>,
+    /// PG inputs recorded during at least `CRASHES_TO_QUARANTINE` crashes, under any numbers:
+    /// never applied again.
+    pub inputs: BTreeSet<QuarantinedInput>,
     /// Inputs the synchronizer ordered itself, recorded as often, by hash. They have no number
     /// to skip them by, so they are only reported.
     pub synchronizer_inputs: BTreeSet<u64>,
@@ -195,11 +198,11 @@ pub fn read_quarantine(path: &Path) -> Result<Quarantine, QuarantineError> {
         let fragment = text.find('\n').map_or(text.len(), |at| at + 1);
         text.drain(..fragment);
     }
-    let mut crashes: BTreeMap<Suspect, usize> = BTreeMap::new();
+    let mut crashes: BTreeMap<Crashed, usize> = BTreeMap::new();
     let mut quarantine = Quarantine::default();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         match line.parse::<Suspect>() {
-            Ok(suspect) => *crashes.entry(suspect).or_default() += 1,
+            Ok(suspect) => *crashes.entry(Crashed::of(suspect)).or_default() += 1,
             Err(()) => {
                 quarantine.malformed_lines += 1;
                 let quoted: String = line.chars().take(MALFORMED_LINE_QUOTED_CHARS_MAX).collect();
@@ -212,15 +215,31 @@ pub fn read_quarantine(path: &Path) -> Result<Quarantine, QuarantineError> {
             continue;
         }
         match suspect {
-            Suspect::Pg(key) => {
-                quarantine.inputs.insert(key);
+            Crashed::Pg(input) => {
+                quarantine.inputs.insert(input);
             }
-            Suspect::Synchronizer { input_hash } => {
+            Crashed::Synchronizer(input_hash) => {
                 quarantine.synchronizer_inputs.insert(input_hash);
             }
         }
     }
     Ok(quarantine)
+}
+
+/// What crash records count together by: the input, not the numbers it came under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Crashed {
+    Pg(QuarantinedInput),
+    Synchronizer(u64),
+}
+
+impl Crashed {
+    fn of(suspect: Suspect) -> Crashed {
+        match suspect {
+            Suspect::Pg(key) => Crashed::Pg(key.input()),
+            Suspect::Synchronizer { input_hash } => Crashed::Synchronizer(input_hash),
+        }
+    }
 }
 
 /// Why applying an input failed: it panicked the router, whose state is now suspect.
@@ -236,6 +255,25 @@ pub enum Poisoned {
         message: String,
         error: QuarantineError,
     },
+}
+
+/// The reason code that makes an AgentLogout the planted poison input (`poison-input`).
+#[cfg(feature = "poison-input")]
+pub const POISON_REASON_CODE: u16 = u16::MAX;
+
+/// Panics on the planted poison input, as the router would on a real one: the fault the
+/// whole-system tests inject to see a poison input quarantined.
+#[cfg(feature = "poison-input")]
+pub fn panic_on_poison(input: &Input) {
+    if matches!(
+        input,
+        Input::AgentLogout {
+            reason_code: POISON_REASON_CODE,
+            ..
+        }
+    ) {
+        panic!("the planted poison input");
+    }
 }
 
 /// Runs `apply` for one ordered input. If it panics, the identity `suspect` gives is appended
@@ -282,18 +320,48 @@ mod tests {
         dir
     }
 
+    /// A PG input record: agent `input_no`'s logout, numbered `input_no`.
     fn pg_suspect(input_no: u64) -> Suspect {
+        pg_suspect_under(1_766_000_000_000, input_no, input_no as u32)
+    }
+
+    fn pg_suspect_under(incarnation: u64, input_no: u64, agent: u32) -> Suspect {
         Suspect::of(
             &Source::Pg {
                 pg: PgId(3),
-                incarnation: 1_766_000_000_000,
+                incarnation,
                 input_no,
             },
             &Input::AgentLogout {
-                agent: AgentId(7),
+                agent: AgentId(agent),
                 reason_code: 0,
             },
         )
+    }
+
+    fn quarantined(suspect: Suspect) -> QuarantinedInput {
+        match suspect {
+            Suspect::Pg(key) => key.input(),
+            Suspect::Synchronizer { .. } => unreachable!("a PG suspect"),
+        }
+    }
+
+    /// Both sides crashed on an input and restarted from configuration, so the PG sent it again
+    /// under a new incarnation: the two records are of one input.
+    #[test]
+    fn records_of_one_input_under_new_numbers_count_together() {
+        let dir = test_dir("renumbered");
+        let path = dir.join(SUSPECT_FILE);
+        record_suspect(&path, &pg_suspect_under(1_766_000_000_000, 501, 7)).unwrap();
+        record_suspect(&path, &pg_suspect_under(1_766_000_005_000, 3, 7)).unwrap();
+        // The same numbers with other bytes are another input.
+        record_suspect(&path, &pg_suspect_under(1_766_000_005_000, 3, 8)).unwrap();
+        let quarantine = read_quarantine(&path).unwrap();
+        assert_eq!(
+            quarantine.inputs,
+            BTreeSet::from([quarantined(pg_suspect_under(1, 1, 7))])
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -309,7 +377,7 @@ mod tests {
             format!(
                 "pg 3 incarnation 1766000000000 input 57 hash {:016x}",
                 input_hash(&Input::AgentLogout {
-                    agent: AgentId(7),
+                    agent: AgentId(57),
                     reason_code: 0
                 })
             )
@@ -326,10 +394,10 @@ mod tests {
             record_suspect(&path, &suspect).unwrap();
         }
         let quarantine = read_quarantine(&path).unwrap();
-        let Suspect::Pg(key) = pg_suspect(57) else {
-            unreachable!()
-        };
-        assert_eq!(quarantine.inputs, BTreeSet::from([key]));
+        assert_eq!(
+            quarantine.inputs,
+            BTreeSet::from([quarantined(pg_suspect(57))])
+        );
         assert_eq!(
             quarantine.synchronizer_inputs,
             BTreeSet::from([input_hash(&Input::TimeTick)])
@@ -370,10 +438,10 @@ mod tests {
         }
         std::fs::write(&path, &text).unwrap();
         let quarantine = read_quarantine(&path).unwrap();
-        let Suspect::Pg(recent) = pg_suspect(2) else {
-            unreachable!()
-        };
-        assert_eq!(quarantine.inputs, BTreeSet::from([recent]));
+        assert_eq!(
+            quarantine.inputs,
+            BTreeSet::from([quarantined(pg_suspect(2))])
+        );
         assert_eq!(
             quarantine.malformed_lines, 0,
             "the read starts at a line break"

@@ -282,8 +282,9 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     for key in &quarantine.inputs {
         warn!(
             side = %options.side,
-            "PG {}'s input {} (incarnation {}) was in flight during two crashes: it is quarantined",
-            key.pg, key.input_no, key.incarnation
+            "PG {}'s input with hash {:016x} was in flight during two crashes: it is quarantined, \
+             under whatever numbers it comes",
+            key.pg, key.input_hash
         );
     }
     for hash in &quarantine.synchronizer_inputs {
@@ -921,7 +922,11 @@ impl Core {
         let applied = quarantine::apply_guarded(
             &self.suspect_path,
             || Suspect::of(&source, &input.input),
-            || router.apply_into(ordered.seq, &input, &mut outputs),
+            || {
+                #[cfg(feature = "poison-input")]
+                quarantine::panic_on_poison(&input.input);
+                router.apply_into(ordered.seq, &input, &mut outputs)
+            },
         );
         if let Err(poisoned) = applied {
             // The router may have stopped halfway through the input: going on would spread a

@@ -28,7 +28,7 @@ pub use protocol::{
     next_seq, Body, Epoch, Hello, LogicVersion, Ordered, PeerMessage, PgCursorCut, PgToSide,
     PublicHello, Side, SideToPg, Source, SyncCut, TransferMessage, TransferRequest,
 };
-pub use quarantine::{input_hash, QuarantineKey};
+pub use quarantine::{input_hash, QuarantineKey, QuarantinedInput};
 pub use sync::{
     transfer_buffer_bound, Action, DigestChecks, SyncEvent, SyncSettings, SyncState, Synchronizer,
     TransferError,

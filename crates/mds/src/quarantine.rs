@@ -4,6 +4,10 @@
 //! the input in flight when its router panicked; an input recorded during two crashes is
 //! quarantined. The enabled synchronizer then orders it as `Body::Quarantined`, which both
 //! sides skip, instead of the input itself (`Synchronizer::set_quarantine`).
+//!
+//! A quarantined input is known by its PG and its bytes, not by its number: when both sides
+//! crash they restart from configuration, and the PG numbers what it still holds afresh (a new
+//! incarnation), so the same poison input comes back under new numbers after every crash.
 
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
@@ -21,6 +25,23 @@ pub struct QuarantineKey {
     pub pg: PgId,
     pub incarnation: u64,
     pub input_no: u64,
+    pub input_hash: u64,
+}
+
+impl QuarantineKey {
+    /// What stays the same when the PG numbers the input again.
+    pub fn input(&self) -> QuarantinedInput {
+        QuarantinedInput {
+            pg: self.pg,
+            input_hash: self.input_hash,
+        }
+    }
+}
+
+/// A quarantined input: one PG's input with these bytes, under whatever numbers it comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QuarantinedInput {
+    pub pg: PgId,
     pub input_hash: u64,
 }
 

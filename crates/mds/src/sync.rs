@@ -19,7 +19,7 @@
 //! - a side that learns of a higher epoch than its own stops ordering at once.
 
 use crate::protocol::*;
-use crate::quarantine::{input_hash, QuarantineKey, QUARANTINED_INPUTS_MAX};
+use crate::quarantine::{input_hash, QuarantinedInput, QUARANTINED_INPUTS_MAX};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
@@ -400,7 +400,7 @@ pub struct Synchronizer {
     /// Messages held, from the oldest not both delivered here and held by the peer.
     log: VecDeque<Ordered>,
     /// PG inputs this side orders as `Body::Quarantined` instead, should it be enabled.
-    quarantine: BTreeSet<QuarantineKey>,
+    quarantine: BTreeSet<QuarantinedInput>,
     held_through: u64,
     delivered_through: u64,
     /// Ordered time of the last delivered message.
@@ -535,9 +535,9 @@ impl Synchronizer {
     /// it is sent, so only the enabled side's quarantine counts.
     ///
     /// # Panics
-    /// If `inputs` holds more than `QUARANTINED_INPUTS_MAX` keys: the shell's bounded read of
+    /// If `inputs` holds more than `QUARANTINED_INPUTS_MAX` entries: the shell's bounded read of
     /// its records never produces more.
-    pub fn set_quarantine(&mut self, inputs: BTreeSet<QuarantineKey>) {
+    pub fn set_quarantine(&mut self, inputs: BTreeSet<QuarantinedInput>) {
         assert!(
             inputs.len() <= QUARANTINED_INPUTS_MAX,
             "{} quarantined inputs, at most {QUARANTINED_INPUTS_MAX}",
@@ -1176,7 +1176,7 @@ impl Synchronizer {
             }
             return;
         }
-        let body = if self.is_quarantined(pg, incarnation, input_no, &input) {
+        let body = if self.is_quarantined(pg, &input) {
             Body::Quarantined {
                 pg,
                 incarnation,
@@ -1195,15 +1195,10 @@ impl Synchronizer {
         self.order(now_ms, body);
     }
 
-    /// Whether this PG input is quarantined. The input is hashed only when its numbers match a
-    /// quarantined one, so an empty quarantine costs one lookup.
-    fn is_quarantined(&self, pg: PgId, incarnation: u64, input_no: u64, input: &Input) -> bool {
-        let key = |input_hash| QuarantineKey {
-            pg,
-            incarnation,
-            input_no,
-            input_hash,
-        };
+    /// Whether this PG input is quarantined. The input is hashed only when its PG has a
+    /// quarantined input, so an empty quarantine costs one lookup.
+    fn is_quarantined(&self, pg: PgId, input: &Input) -> bool {
+        let key = |input_hash| QuarantinedInput { pg, input_hash };
         self.quarantine
             .range(key(0)..=key(u64::MAX))
             .next()

@@ -109,6 +109,8 @@ pub struct GatewayOptions {
     /// online (a real input, cheap for the router), to measure the central controller's
     /// ordering throughput (`tandem bench duplex --what throughput`). 0: none.
     pub flood_inputs_per_s: u64,
+    /// An input sent once, after the simulated load's first inputs (fault injection).
+    pub inject_input: Option<Input>,
 }
 
 fn wall_ms() -> u64 {
@@ -186,6 +188,7 @@ struct Gateway {
     flood_peripheral: Option<PeripheralId>,
     flood_sent: u64,
     flood_started: Instant,
+    inject_input: Option<Input>,
     /// Route requests sent and not yet answered, with when they were sent.
     route_sent: BTreeMap<RouteRequestKey, Instant>,
     route_rtt_us: Histogram<u64>,
@@ -247,6 +250,7 @@ pub async fn run(
             .map(|p| p.id),
         flood_sent: 0,
         flood_started: Instant::now(),
+        inject_input: options.inject_input,
         route_sent: BTreeMap::new(),
         route_rtt_us: Histogram::new_with_bounds(1, ROUTE_RTT_US_MAX, 3)
             .expect("valid histogram bounds"),
@@ -621,6 +625,14 @@ impl Gateway {
                     inputs.push(OrderedInput {
                         time_ms: now,
                         input: Input::PeripheralOnline { peripheral },
+                    });
+                }
+            }
+            if !inputs.is_empty() {
+                if let Some(input) = self.inject_input.take() {
+                    inputs.push(OrderedInput {
+                        time_ms: now,
+                        input,
                     });
                 }
             }

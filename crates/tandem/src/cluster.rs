@@ -275,6 +275,26 @@ impl Installation {
         assert!(status.success(), "kill -{signal} {name}");
     }
 
+    /// Waits up to `timeout_ms` for the process to end by itself; returns its exit code (None
+    /// when a signal ended it) and forgets it.
+    pub fn wait_exit(&mut self, name: &str, timeout_ms: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        loop {
+            let child = self
+                .processes
+                .get_mut(name)
+                .unwrap_or_else(|| panic!("no process {name}"));
+            if let Some(status) = child.try_wait().unwrap() {
+                self.processes.remove(name);
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("{name} still running after {timeout_ms} ms"));
+            }
+            std::thread::sleep(Duration::from_millis(POLL_MS));
+        }
+    }
+
     /// kill -9.
     pub fn kill(&mut self, name: &str) {
         let mut child = self

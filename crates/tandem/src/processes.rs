@@ -62,6 +62,10 @@ pub struct PgArgs {
     /// central controller's ordering throughput.
     #[arg(long, default_value_t = 0)]
     flood_inputs_per_s: u64,
+    /// Send this input (as JSON) once, after the simulated load's first inputs: for fault
+    /// injection, such as a poison input.
+    #[arg(long, hide = true)]
+    inject_input_json: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -233,6 +237,12 @@ pub fn pg(args: PgArgs) -> Result<()> {
         name: entry.name,
         load,
         flood_inputs_per_s: args.flood_inputs_per_s,
+        inject_input: args
+            .inject_input_json
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .context("--inject-input-json")?,
     };
     let counts = runtime()?.block_on(gateway::run(options, stopped()));
     println!("{}", serde_json::to_string(&counts)?);
