@@ -28,8 +28,10 @@ use tokio::sync::mpsc;
 
 /// Inputs kept for resending before the simulator is held back.
 pub const PG_INPUTS_UNACKED_MAX: usize = 200_000;
-/// The PG's loop: inputs are taken from the simulator this often.
-const PG_TICK_MS: u64 = 5;
+/// The PG's loop: inputs are taken from the simulator this often. A real peripheral's events
+/// arrive one by one; a longer tick would send them in bursts that wait for each other at the
+/// sides (at 10,000 calls/s a 5 ms tick measured a p99 round trip about 40% longer).
+const PG_TICK_MS: u64 = 1;
 /// The active path is given up when inputs go unacknowledged this long.
 const PATH_ACK_SILENCE_MS_MAX: u64 = 1_000;
 /// After a path switch, refusals from the new path are not taken as a reason to switch back
