@@ -11,6 +11,21 @@ use tandem_model::domain::AgentState;
 use tandem_model::ids::*;
 use tandem_model::output::Output;
 
+/// The states an agent reaches by its own events (a state change), not through a call's: a
+/// report may also give them without a call.
+pub(crate) fn reached_by_own_events(state: AgentState) -> bool {
+    matches!(
+        state,
+        AgentState::NotReady
+            | AgentState::Ready
+            | AgentState::WorkReady
+            | AgentState::WorkNotReady
+            | AgentState::TalkingOut
+            | AgentState::TalkingOther
+            | AgentState::BusyOther
+    )
+}
+
 impl Router {
     pub(crate) fn peripheral_online(
         &mut self,
@@ -100,17 +115,7 @@ impl Router {
         if row.state == AgentState::LoggedOff {
             return reject(format!("agent {agent} is not logged on"));
         }
-        let allowed = matches!(
-            state,
-            AgentState::NotReady
-                | AgentState::Ready
-                | AgentState::WorkReady
-                | AgentState::WorkNotReady
-                | AgentState::TalkingOut
-                | AgentState::TalkingOther
-                | AgentState::BusyOther
-        );
-        if !allowed {
+        if !reached_by_own_events(state) {
             return reject(format!(
                 "agent {agent}: {} is reached through call events, not a state change",
                 state.name()

@@ -48,21 +48,6 @@ fn same_waiting_call(row: &CallRow, call: &WaitingCallReport) -> bool {
         && row.router_call_key == call.router_call_key
 }
 
-/// Agent states an agent reaches by its own events, so that a report may give them without a
-/// call.
-fn state_without_call(state: AgentState) -> bool {
-    matches!(
-        state,
-        AgentState::NotReady
-            | AgentState::Ready
-            | AgentState::WorkReady
-            | AgentState::WorkNotReady
-            | AgentState::TalkingOut
-            | AgentState::TalkingOther
-            | AgentState::BusyOther
-    )
-}
-
 impl Router {
     pub(crate) fn peripheral_report(
         &mut self,
@@ -130,7 +115,7 @@ impl Router {
                 ));
             }
             match &report.call {
-                None if !state_without_call(report.state) => {
+                None if !crate::agents::reached_by_own_events(report.state) => {
                     return reject(format!(
                         "agent {agent} is reported {} without a call",
                         report.state.name()
