@@ -701,8 +701,17 @@ impl Synchronizer {
     /// now holds in one cumulative Ack, so the enabled side can deliver without waiting for a
     /// tick. Under load a batch holds many messages; when quiet, each is acknowledged at once.
     pub fn end_of_batch(&mut self, now_ms: u64) {
-        if self.state == SyncState::PairedDisabled && self.peer.acked_through < self.held_through {
+        if self.state == SyncState::PairedDisabled
+            && self.peer.up
+            && self.peer.acked_through < self.held_through
+        {
             self.send_ack(now_ms);
+            // The ack says what this side holds, not what it applied: it goes ahead of this
+            // batch's deliveries, so the enabled side delivers while this side applies, instead
+            // of after.
+            let ack = self.actions.pop_back().expect("send_ack queued the ack");
+            debug_assert!(matches!(ack, Action::SendPeer(PeerMessage::Ack { .. })));
+            self.actions.push_front(ack);
         }
     }
 
