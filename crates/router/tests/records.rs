@@ -7,7 +7,8 @@ use tandem_model::input::{Input, OrderedInput};
 use tandem_model::output::{EventCode, Output};
 use tandem_model::script::{NodeKind, SelectRule};
 use tandem_router::records::{
-    export, export_into, export_to, import, import_with_digest, state_size, RECORD_OVERHEAD_BYTES,
+    digest, export, export_into, export_pieces, export_to, import, import_with_digest, state_size,
+    StateImport, RECORD_OVERHEAD_BYTES,
 };
 use tandem_router::{ImportError, Router};
 
@@ -94,6 +95,114 @@ fn export_import_round_trips_exactly() {
     let mut reused = vec![0xAA; 10];
     export_into(&state, &mut reused);
     assert_eq!(reused, bytes);
+
+    // Pieces of whole records, each at least the size asked for but the last, the sink taking
+    // some buffers and leaving others.
+    for piece_bytes in [0, 1, 300, 4_096, usize::MAX] {
+        let mut pieces = Vec::new();
+        let mut taken = 0;
+        export_pieces(&state, piece_bytes, &mut |piece| {
+            pieces.push(piece.clone());
+            if taken % 2 == 0 {
+                *piece = Vec::new();
+            }
+            taken += 1;
+        });
+        assert_eq!(pieces.concat(), bytes, "pieces of {piece_bytes}");
+        let last = pieces.len() - 1;
+        assert!(pieces[..last]
+            .iter()
+            .all(|p| p.len() >= piece_bytes.min(bytes.len())));
+    }
+}
+
+/// Import in pieces cut anywhere (inside a length prefix, a row, a checksum) rebuilds the same
+/// state with the same digest as import in one piece, and reports the same error for the same
+/// damage.
+#[test]
+fn import_in_pieces_of_any_size_gives_the_same_state_digest_and_errors() {
+    let state = busy_harness().router.snapshot();
+    let bytes = export(&state);
+    let mut damaged = bytes.clone();
+    damaged[bytes.len() / 3] ^= 0x01;
+    let whole_error = import(&damaged).unwrap_err();
+    for piece_bytes in [1, 2, 3, 5, 13, 64, 1_000, 4_096, bytes.len()] {
+        let mut import = StateImport::new();
+        for piece in bytes.chunks(piece_bytes) {
+            import.feed(piece).unwrap();
+        }
+        assert_eq!(import.pending_bytes(), 0);
+        let expected = import.digest().unwrap();
+        let (imported, digest_read) = import.finish().unwrap();
+        assert!(imported == state, "pieces of {piece_bytes}");
+        assert_eq!(digest_read, expected);
+        assert_eq!(digest_read, digest(&state));
+
+        let mut import = StateImport::new();
+        let error = damaged
+            .chunks(piece_bytes)
+            .try_for_each(|piece| import.feed(piece))
+            .and_then(|()| import.finish().map(|_| ()))
+            .unwrap_err();
+        assert_eq!(error, whole_error, "pieces of {piece_bytes}");
+    }
+}
+
+/// The records of `bytes`, each as its own byte vector.
+fn split_records(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        records.push(bytes[at..at + 4 + 1 + len + 8].to_vec());
+        at += 4 + 1 + len + 8;
+    }
+    records
+}
+
+/// A stream that decodes to a state but is not the one export writes for it is refused: the
+/// hash of the stream read is the digest only because import takes the canonical stream alone.
+#[test]
+fn a_stream_other_than_the_canonical_export_is_refused() {
+    let state = busy_harness().router.snapshot();
+    let bytes = export(&state);
+    let records = split_records(&bytes);
+
+    // The reference counts (table 15, rows of 13 bytes) cut into a chunk of one row and a
+    // chunk of the rest: the same rows, chunked differently.
+    let at = records
+        .iter()
+        .position(|r| r[4] == 3 && u16::from_le_bytes([r[5], r[6]]) == 15)
+        .unwrap();
+    let payload = &records[at][5..records[at].len() - 8];
+    let count = u32::from_le_bytes(payload[2..6].try_into().unwrap());
+    assert!(count >= 2);
+    let rows = &payload[6..];
+    let chunk = |count: u32, rows: &[u8]| {
+        let mut payload = 15u16.to_le_bytes().to_vec();
+        payload.extend_from_slice(&count.to_le_bytes());
+        payload.extend_from_slice(rows);
+        record(3, &payload)
+    };
+    let mut rechunked = records.clone();
+    rechunked.splice(
+        at..=at,
+        [chunk(1, &rows[..13]), chunk(count - 1, &rows[13..])],
+    );
+    assert!(matches!(
+        import(&rechunked.concat()),
+        Err(ImportError::Decode { index, .. }) if index == at + 1
+    ));
+
+    // A header whose sequence number is not the scalars'.
+    let mut header = records[0][5..records[0].len() - 8].to_vec();
+    header[10] ^= 1;
+    let mut other_header = records.clone();
+    other_header[0] = record(1, &header);
+    assert!(matches!(
+        import(&other_header.concat()),
+        Err(ImportError::Decode { index: 1, .. })
+    ));
 }
 
 #[test]
@@ -197,6 +306,16 @@ fn corrupt_truncated_or_foreign_streams_are_refused() {
     longer.push(0);
     assert!(import(&longer).is_err());
     assert!(import(b"not a state").is_err());
+    // Cut at every record boundary and inside every record: never accepted.
+    let mut boundaries = vec![0];
+    for record in split_records(&bytes) {
+        boundaries.push(boundaries.last().unwrap() + record.len());
+    }
+    for pair in boundaries.windows(2) {
+        for cut in [pair[0], pair[0] + 3, (pair[0] + pair[1]) / 2, pair[1] - 1] {
+            assert!(import(&bytes[..cut]).is_err(), "cut at {cut} accepted");
+        }
+    }
     // Another format version is named in the error.
     let mut other = bytes.clone();
     other[5 + 8] = 9;
