@@ -414,3 +414,66 @@ fn the_state_size_alarm_is_raised_once_with_hysteresis() {
     assert_eq!(cleared, 1);
     assert!(router.state_size() < size * 2);
 }
+
+/// The invariant check that import runs finds every reference count that differs from the
+/// references: counts of agents (which the members' references make, counted in runs, plus a
+/// label's), of skill groups, missing and extra counts.
+#[test]
+fn reference_counts_that_differ_from_the_references_are_refused() {
+    use tandem_model::config::{Label, LabelTarget, ObjectRef};
+    use tandem_model::domain::LabelKind;
+    use tandem_model::ids::{AgentId, LabelId};
+    let mut cc = contact_center(script_with(NodeKind::Default));
+    // A3 is in two skill groups and a label names it: its count adds both kinds of reference.
+    cc.labels.push(Label {
+        id: LabelId(950),
+        routing_client: RC,
+        label: "agent-a3".into(),
+        kind: LabelKind::Normal,
+        target: Some(LabelTarget::Agent(A3)),
+    });
+    let state = Router::from_contact_center(&cc, T0).unwrap().snapshot();
+    assert_eq!(state.reference_counts.get(&ObjectRef::Agent(A3)), Some(&3));
+    assert!(import(&export(&state)).is_ok());
+
+    let changed = |change: &dyn Fn(&mut tandem_router::State)| {
+        let mut state = state.clone();
+        change(&mut state);
+        import(&export(&state))
+    };
+    let refused = |result: Result<tandem_router::State, ImportError>| {
+        assert!(
+            matches!(result, Err(ImportError::Invariant(ref message)) if message.contains("reference")),
+            "{:?}",
+            result.err()
+        );
+    };
+    for agent in [A1, A3, A4] {
+        let stored = *state
+            .reference_counts
+            .get(&ObjectRef::Agent(agent))
+            .unwrap();
+        for wrong in [stored - 1, stored + 1] {
+            refused(changed(&|s| {
+                s.reference_counts.insert(ObjectRef::Agent(agent), wrong);
+            }));
+        }
+        refused(changed(&|s| {
+            s.reference_counts.remove(&ObjectRef::Agent(agent));
+        }));
+    }
+    // Counts of agents nothing refers to, below and above the agents referred to.
+    for agent in [AgentId(1), AgentId(2_000), AgentId(u32::MAX)] {
+        refused(changed(&|s| {
+            s.reference_counts.insert(ObjectRef::Agent(agent), 1);
+        }));
+    }
+    refused(changed(&|s| {
+        let stored = *s.reference_counts.get(&ObjectRef::SkillGroup(SG1)).unwrap();
+        s.reference_counts
+            .insert(ObjectRef::SkillGroup(SG1), stored + 1);
+    }));
+    refused(changed(&|s| {
+        s.reference_counts.remove(&ObjectRef::SkillGroup(SG2));
+    }));
+}
