@@ -217,7 +217,9 @@ async fn send<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
                 None => true,
             };
         });
-        hasher.digest128()
+        // The snapshot goes back with the digest, to be dropped once the session has ended:
+        // freeing it can take longer than a large export's last pieces take to send.
+        (hasher.digest128(), state)
     });
     let mut sent = 0u64;
     while let Some(mut piece) = pieces.recv().await {
@@ -227,7 +229,7 @@ async fn send<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
         // Room for every piece there is, so this never waits.
         let _ = free_tx.try_send(piece);
     }
-    let digest = exporter.await.map_err(|e| e.to_string())?;
+    let (digest, state) = exporter.await.map_err(|e| e.to_string())?;
     if sent != state_bytes {
         return Err(format!(
             "the export wrote {sent} bytes, the state size is {state_bytes}"
@@ -237,6 +239,7 @@ async fn send<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
         .await
         .map_err(|e| e.to_string())?;
     write.shutdown().await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || drop(state));
     let duration_ms = started.elapsed().as_millis() as u64;
     info!(nonce, state_bytes, duration_ms, "state sent {direction}");
     Ok(TransferOutcome::Sent(SyncRecord {
