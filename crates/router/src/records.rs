@@ -12,8 +12,11 @@
 //! give equal bytes, and the digest (xxh3-128 of the stream) compares states. Because every row's
 //! length is known, [`state_size`] is exact without encoding anything.
 //!
-//! Import checks every frame, the order of tables and keys, and then every relationship between
-//! objects ([`crate::views::check_invariants`]); any failure leaves nothing behind.
+//! Import ([`StateImport`]) reads the stream in pieces as they arrive and checks each record as
+//! it completes (its checksum, the order of tables and keys, each row's encoding, and that the
+//! stream is the canonical one, so that its hash is the rebuilt state's digest), decoding the
+//! rows straight into the tables; then it checks every relationship between objects
+//! ([`crate::views::check_invariants`]). Any failure leaves nothing behind.
 
 use crate::state::{Scalars, State};
 use crate::table::{OutOfOrder, RowTable, TableBuilder};

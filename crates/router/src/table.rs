@@ -664,8 +664,11 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTableBuilder<K, V> {
         };
         let owner = first.owner();
         let group: GroupRows<K, V> = self.run.drain(..).collect();
-        // Owners ascend with their keys, which `push` checked.
-        let _ = self.owners.push(owner, group);
+        let pushed = self.owners.push(owner, group);
+        debug_assert!(
+            pushed.is_ok(),
+            "owners ascend with their keys, which push checked"
+        );
     }
 }
 
@@ -954,8 +957,11 @@ impl<K: PartitionKey, V> Default for PartitionedTableBuilder<K, V> {
 impl<K: PartitionKey + Encode, V: Clone + Encode> PartitionedTableBuilder<K, V> {
     fn end_partition(&mut self) {
         if let Some((partition, rows)) = self.current.take() {
-            // Partitions ascend with their keys, which `push` checked.
-            let _ = self.partitions.push(partition, rows.finish());
+            let pushed = self.partitions.push(partition, rows.finish());
+            debug_assert!(
+                pushed.is_ok(),
+                "partitions ascend with their keys, which push checked"
+            );
         }
     }
 }

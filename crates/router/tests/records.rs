@@ -477,3 +477,29 @@ fn reference_counts_that_differ_from_the_references_are_refused() {
         s.reference_counts.remove(&ObjectRef::SkillGroup(SG2));
     }));
 }
+
+proptest::proptest! {
+    /// A stream damaged anywhere (a byte changed, then cut short or not, fed in pieces of any
+    /// size) is refused without a panic, and with the same error however it is cut in pieces.
+    #[test]
+    fn a_damaged_stream_is_refused_without_a_panic(
+        position in 0.0f64..1.0,
+        flip in 1u8..=255,
+        keep in 0.0f64..1.2,
+        piece_bytes in 1usize..5_000,
+    ) {
+        let bytes = export(busy_harness().router.state());
+        let mut damaged = bytes.clone();
+        let at = ((bytes.len() as f64 * position) as usize).min(bytes.len() - 1);
+        damaged[at] ^= flip;
+        damaged.truncate((bytes.len() as f64 * keep) as usize);
+        let whole = import(&damaged).map(|_| ());
+        proptest::prop_assert!(whole.is_err());
+        let mut import = StateImport::new();
+        let in_pieces = damaged
+            .chunks(piece_bytes)
+            .try_for_each(|piece| import.feed(piece))
+            .and_then(|()| import.finish().map(|_| ()));
+        proptest::prop_assert_eq!(in_pieces, whole);
+    }
+}
