@@ -3,10 +3,16 @@
 //!
 //! The sender's core takes the cut (`Core::serve_cut`: the synchronizer's cut and a
 //! copy-on-write snapshot of the router, a few pointer copies), and this module does the rest
-//! off the core: it exports the snapshot to records on a blocking thread, streams them in
-//! checksummed frames, and ends with the digest at the cut. The receiver rebuilds the state on
-//! a blocking thread, checks the digest, and hands the state to its core. Any failure ends the
-//! session; the receiver's core retries with backoff.
+//! off the core. A session is a `Header` frame (the cut and the state's size in records), the
+//! state records themselves, and an `End` frame with the digest at the cut. The records cross
+//! as they are, not inside frames: they carry their own lengths and checksums, and framing them
+//! again cost a copy and a checksum of every byte on each end.
+//!
+//! The sender exports the snapshot on a blocking thread straight into the pieces its session
+//! writes to the socket. The receiver hands each piece to a blocking thread that checks and
+//! decodes the records in it while the next piece is read (`records::StateImport`), compares
+//! the digest of the records read with the sender's, checks the rebuilt state's invariants and
+//! hands it to its core. Any failure ends the session; the receiver's core retries with backoff.
 
 use crate::outputs::OutputLog;
 use crate::side::CoreEvent;
@@ -14,17 +20,24 @@ use crate::status::SyncRecord;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tandem_mds::transport::{self, FrameReader, Outbound};
+use tandem_mds::transport::{self, FrameReader};
 use tandem_mds::{LogicVersion, SyncCut, TransferMessage};
-use tandem_router::{records, State, STATE_FORMAT_VERSION};
+use tandem_router::records::{self, StateImport};
+use tandem_router::{ImportError, State, STATE_FORMAT_VERSION};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 /// The router's name as a synchronized client.
 pub const ROUTER_CLIENT: &str = "router";
-/// State bytes per frame.
-pub const TRANSFER_CHUNK_BYTES: usize = 1 << 20;
+/// The size of the pieces of the state stream that go between the socket and the export or
+/// import thread (the records in them are whole on the sender's side, cut anywhere on the
+/// receiver's).
+pub const TRANSFER_PIECE_BYTES: usize = 1 << 20;
+/// The most pieces each end holds at once: what the export may make ahead of the socket, what
+/// the receiver may read ahead of its import.
+const TRANSFER_PIECES_MAX: usize = 8;
 /// The largest state a receiver accepts.
 pub const STATE_BYTES_MAX: u64 = 16 << 30;
 /// A session silent this long has failed.
@@ -159,50 +172,74 @@ async fn send<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
         stall_us,
         direction,
     } = cut;
-    let out = Outbound::<TransferMessage>::spawn(write);
-    // The export runs beside the core, on the snapshot; records go out as they are made.
-    let (chunks_tx, mut chunks) = mpsc::channel::<Vec<u8>>(8);
-    let exporter = tokio::task::spawn_blocking(move || {
-        let size = records::state_size(&state);
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let mut chunk = Vec::with_capacity(TRANSFER_CHUNK_BYTES);
-        let mut closed = false;
-        let _ = chunks_tx.blocking_send(size.to_le_bytes().to_vec());
-        records::export_to(&state, &mut |record| {
-            hasher.update(record);
-            chunk.extend_from_slice(record);
-            if chunk.len() >= TRANSFER_CHUNK_BYTES && !closed {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(TRANSFER_CHUNK_BYTES));
-                closed = chunks_tx.blocking_send(full).is_err();
-            }
-        });
-        if !chunk.is_empty() && !closed {
-            let _ = chunks_tx.blocking_send(chunk);
-        }
-        hasher.digest128()
-    });
-    let size_bytes = chunks.recv().await.ok_or("the export stopped")?;
-    let state_bytes = u64::from_le_bytes(size_bytes.try_into().map_err(|_| "bad size")?);
-    let io = |e: transport::TransportError| e.to_string();
-    out.send_paced(&TransferMessage::Header {
-        client: ROUTER_CLIENT.into(),
-        state_version: STATE_FORMAT_VERSION,
-        logic_version: logic_version.clone(),
-        cut,
-        state_bytes,
-    })
+    let mut write = write;
+    let state_bytes = records::state_size(&state);
+    transport::write_message(
+        &mut write,
+        &TransferMessage::Header {
+            client: ROUTER_CLIENT.into(),
+            state_version: STATE_FORMAT_VERSION,
+            logic_version: logic_version.clone(),
+            cut,
+            state_bytes,
+        },
+    )
     .await
-    .map_err(io)?;
-    while let Some(bytes) = chunks.recv().await {
-        out.send_paced(&TransferMessage::Chunk { bytes })
-            .await
-            .map_err(io)?;
+    .map_err(|e| e.to_string())?;
+    // The export runs beside the core, on the snapshot, and writes its records straight into
+    // the pieces this task writes to the socket. Pieces go back and forth between the two, at
+    // most `TRANSFER_PIECES_MAX` of them: a slow receiver holds the export back.
+    let (pieces_tx, mut pieces) = mpsc::channel::<Vec<u8>>(TRANSFER_PIECES_MAX);
+    let (free_tx, mut free) = mpsc::channel::<Vec<u8>>(TRANSFER_PIECES_MAX);
+    let exporter = tokio::task::spawn_blocking(move || {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        // The export's own buffer is the first piece.
+        let mut made = 1;
+        let mut stopped = false;
+        records::export_pieces(&state, TRANSFER_PIECE_BYTES, &mut |piece| {
+            hasher.update(piece);
+            if stopped {
+                return;
+            }
+            let next = match free.try_recv() {
+                Ok(next) => Some(next),
+                Err(_) if made < TRANSFER_PIECES_MAX => {
+                    made += 1;
+                    Some(Vec::with_capacity(TRANSFER_PIECE_BYTES))
+                }
+                Err(_) => free.blocking_recv(),
+            };
+            // The session ended early when it takes no more pieces.
+            stopped = match next {
+                Some(next) => pieces_tx
+                    .blocking_send(std::mem::replace(piece, next))
+                    .is_err(),
+                None => true,
+            };
+        });
+        // The snapshot goes back with the digest, to be dropped once the session has ended:
+        // freeing it can take longer than a large export's last pieces take to send.
+        (hasher.digest128(), state)
+    });
+    let mut sent = 0u64;
+    while let Some(mut piece) = pieces.recv().await {
+        sent += piece.len() as u64;
+        write.write_all(&piece).await.map_err(|e| e.to_string())?;
+        piece.clear();
+        // Room for every piece there is, so this never waits.
+        let _ = free_tx.try_send(piece);
     }
-    let digest = exporter.await.map_err(|e| e.to_string())?;
-    out.send_paced(&TransferMessage::End { digest, side_data })
+    let (digest, state) = exporter.await.map_err(|e| e.to_string())?;
+    if sent != state_bytes {
+        return Err(format!(
+            "the export wrote {sent} bytes, the state size is {state_bytes}"
+        ));
+    }
+    transport::write_message(&mut write, &TransferMessage::End { digest, side_data })
         .await
-        .map_err(io)?;
-    drop(out);
+        .map_err(|e| e.to_string())?;
+    write.shutdown().await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || drop(state));
     let duration_ms = started.elapsed().as_millis() as u64;
     info!(nonce, state_bytes, duration_ms, "state sent {direction}");
     Ok(TransferOutcome::Sent(SyncRecord {
@@ -294,68 +331,117 @@ async fn receive_from<R: tokio::io::AsyncRead + Unpin>(
         bar.set_message(direction.to_string());
         bar
     });
-    let mut bytes = Vec::with_capacity(state_bytes as usize);
+    // The records follow the header as they are (they carry their own framing and checksums),
+    // `state_bytes` of them. They are rebuilt on a blocking thread as they arrive, while this
+    // task reads the next ones: receiving and decoding overlap, and no copy of the whole stream
+    // is held. Pieces go back and forth between the two, at most `TRANSFER_PIECES_MAX` of them.
+    let (pieces_tx, mut pieces) = mpsc::channel::<Vec<u8>>(TRANSFER_PIECES_MAX);
+    let (free_tx, mut free) = mpsc::channel::<Vec<u8>>(TRANSFER_PIECES_MAX);
+    let importer = tokio::task::spawn_blocking(move || -> Result<StateImport, ImportError> {
+        let mut import = StateImport::new();
+        while let Some(mut piece) = pieces.blocking_recv() {
+            import.feed(&piece)?;
+            piece.clear();
+            // Room for every piece there is, so this never waits.
+            let _ = free_tx.try_send(piece);
+        }
+        Ok(import)
+    });
+    let mut received = 0u64;
     let mut last_log = Instant::now();
-    let (digest, side_data) = loop {
-        match next_message(&mut reader).await? {
-            TransferMessage::Chunk { bytes: chunk } => {
-                if bytes.len() as u64 + chunk.len() as u64 > state_bytes {
-                    return Err("the sender sent more than the size it announced".into());
+    let read: Result<Option<(u128, Vec<u8>)>, String> = async {
+        let mut made = 0;
+        while received < state_bytes {
+            let piece = match free.try_recv() {
+                Ok(piece) => Some(piece),
+                Err(_) if made < TRANSFER_PIECES_MAX => {
+                    made += 1;
+                    Some(Vec::with_capacity(TRANSFER_PIECE_BYTES))
                 }
-                bytes.extend_from_slice(&chunk);
-                // Progress for rttest; a full queue only skips an update.
-                let _ = tx.try_send(CoreEvent::TransferProgress {
-                    nonce,
-                    received: bytes.len() as u64,
-                    total: state_bytes,
-                });
-                if let Some(bar) = &bar {
-                    bar.set_position(bytes.len() as u64);
-                }
-                if last_log.elapsed() >= Duration::from_secs(1) {
-                    last_log = Instant::now();
-                    info!(
-                        nonce,
-                        "state transfer {direction}: {} of {state_bytes} bytes",
-                        bytes.len()
-                    );
+                Err(_) => free.recv().await,
+            };
+            // The import stopped at an error, which it reports.
+            let Some(mut piece) = piece else {
+                return Ok(None);
+            };
+            let wanted = (state_bytes - received).min(TRANSFER_PIECE_BYTES as u64) as usize;
+            while piece.len() < wanted {
+                let missing = wanted - piece.len();
+                let read = tokio::time::timeout(
+                    Duration::from_millis(TRANSFER_SILENCE_MS_MAX),
+                    reader.read_raw(&mut piece, missing),
+                )
+                .await
+                .map_err(|_| format!("nothing from the sender for {TRANSFER_SILENCE_MS_MAX} ms"))?
+                .map_err(|e| e.to_string())?;
+                if read == 0 {
+                    return Err(format!(
+                        "the sender closed the session after {} of {state_bytes} state bytes",
+                        received + piece.len() as u64
+                    ));
                 }
             }
-            TransferMessage::End { digest, side_data } => break (digest, side_data),
-            _ => return Err("unexpected message in a state transfer".into()),
+            received += wanted as u64;
+            if pieces_tx.send(piece).await.is_err() {
+                return Ok(None);
+            }
+            // Progress for rttest; a full queue only skips an update.
+            let _ = tx.try_send(CoreEvent::TransferProgress {
+                nonce,
+                received,
+                total: state_bytes,
+            });
+            if let Some(bar) = &bar {
+                bar.set_position(received);
+            }
+            if last_log.elapsed() >= Duration::from_secs(1) {
+                last_log = Instant::now();
+                info!(
+                    nonce,
+                    "state transfer {direction}: {received} of {state_bytes} bytes"
+                );
+            }
         }
-    };
+        match next_message(&mut reader).await? {
+            TransferMessage::End { digest, side_data } => Ok(Some((digest, side_data))),
+            _ => Err("unexpected message in a state transfer".into()),
+        }
+    }
+    .await;
+    drop(pieces_tx);
+    let received_ms = started.elapsed().as_millis() as u64;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if bytes.len() as u64 != state_bytes {
-        return Err(format!(
-            "received {} of {state_bytes} state bytes",
-            bytes.len()
-        ));
-    }
+    // An error in the records comes first: it says more than the session's end it caused.
+    let import = importer
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let Some((digest, side_data)) = read? else {
+        return Err("the import stopped without an error".into());
+    };
     let outputs: OutputLog =
         rmp_serde::from_slice(&side_data).map_err(|e| format!("side data: {e}"))?;
-    // Rebuild and check off the core: import checks every record, the references between
-    // objects and the invariants; the digest must be the sender's at the cut.
-    let received_ms = started.elapsed().as_millis() as u64;
-    let state = tokio::task::spawn_blocking(move || -> Result<State, String> {
-        let (state, ours) = records::import_with_digest(&bytes).map_err(|e| e.to_string())?;
-        if ours != digest {
-            return Err(format!(
-                "digest {ours:032x} of the rebuilt state differs from the sender's {digest:032x}"
-            ));
-        }
-        Ok(state)
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    // The digest of the records read must be the sender's at the cut; only then is the time
+    // spent to check every relationship between objects, off the core.
+    let ours = import.digest().map_err(|e| e.to_string())?;
+    if ours != digest {
+        return Err(format!(
+            "digest {ours:032x} of the rebuilt state differs from the sender's {digest:032x}"
+        ));
+    }
+    let state = tokio::task::spawn_blocking(move || import.finish())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+        .0;
     let duration_ms = started.elapsed().as_millis() as u64;
     info!(
         nonce,
         received_ms,
-        rebuilt_ms = duration_ms - received_ms,
-        "state transfer {direction}: {state_bytes} bytes received in {received_ms} ms, rebuilt and checked in {} ms",
+        checked_ms = duration_ms - received_ms,
+        "state transfer {direction}: {state_bytes} bytes received and rebuilt in {received_ms} ms, checked in {} ms",
         duration_ms - received_ms
     );
     Ok(TransferOutcome::Received {
@@ -441,4 +527,120 @@ pub async fn measure_loopback(
         }
     }
     Ok((sent.expect("sent"), received.expect("received")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_model::generate::{generate, GenerateParams};
+    use tokio::io::AsyncWriteExt;
+
+    /// 2026-11-21T10:00:00Z.
+    const T0: u64 = 1_795_255_200_000;
+
+    /// A state of a few thousand agents: records of every size, over several pieces.
+    fn state() -> State {
+        let cc = generate(&GenerateParams {
+            agents: 5_000,
+            skill_groups: 100,
+            call_types: 25,
+            peripherals: 2,
+            ..GenerateParams::default()
+        });
+        tandem_router::Router::from_contact_center(&cc, T0)
+            .unwrap()
+            .snapshot()
+    }
+
+    /// What a sender writes on a session after the cut, but with the records, the announced
+    /// size and the digest chosen by the test; the stream ends after `records`.
+    async fn receive_session(records: Vec<u8>, state_bytes: u64, digest: u128) -> TransferOutcome {
+        let logic_version = crate::side::logic_version("test");
+        let (mut sender, receiver) = tokio::io::duplex(64 * 1024);
+        let header = TransferMessage::Header {
+            client: ROUTER_CLIENT.into(),
+            state_version: STATE_FORMAT_VERSION,
+            logic_version: logic_version.clone(),
+            cut: SyncCut {
+                seq: 0,
+                epoch: tandem_mds::Epoch::default(),
+                time_ms: 0,
+                pg_cursors: Vec::new(),
+            },
+            state_bytes,
+        };
+        let complete = records.len() as u64 == state_bytes;
+        tokio::spawn(async move {
+            // The receiver may stop reading at an error: what is left is not written.
+            transport::write_message(&mut sender, &header).await?;
+            sender.write_all(&records).await?;
+            if complete {
+                let side_data = rmp_serde::to_vec(&OutputLog::default()).expect("encodes");
+                transport::write_message(&mut sender, &TransferMessage::End { digest, side_data })
+                    .await?;
+            }
+            sender.shutdown().await?;
+            Ok::<(), transport::TransportError>(())
+        });
+        // Room for every progress event, so that nothing needs to read them.
+        let (tx, _events) = mpsc::channel(100_000);
+        receive(receiver, 1, &tx, &logic_version, "(A->B)")
+            .await
+            .unwrap_or_else(TransferOutcome::Failed)
+    }
+
+    fn failure(outcome: TransferOutcome) -> String {
+        match outcome {
+            TransferOutcome::Failed(reason) => reason,
+            TransferOutcome::Received { .. } => panic!("a damaged session was accepted"),
+            TransferOutcome::Sent(_) => panic!("the receiver sent"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_session_rebuilds_the_state() {
+        let state = state();
+        let records = records::export(&state);
+        let digest = records::digest(&state);
+        assert!(records.len() > 2 * TRANSFER_PIECE_BYTES);
+        let size = records.len() as u64;
+        match receive_session(records, size, digest).await {
+            TransferOutcome::Received {
+                state: received, ..
+            } => assert_eq!(records::digest(&received), digest),
+            TransferOutcome::Failed(reason) => panic!("refused: {reason}"),
+            TransferOutcome::Sent(_) => panic!("the receiver sent"),
+        }
+    }
+
+    /// A corrupt session is refused: a flipped byte, a stream cut short, a digest that is not
+    /// the rebuilt state's, a stream longer than announced.
+    #[tokio::test]
+    async fn a_damaged_session_is_refused() {
+        let state = state();
+        let records = records::export(&state);
+        let digest = records::digest(&state);
+        let size = records.len() as u64;
+
+        for at in [20, records.len() / 2, records.len() - 3] {
+            let mut flipped = records.clone();
+            flipped[at] ^= 0x08;
+            let reason = failure(receive_session(flipped, size, digest).await);
+            assert!(
+                reason.contains("checksum") || reason.contains("record"),
+                "flip at {at}: {reason}"
+            );
+        }
+
+        let half = records[..records.len() / 2].to_vec();
+        let reason = failure(receive_session(half, size, digest).await);
+        assert!(reason.contains("closed the session"), "{reason}");
+
+        let reason = failure(receive_session(records.clone(), size, digest ^ 1).await);
+        assert!(reason.contains("digest"), "{reason}");
+
+        // Announced one byte short: the last record is cut, and what follows is no End frame.
+        let reason = failure(receive_session(records.clone(), size - 1, digest).await);
+        assert!(!reason.is_empty());
+    }
 }

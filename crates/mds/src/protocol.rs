@@ -268,18 +268,15 @@ pub enum TransferMessage {
     /// First, from side A's MDS: the session for request `nonce`; `a_receives` says which way
     /// the state goes.
     Open { nonce: u64, a_receives: bool },
-    /// From the sender: the state cut at `cut`, `state_bytes` long in records.
+    /// From the sender: the state cut at `cut`, `state_bytes` long in records. The records
+    /// follow as they are, outside frames (they carry their own lengths and checksums), and
+    /// then `End`.
     Header {
         client: String,
         state_version: u16,
         logic_version: LogicVersion,
         cut: SyncCut,
         state_bytes: u64,
-    },
-    /// The next part of the state records (as one MessagePack bin, not an array of numbers).
-    Chunk {
-        #[serde(with = "serde_bytes")]
-        bytes: Vec<u8>,
     },
     /// The end: the state's digest at the cut, and the client's own data beside its records
     /// (for the router side: its PG output numbers and replay logs).

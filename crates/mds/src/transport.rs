@@ -94,6 +94,33 @@ impl<R: AsyncRead + Unpin, T: DeserializeOwned> FrameReader<R, T> {
     }
 }
 
+impl<R: AsyncRead + Unpin, T> FrameReader<R, T> {
+    /// Appends raw bytes that follow the last message read (a bulk payload that carries its
+    /// own framing) to `out`: at most `max` bytes and at most `out`'s spare capacity, first the
+    /// bytes already buffered, else what one read of the stream returns. Returns how many were
+    /// appended; 0 at the end of the stream (or when there is no room).
+    pub async fn read_raw(
+        &mut self,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<usize, TransportError> {
+        let room = max.min(out.capacity() - out.len());
+        if room == 0 {
+            return Ok(0);
+        }
+        let buffered = self.buffer.len() - self.start;
+        if buffered > 0 {
+            let n = buffered.min(room);
+            out.extend_from_slice(&self.buffer[self.start..self.start + n]);
+            self.start += n;
+            return Ok(n);
+        }
+        // Straight into `out`'s spare capacity, without zeroing it first.
+        let mut limited = (&mut self.read).take(room as u64);
+        Ok(limited.read_buf(out).await?)
+    }
+}
+
 /// Writes one message as a frame.
 pub async fn write_message<W: AsyncWrite + Unpin, T: Serialize>(
     write: &mut W,
@@ -215,6 +242,34 @@ mod tests {
         }
         drop(outbound);
         assert_eq!(server.await.unwrap(), sent);
+    }
+
+    /// Raw bytes between two frames are read whole, whatever was buffered with the first
+    /// frame, and the frame after them is read as usual.
+    #[tokio::test]
+    async fn raw_bytes_between_frames_are_read_as_they_are() {
+        let raw: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut stream = Vec::new();
+        frame::encode(&7u64, &mut stream).unwrap();
+        stream.extend_from_slice(&raw);
+        frame::encode(&8u64, &mut stream).unwrap();
+        let mut reader = FrameReader::<_, u64>::new(&stream[..]);
+        assert_eq!(reader.next().await.unwrap(), Some(7));
+        let mut got = Vec::with_capacity(raw.len());
+        while got.len() < raw.len() {
+            let missing = raw.len() - got.len();
+            assert!(
+                reader
+                    .read_raw(&mut got, missing.min(70_000))
+                    .await
+                    .unwrap()
+                    > 0
+            );
+        }
+        assert_eq!(got, raw);
+        assert_eq!(reader.read_raw(&mut got, 0).await.unwrap(), 0);
+        assert_eq!(reader.next().await.unwrap(), Some(8));
+        assert_eq!(reader.next().await.unwrap(), None);
     }
 
     #[tokio::test]

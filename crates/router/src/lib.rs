@@ -45,7 +45,7 @@ pub const TIMERS_PER_INPUT_MAX: usize = 4_096;
 /// The state-size alarm clears when the size falls below this share of the limit (hysteresis).
 pub const STATE_SIZE_ALARM_CLEAR_PERCENT: u64 = 90;
 pub const MB: u64 = 1_000_000;
-/// From this state size up, import and the invariant check split their work over two threads;
+/// From this state size up, the invariant check splits its work over two threads;
 /// below it a thread costs more than it saves.
 pub const PARALLEL_STATE_BYTES_MIN: u64 = 4 * MB;
 

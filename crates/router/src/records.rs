@@ -12,11 +12,14 @@
 //! give equal bytes, and the digest (xxh3-128 of the stream) compares states. Because every row's
 //! length is known, [`state_size`] is exact without encoding anything.
 //!
-//! Import checks every frame, the order of tables and keys, and then every relationship between
-//! objects ([`crate::views::check_invariants`]); any failure leaves nothing behind.
+//! Import ([`StateImport`]) reads the stream in pieces as they arrive and checks each record as
+//! it completes (its checksum, the order of tables and keys, each row's encoding, and that the
+//! stream is the canonical one, so that its hash is the rebuilt state's digest), decoding the
+//! rows straight into the tables; then it checks every relationship between objects
+//! ([`crate::views::check_invariants`]). Any failure leaves nothing behind.
 
 use crate::state::{Scalars, State};
-use crate::table::RowTable;
+use crate::table::{OutOfOrder, RowTable, TableBuilder};
 use tandem_model::codec::{DecodeError, Encode, Reader};
 use thiserror::Error;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
@@ -142,21 +145,20 @@ pub fn table_sizes(state: &State) -> Vec<(&'static str, u64, u64)> {
     sizes
 }
 
-/// Writes records into `buffer`. With a sink, each finished record is handed to it and the
-/// buffer is reused; without one, the records accumulate in the buffer, which is the export.
-struct RecordWriter<F: FnMut(&[u8])> {
+/// Writes records into `buffer`. With a sink, the buffer is handed to it whenever it holds at
+/// least `flush_bytes` of whole records, and cleared afterwards; without one, the records
+/// accumulate in the buffer, which is the export.
+struct RecordWriter<F: FnMut(&mut Vec<u8>)> {
     buffer: Vec<u8>,
     /// Where the record being written starts in `buffer`.
     start: usize,
+    flush_bytes: usize,
     sink: Option<F>,
 }
 
-impl<F: FnMut(&[u8])> RecordWriter<F> {
+impl<F: FnMut(&mut Vec<u8>)> RecordWriter<F> {
     /// Starts a record: reserves the length prefix and writes the kind.
     fn begin(&mut self, kind: u8) {
-        if self.sink.is_some() {
-            self.buffer.clear();
-        }
         self.start = self.buffer.len();
         self.buffer.extend_from_slice(&[0, 0, 0, 0, kind]);
     }
@@ -167,8 +169,17 @@ impl<F: FnMut(&[u8])> RecordWriter<F> {
         record[..4].copy_from_slice(&payload_len.to_le_bytes());
         let checksum = xxh3_64(&record[4..]);
         self.buffer.extend_from_slice(&checksum.to_le_bytes());
+        if self.buffer.len() >= self.flush_bytes {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
         if let Some(sink) = &mut self.sink {
-            sink(&self.buffer);
+            if !self.buffer.is_empty() {
+                sink(&mut self.buffer);
+                self.buffer.clear();
+            }
         }
     }
 
@@ -210,16 +221,36 @@ impl<F: FnMut(&[u8])> RecordWriter<F> {
         self.begin(KIND_END);
         total_rows.encode(&mut self.buffer);
         self.finish();
+        self.flush();
         self.buffer
     }
 }
 
-/// Streams the state's records to `sink`, one record per call: how a state transfer sends a
+/// The buffer a streamed export writes its records into before it hands them on.
+const STREAM_BUFFER_BYTES: usize = 1 << 16;
+
+/// Streams the state's records to `sink`, one record per call: how the digest reads a
 /// snapshot, without ever holding the whole stream.
 pub fn export_to(state: &State, sink: &mut impl FnMut(&[u8])) {
     RecordWriter {
-        buffer: Vec::with_capacity(1 << 16),
+        buffer: Vec::with_capacity(STREAM_BUFFER_BYTES),
         start: 0,
+        flush_bytes: 0,
+        sink: Some(|record: &mut Vec<u8>| sink(record)),
+    }
+    .state(state);
+}
+
+/// Streams the state's records to `sink` in pieces of whole records, each at least
+/// `piece_bytes` long but the last: how a state transfer sends a snapshot. The sink may take
+/// the piece's buffer and leave another in its place (`std::mem::replace`), so the records are
+/// written once, straight into the buffers that go to the socket; whatever buffer is left is
+/// cleared and written on.
+pub fn export_pieces(state: &State, piece_bytes: usize, sink: &mut impl FnMut(&mut Vec<u8>)) {
+    RecordWriter {
+        buffer: Vec::with_capacity(piece_bytes.clamp(STREAM_BUFFER_BYTES, RECORD_BYTES_MAX)),
+        start: 0,
+        flush_bytes: piece_bytes,
         sink: Some(sink),
     }
     .state(state);
@@ -239,9 +270,10 @@ pub fn export_into(state: &State, out: &mut Vec<u8>) {
     let mut buffer = std::mem::take(out);
     buffer.clear();
     buffer.reserve(size);
-    *out = RecordWriter::<fn(&[u8])> {
+    *out = RecordWriter::<fn(&mut Vec<u8>)> {
         buffer,
         start: 0,
+        flush_bytes: usize::MAX,
         sink: None,
     }
     .state(state);
@@ -255,193 +287,345 @@ pub fn digest(state: &State) -> u128 {
     hasher.digest128()
 }
 
-/// Splits a stream into its records, checking lengths and checksums.
-pub struct RecordReader<'a> {
-    bytes: &'a [u8],
-    offset: usize,
-    index: usize,
+/// The bytes of a record's length prefix.
+const LENGTH_BYTES: usize = 4;
+/// The bytes of a record's checksum.
+const CHECKSUM_BYTES: usize = 8;
+
+/// The whole length of the record that `bytes` starts with, once its length prefix is there;
+/// `None` while fewer bytes than the prefix have arrived. A length beyond the limit is an error
+/// at once, before any byte is set aside for it.
+fn record_len(bytes: &[u8], index: usize) -> Result<Option<usize>, ImportError> {
+    let Some(prefix) = bytes.first_chunk::<LENGTH_BYTES>() else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(*prefix) as usize;
+    if len > RECORD_BYTES_MAX {
+        return Err(ImportError::RecordTooLarge { index, len });
+    }
+    Ok(Some(LENGTH_BYTES + 1 + len + CHECKSUM_BYTES))
 }
 
-impl<'a> RecordReader<'a> {
-    pub fn new(bytes: &'a [u8]) -> Self {
-        RecordReader {
-            bytes,
-            offset: 0,
+/// Where a streamed import stands: which record it expects next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Header,
+    Scalars,
+    Tables,
+    Ended,
+}
+
+/// Why the rows of one chunk do not decode.
+enum RowsError {
+    Decode(DecodeError),
+    /// The row at this index in its table is not above the row before it.
+    OutOfOrder {
+        row: usize,
+    },
+}
+
+/// One table being rebuilt, whatever its kind: decodes the rows of its chunks straight into
+/// the table's builder, and puts the finished table in its place in the state.
+trait TableImport: Send {
+    fn read_rows(&mut self, rows: &mut Reader<'_>, count: u32) -> Result<(), RowsError>;
+    fn place(self: Box<Self>, state: &mut State);
+}
+
+struct TableImportOf<T: RowTable> {
+    builder: T::Builder,
+    /// The table's field in the state.
+    slot: fn(&mut State) -> &mut T,
+}
+
+impl<T: RowTable> TableImport for TableImportOf<T>
+where
+    T::Builder: Send,
+{
+    #[inline]
+    fn read_rows(&mut self, rows: &mut Reader<'_>, count: u32) -> Result<(), RowsError> {
+        for _ in 0..count {
+            let key = T::Key::decode(rows).map_err(RowsError::Decode)?;
+            let value = T::Value::decode(rows).map_err(RowsError::Decode)?;
+            let row = self.builder.len();
+            self.builder
+                .push(key, value)
+                .map_err(|OutOfOrder| RowsError::OutOfOrder { row })?;
+        }
+        Ok(())
+    }
+
+    fn place(self: Box<Self>, state: &mut State) {
+        *(self.slot)(state) = self.builder.finish();
+    }
+}
+
+fn importing<T: RowTable + 'static>(slot: fn(&mut State) -> &mut T) -> Box<dyn TableImport>
+where
+    T::Builder: Send,
+{
+    Box::new(TableImportOf {
+        builder: T::Builder::default(),
+        slot,
+    })
+}
+
+/// The import of table `table`, or `None` for an id no table has.
+fn table_import(table: u16) -> Option<Box<dyn TableImport>> {
+    macro_rules! start {
+        ($table:ident; $($id:literal $field:ident),*) => {
+            match $table {
+                $( $id => Some(importing(|state: &mut State| &mut state.$field)), )*
+                _ => None,
+            }
+        };
+    }
+    for_each_table!(start, table)
+}
+
+/// A state rebuilt from its records as they arrive, in pieces of any size: how a state transfer
+/// receives, decoding each record while the next ones are still on the way, so that no copy of
+/// the whole stream is ever held. [`StateImport::finish`] then checks every relationship
+/// between objects; any failure leaves nothing behind.
+///
+/// Every record is checked as it completes: its length, its checksum, the order of tables and
+/// keys and each row's encoding. Only the one stream that [`export`] writes for the state it
+/// decodes to is accepted (each table in chunks of [`ROWS_PER_RECORD`] rows but its last, the
+/// header's sequence number equal to the scalars'; the row codec is canonical), so the xxh3-128
+/// of the bytes read is the rebuilt state's [`digest`], computed without exporting it again.
+///
+/// The result and the error reported depend only on the bytes, never on how they were cut:
+/// the error is the first one in stream order.
+pub struct StateImport {
+    stage: Stage,
+    /// The start of a record that a piece cut off, completed from the next pieces; at most one
+    /// record of at most [`RECORD_BYTES_MAX`] bytes.
+    partial: Vec<u8>,
+    /// The xxh3-128 of the records read so far.
+    hasher: Xxh3,
+    /// The index of the next record in the stream.
+    index: usize,
+    /// The sequence number in the header, which the scalars must repeat.
+    header_seq: u64,
+    state: State,
+    /// The table being rebuilt: its id and its import.
+    table: Option<(u16, Box<dyn TableImport>)>,
+    /// Whether the last chunk held [`ROWS_PER_RECORD`] rows: only a table's last chunk holds
+    /// fewer.
+    last_chunk_full: bool,
+    /// Rows read in all tables.
+    rows: u64,
+    /// Bytes after the End record.
+    trailing: usize,
+}
+
+impl Default for StateImport {
+    fn default() -> Self {
+        StateImport::new()
+    }
+}
+
+impl StateImport {
+    pub fn new() -> StateImport {
+        StateImport {
+            stage: Stage::Header,
+            partial: Vec::new(),
+            hasher: Xxh3::new(),
             index: 0,
+            header_seq: 0,
+            state: State::default(),
+            table: None,
+            last_chunk_full: false,
+            rows: 0,
+            trailing: 0,
         }
     }
 
-    /// The next record's kind and payload; `None` at the end of the bytes.
-    pub fn next_record(&mut self) -> Result<Option<(u8, &'a [u8])>, ImportError> {
-        if self.offset == self.bytes.len() {
-            return Ok(None);
+    /// Reads the next piece of the stream: every record it completes is checked and decoded
+    /// into the state. After an error the import is spoilt: feed it nothing more.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), ImportError> {
+        while !bytes.is_empty() {
+            if self.stage == Stage::Ended {
+                self.trailing += bytes.len();
+                return Ok(());
+            }
+            if self.partial.is_empty() {
+                // The common case: whole records in the piece are read where they lie.
+                match record_len(bytes, self.index)? {
+                    Some(len) if len <= bytes.len() => {
+                        let (record, rest) = bytes.split_at(len);
+                        self.read_record(record)?;
+                        bytes = rest;
+                    }
+                    len => {
+                        self.partial.reserve(len.unwrap_or(LENGTH_BYTES));
+                        self.partial.extend_from_slice(bytes);
+                        return Ok(());
+                    }
+                }
+            } else {
+                // Complete the record begun in an earlier piece: first its length, then the rest.
+                let wanted = record_len(&self.partial, self.index)?.unwrap_or(LENGTH_BYTES);
+                let taken = (wanted - self.partial.len()).min(bytes.len());
+                self.partial.reserve(wanted - self.partial.len());
+                self.partial.extend_from_slice(&bytes[..taken]);
+                bytes = &bytes[taken..];
+                if record_len(&self.partial, self.index)? == Some(self.partial.len()) {
+                    let record = std::mem::take(&mut self.partial);
+                    self.read_record(&record)?;
+                    // Keep the buffer for the next record cut in two.
+                    self.partial = record;
+                    self.partial.clear();
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Checks and decodes one whole record.
+    fn read_record(&mut self, record: &[u8]) -> Result<(), ImportError> {
         let index = self.index;
-        let mut reader = Reader::new(&self.bytes[self.offset..]);
-        let decode = |source| ImportError::Decode { index, source };
-        let len = u32::decode(&mut reader).map_err(decode)? as usize;
-        if len > RECORD_BYTES_MAX {
-            return Err(ImportError::RecordTooLarge { index, len });
-        }
-        let body = reader.take(1 + len).map_err(decode)?;
-        let checksum = u64::decode(&mut reader).map_err(decode)?;
+        let (body, checksum) = record[LENGTH_BYTES..].split_at(record.len() - LENGTH_BYTES - 8);
+        let checksum = u64::from_le_bytes(checksum.try_into().expect("8 bytes"));
         if xxh3_64(body) != checksum {
             return Err(ImportError::Checksum { index });
         }
-        self.offset += 4 + 1 + len + 8;
+        self.hasher.update(record);
         self.index += 1;
-        Ok(Some((body[0], &body[1..])))
-    }
-
-    pub fn index(&self) -> usize {
-        self.index
-    }
-}
-
-fn decode_rows<K: Ord + Clone + Encode, V: Clone + Encode>(
-    payload_rows: &mut Reader<'_>,
-    count: u32,
-    rows: &mut Vec<(K, V)>,
-) -> Result<(), DecodeError> {
-    for _ in 0..count {
-        let key = K::decode(payload_rows)?;
-        let value = V::decode(payload_rows)?;
-        rows.push((key, value));
-    }
-    Ok(())
-}
-
-/// Rebuilds a state from its records, checking every frame, the order of tables and keys and
-/// each row's encoding; [`import`] then checks the relationships.
-fn decode_state(bytes: &[u8]) -> Result<State, ImportError> {
-    let mut records = RecordReader::new(bytes);
-    let decode_at = |index: usize| move |source| ImportError::Decode { index, source };
-
-    let (kind, payload) = records.next_record()?.ok_or(ImportError::Truncated)?;
-    if kind != KIND_HEADER {
-        return Err(ImportError::UnexpectedKind { index: 0, kind });
-    }
-    let mut reader = Reader::new(payload);
-    if reader.take(8).map_err(decode_at(0))? != MAGIC {
-        return Err(ImportError::BadMagic);
-    }
-    let version = u16::decode(&mut reader).map_err(decode_at(0))?;
-    if version != STATE_FORMAT_VERSION {
-        return Err(ImportError::Version {
-            found: version,
-            expected: STATE_FORMAT_VERSION,
-        });
-    }
-    let _last_seq = u64::decode(&mut reader).map_err(decode_at(0))?;
-    reader.finish().map_err(decode_at(0))?;
-
-    let (kind, payload) = records.next_record()?.ok_or(ImportError::Truncated)?;
-    if kind != KIND_SCALARS {
-        return Err(ImportError::UnexpectedKind { index: 1, kind });
-    }
-    let scalars = Scalars::from_bytes(payload).map_err(decode_at(1))?;
-
-    // First pass: check every frame and the order of the tables, and note each table's chunks.
-    let mut chunks: Vec<Chunk<'_>> = Vec::new();
-    let mut last_table = 0u16;
-    let mut total_rows = 0u64;
-    loop {
-        let index = records.index();
-        let (kind, payload) = records.next_record()?.ok_or(ImportError::Truncated)?;
-        match kind {
-            KIND_CHUNK => {
+        let (kind, payload) = (body[0], &body[1..]);
+        let decode = |source| ImportError::Decode { index, source };
+        match (self.stage, kind) {
+            (Stage::Header, KIND_HEADER) => {
                 let mut reader = Reader::new(payload);
-                let table = u16::decode(&mut reader).map_err(decode_at(index))?;
-                let count = u32::decode(&mut reader).map_err(decode_at(index))?;
-                if table < last_table {
-                    return Err(ImportError::TableOrder { table });
+                if reader.take(8).map_err(decode)? != MAGIC {
+                    return Err(ImportError::BadMagic);
                 }
-                if !is_table(table) {
-                    return Err(ImportError::UnknownTable { index, table });
-                }
-                if count as usize > ROWS_PER_RECORD || count == 0 {
-                    return Err(ImportError::Decode {
-                        index,
-                        source: DecodeError::Invalid("a chunk holds 1..=ROWS_PER_RECORD rows"),
+                let version = u16::decode(&mut reader).map_err(decode)?;
+                if version != STATE_FORMAT_VERSION {
+                    return Err(ImportError::Version {
+                        found: version,
+                        expected: STATE_FORMAT_VERSION,
                     });
                 }
-                last_table = table;
-                total_rows += count as u64;
-                chunks.push(Chunk {
-                    table,
-                    index,
-                    count,
-                    rows: reader,
-                });
+                self.header_seq = u64::decode(&mut reader).map_err(decode)?;
+                reader.finish().map_err(decode)?;
+                self.stage = Stage::Scalars;
             }
-            KIND_END => {
-                let declared = u64::from_bytes(payload).map_err(decode_at(index))?;
-                if declared != total_rows {
+            (Stage::Scalars, KIND_SCALARS) => {
+                let scalars = Scalars::from_bytes(payload).map_err(decode)?;
+                if scalars.last_seq != self.header_seq {
+                    return Err(decode(DecodeError::Invalid(
+                        "the header's sequence number differs from the scalars'",
+                    )));
+                }
+                self.state.scalars = scalars;
+                self.stage = Stage::Tables;
+            }
+            (Stage::Tables, KIND_CHUNK) => self.read_chunk(index, payload)?,
+            (Stage::Tables, KIND_END) => {
+                let declared = u64::from_bytes(payload).map_err(decode)?;
+                if declared != self.rows {
                     return Err(ImportError::RowCount {
                         declared,
-                        found: total_rows,
+                        found: self.rows,
                     });
                 }
-                break;
+                self.end_table();
+                self.stage = Stage::Ended;
             }
-            kind => return Err(ImportError::UnexpectedKind { index, kind }),
+            (_, kind) => return Err(ImportError::UnexpectedKind { index, kind }),
         }
-    }
-    if records.offset != bytes.len() {
-        return Err(ImportError::Trailing {
-            trailing: bytes.len() - records.offset,
-        });
-    }
-
-    // Second pass: decode and build the tables, split between this thread and one other (for a
-    // large state). The split is fixed, so the result (and the error reported first) never
-    // depends on timing.
-    let build = |state: &mut State, background: bool| -> Result<(), ImportError> {
-        macro_rules! build_tables {
-            ($state:ident, $chunks:ident, $background:ident; $($id:literal $field:ident),*) => {
-                $(
-                    if built_in_background($id) == $background {
-                        $state.$field = build_table(table_chunks(&$chunks, $id), $id)?;
-                    }
-                )*
-            };
-        }
-        for_each_table!(build_tables, state, chunks, background);
         Ok(())
-    };
-    let mut state = State {
-        scalars,
-        ..State::default()
-    };
-    let (other, own) = crate::join(
-        bytes.len() as u64 >= crate::PARALLEL_STATE_BYTES_MIN,
-        || {
-            let mut other = State::default();
-            build(&mut other, true).map(|()| other)
-        },
-        || build(&mut state, false),
-    );
-    own?;
-    let mut other = other?;
-    macro_rules! take_background_tables {
-        ($state:ident, $other:ident; $($id:literal $field:ident),*) => {
-            $(
-                if built_in_background($id) {
-                    $state.$field = std::mem::take(&mut $other.$field);
-                }
-            )*
-        };
     }
-    for_each_table!(take_background_tables, state, other);
-    Ok(state)
-}
 
-/// One table chunk record: its table, its index in the stream, and its undecoded rows.
-struct Chunk<'a> {
-    table: u16,
-    index: usize,
-    count: u32,
-    rows: Reader<'a>,
+    fn read_chunk(&mut self, index: usize, payload: &[u8]) -> Result<(), ImportError> {
+        let decode = |source| ImportError::Decode { index, source };
+        let mut reader = Reader::new(payload);
+        let table = u16::decode(&mut reader).map_err(decode)?;
+        let count = u32::decode(&mut reader).map_err(decode)?;
+        let current = self.table.as_ref().map(|(current, _)| *current);
+        if current.is_some_and(|current| table < current) {
+            return Err(ImportError::TableOrder { table });
+        }
+        if count as usize > ROWS_PER_RECORD || count == 0 {
+            if !is_table(table) {
+                return Err(ImportError::UnknownTable { index, table });
+            }
+            return Err(decode(DecodeError::Invalid(
+                "a chunk holds 1..=ROWS_PER_RECORD rows",
+            )));
+        }
+        if current == Some(table) && !self.last_chunk_full {
+            return Err(decode(DecodeError::Invalid(
+                "only the last chunk of a table holds fewer than ROWS_PER_RECORD rows",
+            )));
+        }
+        if current != Some(table) {
+            let import = table_import(table).ok_or(ImportError::UnknownTable { index, table })?;
+            self.end_table();
+            self.table = Some((table, import));
+        }
+        self.last_chunk_full = count as usize == ROWS_PER_RECORD;
+        self.rows += count as u64;
+        let (_, import) = self.table.as_mut().expect("started above");
+        import
+            .read_rows(&mut reader, count)
+            .map_err(|error| match error {
+                RowsError::Decode(source) => decode(source),
+                RowsError::OutOfOrder { row } => ImportError::KeyOrder { table, row },
+            })?;
+        reader.finish().map_err(decode)
+    }
+
+    /// Puts the table being rebuilt in its place in the state.
+    fn end_table(&mut self) {
+        if let Some((_, import)) = self.table.take() {
+            import.place(&mut self.state);
+        }
+    }
+
+    /// Bytes fed so far that belong to a record not yet complete.
+    pub fn pending_bytes(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// The digest of the stream read, which is the rebuilt state's [`digest`]; an error unless
+    /// the stream ended exactly with its End record. Cheap: a receiver compares it with the
+    /// sender's before it spends time on [`StateImport::finish`].
+    pub fn digest(&self) -> Result<u128, ImportError> {
+        if !self.partial.is_empty() {
+            let wanted = record_len(&self.partial, self.index)?.unwrap_or(LENGTH_BYTES);
+            return Err(ImportError::Decode {
+                index: self.index,
+                source: DecodeError::Truncated {
+                    offset: self.partial.len(),
+                    needed: wanted - self.partial.len(),
+                },
+            });
+        }
+        if self.stage != Stage::Ended {
+            return Err(ImportError::Truncated);
+        }
+        if self.trailing > 0 {
+            return Err(ImportError::Trailing {
+                trailing: self.trailing,
+            });
+        }
+        Ok(self.hasher.digest128())
+    }
+
+    /// The rebuilt state and its digest, once the whole stream was read and every relationship
+    /// between objects checks out ([`crate::views::check_invariants`]).
+    pub fn finish(self) -> Result<(State, u128), ImportError> {
+        let digest = self.digest()?;
+        let state = self.state;
+        crate::views::check_invariants(&state).map_err(ImportError::Invariant)?;
+        debug_assert_eq!(
+            digest,
+            crate::records::digest(&state),
+            "only the canonical stream is accepted, so its hash is the state's digest"
+        );
+        Ok((state, digest))
+    }
 }
 
 fn is_table(table: u16) -> bool {
@@ -453,55 +637,15 @@ fn is_table(table: u16) -> bool {
     for_each_table!(known, table)
 }
 
-/// The tables a second thread decodes on import: the agents, their member rows, the call type
-/// and service rows and the calls, about half of the work for a large contact center.
-const fn built_in_background(table: u16) -> bool {
-    matches!(table, 4 | 17 | 19 | 20 | 23)
-}
-
-/// The chunks of one table (tables are contiguous in the stream).
-fn table_chunks<'c, 'a>(chunks: &'c [Chunk<'a>], table: u16) -> &'c [Chunk<'a>] {
-    let start = chunks.partition_point(|c| c.table < table);
-    let end = chunks.partition_point(|c| c.table <= table);
-    &chunks[start..end]
-}
-
-/// The fewest bytes any row encodes to: every key is at least one 4-byte id.
-const ROW_BYTES_MIN: usize = 4;
-
-fn build_table<T: RowTable>(chunks: &[Chunk<'_>], table: u16) -> Result<T, ImportError> {
-    let mut rows = Vec::new();
-    for chunk in chunks {
-        let mut reader = chunk.rows.clone();
-        // Room for the rows the chunk claims, but never more than its bytes can hold: a count
-        // is only a claim until the rows decode.
-        rows.reserve((chunk.count as usize).min(reader.remaining() / ROW_BYTES_MIN));
-        let decode = |source| ImportError::Decode {
-            index: chunk.index,
-            source,
-        };
-        decode_rows(&mut reader, chunk.count, &mut rows).map_err(decode)?;
-        reader.finish().map_err(decode)?;
-    }
-    T::from_sorted_rows(rows).map_err(|row| ImportError::KeyOrder { table, row })
-}
-
 /// Rebuilds a state from its records. Nothing is kept unless everything checks out.
 pub fn import(bytes: &[u8]) -> Result<State, ImportError> {
-    let state = decode_state(bytes)?;
-    crate::views::check_invariants(&state).map_err(ImportError::Invariant)?;
-    Ok(state)
+    import_with_digest(bytes).map(|(state, _)| state)
 }
 
-/// [`import`], and the rebuilt state's [`digest`]: the invariant check and the digest both
-/// only read the state, so for a large state they run on two threads at once.
+/// [`import`], and the rebuilt state's [`digest`] (the hash of `bytes`, which import accepts
+/// only in the form [`export`] writes).
 pub fn import_with_digest(bytes: &[u8]) -> Result<(State, u128), ImportError> {
-    let state = decode_state(bytes)?;
-    let (checked, digest) = crate::join(
-        bytes.len() as u64 >= crate::PARALLEL_STATE_BYTES_MIN,
-        || crate::views::check_invariants(&state).map_err(ImportError::Invariant),
-        || digest(&state),
-    );
-    checked?;
-    Ok((state, digest))
+    let mut import = StateImport::new();
+    import.feed(bytes)?;
+    import.finish()
 }

@@ -8,8 +8,8 @@
 //!
 //! Iteration is in key order, so exports and digests are canonical.
 
-pub use crate::trie::DenseKey;
-use crate::trie::IdTrie;
+pub use crate::trie::{DenseKey, OutOfOrder};
+use crate::trie::{IdTrie, IdTrieBuilder};
 use imbl::OrdMap;
 use std::ops::RangeBounds;
 use tandem_model::codec::Encode;
@@ -140,18 +140,77 @@ impl<K: Ord + Clone + Encode, V: Clone + Encode> Table<K, V> {
         }
     }
 
-    /// Builds a table from rows in strictly ascending key order (as a state import reads them).
-    /// Returns the offending index if the order is broken.
+    /// Builds a table from rows in strictly ascending key order. Returns the offending index if
+    /// the order is broken.
     pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
-        check_sorted(&rows)?;
-        let bytes = rows
-            .iter()
-            .map(|(k, v)| (k.encoded_len() + v.encoded_len()) as u64)
-            .sum();
-        Ok(Table {
-            rows: rows.into_iter().collect(),
-            bytes,
-        })
+        build_from_sorted::<TableRows<K, V>>(rows)
+    }
+}
+
+/// Builds a table from rows in strictly ascending key order, one row at a time, as a state
+/// import decodes them.
+pub trait TableBuilder: Default {
+    type Key;
+    type Value;
+    type Table;
+    /// Adds a row after every row pushed before; a key not above the last one is refused.
+    fn push(&mut self, key: Self::Key, value: Self::Value) -> Result<(), OutOfOrder>;
+    /// Rows pushed so far.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn finish(self) -> Self::Table;
+}
+
+/// Any table from rows in strictly ascending key order, through its builder; the offending
+/// index otherwise.
+fn build_from_sorted<B: TableBuilder>(rows: Vec<(B::Key, B::Value)>) -> Result<B::Table, usize> {
+    let mut builder = B::default();
+    for (i, (key, value)) in rows.into_iter().enumerate() {
+        builder.push(key, value).map_err(|OutOfOrder| i)?;
+    }
+    Ok(builder.finish())
+}
+
+/// Builds a [`Table`]: its few rows are gathered, then put in the map at once.
+pub struct TableRows<K, V> {
+    rows: Vec<(K, V)>,
+    bytes: u64,
+}
+
+impl<K, V> Default for TableRows<K, V> {
+    fn default() -> Self {
+        TableRows {
+            rows: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<K: Ord + Clone + Encode, V: Clone + Encode> TableBuilder for TableRows<K, V> {
+    type Key = K;
+    type Value = V;
+    type Table = Table<K, V>;
+
+    fn push(&mut self, key: K, value: V) -> Result<(), OutOfOrder> {
+        if self.rows.last().is_some_and(|(last, _)| *last >= key) {
+            return Err(OutOfOrder);
+        }
+        self.bytes += row_len(&key, &value);
+        self.rows.push((key, value));
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn finish(self) -> Table<K, V> {
+        Table {
+            rows: self.rows.into_iter().collect(),
+            bytes: self.bytes,
+        }
     }
 }
 
@@ -159,20 +218,21 @@ impl<K: Ord + Clone + Encode, V: Clone + Encode> Table<K, V> {
 pub trait RowTable: Default + Sized {
     type Key: Ord + Clone + Encode;
     type Value: Clone + Encode;
+    /// Builds the table from rows in key order, as an import decodes them.
+    type Builder: TableBuilder<Key = Self::Key, Value = Self::Value, Table = Self>;
     fn row_count(&self) -> usize;
     /// The encoded size of all rows (without record framing).
     fn row_bytes(&self) -> u64;
     fn rows(&self) -> impl Iterator<Item = (&Self::Key, &Self::Value)>;
-    /// Builds a table from rows in strictly ascending key order; the offending index otherwise.
-    fn from_sorted_rows(rows: Vec<(Self::Key, Self::Value)>) -> Result<Self, usize>;
 }
 
 /// Implements [`RowTable`] for a table kind through its inherent methods of the same meaning.
 macro_rules! row_table {
-    ($table:ident, $($bound:tt)+) => {
+    ($table:ident, $builder:ident, $($bound:tt)+) => {
         impl<$($bound)+, V: Clone + Encode> RowTable for $table<K, V> {
             type Key = K;
             type Value = V;
+            type Builder = $builder<K, V>;
             fn row_count(&self) -> usize {
                 self.len()
             }
@@ -182,22 +242,11 @@ macro_rules! row_table {
             fn rows(&self) -> impl Iterator<Item = (&K, &V)> {
                 self.iter()
             }
-            fn from_sorted_rows(rows: Vec<(K, V)>) -> Result<Self, usize> {
-                Self::from_sorted(rows)
-            }
         }
     };
 }
 
-row_table!(Table, K: Ord + Clone + Encode);
-
-/// `Ok` when the keys ascend strictly; otherwise the index of the first row out of order.
-fn check_sorted<K: Ord, V>(rows: &[(K, V)]) -> Result<(), usize> {
-    match rows.windows(2).position(|pair| pair[0].0 >= pair[1].0) {
-        Some(i) => Err(i + 1),
-        None => Ok(()),
-    }
-}
+row_table!(Table, TableRows, K: Ord + Clone + Encode);
 
 fn row_len<K: Encode, V: Encode>(key: &K, value: &V) -> u64 {
     (key.encoded_len() + value.encoded_len()) as u64
@@ -303,15 +352,51 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
     }
 
     pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
-        let bytes = rows.iter().map(|(k, v)| row_len(k, v)).sum();
-        Ok(IdTable {
-            rows: IdTrie::from_sorted(rows)?,
-            bytes,
-        })
+        build_from_sorted::<IdTableBuilder<K, V>>(rows)
     }
 }
 
-row_table!(IdTable, K: DenseKey + Encode);
+/// Builds an [`IdTable`]: each row goes straight into its trie leaf.
+pub struct IdTableBuilder<K, V> {
+    rows: IdTrieBuilder<K, V>,
+    bytes: u64,
+}
+
+impl<K, V> Default for IdTableBuilder<K, V> {
+    fn default() -> Self {
+        IdTableBuilder {
+            rows: IdTrieBuilder::default(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<K: DenseKey + Encode, V: Clone + Encode> TableBuilder for IdTableBuilder<K, V> {
+    type Key = K;
+    type Value = V;
+    type Table = IdTable<K, V>;
+
+    #[inline]
+    fn push(&mut self, key: K, value: V) -> Result<(), OutOfOrder> {
+        let len = row_len(&key, &value);
+        self.rows.push(key, value)?;
+        self.bytes += len;
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn finish(self) -> IdTable<K, V> {
+        IdTable {
+            rows: self.rows.finish(),
+            bytes: self.bytes,
+        }
+    }
+}
+
+row_table!(IdTable, IdTableBuilder, K: DenseKey + Encode);
 
 impl<K: DenseKey, V: Clone + PartialEq> PartialEq for IdTable<K, V> {
     fn eq(&self, other: &Self) -> bool {
@@ -552,26 +637,82 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
     }
 
     pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
-        check_sorted(&rows)?;
-        let len = rows.len();
-        let bytes = rows.iter().map(|(k, v)| row_len(k, v)).sum();
-        // Each owner's run is measured first, so that its vector is allocated once.
-        let runs: Vec<(K::Owner, usize)> = rows
-            .chunk_by(|a, b| a.0.owner() == b.0.owner())
-            .map(|run| (run[0].0.owner(), run.len()))
-            .collect();
-        let mut rows = rows.into_iter();
-        let owners = IdTrie::from_sorted(runs.into_iter().map(|(owner, run)| {
-            let mut group: GroupRows<K, V> = Vec::with_capacity(run);
-            group.extend(rows.by_ref().take(run));
-            (owner, group)
-        }))
-        .expect("owners ascend with their keys");
-        Ok(GroupedTable { owners, len, bytes })
+        build_from_sorted::<GroupedTableBuilder<K, V>>(rows)
     }
 }
 
-row_table!(GroupedTable, K: GroupKey + Encode);
+/// Builds a [`GroupedTable`]: the current owner's rows gather in a reused vector, and each
+/// owner's finished run is moved into a vector of exactly its length in the owner's leaf slot.
+pub struct GroupedTableBuilder<K: GroupKey, V> {
+    owners: IdTrieBuilder<K::Owner, GroupRows<K, V>>,
+    /// The rows of the owner being read.
+    run: Vec<(K, V)>,
+    len: usize,
+    bytes: u64,
+}
+
+impl<K: GroupKey, V> Default for GroupedTableBuilder<K, V> {
+    fn default() -> Self {
+        GroupedTableBuilder {
+            owners: IdTrieBuilder::default(),
+            run: Vec::new(),
+            len: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTableBuilder<K, V> {
+    fn end_run(&mut self) {
+        let Some((first, _)) = self.run.first() else {
+            return;
+        };
+        let owner = first.owner();
+        let group: GroupRows<K, V> = self.run.drain(..).collect();
+        let pushed = self.owners.push(owner, group);
+        debug_assert!(
+            pushed.is_ok(),
+            "owners ascend with their keys, which push checked"
+        );
+    }
+}
+
+impl<K: GroupKey + Encode, V: Clone + Encode> TableBuilder for GroupedTableBuilder<K, V> {
+    type Key = K;
+    type Value = V;
+    type Table = GroupedTable<K, V>;
+
+    #[inline]
+    fn push(&mut self, key: K, value: V) -> Result<(), OutOfOrder> {
+        let last_owner = match self.run.last() {
+            Some((last, _)) if *last >= key => return Err(OutOfOrder),
+            Some((last, _)) => Some(last.owner()),
+            None => None,
+        };
+        if last_owner.is_some_and(|owner| owner != key.owner()) {
+            self.end_run();
+        }
+        self.bytes += row_len(&key, &value);
+        self.len += 1;
+        self.run.push((key, value));
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn finish(mut self) -> GroupedTable<K, V> {
+        self.end_run();
+        GroupedTable {
+            owners: self.owners.finish(),
+            len: self.len,
+            bytes: self.bytes,
+        }
+    }
+}
+
+row_table!(GroupedTable, GroupedTableBuilder, K: GroupKey + Encode);
 
 impl<K: GroupKey, V: Clone + PartialEq> PartialEq for GroupedTable<K, V> {
     fn eq(&self, other: &Self) -> bool {
@@ -800,27 +941,92 @@ impl<K: PartitionKey + Encode, V: Clone + Encode> PartitionedTable<K, V> {
     }
 
     pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
-        check_sorted(&rows)?;
-        let mut table = PartitionedTable::default();
-        let mut rows = rows.into_iter().peekable();
-        while let Some(&(first, _)) = rows.peek() {
-            let partition = first.partition();
-            let mut bytes = 0;
-            let trie = IdTrie::from_sorted(
-                std::iter::from_fn(|| rows.next_if(|(k, _)| k.partition() == partition))
-                    .inspect(|(k, v)| bytes += row_len(k, v))
-                    .map(|(k, v)| (InPartition(k), v)),
-            )
-            .expect("checked sorted above");
-            table.len += trie.len();
-            table.bytes += bytes;
-            table.partitions.insert(partition, trie);
-        }
-        Ok(table)
+        build_from_sorted::<PartitionedTableBuilder<K, V>>(rows)
     }
 }
 
-row_table!(PartitionedTable, K: PartitionKey + Encode);
+/// The rows of one partition, being built.
+type PartitionBuilder<K, V> = IdTrieBuilder<InPartition<K>, V>;
+
+/// Builds a [`PartitionedTable`]: one trie builder for the partition being read, hung in the
+/// trie of partitions when the next partition starts.
+pub struct PartitionedTableBuilder<K: PartitionKey, V> {
+    partitions: IdTrieBuilder<K::Partition, IdTrie<InPartition<K>, V>>,
+    /// The partition being read and its rows.
+    current: Option<(K::Partition, PartitionBuilder<K, V>)>,
+    last: Option<K>,
+    len: usize,
+    bytes: u64,
+}
+
+impl<K: PartitionKey, V> Default for PartitionedTableBuilder<K, V> {
+    fn default() -> Self {
+        PartitionedTableBuilder {
+            partitions: IdTrieBuilder::default(),
+            current: None,
+            last: None,
+            len: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl<K: PartitionKey + Encode, V: Clone + Encode> PartitionedTableBuilder<K, V> {
+    fn end_partition(&mut self) {
+        if let Some((partition, rows)) = self.current.take() {
+            let pushed = self.partitions.push(partition, rows.finish());
+            debug_assert!(
+                pushed.is_ok(),
+                "partitions ascend with their keys, which push checked"
+            );
+        }
+    }
+}
+
+impl<K: PartitionKey + Encode, V: Clone + Encode> TableBuilder for PartitionedTableBuilder<K, V> {
+    type Key = K;
+    type Value = V;
+    type Table = PartitionedTable<K, V>;
+
+    #[inline]
+    fn push(&mut self, key: K, value: V) -> Result<(), OutOfOrder> {
+        if self.last.is_some_and(|last| last >= key) {
+            return Err(OutOfOrder);
+        }
+        self.last = Some(key);
+        let partition = key.partition();
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|(current, _)| *current != partition)
+        {
+            self.end_partition();
+            self.current = Some((partition, IdTrieBuilder::default()));
+        }
+        let len = row_len(&key, &value);
+        let (_, rows) = self.current.as_mut().expect("started above");
+        // Within a partition, numbers ascend exactly as keys do.
+        rows.push(InPartition(key), value)?;
+        self.bytes += len;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn finish(mut self) -> PartitionedTable<K, V> {
+        self.end_partition();
+        PartitionedTable {
+            partitions: self.partitions.finish(),
+            len: self.len,
+            bytes: self.bytes,
+        }
+    }
+}
+
+row_table!(PartitionedTable, PartitionedTableBuilder, K: PartitionKey + Encode);
 
 impl<K: PartitionKey, V: Clone + PartialEq> PartialEq for PartitionedTable<K, V> {
     fn eq(&self, other: &Self) -> bool {

@@ -285,19 +285,7 @@ impl<K: DenseKey, V: Clone> IdTrie<K, V> {
             self.base = index & !span_mask(1);
             self.root = Some(Arc::new(Node::leaf()));
         }
-        while !self.fits(index) {
-            // The old root becomes one child of a taller root, at its keys' digit there.
-            let old = self.root.take().expect("checked above");
-            let d = digit(self.base, self.height);
-            let mut children: [Option<Arc<Node<K, V>>>; FANOUT] = std::array::from_fn(|_| None);
-            children[d] = Some(old);
-            self.root = Some(Arc::new(Node::Branch {
-                children,
-                occupied: 1 << d,
-            }));
-            self.height += 1;
-            self.base &= !span_mask(self.height);
-        }
+        self.grow_to_span(index);
         let mut node = unique_mut(self.root.as_mut().expect("created above"));
         let mut level = self.height - 1;
         loop {
@@ -330,6 +318,59 @@ impl<K: DenseKey, V: Clone> IdTrie<K, V> {
                 }
             }
         }
+    }
+
+    /// Adds root levels until the trie's span holds `index` (the trie must not be empty).
+    fn grow_to_span(&mut self, index: u64) {
+        while !self.fits(index) {
+            // The old root becomes one child of a taller root, at its keys' digit there.
+            let old = self.root.take().expect("a trie that grows has a root");
+            let d = digit(self.base, self.height);
+            let mut children: [Option<Arc<Node<K, V>>>; FANOUT] = std::array::from_fn(|_| None);
+            children[d] = Some(old);
+            self.root = Some(Arc::new(Node::Branch {
+                children,
+                occupied: 1 << d,
+            }));
+            self.height += 1;
+            self.base &= !span_mask(self.height);
+        }
+    }
+
+    /// Hangs a filled leaf whose first slot is `start` (a multiple of the fanout) in the trie,
+    /// where no leaf is yet: one walk down per leaf instead of one per row.
+    fn attach_leaf(&mut self, start: u64, leaf: Arc<Node<K, V>>, rows: usize, min_index: u64) {
+        debug_assert_eq!(start & MASK, 0);
+        if self.root.is_none() {
+            self.root = Some(leaf);
+            self.height = 1;
+            self.base = start;
+            self.len = rows;
+            self.min_index = min_index;
+            return;
+        }
+        self.grow_to_span(start);
+        let mut node = unique_mut(self.root.as_mut().expect("grown above"));
+        let mut level = self.height - 1;
+        loop {
+            let Node::Branch { children, occupied } = node else {
+                unreachable!("a leaf's start differs from every other leaf's, so a root leaf grew")
+            };
+            let d = digit(start, level);
+            *occupied |= 1 << d;
+            if level == 1 {
+                debug_assert!(children[d].is_none(), "each leaf is attached once");
+                children[d] = Some(leaf);
+                break;
+            }
+            let child = children[d].get_or_insert_with(|| Arc::new(Node::branch()));
+            node = unique_mut(child);
+            level -= 1;
+        }
+        if self.len == 0 || min_index < self.min_index {
+            self.min_index = min_index;
+        }
+        self.len += rows;
     }
 
     pub fn remove(&mut self, key: &K) -> Option<V> {
@@ -439,17 +480,97 @@ impl<K: DenseKey, V: Clone> IdTrie<K, V> {
     }
 
     /// Builds a trie from rows in strictly ascending key order; the offending index otherwise.
+    #[cfg(test)]
     pub fn from_sorted(rows: impl IntoIterator<Item = (K, V)>) -> Result<Self, usize> {
-        let mut trie = IdTrie::default();
-        let mut last: Option<K> = None;
+        let mut builder = IdTrieBuilder::default();
         for (i, (key, value)) in rows.into_iter().enumerate() {
-            if last.is_some_and(|last| last >= key) {
-                return Err(i);
-            }
-            last = Some(key);
-            trie.insert(key, value);
+            builder.push(key, value).map_err(|OutOfOrder| i)?;
         }
-        Ok(trie)
+        Ok(builder.finish())
+    }
+}
+
+/// A key that is not above the key before it, in rows that must ascend strictly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfOrder;
+
+/// Builds an [`IdTrie`] from rows in strictly ascending key order, one row at a time: each row
+/// goes straight into the leaf being filled, and a full leaf is hung in the trie with one walk
+/// down. No row is moved after it is placed, and no list of all rows is ever held.
+pub struct IdTrieBuilder<K, V> {
+    trie: IdTrie<K, V>,
+    /// The leaf being filled, not yet in the trie.
+    leaf: Option<FillingLeaf<K, V>>,
+    /// The index of the last row pushed.
+    last: Option<u64>,
+}
+
+/// A leaf an [`IdTrieBuilder`] fills.
+struct FillingLeaf<K, V> {
+    /// The index of its first slot.
+    start: u64,
+    node: Arc<Node<K, V>>,
+    rows: usize,
+    /// The index of its first row.
+    min_index: u64,
+}
+
+impl<K, V> Default for IdTrieBuilder<K, V> {
+    fn default() -> Self {
+        IdTrieBuilder {
+            trie: IdTrie::default(),
+            leaf: None,
+            last: None,
+        }
+    }
+}
+
+impl<K: DenseKey, V: Clone> IdTrieBuilder<K, V> {
+    /// Rows pushed so far.
+    pub fn len(&self) -> usize {
+        self.trie.len + self.leaf.as_ref().map_or(0, |leaf| leaf.rows)
+    }
+
+    /// Adds a row after every row pushed before; a key not above the last one is refused and
+    /// changes nothing.
+    #[inline]
+    pub fn push(&mut self, key: K, value: V) -> Result<(), OutOfOrder> {
+        let index = key.index();
+        if self.last.is_some_and(|last| last >= index) {
+            return Err(OutOfOrder);
+        }
+        self.last = Some(index);
+        let start = index & !MASK;
+        if self.leaf.as_ref().is_none_or(|leaf| leaf.start != start) {
+            self.hang_leaf();
+            self.leaf = Some(FillingLeaf {
+                start,
+                node: Arc::new(Node::leaf()),
+                rows: 0,
+                min_index: index,
+            });
+        }
+        let leaf = self.leaf.as_mut().expect("started above");
+        let Node::Leaf { slots, occupied } = unique_mut(&mut leaf.node) else {
+            unreachable!("the builder's leaf is a leaf")
+        };
+        let d = digit(index, 0);
+        slots[d] = Some((key, value));
+        *occupied |= 1 << d;
+        leaf.rows += 1;
+        Ok(())
+    }
+
+    fn hang_leaf(&mut self) {
+        if let Some(leaf) = self.leaf.take() {
+            self.trie
+                .attach_leaf(leaf.start, leaf.node, leaf.rows, leaf.min_index);
+        }
+    }
+
+    pub fn finish(mut self) -> IdTrie<K, V> {
+        self.hang_leaf();
+        self.trie
     }
 }
 

@@ -7,7 +7,8 @@ use tandem_model::input::{Input, OrderedInput};
 use tandem_model::output::{EventCode, Output};
 use tandem_model::script::{NodeKind, SelectRule};
 use tandem_router::records::{
-    export, export_into, export_to, import, import_with_digest, state_size, RECORD_OVERHEAD_BYTES,
+    digest, export, export_into, export_pieces, export_to, import, import_with_digest, state_size,
+    StateImport, RECORD_OVERHEAD_BYTES,
 };
 use tandem_router::{ImportError, Router};
 
@@ -94,6 +95,114 @@ fn export_import_round_trips_exactly() {
     let mut reused = vec![0xAA; 10];
     export_into(&state, &mut reused);
     assert_eq!(reused, bytes);
+
+    // Pieces of whole records, each at least the size asked for but the last, the sink taking
+    // some buffers and leaving others.
+    for piece_bytes in [0, 1, 300, 4_096, usize::MAX] {
+        let mut pieces = Vec::new();
+        let mut taken = 0;
+        export_pieces(&state, piece_bytes, &mut |piece| {
+            pieces.push(piece.clone());
+            if taken % 2 == 0 {
+                *piece = Vec::new();
+            }
+            taken += 1;
+        });
+        assert_eq!(pieces.concat(), bytes, "pieces of {piece_bytes}");
+        let last = pieces.len() - 1;
+        assert!(pieces[..last]
+            .iter()
+            .all(|p| p.len() >= piece_bytes.min(bytes.len())));
+    }
+}
+
+/// Import in pieces cut anywhere (inside a length prefix, a row, a checksum) rebuilds the same
+/// state with the same digest as import in one piece, and reports the same error for the same
+/// damage.
+#[test]
+fn import_in_pieces_of_any_size_gives_the_same_state_digest_and_errors() {
+    let state = busy_harness().router.snapshot();
+    let bytes = export(&state);
+    let mut damaged = bytes.clone();
+    damaged[bytes.len() / 3] ^= 0x01;
+    let whole_error = import(&damaged).unwrap_err();
+    for piece_bytes in [1, 2, 3, 5, 13, 64, 1_000, 4_096, bytes.len()] {
+        let mut import = StateImport::new();
+        for piece in bytes.chunks(piece_bytes) {
+            import.feed(piece).unwrap();
+        }
+        assert_eq!(import.pending_bytes(), 0);
+        let expected = import.digest().unwrap();
+        let (imported, digest_read) = import.finish().unwrap();
+        assert!(imported == state, "pieces of {piece_bytes}");
+        assert_eq!(digest_read, expected);
+        assert_eq!(digest_read, digest(&state));
+
+        let mut import = StateImport::new();
+        let error = damaged
+            .chunks(piece_bytes)
+            .try_for_each(|piece| import.feed(piece))
+            .and_then(|()| import.finish().map(|_| ()))
+            .unwrap_err();
+        assert_eq!(error, whole_error, "pieces of {piece_bytes}");
+    }
+}
+
+/// The records of `bytes`, each as its own byte vector.
+fn split_records(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        records.push(bytes[at..at + 4 + 1 + len + 8].to_vec());
+        at += 4 + 1 + len + 8;
+    }
+    records
+}
+
+/// A stream that decodes to a state but is not the one export writes for it is refused: the
+/// hash of the stream read is the digest only because import takes the canonical stream alone.
+#[test]
+fn a_stream_other_than_the_canonical_export_is_refused() {
+    let state = busy_harness().router.snapshot();
+    let bytes = export(&state);
+    let records = split_records(&bytes);
+
+    // The reference counts (table 15, rows of 13 bytes) cut into a chunk of one row and a
+    // chunk of the rest: the same rows, chunked differently.
+    let at = records
+        .iter()
+        .position(|r| r[4] == 3 && u16::from_le_bytes([r[5], r[6]]) == 15)
+        .unwrap();
+    let payload = &records[at][5..records[at].len() - 8];
+    let count = u32::from_le_bytes(payload[2..6].try_into().unwrap());
+    assert!(count >= 2);
+    let rows = &payload[6..];
+    let chunk = |count: u32, rows: &[u8]| {
+        let mut payload = 15u16.to_le_bytes().to_vec();
+        payload.extend_from_slice(&count.to_le_bytes());
+        payload.extend_from_slice(rows);
+        record(3, &payload)
+    };
+    let mut rechunked = records.clone();
+    rechunked.splice(
+        at..=at,
+        [chunk(1, &rows[..13]), chunk(count - 1, &rows[13..])],
+    );
+    assert!(matches!(
+        import(&rechunked.concat()),
+        Err(ImportError::Decode { index, .. }) if index == at + 1
+    ));
+
+    // A header whose sequence number is not the scalars'.
+    let mut header = records[0][5..records[0].len() - 8].to_vec();
+    header[10] ^= 1;
+    let mut other_header = records.clone();
+    other_header[0] = record(1, &header);
+    assert!(matches!(
+        import(&other_header.concat()),
+        Err(ImportError::Decode { index: 1, .. })
+    ));
 }
 
 #[test]
@@ -197,6 +306,16 @@ fn corrupt_truncated_or_foreign_streams_are_refused() {
     longer.push(0);
     assert!(import(&longer).is_err());
     assert!(import(b"not a state").is_err());
+    // Cut at every record boundary and inside every record: never accepted.
+    let mut boundaries = vec![0];
+    for record in split_records(&bytes) {
+        boundaries.push(boundaries.last().unwrap() + record.len());
+    }
+    for pair in boundaries.windows(2) {
+        for cut in [pair[0], pair[0] + 3, (pair[0] + pair[1]) / 2, pair[1] - 1] {
+            assert!(import(&bytes[..cut]).is_err(), "cut at {cut} accepted");
+        }
+    }
     // Another format version is named in the error.
     let mut other = bytes.clone();
     other[5 + 8] = 9;
@@ -294,4 +413,93 @@ fn the_state_size_alarm_is_raised_once_with_hysteresis() {
     assert!(router.state().requests.is_empty());
     assert_eq!(cleared, 1);
     assert!(router.state_size() < size * 2);
+}
+
+/// The invariant check that import runs finds every reference count that differs from the
+/// references: counts of agents (which the members' references make, counted in runs, plus a
+/// label's), of skill groups, missing and extra counts.
+#[test]
+fn reference_counts_that_differ_from_the_references_are_refused() {
+    use tandem_model::config::{Label, LabelTarget, ObjectRef};
+    use tandem_model::domain::LabelKind;
+    use tandem_model::ids::{AgentId, LabelId};
+    let mut cc = contact_center(script_with(NodeKind::Default));
+    // A3 is in two skill groups and a label names it: its count adds both kinds of reference.
+    cc.labels.push(Label {
+        id: LabelId(950),
+        routing_client: RC,
+        label: "agent-a3".into(),
+        kind: LabelKind::Normal,
+        target: Some(LabelTarget::Agent(A3)),
+    });
+    let state = Router::from_contact_center(&cc, T0).unwrap().snapshot();
+    assert_eq!(state.reference_counts.get(&ObjectRef::Agent(A3)), Some(&3));
+    assert!(import(&export(&state)).is_ok());
+
+    let changed = |change: &dyn Fn(&mut tandem_router::State)| {
+        let mut state = state.clone();
+        change(&mut state);
+        import(&export(&state))
+    };
+    let refused = |result: Result<tandem_router::State, ImportError>| {
+        assert!(
+            matches!(result, Err(ImportError::Invariant(ref message)) if message.contains("reference")),
+            "{:?}",
+            result.err()
+        );
+    };
+    for agent in [A1, A3, A4] {
+        let stored = *state
+            .reference_counts
+            .get(&ObjectRef::Agent(agent))
+            .unwrap();
+        for wrong in [stored - 1, stored + 1] {
+            refused(changed(&|s| {
+                s.reference_counts.insert(ObjectRef::Agent(agent), wrong);
+            }));
+        }
+        refused(changed(&|s| {
+            s.reference_counts.remove(&ObjectRef::Agent(agent));
+        }));
+    }
+    // Counts of agents nothing refers to, below and above the agents referred to.
+    for agent in [AgentId(1), AgentId(2_000), AgentId(u32::MAX)] {
+        refused(changed(&|s| {
+            s.reference_counts.insert(ObjectRef::Agent(agent), 1);
+        }));
+    }
+    refused(changed(&|s| {
+        let stored = *s.reference_counts.get(&ObjectRef::SkillGroup(SG1)).unwrap();
+        s.reference_counts
+            .insert(ObjectRef::SkillGroup(SG1), stored + 1);
+    }));
+    refused(changed(&|s| {
+        s.reference_counts.remove(&ObjectRef::SkillGroup(SG2));
+    }));
+}
+
+proptest::proptest! {
+    /// A stream damaged anywhere (a byte changed, then cut short or not, fed in pieces of any
+    /// size) is refused without a panic, and with the same error however it is cut in pieces.
+    #[test]
+    fn a_damaged_stream_is_refused_without_a_panic(
+        position in 0.0f64..1.0,
+        flip in 1u8..=255,
+        keep in 0.0f64..1.2,
+        piece_bytes in 1usize..5_000,
+    ) {
+        let bytes = export(busy_harness().router.state());
+        let mut damaged = bytes.clone();
+        let at = ((bytes.len() as f64 * position) as usize).min(bytes.len() - 1);
+        damaged[at] ^= flip;
+        damaged.truncate((bytes.len() as f64 * keep) as usize);
+        let whole = import(&damaged).map(|_| ());
+        proptest::prop_assert!(whole.is_err());
+        let mut import = StateImport::new();
+        let in_pieces = damaged
+            .chunks(piece_bytes)
+            .try_for_each(|piece| import.feed(piece))
+            .and_then(|()| import.finish().map(|_| ()));
+        proptest::prop_assert_eq!(in_pieces, whole);
+    }
 }

@@ -120,8 +120,9 @@ fn closed_loop_digest_at(seed: u64, until_ms: u64) -> u128 {
     driver.router.digest()
 }
 
-/// A state above `PARALLEL_STATE_BYTES_MIN` is imported and checked on two threads: the result
-/// equals the exported state and behaves identically, and a damaged stream is refused.
+/// A state above `PARALLEL_STATE_BYTES_MIN` is imported and checked (the check on two threads):
+/// the result equals the exported state and behaves identically, and a damaged stream is
+/// refused.
 #[test]
 fn a_large_state_round_trips_through_the_two_thread_import() {
     use tandem_model::generate::{generate, GenerateParams};
