@@ -896,19 +896,27 @@ impl Core {
             }
             Body::DigestCheck => {
                 // The digest is computed off the core, from a snapshot taken at this sequence
-                // number; the router goes on.
+                // number; the router goes on. Both sides digest at the same moment, so on a
+                // small machine the two digests would take every core from routing for their
+                // whole run: the thread yields to everything else.
                 let state = self.router.snapshot();
                 let tx = self.tx.clone();
                 let seq = ordered.seq;
-                tokio::task::spawn_blocking(move || {
-                    let digest = tandem_router::records::digest(&state);
-                    let state_bytes = tandem_router::records::state_size(&state);
-                    let _ = tx.blocking_send(CoreEvent::DigestComputed {
-                        seq,
-                        digest,
-                        state_bytes,
+                let spawned = std::thread::Builder::new()
+                    .name("digest".into())
+                    .spawn(move || {
+                        lower_this_threads_priority();
+                        let digest = tandem_router::records::digest(&state);
+                        let state_bytes = tandem_router::records::state_size(&state);
+                        let _ = tx.blocking_send(CoreEvent::DigestComputed {
+                            seq,
+                            digest,
+                            state_bytes,
+                        });
                     });
-                });
+                if let Err(e) = spawned {
+                    self.event(format!("the DigestCheck at {seq} was skipped: {e}"));
+                }
                 return;
             }
         };
@@ -1374,5 +1382,18 @@ async fn accept_transfers(
             tx.clone(),
             logic_version.clone(),
         ));
+    }
+}
+
+/// The nice value of background work (digests) that must not delay routing.
+const BACKGROUND_NICE: libc::c_int = 19;
+
+/// Gives the calling thread the lowest scheduling priority. On Linux the nice value belongs to
+/// each thread, so the rest of the process keeps its own. Failing changes nothing but speed.
+fn lower_this_threads_priority() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE);
     }
 }

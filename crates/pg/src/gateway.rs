@@ -113,6 +113,9 @@ pub struct GatewayOptions {
     pub flood_inputs_per_s: u64,
     /// An input sent once, after the simulated load's first inputs (fault injection).
     pub inject_input: Option<Input>,
+    /// Round trips of route requests sent in this first stretch are not recorded: the login
+    /// storm of a starting peripheral is not the steady state a benchmark measures.
+    pub rtt_warmup_ms: u64,
 }
 
 fn wall_ms() -> u64 {
@@ -193,6 +196,8 @@ struct Gateway {
     inject_input: Option<Input>,
     /// Route requests sent and not yet answered, with when they were sent.
     route_sent: BTreeMap<RouteRequestKey, Instant>,
+    /// Requests sent from then on have their round trips recorded.
+    route_rtt_from: Instant,
     route_rtt_us: Histogram<u64>,
     counts: GatewayCounts,
     clock_ms: u64,
@@ -254,6 +259,7 @@ pub async fn run(
         flood_started: Instant::now(),
         inject_input: options.inject_input,
         route_sent: BTreeMap::new(),
+        route_rtt_from: Instant::now() + Duration::from_millis(options.rtt_warmup_ms),
         route_rtt_us: Histogram::new_with_bounds(1, ROUTE_RTT_US_MAX, 3)
             .expect("valid histogram bounds"),
         counts: GatewayCounts {
@@ -278,10 +284,15 @@ pub async fn run(
                 gateway.draining = true;
                 drain_until = Some(Instant::now() + Duration::from_millis(DRAIN_MS_MAX));
             }
-            Some(event) = rx.recv() => gateway.on_event(event),
+            Some(event) = rx.recv() => {
+                gateway.on_event(event);
+                continue;
+            }
             _ = timer.tick() => gateway.on_tick(),
             _ = reconnect.tick() => gateway.connect_missing(),
         }
+        // Checked on ticks only: it counts the calls in flight, which every answer arriving
+        // while the PG drains would otherwise wait for.
         if drain_until.is_some_and(|until| gateway.drained() || Instant::now() >= until) {
             break;
         }
@@ -521,7 +532,8 @@ impl Gateway {
                     self.last_output_no = output_no;
                     self.counts.outputs_received += 1;
                     if let Output::RouteResponse { key, .. } = &output {
-                        if let Some(sent) = self.route_sent.remove(key) {
+                        let sent = self.route_sent.remove(key);
+                        if let Some(sent) = sent.filter(|&sent| sent >= self.route_rtt_from) {
                             let us = (sent.elapsed().as_micros() as u64).clamp(1, ROUTE_RTT_US_MAX);
                             let _ = self.route_rtt_us.record(us);
                         }

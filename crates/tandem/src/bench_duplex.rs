@@ -46,6 +46,8 @@ const PG_NAMES: [&str; 2] = ["pg1", "pg2"];
 /// Waits for starts, pairings and transfers (a side loads a configuration of millions of agents
 /// for minutes).
 const START_MS: u64 = 900_000;
+/// Seconds of load before a round-trip measurement's window opens.
+const WARMUP_S: u64 = 3;
 
 fn gen_config(bin: &Path, dir: &Path, agents: u32) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
@@ -64,11 +66,23 @@ fn gen_config(bin: &Path, dir: &Path, agents: u32) -> Result<PathBuf> {
 }
 
 /// Both sides paired, both PGs offering `cps` in all, connected to both sides.
-fn paired_under_load(install: &mut Installation, cps: f64, talk_s: u64) {
+/// Benchmarks run with the product's timers, not the tests' (which check digests every second).
+fn product_timers(topology: &mut tandem_model::topology::Topology) {
+    topology.mds.digest_check_interval_ms =
+        tandem_model::topology::MdsTimers::default().digest_check_interval_ms;
+}
+
+fn paired_under_load(install: &mut Installation, cps: f64, talk_s: u64, pg_args: &[&str]) {
     install.start_paired(START_MS);
     let config = install.config.clone();
     for name in PG_NAMES {
-        install.start_pg_load(name, &config, cps / PG_NAMES.len() as f64, talk_s);
+        install.start_pg_args(
+            name,
+            &config,
+            cps / PG_NAMES.len() as f64,
+            talk_s,
+            pg_args,
+        );
     }
     for side in [Side::A, Side::B] {
         install.wait_pgs_reachable(side, PG_NAMES.len(), START_MS);
@@ -92,14 +106,16 @@ fn lost(counts: &[PgCounts]) -> u64 {
 }
 
 fn rtt(bin: &Path, dir: &Path, cc: &Path, cps: f64, seconds: u64) -> Result<()> {
-    let mut install = Installation::new(bin, dir, "rtt", Some(cc), |_| {});
-    paired_under_load(&mut install, cps, 1);
-    // The login storm and the first calls settle before the measured window.
-    std::thread::sleep(Duration::from_secs(3));
+    let mut install = Installation::new(bin, dir, "rtt", Some(cc), product_timers);
+    // The login storm and the first calls settle before the measured window: the PGs leave
+    // the requests they send in it out of their round-trip figures.
+    let warmup_s = WARMUP_S.to_string();
+    paired_under_load(&mut install, cps, 1, &["--rtt-warmup-s", &warmup_s]);
+    std::thread::sleep(Duration::from_secs(WARMUP_S));
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
     let counts = install.stop_pgs(&PG_NAMES);
-    let elapsed = started.elapsed().as_secs_f64() + 3.0;
+    let elapsed = started.elapsed().as_secs_f64() + WARMUP_S as f64;
     let requests: u64 = counts.iter().map(|c| c.route_requests_sent).sum();
     println!(
         "{}",
@@ -117,8 +133,8 @@ fn rtt(bin: &Path, dir: &Path, cc: &Path, cps: f64, seconds: u64) -> Result<()> 
 }
 
 fn failover(bin: &Path, dir: &Path, cc: &Path, how: &str) -> Result<()> {
-    let mut install = Installation::new(bin, dir, "failover", Some(cc), |_| {});
-    paired_under_load(&mut install, 1_000.0, 1);
+    let mut install = Installation::new(bin, dir, "failover", Some(cc), product_timers);
+    paired_under_load(&mut install, 1_000.0, 1, &[]);
     std::thread::sleep(Duration::from_secs(3));
     let at = Instant::now();
     match how {
@@ -164,7 +180,7 @@ fn failover(bin: &Path, dir: &Path, cc: &Path, how: &str) -> Result<()> {
 
 fn transfer(bin: &Path, dir: &Path, agents: u32, cps: f64) -> Result<()> {
     let cc = gen_config(bin, dir, agents)?;
-    let mut install = Installation::new(bin, dir, "transfer", Some(&cc), |_| {});
+    let mut install = Installation::new(bin, dir, "transfer", Some(&cc), product_timers);
     install.start_side(Side::A, &[]);
     install.wait_status(Side::A, START_MS, "answering", |_| true);
     let config = install.config.clone();
@@ -223,7 +239,7 @@ fn transfer(bin: &Path, dir: &Path, agents: u32, cps: f64) -> Result<()> {
 /// Paired throughput: both PGs offer cheap inputs (peripheral re-reports) as fast as asked
 /// beside a light call load; the rate is what both sides deliver, read from rttest.
 fn throughput(bin: &Path, dir: &Path, cc: &Path, inputs_per_s: u64, seconds: u64) -> Result<()> {
-    let mut install = Installation::new(bin, dir, "throughput", Some(cc), |_| {});
+    let mut install = Installation::new(bin, dir, "throughput", Some(cc), product_timers);
     install.start_paired(START_MS);
     let config = install.config.clone();
     let flood = (inputs_per_s / PG_NAMES.len() as u64).to_string();

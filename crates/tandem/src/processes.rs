@@ -66,6 +66,9 @@ pub struct PgArgs {
     /// injection, such as a poison input.
     #[arg(long, hide = true)]
     inject_input_json: Option<String>,
+    /// Leave the round trips of requests sent in the first seconds out of the figures.
+    #[arg(long, default_value_t = 0)]
+    rtt_warmup_s: u64,
 }
 
 #[derive(clap::Args)]
@@ -243,6 +246,7 @@ pub fn pg(args: PgArgs) -> Result<()> {
             .map(serde_json::from_str)
             .transpose()
             .context("--inject-input-json")?,
+        rtt_warmup_ms: args.rtt_warmup_s.saturating_mul(1_000),
     };
     let counts = runtime()?.block_on(gateway::run(options, stopped()));
     println!("{}", serde_json::to_string(&counts)?);
