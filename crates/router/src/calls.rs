@@ -664,6 +664,33 @@ impl Router {
         Ok(())
     }
 
+    /// Takes a live call (not in wrap-up) out of its skill group's, service's and call type's
+    /// Now counts.
+    pub(crate) fn leave_now_counts(&mut self, ctx: &mut Ctx, row: &CallRow) {
+        let waiting = row.phase == CallPhase::Queued;
+        if let Some(group) = row.skill_group {
+            self.touch_skill_group(ctx, group, None, |g| {
+                if waiting {
+                    g.calls_q_now -= 1;
+                } else {
+                    g.calls_in_progress -= 1;
+                }
+            });
+        }
+        if let Some(service) = row.service {
+            self.touch_service(ctx, service, None, |s| {
+                if waiting {
+                    s.calls_q_now -= 1;
+                } else {
+                    s.calls_in_progress -= 1;
+                }
+            });
+        }
+        if let Some(call_type) = row.call_type {
+            self.touch_call_type(ctx, call_type, None, |c| c.calls_in_progress -= 1);
+        }
+    }
+
     pub(crate) fn call_abandoned(&mut self, ctx: &mut Ctx, call: PeripheralCallKey) -> Applied {
         let row = self.call_row(call)?;
         if !matches!(row.phase, CallPhase::Queued | CallPhase::Ringing) {
@@ -679,31 +706,11 @@ impl Router {
         };
         let wait_ms = ctx.now_ms - row.leg_start_ms;
         self.record_outcome(ctx, &row, |t| abandoned_delta(wait_ms, t));
-        if let Some(group) = row.skill_group {
-            self.touch_skill_group(ctx, group, None, |g| {
-                if ringing {
-                    g.calls_in_progress -= 1;
-                } else {
-                    g.calls_q_now -= 1;
-                }
-            });
-        }
-        if let Some(service) = row.service {
-            self.touch_service(ctx, service, None, |s| {
-                if ringing {
-                    s.calls_in_progress -= 1;
-                } else {
-                    s.calls_q_now -= 1;
-                }
-            });
-        }
+        self.leave_now_counts(ctx, &row);
         self.state.calls.remove(&call);
         self.state
             .peripheral_rt
             .update(&call.peripheral, |p| p.calls_in_progress -= 1);
-        if let Some(call_type) = row.call_type {
-            self.touch_call_type(ctx, call_type, None, |c| c.calls_in_progress -= 1);
-        }
         let short = match row.skill_group.and_then(|g| self.skill_group_thresholds(g)) {
             Some(t) => wait_ms < t.short_call_ms,
             None => row
@@ -751,19 +758,11 @@ impl Router {
                 call.peripheral, call.call_id, row.phase
             ));
         }
-        if let Some(group) = row.skill_group {
-            self.touch_skill_group(ctx, group, None, |g| g.calls_q_now -= 1);
-        }
-        if let Some(service) = row.service {
-            self.touch_service(ctx, service, None, |s| s.calls_q_now -= 1);
-        }
+        self.leave_now_counts(ctx, &row);
         self.state.calls.remove(&call);
         self.state
             .peripheral_rt
             .update(&call.peripheral, |p| p.calls_in_progress -= 1);
-        if let Some(call_type) = row.call_type {
-            self.touch_call_type(ctx, call_type, None, |c| c.calls_in_progress -= 1);
-        }
         ctx.historical(HistoricalRow::TerminationCallDetail(
             TerminationCallDetail {
                 call,

@@ -545,31 +545,4 @@ impl Router {
             self.set_agent_state(ctx, agent, agent_row, new, AgentState::NotReady, 0, None);
         }
     }
-
-    /// Takes a live call (not in wrap-up) out of its skill group's, service's and call type's
-    /// Now counts.
-    fn leave_now_counts(&mut self, ctx: &mut Ctx, row: &CallRow) {
-        let waiting = row.phase == CallPhase::Queued;
-        if let Some(group) = row.skill_group {
-            self.touch_skill_group(ctx, group, None, |g| {
-                if waiting {
-                    g.calls_q_now -= 1;
-                } else {
-                    g.calls_in_progress -= 1;
-                }
-            });
-        }
-        if let Some(service) = row.service {
-            self.touch_service(ctx, service, None, |s| {
-                if waiting {
-                    s.calls_q_now -= 1;
-                } else {
-                    s.calls_in_progress -= 1;
-                }
-            });
-        }
-        if let Some(call_type) = row.call_type {
-            self.touch_call_type(ctx, call_type, None, |c| c.calls_in_progress -= 1);
-        }
-    }
 }

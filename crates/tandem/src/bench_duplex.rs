@@ -76,13 +76,7 @@ fn paired_under_load(install: &mut Installation, cps: f64, talk_s: u64, pg_args:
     install.start_paired(START_MS);
     let config = install.config.clone();
     for name in PG_NAMES {
-        install.start_pg_args(
-            name,
-            &config,
-            cps / PG_NAMES.len() as f64,
-            talk_s,
-            pg_args,
-        );
+        install.start_pg_args(name, &config, cps / PG_NAMES.len() as f64, talk_s, pg_args);
     }
     for side in [Side::A, Side::B] {
         install.wait_pgs_reachable(side, PG_NAMES.len(), START_MS);
