@@ -12,6 +12,7 @@
 //! - `rttest`: the rttest client.
 
 pub mod dumps;
+pub mod logger_feed;
 pub mod metrics;
 pub mod outputs;
 pub mod quarantine;

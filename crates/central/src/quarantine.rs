@@ -78,7 +78,8 @@ impl Suspect {
                 input_no,
                 input_hash,
             }),
-            Source::Synchronizer => Suspect::Synchronizer { input_hash },
+            // Neither has a PG's number to skip it by: both are reported by their bytes.
+            Source::Synchronizer | Source::Admin { .. } => Suspect::Synchronizer { input_hash },
         }
     }
 }

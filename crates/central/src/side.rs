@@ -9,6 +9,7 @@
 //! A connects), and state-transfer sessions (side B listens, side A's MDS always opens them).
 
 use crate::dumps;
+use crate::logger_feed::LoggerFeed;
 use crate::metrics::{self, MetricsSnapshot, TransferCounts};
 use crate::outputs::OutputLog;
 use crate::quarantine::{self, Suspect};
@@ -20,12 +21,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tandem_mds::transport::{self, FrameReader, Outbound};
 use tandem_mds::{
-    Action, Body, Epoch, LogicVersion, Ordered, PeerMessage, PgToSide, PublicHello, Side, SideToPg,
-    SyncEvent, SyncSettings, Synchronizer, TransferRequest,
+    Action, AdminReply, AdminRequest, Body, Epoch, LoggerToSide, LogicVersion, Ordered,
+    PeerMessage, PgToSide, PublicHello, Side, SideToLogger, SideToPg, Source, SyncEvent,
+    SyncSettings, Synchronizer, TransferRequest,
 };
-use tandem_model::config::ContactCenter;
+use tandem_model::config::{ContactCenter, Settings};
 use tandem_model::ids::PgId;
+use tandem_model::input::Input;
 use tandem_model::input::OrderedInput;
+use tandem_model::logged::{LoggedConfigChange, LoggedMessage};
 use tandem_model::output::Output;
 use tandem_model::topology::Topology;
 use tandem_router::{Router, State};
@@ -51,6 +55,10 @@ const TRANSFER_RETRY_MS_MAX: u64 = 5_000;
 const TRANSFER_TIMEOUT_MS: u64 = 120_000;
 /// A transfer whose session has not begun this long after it was asked for is retried.
 const TRANSFER_START_TIMEOUT_MS: u64 = 3_000;
+/// Configuration requests awaiting their ordered answer; more are refused until some finish.
+pub const ADMIN_REQUESTS_PENDING_MAX: usize = 64;
+/// How often a side that waits for its logger's configuration says so in its log.
+const CONFIGURATION_WAIT_LOG_MS: u64 = 5_000;
 /// The exit status of a side whose router panicked on an input (EX_SOFTWARE): its state is
 /// suspect, and the input is recorded in the suspect file (`quarantine`).
 pub const EXIT_POISONED: i32 = 70;
@@ -177,6 +185,32 @@ pub(crate) enum CoreEvent {
         command: String,
         reply: oneshot::Sender<String>,
     },
+    LoggerUp {
+        conn: u64,
+        committed_through: u64,
+        config_version: u64,
+        out: Outbound<SideToLogger>,
+        reader: tokio::task::AbortHandle,
+    },
+    LoggerMessage {
+        conn: u64,
+        message: LoggerToSide,
+    },
+    LoggerDown {
+        conn: u64,
+        reason: String,
+    },
+    Admin {
+        request: AdminRequest,
+        reply: oneshot::Sender<AdminReply>,
+    },
+}
+
+/// The side's logger, connected on the public listener.
+struct LoggerLink {
+    conn: u64,
+    out: Outbound<SideToLogger>,
+    reader: tokio::task::AbortHandle,
 }
 
 /// A PG path connected to this side.
@@ -242,6 +276,11 @@ struct Core {
     transfer_counts: TransferCounts,
     /// Wall-clock time at which the next metrics snapshot is due.
     metrics_due_ms: u64,
+    logger: Option<LoggerLink>,
+    feed: LoggerFeed,
+    /// Configuration requests this side ordered, by request number, awaiting delivery.
+    admin_pending: BTreeMap<u64, oneshot::Sender<AdminReply>>,
+    admin_next: u64,
     tx: mpsc::Sender<CoreEvent>,
 }
 
@@ -258,14 +297,27 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
         path: data_dir.display().to_string(),
         source,
     })?;
-    let cc = ContactCenter::load(&topology.resolve(&topology.contact_center))?;
-    let start_ms = wall_ms();
-    let router =
-        Router::from_contact_center(&cc, start_ms).map_err(|e| SideError::Router(e.to_string()))?;
-    let router_state_bytes = router.state_size();
     let persisted = read_epoch(&data_dir)?;
     // A side that ran before lost its router's state with its process: it takes its peer's.
     let needs_state = persisted.is_some() && !options.cold_start;
+    let (tx, mut rx) = mpsc::channel(CORE_EVENTS_MAX);
+    let public = bind(addresses.public).await?;
+    tokio::spawn(accept_public(public, tx.clone()));
+    // A side that builds its state from configuration takes it from its logger's central
+    // database; one that takes its peer's state needs none.
+    let (configuration, mut logger) = if needs_state {
+        (None, None)
+    } else {
+        let (cc, version, link) = wait_for_configuration(&mut rx, options.side).await;
+        (Some((cc, version)), link)
+    };
+    let start_ms = wall_ms();
+    let router = match &configuration {
+        Some((cc, version)) => Router::from_contact_center_at(cc, *version, start_ms),
+        None => Router::new(Settings::default(), start_ms),
+    }
+    .map_err(|e| SideError::Router(e.to_string()))?;
+    let router_state_bytes = router.state_size();
     let epoch = persisted.unwrap_or_default();
     let logic_version = logic_version(&options.logic_build);
     let pgs: BTreeSet<PgId> = topology.pgs.iter().map(|p| p.id).collect();
@@ -277,6 +329,9 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     settings.lease_ms = timers.lease_ms;
     settings.digest_check_interval_ms = timers.digest_check_interval_ms;
     let mut sync = Synchronizer::new(settings, epoch, 0, start_ms, needs_state, start_ms)?;
+    if let Some((_, version)) = &configuration {
+        sync.set_built_from_configuration(*version);
+    }
     let suspect_path = data_dir.join(quarantine::SUSPECT_FILE);
     let quarantine = quarantine::read_quarantine(&suspect_path)?;
     for key in &quarantine.inputs {
@@ -301,16 +356,13 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
         side = %options.side,
         epoch = epoch.number,
         needs_state,
-        "side {} starting: {} agents, {} PGs",
+        "side {} starting: configuration version {}, {} PGs",
         options.side,
-        cc.agents.len(),
+        router.config_version(),
         topology.pgs.len()
     );
 
-    let (tx, rx) = mpsc::channel(CORE_EVENTS_MAX);
     let (peer_connected, peer_watch) = watch::channel(false);
-    let public = bind(addresses.public).await?;
-    tokio::spawn(accept_public(public, tx.clone()));
     let metrics_listener = TcpListener::bind(addresses.metrics)
         .await
         .map_err(|source| SideError::Metrics {
@@ -337,6 +389,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
             ));
         }
     }
+    let topology_logger_rows = topology.logger.buffer_rows;
     let mut core = Core {
         side: options.side,
         topology,
@@ -367,10 +420,108 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
         state_size_now: router_state_bytes,
         transfer_counts: TransferCounts::default(),
         metrics_due_ms: start_ms,
+        feed: LoggerFeed::new(
+            usize::try_from(topology_logger_rows).unwrap_or(usize::MAX),
+            0,
+        ),
+        logger: None,
+        admin_pending: BTreeMap::new(),
+        admin_next: 0,
         tx,
     };
+    if let Some((link, committed_through, config_version)) = logger.take() {
+        core.logger_up(link, committed_through, config_version);
+    }
     core.run(rx).await;
     Ok(())
+}
+
+/// Waits until the side's logger connects and hands over the central database's
+/// configuration. Meanwhile PGs are refused, rttest is told why the side waits, and
+/// configuration requests are turned away.
+async fn wait_for_configuration(
+    rx: &mut mpsc::Receiver<CoreEvent>,
+    side: Side,
+) -> (ContactCenter, u64, Option<(LoggerLink, u64, u64)>) {
+    let mut link: Option<(LoggerLink, u64, u64)> = None;
+    let mut why = "no logger has connected yet".to_string();
+    let mut log_due = Instant::now();
+    loop {
+        if Instant::now() >= log_due {
+            log_due = Instant::now() + Duration::from_millis(CONFIGURATION_WAIT_LOG_MS);
+            warn!(%side, "waiting for the logger's configuration: {why}");
+        }
+        let event =
+            match tokio::time::timeout(Duration::from_millis(CONFIGURATION_WAIT_LOG_MS), rx.recv())
+                .await
+            {
+                Ok(Some(event)) => event,
+                Ok(None) => std::future::pending().await,
+                Err(_) => continue,
+            };
+        match event {
+            CoreEvent::LoggerUp {
+                conn,
+                committed_through,
+                config_version,
+                out,
+                reader,
+            } => {
+                if let Some((old, _, _)) = link.take() {
+                    old.reader.abort();
+                }
+                let _ = out.send(&SideToLogger::SendConfiguration);
+                link = Some((
+                    LoggerLink { conn, out, reader },
+                    committed_through,
+                    config_version,
+                ));
+                why = "the logger connected; its configuration is on the way".into();
+            }
+            CoreEvent::LoggerMessage { conn, message } => {
+                if link.as_ref().is_none_or(|(l, _, _)| l.conn != conn) {
+                    continue;
+                }
+                match message {
+                    LoggerToSide::Configuration {
+                        contact_center,
+                        config_version,
+                    } => {
+                        info!(%side, config_version, "configuration received from the logger");
+                        return (*contact_center, config_version, link);
+                    }
+                    LoggerToSide::NoConfiguration { reason } => {
+                        why = format!("the logger has none: {reason}");
+                        log_due = Instant::now();
+                    }
+                    LoggerToSide::Committed { .. } => {}
+                }
+            }
+            CoreEvent::LoggerDown { conn, .. }
+                if link.as_ref().is_some_and(|(l, _, _)| l.conn == conn) =>
+            {
+                link = None;
+                why = "the logger disconnected".into();
+            }
+            CoreEvent::PgUp { out, reader, .. } => {
+                let _ = out.send(&SideToPg::Refuse {
+                    reason: format!("side {side} is starting: it waits for its configuration"),
+                });
+                reader.abort();
+            }
+            CoreEvent::RtTest { reply, .. } => {
+                let _ = reply.send(format!(
+                    "side {side} is starting: waiting for its logger's configuration ({why})\n"
+                ));
+            }
+            CoreEvent::Admin { reply, .. } => {
+                let _ = reply.send(AdminReply::NotOrdering {
+                    reason: format!("side {side} is starting"),
+                });
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, SideError> {
@@ -510,6 +661,7 @@ impl Core {
                 self.topology.mds.state_size_alarm_bytes / mb
             ));
         }
+        self.send_logger_batches(true);
         if now >= self.metrics_due_ms {
             self.metrics_due_ms = now + metrics::METRICS_INTERVAL_MS;
             metrics::record(&self.metrics_snapshot());
@@ -640,6 +792,36 @@ impl Core {
                 self.state_size_now = state_bytes;
                 self.sync.on_local_digest(now, seq, digest);
             }
+            CoreEvent::LoggerUp {
+                conn,
+                committed_through,
+                config_version,
+                out,
+                reader,
+            } => self.logger_up(
+                LoggerLink { conn, out, reader },
+                committed_through,
+                config_version,
+            ),
+            CoreEvent::LoggerMessage { conn, message } => {
+                if self.logger.as_ref().is_some_and(|l| l.conn == conn) {
+                    match message {
+                        LoggerToSide::Committed {
+                            through,
+                            config_version,
+                        } => self.feed.committed(through, config_version),
+                        LoggerToSide::Configuration { .. }
+                        | LoggerToSide::NoConfiguration { .. } => {}
+                    }
+                }
+            }
+            CoreEvent::LoggerDown { conn, reason } => {
+                if self.logger.as_ref().is_some_and(|l| l.conn == conn) {
+                    self.event(format!("logger link down: {reason}"));
+                    self.close_logger();
+                }
+            }
+            CoreEvent::Admin { request, reply } => self.on_admin(now, request, reply),
             CoreEvent::RtTest { command, reply } => {
                 // The answer reflects the present: a side woken from a pause first notices
                 // what its timers say (a silent peer, lapsed leases), then reports.
@@ -801,6 +983,105 @@ impl Core {
                 Action::Event(event) => self.on_sync_event(event),
             }
         }
+        self.send_logger_batches(false);
+    }
+
+    // ----- the logger -----
+
+    fn logger_up(&mut self, link: LoggerLink, committed_through: u64, config_version: u64) {
+        if let Some(old) = self.logger.take() {
+            old.reader.abort();
+        }
+        info!(side = %self.side, committed_through, config_version, "logger connected");
+        if let Some(gap) = self
+            .feed
+            .logger_connected(committed_through, config_version)
+        {
+            if let SideToLogger::Gap { resumes_after } = &gap {
+                self.event(format!(
+                    "the logger committed through {committed_through}; this side holds the \
+                     stream after {resumes_after}: the logger recovers the rest from its peer"
+                ));
+            }
+            let _ = link.out.send(&gap);
+        }
+        self.logger = Some(link);
+        self.send_logger_batches(true);
+    }
+
+    fn close_logger(&mut self) {
+        if let Some(link) = self.logger.take() {
+            link.reader.abort();
+        }
+        self.feed.logger_disconnected();
+    }
+
+    /// Sends the logger what it has not been sent, in bounded batches.
+    fn send_logger_batches(&mut self, progress_only: bool) {
+        if self.logger.is_none() {
+            return;
+        }
+        if !self.feed.logger_connected_now() {
+            // The feed dropped rows the logger never had: it reconnects to hear of the gap.
+            self.event("the logger fell behind the buffer: its link is reset".into());
+            self.close_logger();
+            return;
+        }
+        let mut progress = progress_only;
+        while let Some(batch) = self.feed.next_batch(progress) {
+            progress = false;
+            let link = self.logger.as_ref().expect("checked above");
+            if let Err(e) = link.out.send(&batch) {
+                self.event(format!("logger link: {e}"));
+                self.close_logger();
+                return;
+            }
+        }
+    }
+
+    // ----- configuration requests -----
+
+    fn on_admin(&mut self, now: u64, request: AdminRequest, reply: oneshot::Sender<AdminReply>) {
+        match request {
+            AdminRequest::ExportConfig => {
+                if self.sync.needs_state() || self.transfer.is_some() {
+                    let _ = reply.send(AdminReply::NotOrdering {
+                        reason: "this side is taking its peer's state".into(),
+                    });
+                    return;
+                }
+                let _ = reply.send(AdminReply::Configuration {
+                    contact_center: Box::new(self.router.contact_center()),
+                    config_version: self.router.config_version(),
+                });
+            }
+            AdminRequest::ApplyConfig(change) => {
+                if self.admin_pending.len() >= ADMIN_REQUESTS_PENDING_MAX {
+                    let _ = reply.send(AdminReply::Failed {
+                        reason: format!(
+                            "{ADMIN_REQUESTS_PENDING_MAX} configuration requests await their \
+                             answer; try again"
+                        ),
+                    });
+                    return;
+                }
+                self.admin_next += 1;
+                let request = self.admin_next;
+                match self
+                    .sync
+                    .submit_admin(now, request, Input::ConfigChange(change))
+                {
+                    Ok(_) => {
+                        self.admin_pending.insert(request, reply);
+                    }
+                    Err(reason) => {
+                        let _ = reply.send(AdminReply::NotOrdering {
+                            reason: reason.to_string(),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     fn persist_epoch(&mut self, epoch: Epoch) {
@@ -888,6 +1169,7 @@ impl Core {
             } => {
                 // Never applied: the enabled side ordered this in place of a poison input.
                 self.quarantined_skipped += 1;
+                self.feed.delivered(ordered.seq, None);
                 self.event(format!(
                     "input {input_no} from PG {pg} (incarnation {incarnation}) quarantined: it was \
                      in flight during two crashes"
@@ -917,12 +1199,17 @@ impl Core {
                 if let Err(e) = spawned {
                     self.event(format!("the DigestCheck at {seq} was skipped: {e}"));
                 }
+                self.feed.delivered(ordered.seq, None);
                 return;
             }
         };
         let input = OrderedInput {
             time_ms: ordered.time_ms,
             input,
+        };
+        let admin_request = match source {
+            Source::Admin { side, request } if side == self.side => Some(request),
+            _ => None,
         };
         let mut outputs = std::mem::take(&mut self.outputs_scratch);
         outputs.clear();
@@ -943,9 +1230,52 @@ impl Core {
             error!(side = %self.side, seq = ordered.seq, "{poisoned}; stopping");
             std::process::exit(EXIT_POISONED);
         }
+        let mut logged = LoggedMessage {
+            recovery_key: ordered.seq,
+            time_ms: ordered.time_ms,
+            config: None,
+            records: Vec::new(),
+            events: Vec::new(),
+        };
         for output in outputs.drain(..) {
-            let Some(pg) = output_pg(&output) else {
-                continue;
+            let pg = match output {
+                Output::Historical(record) => {
+                    logged.records.push(record);
+                    continue;
+                }
+                Output::Event(event) => {
+                    logged.events.push(event);
+                    continue;
+                }
+                Output::ConfigResult {
+                    config_version,
+                    error,
+                } => {
+                    let reply = match error {
+                        None => {
+                            if let Input::ConfigChange(change) = &input.input {
+                                logged.config = Some(LoggedConfigChange {
+                                    config_version,
+                                    change: change.clone(),
+                                });
+                            }
+                            AdminReply::Applied {
+                                config_version,
+                                recovery_key: ordered.seq,
+                            }
+                        }
+                        Some(reason) => AdminReply::Rejected { reason },
+                    };
+                    if let Some(waiting) = admin_request.and_then(|r| self.admin_pending.remove(&r))
+                    {
+                        let _ = waiting.send(reply);
+                    }
+                    continue;
+                }
+                ref other => match output_pg(other) {
+                    Some(pg) => pg,
+                    None => continue,
+                },
             };
             let output_no = self.outputs.record(pg, ordered.time_ms, output.clone());
             self.send_pg(
@@ -960,6 +1290,14 @@ impl Core {
             );
         }
         self.outputs_scratch = outputs;
+        if let Some(dropped) = self.feed.delivered(ordered.seq, Some(logged)) {
+            self.event(format!(
+                "the logger buffer is full ({} rows): {} rows through RecoveryKey {} dropped",
+                self.feed.status().rows_max,
+                dropped.rows,
+                dropped.through
+            ));
+        }
     }
 
     // ----- state transfer -----
@@ -1088,6 +1426,14 @@ impl Core {
                     Ok(()) => match Router::from_state(*state) {
                         Ok(router) => {
                             self.router = router;
+                            // The stream before the cut is the peer's: this side's logger
+                            // recovers what it lacks of it from the peer's logger.
+                            self.feed.restart_at(self.router.last_seq());
+                            if let Some(link) = self.logger.take() {
+                                link.reader.abort();
+                            }
+                            // Requests ordered before the cut were answered by the old state.
+                            self.admin_pending.clear();
                             self.state_size_now = record.bytes;
                             self.outputs = outputs;
                             self.transfer = None;
@@ -1157,6 +1503,25 @@ impl Core {
     fn rttest(&mut self, now: u64, command: &str) -> String {
         if command == "summary" {
             return status::summary_line(&self.router.summary());
+        }
+        if command == "logger" {
+            let f = self.feed.status();
+            return format!(
+                "logger connected={} committed_through={} config_version={} router_config_version={} \
+                 delivered_through={} held_messages={} held_rows={} rows_max={} dropped_rows={} \
+                 route_requests={} route_requests_in_progress={}\n",
+                self.logger.is_some(),
+                f.committed_through,
+                f.committed_config_version,
+                self.router.config_version(),
+                f.delivered_through,
+                f.held_messages,
+                f.held_rows,
+                f.rows_max,
+                f.dropped_rows,
+                self.router.state().scalars.counters.route_requests,
+                self.router.state().router_calls.len()
+            );
         }
         if let Some(dump) = dumps::render(command, &self.router) {
             return dump;
@@ -1350,6 +1715,36 @@ async fn accept_public(listener: TcpListener, tx: mpsc::Sender<CoreEvent>) {
                         move |reason| CoreEvent::PgDown { conn, reason },
                         "the PG closed the connection",
                     );
+                }
+                PublicHello::Logger {
+                    committed_through,
+                    config_version,
+                } => {
+                    let conn = next_conn();
+                    let out = Outbound::<SideToLogger>::spawn(write);
+                    spawn_link_reader(
+                        reader.retype::<LoggerToSide>(),
+                        tx,
+                        move |reader| CoreEvent::LoggerUp {
+                            conn,
+                            committed_through,
+                            config_version,
+                            out,
+                            reader,
+                        },
+                        move |message| CoreEvent::LoggerMessage { conn, message },
+                        move |reason| CoreEvent::LoggerDown { conn, reason },
+                        "the logger closed the connection",
+                    );
+                }
+                PublicHello::Admin(request) => {
+                    let (reply, answer) = oneshot::channel();
+                    if tx.send(CoreEvent::Admin { request, reply }).await.is_ok() {
+                        if let Ok(answer) = answer.await {
+                            let mut write = write;
+                            let _ = transport::write_message(&mut write, &answer).await;
+                        }
+                    }
                 }
                 PublicHello::RtTest { command } => {
                     let (reply, answer) = oneshot::channel();

@@ -25,8 +25,9 @@ pub mod sync;
 pub mod transport;
 
 pub use protocol::{
-    next_seq, Body, Epoch, Hello, LogicVersion, Ordered, PeerMessage, PgCursorCut, PgToSide,
-    PublicHello, Side, SideToPg, Source, SyncCut, TransferMessage, TransferRequest,
+    next_seq, AdminReply, AdminRequest, Body, Epoch, Hello, LoggerToSide, LogicVersion, Ordered,
+    PeerMessage, PgCursorCut, PgToSide, PublicHello, Side, SideToLogger, SideToPg, Source, SyncCut,
+    TransferMessage, TransferRequest,
 };
 pub use quarantine::{input_hash, QuarantineKey, QuarantinedInput};
 pub use sync::{

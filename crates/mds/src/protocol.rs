@@ -3,8 +3,10 @@
 
 use crate::lease::LeaseAnswer;
 use serde::{Deserialize, Serialize};
+use tandem_model::config::{ConfigChange, ContactCenter};
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
+use tandem_model::logged::LoggedMessage;
 use tandem_model::output::Output;
 
 /// The most ordered messages one `PeerMessage::Ordered` batch carries.
@@ -112,6 +114,8 @@ pub enum Source {
     },
     /// The enabled synchronizer itself: TimeTicks.
     Synchronizer,
+    /// An administrator's request `request` (a configuration change), received on `side`.
+    Admin { side: Side, request: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -196,6 +200,11 @@ pub struct Hello {
     /// This side holds the state the peer sent it at a cut, and every message the peer
     /// forwarded since: it asks to pair at `held_through` and is never the pairing source.
     pub joined: bool,
+    /// The configuration version this side's state was built from, while it has neither
+    /// ordered nor paired since: two such sides take the state built from the newer
+    /// configuration, whatever their epochs.
+    #[serde(default)]
+    pub from_configuration: Option<u64>,
 }
 
 /// Messages on the private link between the two MDSs.
@@ -296,6 +305,80 @@ pub enum PublicHello {
     Pg { pg: PgId, incarnation: u64 },
     /// An rttest command (`status`, `sync`, `events` ...); one reply, then the side closes.
     RtTest { command: String },
+    /// The side's logger: `LoggerToSide` messages follow, `SideToLogger` come back. It has
+    /// committed the ordered stream through `committed_through` at `config_version`.
+    Logger {
+        committed_through: u64,
+        config_version: u64,
+    },
+    /// A configuration request (`tandem config`); one `AdminReply`, then the side closes.
+    Admin(AdminRequest),
+}
+
+/// What an administrator asks of a side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// Orders the change; the reply comes once this side's router applied or rejected it.
+    ApplyConfig(ConfigChange),
+    /// The router's whole configuration.
+    ExportConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminReply {
+    /// Applied by the router at `recovery_key`, giving `config_version`.
+    Applied {
+        config_version: u64,
+        recovery_key: u64,
+    },
+    /// Validated by the router and rejected whole; nothing changed.
+    Rejected {
+        reason: String,
+    },
+    /// This side does not order input now (it is the disabled side, or alone without a
+    /// majority); the other side may.
+    NotOrdering {
+        reason: String,
+    },
+    Configuration {
+        contact_center: Box<ContactCenter>,
+        config_version: u64,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// What a side sends its logger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SideToLogger {
+    /// The logged messages after the last batch, in RecoveryKey order: every ordered message
+    /// through `through` that produced rows is in this batch or an earlier one.
+    Batch {
+        messages: Vec<LoggedMessage>,
+        through: u64,
+    },
+    /// The side no longer holds the stream between the logger's `committed_through` and
+    /// `resumes_after` (it restarted, took its state by transfer, or dropped records): the
+    /// batches that follow start after `resumes_after`, and the logger recovers the rows in
+    /// between from its peer.
+    Gap { resumes_after: u64 },
+    /// The side starts cold and asks for the configuration.
+    SendConfiguration,
+}
+
+/// What a logger sends its side.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LoggerToSide {
+    /// Durably written through this RecoveryKey.
+    Committed { through: u64, config_version: u64 },
+    /// The central database's configuration, for a cold start.
+    Configuration {
+        contact_center: Box<ContactCenter>,
+        config_version: u64,
+    },
+    /// The logger cannot give the configuration (its database was never seeded).
+    NoConfiguration { reason: String },
 }
 
 /// What a PG says to a side on one of its two paths.

@@ -408,6 +408,8 @@ pub struct Synchronizer {
     time_ms: u64,
     next_tick_ms: u64,
     needs_state: bool,
+    /// See `Hello::from_configuration`.
+    from_configuration: Option<u64>,
     /// This side is behind its peer and has asked for its state.
     state_wanted: bool,
     /// As a receiver: the transfer under way.
@@ -465,6 +467,7 @@ impl Synchronizer {
             time_ms,
             next_tick_ms: 0,
             needs_state,
+            from_configuration: None,
             state_wanted: false,
             join: Join::None,
             transfer_buffer_messages_max: TRANSFER_BUFFER_MESSAGES_FLOOR,
@@ -507,6 +510,12 @@ impl Synchronizer {
     }
 
     /// Whether this side restarted without state and has not yet received its peer's.
+    /// This side's state was just built from configuration `config_version` (a cold start
+    /// from its logger's central database).
+    pub fn set_built_from_configuration(&mut self, config_version: u64) {
+        self.from_configuration = Some(config_version);
+    }
+
     pub fn needs_state(&self) -> bool {
         self.needs_state
     }
@@ -776,6 +785,38 @@ impl Synchronizer {
         self.flush(now_ms);
     }
 
+    /// An administrator's input (a configuration change) received on this side, numbered
+    /// `request` by this side. Only an enabled side orders it; it is not forwarded, because
+    /// the administrator's client waits for the answer of the side it asked and tries the
+    /// other side when told this one is not ordering.
+    pub fn submit_admin(
+        &mut self,
+        now_ms: u64,
+        request: u64,
+        input: Input,
+    ) -> Result<u64, &'static str> {
+        self.check_isolated(now_ms);
+        if !self.state.is_enabled() {
+            return Err("this side is not ordering input; ask the other side");
+        }
+        let before = self.held_through;
+        self.order(
+            now_ms,
+            Body::Input {
+                source: Source::Admin {
+                    side: self.settings.side,
+                    request,
+                },
+                input,
+            },
+        );
+        self.flush(now_ms);
+        if self.held_through == before {
+            return Err("the ordered stream is full; try again");
+        }
+        Ok(self.held_through)
+    }
+
     /// A PG granted (or renewed) a lease on `epoch`, asked for at `requested_ms`.
     pub fn on_lease_granted(&mut self, now_ms: u64, pg: PgId, epoch: Epoch, requested_ms: u64) {
         if Some(epoch) != self.lease_epoch || !self.reachable_pgs.contains(&pg) {
@@ -1023,6 +1064,7 @@ impl Synchronizer {
             enabled: self.state.is_enabled(),
             needs_state: self.needs_state,
             joined: matches!(self.join, Join::Joined),
+            from_configuration: self.from_configuration,
         }
     }
 
@@ -1602,6 +1644,10 @@ impl Synchronizer {
         let from = self.state;
         self.state = to;
         self.state_since_ms = now_ms;
+        if to.is_enabled() || to == SyncState::PairedDisabled {
+            // Ordering or pairing gives the state a history beyond its configuration.
+            self.from_configuration = None;
+        }
         if to.is_enabled() {
             self.next_tick_ms = now_ms;
             if !from.is_enabled() {
@@ -1717,13 +1763,18 @@ fn follow_problem(
     })
 }
 
-/// Which side's state both take when they pair: the higher epoch; at equal epochs the side
-/// that is enabled, then the one holding more, then side A. A side that needs state never is.
+/// Which side's state both take when they pair: between two sides built from configuration, the
+/// newer configuration; then the higher epoch; at equal epochs the side that is enabled, then the one holding more, then side A. A side that needs state never is.
 fn pairing_source(mine: &Hello, theirs: &Hello) -> Side {
+    // Two sides that both built their state from configuration and did nothing since take
+    // the newer configuration: an older one would undo accepted changes.
+    let both_from_configuration =
+        mine.from_configuration.is_some() && theirs.from_configuration.is_some();
     let rank = |h: &Hello| {
         (
             !h.needs_state,
             !h.joined,
+            h.from_configuration.filter(|_| both_from_configuration),
             h.epoch,
             h.enabled,
             h.held_through,

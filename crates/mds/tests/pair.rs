@@ -904,3 +904,28 @@ fn a_side_that_takes_over_slews_from_the_old_orderers_clock_to_its_own() {
     let times: Vec<u64> = world.delivered[1].iter().map(|m| m.time_ms).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
 }
+
+/// Two sides built from configuration pair on the newer configuration: B, whose logger holds a
+/// later version, is the source, although A would win every other tie.
+#[test]
+fn two_sides_built_from_configuration_take_the_newer_configuration() {
+    let mut world = World::new(2, "1.0");
+    world.side(Side::A).set_built_from_configuration(3);
+    world.side(Side::B).set_built_from_configuration(5);
+    world.link_up();
+    world.advance(5);
+    assert_eq!(world.state(Side::B), SyncState::PairedEnabled);
+    assert_eq!(world.state(Side::A), SyncState::PairedDisabled);
+}
+
+/// Without that, the usual rule stands: side A is the source.
+#[test]
+fn equal_configurations_leave_side_a_the_source() {
+    let mut world = World::new(2, "1.0");
+    world.side(Side::A).set_built_from_configuration(4);
+    world.side(Side::B).set_built_from_configuration(4);
+    world.link_up();
+    world.advance(5);
+    assert_eq!(world.state(Side::A), SyncState::PairedEnabled);
+    assert_eq!(world.state(Side::B), SyncState::PairedDisabled);
+}

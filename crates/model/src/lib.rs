@@ -12,6 +12,7 @@ pub mod domain;
 pub mod generate;
 pub mod ids;
 pub mod input;
+pub mod logged;
 pub mod output;
 pub mod realtime;
 pub mod script;

@@ -229,6 +229,12 @@ impl crate::codec::FixedLen for CallCountsBucket {
     const LEN: usize = CALL_COUNT_FIELDS * 4;
 }
 
+/// The counters' names in declaration order (the historical tables' column names).
+pub const CALL_COUNT_NAMES: [&str; CALL_COUNT_FIELDS] = {
+    macro_rules! names { ($($f:ident),*) => { [$( stringify!($f) ),*] } }
+    for_each_call_count!(names)
+};
+
 impl CallCounts {
     /// The counters in declaration order.
     #[inline]

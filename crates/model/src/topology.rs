@@ -31,6 +31,29 @@ pub struct SideAddresses {
     pub metrics: SocketAddr,
     /// The side's persistent files (its epoch); relative paths are from the topology file.
     pub data_dir: PathBuf,
+    /// The side's central database on PostgreSQL (a URL such as
+    /// `postgres://user:password@host/db`); without it, a SQLite file in `data_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub central_db_url: Option<String>,
+}
+
+/// The loggers' settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoggerSettings {
+    /// Historical rows each side holds for its logger while the logger is away; beyond this
+    /// the oldest are dropped and an event says how many.
+    pub buffer_rows: u64,
+}
+
+impl Default for LoggerSettings {
+    fn default() -> LoggerSettings {
+        // An hour at 100 calls/s, each call writing a route call detail, a termination call
+        // detail and its share of the interval rows.
+        LoggerSettings {
+            buffer_rows: 100 * 3_600 * 3,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +112,8 @@ pub struct Topology {
     pub distributors: Vec<DistributorEntry>,
     #[serde(default)]
     pub mds: MdsTimers,
+    #[serde(default)]
+    pub logger: LoggerSettings,
     /// Where the file was read from: relative paths resolve against its directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -191,6 +216,7 @@ mod tests {
             public: ([127, 0, 0, 1], port + 2).into(),
             metrics: ([127, 0, 0, 1], port + 3).into(),
             data_dir: dir.into(),
+            central_db_url: None,
         };
         Topology {
             contact_center: "contact-center.toml".into(),
@@ -202,6 +228,7 @@ mod tests {
             }],
             distributors: vec![],
             mds: MdsTimers::default(),
+            logger: LoggerSettings::default(),
             base_dir: PathBuf::new(),
         }
     }

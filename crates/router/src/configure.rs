@@ -157,6 +157,38 @@ impl Router {
         }
     }
 
+    /// The whole configuration, each kind in key order (what `tandem config export` shows).
+    pub fn contact_center(&self) -> ContactCenter {
+        let s = &self.state;
+        ContactCenter {
+            settings: s.scalars.settings.clone(),
+            pgs: s.pgs.values().cloned().collect(),
+            peripherals: s.peripherals.values().cloned().collect(),
+            routing_clients: s.routing_clients.values().cloned().collect(),
+            agents: s.agents.values().cloned().collect(),
+            skill_groups: s.skill_groups.values().cloned().collect(),
+            skill_group_members: s
+                .agent_skill_group_rt
+                .iter()
+                .map(|(&(agent, skill_group), _)| SkillGroupMember { agent, skill_group })
+                .collect(),
+            services: s.services.values().cloned().collect(),
+            service_members: s
+                .service_members
+                .iter()
+                .map(|(&(service, skill_group), _)| ServiceMember {
+                    service,
+                    skill_group,
+                })
+                .collect(),
+            call_types: s.call_types.values().cloned().collect(),
+            dialed_numbers: s.dialed_numbers.values().cloned().collect(),
+            scripts: s.scripts.values().map(|v| (**v).clone()).collect(),
+            call_type_maps: s.call_type_maps.iter().map(|(_, m)| m.clone()).collect(),
+            labels: s.labels.values().cloned().collect(),
+        }
+    }
+
     /// The configured object behind a reference.
     pub fn object(&self, reference: ObjectRef) -> Option<ConfigObject> {
         let s = &self.state;

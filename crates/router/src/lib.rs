@@ -159,6 +159,19 @@ impl Router {
         Ok(router)
     }
 
+    /// A router loaded with a whole contact center that is at configuration version
+    /// `config_version` (the central database's), so the next change is numbered after it.
+    pub fn from_contact_center_at(
+        cc: &ContactCenter,
+        config_version: u64,
+        start_ms: u64,
+    ) -> Result<Router, RouterError> {
+        let mut router = Router::from_contact_center(cc, start_ms)?;
+        router.state.scalars.config_version = config_version;
+        router.configuration_size = None;
+        Ok(router)
+    }
+
     /// Rebuilds a router from an imported state.
     pub fn from_state(state: State) -> Result<Router, RouterError> {
         state

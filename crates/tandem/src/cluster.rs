@@ -223,6 +223,28 @@ impl Installation {
         let mut args = vec!["central", "--config", &config, "--side", name];
         args.extend_from_slice(extra);
         self.spawn(&format!("side-{name}"), &args);
+        // A side needs its logger (a cold start takes the configuration from it); one that is
+        // still running from before is kept.
+        let logger = format!("logger-{name}");
+        let running = self
+            .processes
+            .get_mut(&logger)
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)));
+        if !running {
+            self.start_logger_with(side, &config);
+        }
+    }
+
+    /// Starts (or restarts) a side's logger.
+    pub fn start_logger(&mut self, side: Side) {
+        let config = self.config.to_str().unwrap().to_string();
+        self.start_logger_with(side, &config);
+    }
+
+    fn start_logger_with(&mut self, side: Side, config: &str) {
+        let name = Self::side_name(side);
+        let args = ["logger", "run", "--config", config, "--side", name];
+        self.spawn(&format!("logger-{name}"), &args);
     }
 
     pub fn start_pg(&mut self, name: &str, cps: f64) {
@@ -344,6 +366,49 @@ impl Installation {
             .last()
             .unwrap_or_else(|| panic!("{name} printed nothing"));
         serde_json::from_str(line).unwrap_or_else(|e| panic!("{name} printed {line:?}: {e}"))
+    }
+
+    /// Runs `tandem` with `args` and this installation's `--config` after them.
+    pub fn tandem(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.bin)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap_or_else(|e| panic!("running tandem {args:?}: {e}"))
+    }
+
+    /// A side's logger status (`rttest logger`), field by field.
+    pub fn logger_status(&self, side: Side) -> Option<BTreeMap<String, String>> {
+        let text = self.rttest(side, "logger")?;
+        Some(
+            text.split_whitespace()
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// Waits until both sides' loggers have committed every row their side holds for them.
+    pub fn wait_loggers_caught_up(&self, timeout_ms: u64) {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        loop {
+            let caught_up = [Side::A, Side::B].iter().all(|&side| {
+                self.logger_status(side).is_some_and(|s| {
+                    // Rows leave the buffer only once the logger committed them.
+                    s.get("connected").map(String::as_str) == Some("true")
+                        && s.get("held_rows").map(String::as_str) == Some("0")
+                })
+            });
+            if caught_up {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.fail("the loggers did not catch up");
+            }
+            std::thread::sleep(Duration::from_millis(POLL_MS));
+        }
     }
 
     pub fn public(&self, side: Side) -> SocketAddr {

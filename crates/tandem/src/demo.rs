@@ -115,15 +115,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
         init.push("--contact-center".into());
         init.push(config.display().to_string());
     }
+    // A fresh start: no side remembers an earlier run in this directory, and `init` seeds new
+    // central databases.
+    for side in ["a", "b"] {
+        let _ = std::fs::remove_dir_all(dir.join(side));
+    }
     let status = Command::new(std::env::current_exe()?)
         .args(&init)
         .stdout(Stdio::null())
         .status()?;
     anyhow::ensure!(status.success(), "tandem init failed");
-    // A fresh start: no side remembers an earlier run in this directory.
-    for side in ["a", "b"] {
-        let _ = std::fs::remove_dir_all(dir.join(side));
-    }
     std::fs::create_dir_all(dir.join("logs"))?;
     let config = dir.join("tandem.toml");
     let topology = Topology::load(&config)?;
@@ -133,6 +134,18 @@ pub fn run(args: DemoArgs) -> Result<()> {
         running: Vec::new(),
     };
     for side in ["a", "b"] {
+        children.spawn(
+            &format!("logger-{side}"),
+            &dir,
+            &[
+                "logger".into(),
+                "run".into(),
+                "--config".into(),
+                config_arg.clone(),
+                "--side".into(),
+                side.into(),
+            ],
+        )?;
         children.spawn(
             &format!("side-{side}"),
             &dir,

@@ -1,6 +1,7 @@
 //! The `tandem` binary's library: the subcommands and the in-process driver they share. Kept as
 //! a library so integration tests drive exactly what the binary runs.
 
+pub mod admin;
 pub mod bench;
 pub mod bench_duplex;
 pub mod cluster;

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use tandem::{bench, demo, processes, sim_sync};
+use tandem::{admin, bench, demo, processes, sim_sync};
 use tandem_model::config::ContactCenter;
 use tandem_model::generate::{generate, GenerateParams};
 
@@ -66,6 +66,16 @@ enum Command {
     /// Simulate the synchronizer protocol (both sides and their PGs) over many seeds with
     /// faults; a failing seed prints its trace and replays with `--replay SEED`.
     SimSync(sim_sync::SimSyncArgs),
+    /// A side's logger and central database.
+    Logger {
+        #[command(subcommand)]
+        which: admin::LoggerCommand,
+    },
+    /// Configuration changes and export, through the side that orders input.
+    Config {
+        #[command(subcommand)]
+        which: admin::ConfigCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -161,6 +171,8 @@ fn main() -> Result<()> {
         Command::Central(args) => processes::central(args),
         Command::Pg(args) => processes::pg(args),
         Command::Rttest(args) => processes::rttest(args),
+        Command::Logger { which } => admin::logger_command(which),
+        Command::Config { which } => admin::config_command(which),
     }
 }
 

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use tandem_central::side::{self, SideOptions};
 use tandem_mds::Side;
 use tandem_model::config::ContactCenter;
-use tandem_model::topology::{DistributorEntry, MdsTimers, PgEntry, SideAddresses, Topology};
+use tandem_model::topology::{
+    DistributorEntry, LoggerSettings, MdsTimers, PgEntry, SideAddresses, Topology,
+};
 use tandem_pg::gateway::{self, GatewayOptions};
 use tandem_pg::LoadParams;
 
@@ -83,7 +85,7 @@ pub struct RtTestArgs {
     command: String,
 }
 
-fn parse_side(text: &str) -> Result<Side, String> {
+pub fn parse_side(text: &str) -> Result<Side, String> {
     match text.to_ascii_lowercase().as_str() {
         "a" => Ok(Side::A),
         "b" => Ok(Side::B),
@@ -91,7 +93,7 @@ fn parse_side(text: &str) -> Result<Side, String> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -100,7 +102,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn stopped() {
+pub async fn stopped() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(_) => {
@@ -156,6 +158,7 @@ pub fn init(args: InitArgs) -> Result<()> {
             public: port()?,
             metrics: port()?,
             data_dir: dir.into(),
+            central_db_url: None,
         })
     };
     let side_a = side("a")?;
@@ -178,11 +181,32 @@ pub fn init(args: InitArgs) -> Result<()> {
             data_dir: "aw1".into(),
         }],
         mds: MdsTimers::default(),
+        logger: LoggerSettings::default(),
         base_dir: args.dir.clone(),
     };
     topology.validate()?;
     std::fs::write(args.dir.join("contact-center.toml"), &cc_text)?;
     std::fs::write(&topology_path, topology.to_toml_string())?;
+    // Each side's central database starts with the contact center: the only time it is read
+    // from the file rather than the database.
+    let cc_path = topology.resolve(&topology.contact_center);
+    if args.force {
+        // A new installation starts with new central databases.
+        for side in [&topology.side_a, &topology.side_b] {
+            let dir = topology.resolve(&side.data_dir);
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(
+                    dir.join(format!("{}{suffix}", tandem_logger::run::SQLITE_FILE)),
+                );
+            }
+        }
+    }
+    let versions = runtime()?.block_on(async {
+        let a = crate::admin::seed_side(&topology, Side::A, &cc_path).await?;
+        let b = crate::admin::seed_side(&topology, Side::B, &cc_path).await?;
+        anyhow::Ok((a, b))
+    })?;
+    debug_assert_eq!(versions.0, versions.1);
     println!(
         "wrote {} (sides A and B, {} PGs: {}) and the contact center",
         topology_path.display(),

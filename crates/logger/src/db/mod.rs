@@ -1,0 +1,888 @@
+//! The central database: one interface over two backends, SQLite and PostgreSQL.
+//!
+//! Everything both backends share lives here: the error type, the catalog of tables, the
+//! versioned migrations, the checks on rows before they are sent, and the plan that turns a
+//! batch of writes into per-table runs. The backends (`sqlite`, `postgres`) only execute runs
+//! and read rows; the SQL text of both comes from `sql`.
+//!
+//! Durability: `write` and `insert_rows` return once their transaction is durable (SQLite in WAL
+//! mode with `synchronous=FULL`; PostgreSQL with `synchronous_commit=on` forced for the logger's
+//! sessions), because the caller acknowledges upstream and the upstream then forgets the data.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use crate::schema::{self, ColumnType, Row, SqlValue, TableDef, TableKind, Write};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use tandem_model::config::{ConfigObject, ContactCenter};
+use tandem_model::logged::LoggedMessage;
+
+pub use sql::SCHEMA_VERSION_TABLE;
+
+/// The most rows one PostgreSQL statement carries (one array parameter per column), so a large
+/// batch never becomes one enormous message.
+pub const INSERT_ROWS_PER_STATEMENT_MAX: usize = 10_000;
+/// The configuration version of a freshly seeded database: the initial configuration is the
+/// first version, as it is for a router built from a contact center.
+pub const SEED_CONFIG_VERSION: u64 = 1;
+/// The most rows `rows_page` returns at once; a larger limit is an error.
+pub const ROWS_PAGE_MAX: usize = 10_000;
+/// The most writes one `write` or `insert_rows` transaction takes. Batches are typically
+/// 500-5,000 rows; anything near this bound is a caller that stopped batching.
+pub const BATCH_WRITES_MAX: usize = 1_000_000;
+
+/// Where the central database is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DbLocation {
+    /// A SQLite file, created if missing.
+    Sqlite(std::path::PathBuf),
+    /// A libpq-style URL, e.g. `postgres://user:pw@127.0.0.1:5432/db`.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for DbLocation {
+    /// Never shows a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbLocation::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            DbLocation::Postgres(url) => f.debug_tuple("Postgres").field(&redact(url)).finish(),
+        }
+    }
+}
+
+/// A connection URL without its password.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<connection string>".into();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or("");
+            let hidden = if user_info.contains(':') { ":***" } else { "" };
+            let path = path.split('?').next().unwrap_or("");
+            format!("{scheme}://{user}{hidden}@{host}{path}")
+        }
+        None => format!(
+            "{scheme}://{authority}{}",
+            path.split('?').next().unwrap_or("")
+        ),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite refused or failed a statement.
+    #[error("sqlite: {context}: {source}")]
+    Sqlite {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// PostgreSQL refused or failed a statement, or the connection failed.
+    #[error("postgresql: {context}: {detail}")]
+    Postgres {
+        context: String,
+        /// The server's message and SQLSTATE when it sent one (the error's own text is terse).
+        detail: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// No PostgreSQL connection could be had in time.
+    #[error("postgresql: no connection from the pool: {0}")]
+    Pool(String),
+    #[error("postgresql: the connection URL is not valid: {0}")]
+    BadUrl(String),
+    /// The blocking task running a SQLite call panicked or was cancelled.
+    #[error("{backend}: the database task stopped: {message}")]
+    Task {
+        backend: &'static str,
+        message: String,
+    },
+    /// A table name the schema does not have.
+    #[error("unknown table {0:?}")]
+    UnknownTable(String),
+    /// Rows are copied, and pages bounded by recovery key, in ordered tables only.
+    #[error("table {0} is not an ordered table")]
+    NotOrdered(String),
+    /// A row or key that does not fit its table (arity, type, NULL, NUL character).
+    #[error("table {table}: {problem}")]
+    BadRow { table: String, problem: String },
+    #[error("a page of {limit} rows was asked for; at most {max} are read at once")]
+    PageTooLarge { limit: usize, max: usize },
+    #[error("a batch of {writes} writes is above the {max} one transaction takes")]
+    BatchTooLarge { writes: usize, max: usize },
+    #[error(
+        "the database holds no configuration yet: seed it before writing a configuration change"
+    )]
+    NotSeeded,
+    #[error("the database already holds a configuration: only an empty database is seeded")]
+    AlreadySeeded,
+    #[error(
+        "the database schema is at version {found}, newer than version {known} this build \
+         knows: run a newer tandem"
+    )]
+    NewerSchema { found: u32, known: u32 },
+    #[error("the database holds what this build cannot read: {0}")]
+    Corrupt(String),
+}
+
+/// How far the database is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// The ordered stream is written through this sequence number (0 when nothing is).
+    pub committed_through: u64,
+    /// The configuration version the configuration tables hold (0 before any change).
+    pub config_version: u64,
+}
+
+/// One versioned change of the database schema, applied in its own transaction.
+pub(crate) struct Migration {
+    pub version: u32,
+    pub statements: fn(sql::Dialect) -> Vec<String>,
+}
+
+/// Every migration, in order, versions 1, 2, ... Migration 1 creates the tables of
+/// `schema::tables()` as they are; when the schema changes, migration 1 must keep creating what it
+/// created (write its statements out) and a new migration must change an existing database to
+/// the new schema. The test `schema_is_unchanged_since_the_last_migration` notices a change.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    statements: create_every_table,
+}];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+fn create_every_table(dialect: sql::Dialect) -> Vec<String> {
+    catalog()
+        .iter()
+        .map(|def| sql::create_table(dialect, def))
+        .collect()
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The schema's tables, built once.
+fn catalog() -> &'static [TableDef] {
+    static TABLES: OnceLock<Vec<TableDef>> = OnceLock::new();
+    TABLES.get_or_init(schema::tables)
+}
+
+fn table_def(name: &str) -> Result<&'static TableDef, DbError> {
+    catalog()
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| DbError::UnknownTable(name.to_string()))
+}
+
+/// The configuration tables holding objects (all but Configuration_State), in the order objects
+/// refer to each other.
+fn object_tables() -> impl Iterator<Item = &'static TableDef> {
+    catalog()
+        .iter()
+        .filter(|t| t.kind == TableKind::Configuration && t.name != schema::CONFIGURATION_STATE)
+}
+
+/// Configuration_State and every object table: what a configuration replaces.
+fn configuration_tables() -> impl Iterator<Item = &'static TableDef> {
+    catalog()
+        .iter()
+        .filter(|t| t.kind == TableKind::Configuration)
+}
+
+fn bad_row(def: &TableDef, problem: String) -> DbError {
+    DbError::BadRow {
+        table: def.name.to_string(),
+        problem,
+    }
+}
+
+/// Checks a value against its column: its type, NULL only where allowed, and no NUL character
+/// in text (PostgreSQL cannot store one, so neither backend takes one and both stay equal).
+fn check_value(def: &TableDef, index: usize, value: &SqlValue) -> Result<(), DbError> {
+    let column = &def.columns[index];
+    let nullable = column.nullable && index >= def.key_len;
+    match (column.ty, value) {
+        (_, SqlValue::Null) if nullable => Ok(()),
+        (_, SqlValue::Null) => Err(bad_row(def, format!("column {} is NULL", column.name))),
+        (ColumnType::Int, SqlValue::Int(_)) => Ok(()),
+        (ColumnType::Text, SqlValue::Text(text)) if !text.contains('\0') => Ok(()),
+        (ColumnType::Text, SqlValue::Text(_)) => Err(bad_row(
+            def,
+            format!("column {} holds a NUL character", column.name),
+        )),
+        (ColumnType::Int, _) => Err(bad_row(
+            def,
+            format!("column {} is an integer column", column.name),
+        )),
+        (ColumnType::Text, _) => Err(bad_row(
+            def,
+            format!("column {} is a text column", column.name),
+        )),
+    }
+}
+
+fn check_row(def: &TableDef, row: &[SqlValue]) -> Result<(), DbError> {
+    if row.len() != def.columns.len() {
+        return Err(bad_row(
+            def,
+            format!(
+                "a row of {} values for {} columns",
+                row.len(),
+                def.columns.len()
+            ),
+        ));
+    }
+    for (index, value) in row.iter().enumerate() {
+        check_value(def, index, value)?;
+    }
+    Ok(())
+}
+
+fn check_key(def: &TableDef, key: &[SqlValue]) -> Result<(), DbError> {
+    if key.len() != def.key_len {
+        return Err(bad_row(
+            def,
+            format!(
+                "a key of {} values for {} key columns",
+                key.len(),
+                def.key_len
+            ),
+        ));
+    }
+    for (index, value) in key.iter().enumerate() {
+        check_value(def, index, value)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    /// Unless the key exists.
+    Insert,
+    /// Insert or replace by key.
+    Upsert,
+    /// By key; the row is the key.
+    Delete,
+}
+
+/// One checked write.
+pub(crate) struct Op {
+    pub table: &'static TableDef,
+    pub kind: OpKind,
+    pub row: Row,
+}
+
+fn op_of(write: Write) -> Result<Op, DbError> {
+    let (table, kind, row) = match write {
+        Write::Insert { table, row } => (table, OpKind::Insert, row),
+        Write::Upsert { table, row } => (table, OpKind::Upsert, row),
+        Write::Delete { table, key } => (table, OpKind::Delete, key),
+    };
+    let table = table_def(table)?;
+    match kind {
+        OpKind::Delete => check_key(table, &row)?,
+        OpKind::Insert | OpKind::Upsert => check_row(table, &row)?,
+    }
+    Ok(Op { table, kind, row })
+}
+
+/// Consecutive writes of one kind to one table, executed as one statement (PostgreSQL) or one
+/// prepared statement (SQLite).
+pub(crate) struct Run {
+    pub table: &'static TableDef,
+    pub kind: OpKind,
+    pub rows: Vec<Row>,
+}
+
+/// Groups writes into runs. Writes to different tables commute (no table refers to another), so
+/// each table's writes are grouped on their own, keeping their order within the table: an upsert
+/// then a delete of one key still ends deleted. Within an upsert run the last row of a key wins
+/// and a delete run names each key once, which is what executing them one by one would do, and
+/// what lets PostgreSQL take the run as one statement.
+pub(crate) fn plan(ops: impl IntoIterator<Item = Op>) -> Vec<Run> {
+    let mut per_table: Vec<(&'static TableDef, Vec<Run>)> = Vec::new();
+    for op in ops {
+        let index = match per_table
+            .iter()
+            .position(|(t, _)| std::ptr::eq(*t, op.table))
+        {
+            Some(index) => index,
+            None => {
+                per_table.push((op.table, Vec::new()));
+                per_table.len() - 1
+            }
+        };
+        let runs = &mut per_table[index].1;
+        match runs.last_mut() {
+            Some(run) if run.kind == op.kind => run.rows.push(op.row),
+            _ => runs.push(Run {
+                table: op.table,
+                kind: op.kind,
+                rows: vec![op.row],
+            }),
+        }
+    }
+    let mut runs: Vec<Run> = per_table.into_iter().flat_map(|(_, r)| r).collect();
+    for run in &mut runs {
+        if run.kind != OpKind::Insert {
+            dedup_by_key(run);
+        }
+    }
+    runs
+}
+
+/// Keeps one row per key: the last one, at the place of the first.
+fn dedup_by_key(run: &mut Run) {
+    let key_len = run.table.key_len;
+    let mut position: HashMap<Row, usize> = HashMap::with_capacity(run.rows.len());
+    let mut kept: Vec<Row> = Vec::with_capacity(run.rows.len());
+    for row in run.rows.drain(..) {
+        match position.get(&row[..key_len]) {
+            Some(&at) => kept[at] = row,
+            None => {
+                position.insert(row[..key_len].to_vec(), kept.len());
+                kept.push(row);
+            }
+        }
+    }
+    run.rows = kept;
+}
+
+/// One logged message's checked writes.
+pub(crate) struct MessageOps {
+    recovery_key: u64,
+    config_version: Option<u64>,
+    ops: Vec<Op>,
+}
+
+fn message_ops(messages: &[LoggedMessage]) -> Result<Vec<MessageOps>, DbError> {
+    let writes: usize = messages.iter().map(|m| m.row_count()).sum();
+    if writes > BATCH_WRITES_MAX {
+        return Err(DbError::BatchTooLarge {
+            writes,
+            max: BATCH_WRITES_MAX,
+        });
+    }
+    let mut out = Vec::with_capacity(messages.len());
+    let mut writes = Vec::new();
+    for message in messages {
+        writes.clear();
+        schema::writes_of(message, &mut writes);
+        let ops = writes.drain(..).map(op_of).collect::<Result<_, _>>()?;
+        out.push(MessageOps {
+            recovery_key: message.recovery_key,
+            config_version: message.config.as_ref().map(|c| c.config_version),
+            ops,
+        });
+    }
+    Ok(out)
+}
+
+/// What a `write` transaction does once it knows how far the database is.
+pub(crate) struct Batch {
+    pub runs: Vec<Run>,
+    /// The configuration version after the batch's last configuration change, if it has one.
+    pub config_version: Option<u64>,
+    pub committed_through: u64,
+}
+
+/// The writes of the messages not yet committed. A message at or below `committed_through` is
+/// already in the database: writing it again would change nothing for the ordered tables, but
+/// would put back an older configuration over a newer one, so it is skipped whole.
+fn batch_after(messages: Vec<MessageOps>, committed: Option<u64>, through: u64) -> Batch {
+    let fresh = |m: &MessageOps| committed.is_none_or(|c| m.recovery_key > c);
+    let mut config_version = None;
+    let mut ops = Vec::new();
+    for message in messages.into_iter().filter(fresh) {
+        if message.config_version.is_some() {
+            config_version = message.config_version;
+        }
+        ops.extend(message.ops);
+    }
+    Batch {
+        runs: plan(ops),
+        config_version,
+        committed_through: advance(committed, Some(through)),
+    }
+}
+
+/// The committed sequence number after committing through `to`: it never goes back.
+fn advance(committed: Option<u64>, to: Option<u64>) -> u64 {
+    committed.unwrap_or(0).max(to.unwrap_or(0))
+}
+
+/// The rows of Configuration_State and of every object table that hold this configuration.
+fn configuration_ops(cc: &ContactCenter, config_version: u64) -> Result<Vec<Op>, DbError> {
+    let mut ops = Vec::new();
+    for object in cc.objects() {
+        let (table, mut row) = schema::object_key(&object.object_ref());
+        row.push(SqlValue::Text(schema::definition(&object)));
+        let table = table_def(table)?;
+        check_row(table, &row)?;
+        ops.push(Op {
+            table,
+            kind: OpKind::Upsert,
+            row,
+        });
+    }
+    let table = table_def(schema::CONFIGURATION_STATE)?;
+    let row = configuration_state_row(cc, config_version);
+    check_row(table, &row)?;
+    ops.push(Op {
+        table,
+        kind: OpKind::Upsert,
+        row,
+    });
+    Ok(ops)
+}
+
+fn configuration_state_row(cc: &ContactCenter, config_version: u64) -> Row {
+    vec![
+        SqlValue::Int(STATE_ROW_ID),
+        schema::u64_value(config_version),
+        SqlValue::Text(schema::settings_text(&cc.settings)),
+    ]
+}
+
+/// The id of the one row of Configuration_State and of Logger_State.
+const STATE_ROW_ID: i64 = 1;
+
+/// A stored u64 (by its bit pattern).
+fn u64_of(value: &SqlValue, what: &str) -> Result<u64, DbError> {
+    match value {
+        SqlValue::Int(v) => Ok(*v as u64),
+        other => Err(DbError::Corrupt(format!("{what} is {other:?}"))),
+    }
+}
+
+/// What `load_configuration` reads, in one transaction.
+pub(crate) struct StoredConfiguration {
+    /// Configuration_State's row.
+    state: Row,
+    /// Each object table's rows in key order.
+    tables: Vec<(&'static TableDef, Vec<Row>)>,
+}
+
+fn configuration_of(stored: StoredConfiguration) -> Result<(ContactCenter, u64), DbError> {
+    let state = &stored.state;
+    let (Some(version), Some(SqlValue::Text(settings))) = (state.get(1), state.get(2)) else {
+        return Err(DbError::Corrupt(format!(
+            "{}: the row is {state:?}",
+            schema::CONFIGURATION_STATE
+        )));
+    };
+    let version = u64_of(version, "Configuration_State.config_version")?;
+    let settings = schema::parse_settings(settings)
+        .map_err(|e| DbError::Corrupt(format!("{}.settings: {e}", schema::CONFIGURATION_STATE)))?;
+    let mut cc = ContactCenter {
+        settings,
+        ..ContactCenter::default()
+    };
+    for (def, rows) in stored.tables {
+        for row in rows {
+            push_object(&mut cc, object_of(def, &row)?);
+        }
+    }
+    Ok((cc, version))
+}
+
+/// The object an object table's row defines; its kind and key must be the row's.
+fn object_of(def: &TableDef, row: &[SqlValue]) -> Result<ConfigObject, DbError> {
+    let key = &row[..def.key_len.min(row.len())];
+    let Some(SqlValue::Text(text)) = row.last() else {
+        return Err(DbError::Corrupt(format!(
+            "{} {key:?}: no definition",
+            def.name
+        )));
+    };
+    let object = schema::parse_definition(text)
+        .map_err(|e| DbError::Corrupt(format!("{} {key:?}: {e}", def.name)))?;
+    let (table, object_key) = schema::object_key(&object.object_ref());
+    if table != def.name || object_key[..] != *key {
+        return Err(DbError::Corrupt(format!(
+            "{} {key:?} holds the definition of {table} {object_key:?}",
+            def.name
+        )));
+    }
+    Ok(object)
+}
+
+fn push_object(cc: &mut ContactCenter, object: ConfigObject) {
+    match object {
+        ConfigObject::Pg(o) => cc.pgs.push(o),
+        ConfigObject::Peripheral(o) => cc.peripherals.push(o),
+        ConfigObject::RoutingClient(o) => cc.routing_clients.push(o),
+        ConfigObject::Agent(o) => cc.agents.push(o),
+        ConfigObject::SkillGroup(o) => cc.skill_groups.push(o),
+        ConfigObject::SkillGroupMember(o) => cc.skill_group_members.push(o),
+        ConfigObject::Service(o) => cc.services.push(o),
+        ConfigObject::ServiceMember(o) => cc.service_members.push(o),
+        ConfigObject::CallType(o) => cc.call_types.push(o),
+        ConfigObject::DialedNumber(o) => cc.dialed_numbers.push(o),
+        ConfigObject::Script(o) => cc.scripts.push(o),
+        ConfigObject::CallTypeMap(o) => cc.call_type_maps.push(o),
+        ConfigObject::Label(o) => cc.labels.push(o),
+    }
+}
+
+/// The central database of one side.
+#[derive(Clone)]
+pub struct CentralDb {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteDb),
+    Postgres(postgres::PostgresDb),
+}
+
+impl CentralDb {
+    /// Opens (creating if needed) and migrates the schema: each migration of `MIGRATIONS` above
+    /// the database's version is applied in its own transaction and recorded in Schema_Version.
+    /// A database whose version is above what this build knows is refused (`NewerSchema`).
+    /// Opening twice, even at once from two processes, is harmless.
+    pub async fn open(location: &DbLocation) -> Result<CentralDb, DbError> {
+        let backend = match location {
+            DbLocation::Sqlite(path) => {
+                Backend::Sqlite(sqlite::SqliteDb::open(path.clone()).await?)
+            }
+            DbLocation::Postgres(url) => Backend::Postgres(postgres::PostgresDb::open(url).await?),
+        };
+        Ok(CentralDb { backend })
+    }
+
+    /// "sqlite" or "postgresql".
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => sqlite::BACKEND,
+            Backend::Postgres(_) => postgres::BACKEND,
+        }
+    }
+
+    pub async fn schema_version(&self) -> Result<u32, DbError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.schema_version().await,
+            Backend::Postgres(db) => db.schema_version().await,
+        }
+    }
+
+    /// `committed_through` from Logger_State and `config_version` from Configuration_State, 0
+    /// where the row is absent.
+    pub async fn progress(&self) -> Result<Progress, DbError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.progress().await,
+            Backend::Postgres(db) => db.progress().await,
+        }
+    }
+
+    /// Writes a batch of logged messages in one transaction, durable when this returns: every
+    /// message's writes in order; Configuration_State's version set to the last configuration
+    /// change's; Logger_State's `committed_through` advanced to `through` (never back). Messages
+    /// at or below the committed sequence number are already written and are skipped, so a
+    /// replay changes nothing. A configuration change before the database is seeded is refused
+    /// (`NotSeeded`) and nothing is written.
+    pub async fn write(&self, messages: &[LoggedMessage], through: u64) -> Result<(), DbError> {
+        let messages = message_ops(messages)?;
+        match &self.backend {
+            Backend::Sqlite(db) => db.write(messages, through).await,
+            Backend::Postgres(db) => db.write(messages, through).await,
+        }
+    }
+
+    /// Seeds an empty database with a whole contact center at `SEED_CONFIG_VERSION`, in one
+    /// transaction; `AlreadySeeded` if it holds a configuration.
+    pub async fn seed(&self, cc: &ContactCenter) -> Result<(), DbError> {
+        let runs = plan(configuration_ops(cc, SEED_CONFIG_VERSION)?);
+        match &self.backend {
+            Backend::Sqlite(db) => db.seed(runs).await,
+            Backend::Postgres(db) => db.seed(runs).await,
+        }
+    }
+
+    /// The configuration and its version: every object table read in key order, so each
+    /// `Vec` of the contact center comes back sorted by key. None if not seeded.
+    pub async fn load_configuration(&self) -> Result<Option<(ContactCenter, u64)>, DbError> {
+        let stored = match &self.backend {
+            Backend::Sqlite(db) => db.load_configuration().await?,
+            Backend::Postgres(db) => db.load_configuration().await?,
+        };
+        stored.map(configuration_of).transpose()
+    }
+
+    /// Replaces every configuration table's rows and Configuration_State with this configuration
+    /// at `config_version`, in one transaction (a logger taking its peer's configuration).
+    pub async fn replace_configuration(
+        &self,
+        cc: &ContactCenter,
+        config_version: u64,
+    ) -> Result<(), DbError> {
+        let runs = plan(configuration_ops(cc, config_version)?);
+        match &self.backend {
+            Backend::Sqlite(db) => db.replace_configuration(runs).await,
+            Backend::Postgres(db) => db.replace_configuration(runs).await,
+        }
+    }
+
+    /// A page of a table's rows in key order: those whose key is above `after` (None: from the
+    /// start) and, for an ordered table, whose recovery key is at most `through_recovery_key`;
+    /// at most `limit` (up to `ROWS_PAGE_MAX`) rows. Keys compare as the stored signed integers.
+    pub async fn rows_page(
+        &self,
+        table: &str,
+        after: Option<&[SqlValue]>,
+        through_recovery_key: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Row>, DbError> {
+        let def = table_def(table)?;
+        if limit > ROWS_PAGE_MAX {
+            return Err(DbError::PageTooLarge {
+                limit,
+                max: ROWS_PAGE_MAX,
+            });
+        }
+        if let Some(key) = after {
+            check_key(def, key)?;
+        }
+        if through_recovery_key.is_some() && def.kind != TableKind::Ordered {
+            return Err(DbError::NotOrdered(def.name.to_string()));
+        }
+        // A bound above every stored (signed) recovery key is no bound.
+        let through = through_recovery_key.map(|k| i64::try_from(k).unwrap_or(i64::MAX));
+        let mut params: Vec<SqlValue> = after.map(<[SqlValue]>::to_vec).unwrap_or_default();
+        params.extend(through.map(SqlValue::Int));
+        params.push(SqlValue::Int(limit as i64));
+        let query = Query::Page {
+            after: after.is_some(),
+            through: through.is_some(),
+        };
+        match &self.backend {
+            Backend::Sqlite(db) => db.select(def, query, params).await,
+            Backend::Postgres(db) => db.select(def, query, params).await,
+        }
+    }
+
+    /// Inserts rows into an ordered table unless their key exists, in one transaction, and
+    /// advances Logger_State's `committed_through` to `committed_through` (never back) in it.
+    pub async fn insert_rows(
+        &self,
+        table: &str,
+        rows: &[Row],
+        committed_through: Option<u64>,
+    ) -> Result<(), DbError> {
+        let def = table_def(table)?;
+        if def.kind != TableKind::Ordered {
+            return Err(DbError::NotOrdered(def.name.to_string()));
+        }
+        if rows.len() > BATCH_WRITES_MAX {
+            return Err(DbError::BatchTooLarge {
+                writes: rows.len(),
+                max: BATCH_WRITES_MAX,
+            });
+        }
+        for row in rows {
+            check_row(def, row)?;
+        }
+        let runs = plan(rows.iter().map(|row| Op {
+            table: def,
+            kind: OpKind::Insert,
+            row: row.clone(),
+        }));
+        match &self.backend {
+            Backend::Sqlite(db) => db.insert_rows(runs, committed_through).await,
+            Backend::Postgres(db) => db.insert_rows(runs, committed_through).await,
+        }
+    }
+
+    /// Appends a Local_Event row, its id one above the highest.
+    pub async fn local_event(&self, wall_time_ms: u64, message: &str) -> Result<(), DbError> {
+        let def = table_def(schema::LOCAL_EVENT)?;
+        let values = vec![
+            schema::u64_value(wall_time_ms),
+            SqlValue::Text(message.to_string()),
+        ];
+        for (index, value) in values.iter().enumerate() {
+            check_value(def, index + 1, value)?;
+        }
+        let query = Query::Append;
+        match &self.backend {
+            Backend::Sqlite(db) => db.execute(def, query, values).await,
+            Backend::Postgres(db) => db.execute(def, query, values).await,
+        }
+    }
+
+    /// The number of rows of a table.
+    pub async fn row_count(&self, table: &str) -> Result<u64, DbError> {
+        let def = table_def(table)?;
+        match &self.backend {
+            Backend::Sqlite(db) => db.row_count(def).await,
+            Backend::Postgres(db) => db.row_count(def).await,
+        }
+    }
+}
+
+/// A statement on one table whose text each backend makes in its dialect.
+#[derive(Clone, Copy)]
+pub(crate) enum Query {
+    /// `sql::select_page`.
+    Page { after: bool, through: bool },
+    /// `sql::append_row`.
+    Append,
+}
+
+impl Query {
+    fn text(&self, dialect: sql::Dialect, def: &TableDef) -> String {
+        match *self {
+            Query::Page { after, through } => sql::select_page(dialect, def, after, through),
+            Query::Append => sql::append_row(dialect, def),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_tables_have_their_columns(name: &str, columns: &[&str]) {
+        let def = table_def(name).unwrap();
+        let names: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, columns, "{name}");
+        assert_eq!(def.key_len, 1, "{name}");
+    }
+
+    #[test]
+    fn the_tables_the_layer_names_exist() {
+        state_tables_have_their_columns(
+            schema::CONFIGURATION_STATE,
+            &["id", "config_version", "settings"],
+        );
+        state_tables_have_their_columns(schema::LOGGER_STATE, &["id", "committed_through"]);
+        state_tables_have_their_columns(
+            schema::LOCAL_EVENT,
+            &["local_event_id", "wall_time_ms", "message"],
+        );
+        for def in catalog().iter().filter(|t| t.kind == TableKind::Ordered) {
+            assert_eq!(def.columns[0].name, "recovery_key", "{}", def.name);
+        }
+        for def in object_tables() {
+            assert_eq!(def.columns.last().unwrap().name, "definition");
+            assert_eq!(def.columns.len(), def.key_len + 1);
+        }
+    }
+
+    #[test]
+    fn migrations_are_numbered_from_one() {
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version as usize, index + 1);
+        }
+    }
+
+    /// Migration 1 creates the tables from the schema as it is. If this fails, the schema
+    /// changed: databases created before have the old tables. Freeze migration 1 (write out the
+    /// statements it made), add a migration that changes the old tables into the new ones, then
+    /// update the fingerprint here.
+    #[test]
+    fn schema_is_unchanged_since_the_last_migration() {
+        let ddl = create_every_table(sql::Dialect::Postgres).join(";\n");
+        let fingerprint = xxhash_rust::xxh3::xxh3_64(ddl.as_bytes());
+        assert_eq!(
+            (SCHEMA_VERSION, fingerprint),
+            (1, SCHEMA_FINGERPRINT),
+            "the schema changed without a migration:\n{ddl}"
+        );
+    }
+    const SCHEMA_FINGERPRINT: u64 = 9924491072996801280;
+
+    #[test]
+    fn a_bad_table_or_row_is_an_error() {
+        assert!(matches!(
+            table_def("No_Such_Table"),
+            Err(DbError::UnknownTable(_))
+        ));
+        let def = table_def(schema::EVENT).unwrap();
+        assert!(check_row(def, &[SqlValue::Int(1)]).is_err());
+        let mut row = vec![
+            SqlValue::Int(1),
+            SqlValue::Int(0),
+            SqlValue::Int(5),
+            SqlValue::Text("Info".into()),
+            SqlValue::Text("ConfigApplied".into()),
+            SqlValue::Text("fine".into()),
+        ];
+        assert!(check_row(def, &row).is_ok());
+        row[5] = SqlValue::Null;
+        assert!(check_row(def, &row).is_err());
+        row[5] = SqlValue::Int(3);
+        assert!(check_row(def, &row).is_err());
+        row[5] = SqlValue::Text("a\0b".into());
+        assert!(check_row(def, &row).is_err());
+    }
+
+    fn op(kind: OpKind, table: &str, key: i64, text: &str) -> Op {
+        let table = table_def(table).unwrap();
+        let mut row = vec![SqlValue::Int(key)];
+        if kind != OpKind::Delete {
+            row.push(SqlValue::Text(text.into()));
+        }
+        Op { table, kind, row }
+    }
+
+    #[test]
+    fn plans_keep_each_tables_order_and_the_last_upsert_of_a_key() {
+        let runs = plan([
+            op(OpKind::Upsert, "Agent", 1, "a"),
+            op(OpKind::Upsert, "Pg", 7, "p"),
+            op(OpKind::Upsert, "Agent", 2, "b"),
+            op(OpKind::Upsert, "Agent", 1, "c"),
+            op(OpKind::Delete, "Agent", 2, ""),
+            op(OpKind::Upsert, "Agent", 2, "d"),
+        ]);
+        let summary: Vec<(&str, OpKind, Vec<Row>)> = runs
+            .into_iter()
+            .map(|r| (r.table.name, r.kind, r.rows))
+            .collect();
+        let row = |k: i64, t: &str| vec![SqlValue::Int(k), SqlValue::Text(t.into())];
+        assert_eq!(
+            summary,
+            vec![
+                ("Agent", OpKind::Upsert, vec![row(1, "c"), row(2, "b")]),
+                ("Agent", OpKind::Delete, vec![vec![SqlValue::Int(2)]]),
+                ("Agent", OpKind::Upsert, vec![row(2, "d")]),
+                ("Pg", OpKind::Upsert, vec![row(7, "p")]),
+            ]
+        );
+    }
+
+    #[test]
+    fn committed_never_goes_back() {
+        assert_eq!(advance(None, Some(0)), 0);
+        assert_eq!(advance(Some(9), Some(4)), 9);
+        assert_eq!(advance(Some(9), Some(12)), 12);
+        assert_eq!(advance(Some(9), None), 9);
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        let location = DbLocation::Postgres("postgres://tandem:secret@db:5432/central".into());
+        let shown = format!("{location:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            shown.contains("postgres://tandem:***@db:5432/central"),
+            "{shown}"
+        );
+        let shown = format!(
+            "{:?}",
+            DbLocation::Postgres("host=db password=secret".into())
+        );
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}

@@ -1,0 +1,371 @@
+//! The logger process of one side: it connects to its side's public listener, hands over the
+//! configuration at a cold start, and writes the ordered stream's rows in batched transactions,
+//! acknowledging each once it is durable. When its side no longer holds part of the stream it
+//! missed, it recovers that part from the peer side's central database, buffering the live
+//! stream meanwhile, so no row falls between the two.
+
+use crate::db::{CentralDb, DbError, DbLocation, Progress};
+use crate::schema::{self, TableKind};
+use std::path::Path;
+use std::time::Duration;
+use tandem_mds::transport::{self, FrameReader, TransportError};
+use tandem_mds::{LoggerToSide, PublicHello, Side, SideToLogger};
+use tandem_model::logged::LoggedMessage;
+use tandem_model::topology::{SideAddresses, Topology};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// The SQLite file of a side's central database, in its data directory.
+pub const SQLITE_FILE: &str = "central.db";
+/// Rows written in one transaction at most: batches queued together are written together up to
+/// this.
+pub const WRITE_ROWS_MAX: usize = 20_000;
+/// Frames from the side queued for the writer.
+pub const FRAMES_QUEUED_MAX: usize = 256;
+/// Live rows buffered while a gap is recovered from the peer; past this the link is reset and
+/// the side sends them again later.
+pub const RECOVERY_BUFFER_ROWS_MAX: usize = 2_000_000;
+/// Rows copied from the peer per page.
+pub const RECOVERY_PAGE_ROWS: usize = 5_000;
+const RECONNECT_MS: u64 = 200;
+const PEER_POLL_MS: u64 = 100;
+
+#[derive(Debug, Error)]
+pub enum LoggerError {
+    #[error("central database: {0}")]
+    Db(#[from] DbError),
+    #[error("link to the side: {0}")]
+    Link(#[from] TransportError),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Where a side's central database is.
+pub fn location(topology: &Topology, side: Side) -> DbLocation {
+    let addresses: &SideAddresses = match side {
+        Side::A => &topology.side_a,
+        Side::B => &topology.side_b,
+    };
+    match &addresses.central_db_url {
+        Some(url) => DbLocation::Postgres(url.clone()),
+        None => DbLocation::Sqlite(topology.resolve(&addresses.data_dir).join(SQLITE_FILE)),
+    }
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::A => Side::B,
+        Side::B => Side::A,
+    }
+}
+
+/// Runs the logger of `side` until the process is stopped.
+pub async fn run(topology: Topology, side: Side) -> Result<(), LoggerError> {
+    let own = location(&topology, side);
+    if let DbLocation::Sqlite(path) = &own {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+    }
+    let db = CentralDb::open(&own).await?;
+    let public = match side {
+        Side::A => topology.side_a.public,
+        Side::B => topology.side_b.public,
+    };
+    info!(%side, backend = db.backend_name(), "logger starting");
+    let mut said_waiting = false;
+    loop {
+        match serve_side(&db, &topology, side, public).await {
+            Ok(()) => {}
+            Err(LoggerError::Link(e)) => {
+                if !said_waiting {
+                    info!(%side, "no link to the side ({e}); retrying");
+                    said_waiting = true;
+                }
+            }
+            Err(e) => {
+                warn!(%side, "logger: {e}; reconnecting");
+                let _ = db
+                    .local_event(wall_ms(), &format!("logger error: {e}"))
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One connection to the side, until it closes.
+async fn serve_side(
+    db: &CentralDb,
+    topology: &Topology,
+    side: Side,
+    public: std::net::SocketAddr,
+) -> Result<(), LoggerError> {
+    let progress = db.progress().await?;
+    let stream = transport::connect(public, 1_000).await?;
+    let (read, mut write) = stream.into_split();
+    transport::write_message(
+        &mut write,
+        &PublicHello::Logger {
+            committed_through: progress.committed_through,
+            config_version: progress.config_version,
+        },
+    )
+    .await?;
+    info!(%side, committed_through = progress.committed_through, "logger linked to its side");
+    // A reader task queues the side's frames, so batches that arrive while a transaction
+    // commits are written together in the next one.
+    let (tx, mut rx) = mpsc::channel::<SideToLogger>(FRAMES_QUEUED_MAX);
+    let reader = tokio::spawn(async move {
+        let mut reader = FrameReader::<_, SideToLogger>::new(read);
+        loop {
+            match reader.next().await {
+                Ok(Some(message)) => {
+                    if tx.send(message).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let result = async {
+        let mut pending: Vec<SideToLogger> = Vec::new();
+        while let Some(first) = rx.recv().await {
+            pending.push(first);
+            while pending.len() < FRAMES_QUEUED_MAX {
+                match rx.try_recv() {
+                    Ok(m) => pending.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut queue: std::collections::VecDeque<SideToLogger> =
+                std::mem::take(&mut pending).into();
+            while let Some(message) = queue.pop_front() {
+                match message {
+                    SideToLogger::SendConfiguration => {
+                        let reply = match db.load_configuration().await? {
+                            Some((contact_center, config_version)) => LoggerToSide::Configuration {
+                                contact_center: Box::new(contact_center),
+                                config_version,
+                            },
+                            None => LoggerToSide::NoConfiguration {
+                                reason: "the central database was never seeded (tandem init, \
+                                         or tandem logger seed)"
+                                    .into(),
+                            },
+                        };
+                        transport::write_message(&mut write, &reply).await?;
+                    }
+                    SideToLogger::Gap { resumes_after } => {
+                        // What was already read follows the gap: it is buffered with the rest.
+                        let already: Vec<SideToLogger> = queue.drain(..).collect();
+                        recover_gap(db, topology, side, resumes_after, already, &mut rx).await?;
+                        let progress = db.progress().await?;
+                        acknowledge(&mut write, progress).await?;
+                    }
+                    batch @ SideToLogger::Batch { .. } => pending.push(batch),
+                }
+            }
+            // What is left are batches: written in transactions of bounded size.
+            let batches = std::mem::take(&mut pending);
+            write_batches(db, batches).await?;
+            let progress = db.progress().await?;
+            acknowledge(&mut write, progress).await?;
+        }
+        Ok::<(), LoggerError>(())
+    }
+    .await;
+    reader.abort();
+    result?;
+    match reader.await {
+        Ok(Err(e)) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+async fn acknowledge(
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    progress: Progress,
+) -> Result<(), LoggerError> {
+    transport::write_message(
+        write,
+        &LoggerToSide::Committed {
+            through: progress.committed_through,
+            config_version: progress.config_version,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Writes the batches in order, in transactions of at most `WRITE_ROWS_MAX` rows (a single
+/// batch is never split).
+async fn write_batches(db: &CentralDb, batches: Vec<SideToLogger>) -> Result<(), LoggerError> {
+    let mut messages: Vec<LoggedMessage> = Vec::new();
+    let mut rows = 0;
+    let mut through = None;
+    for batch in batches {
+        let SideToLogger::Batch {
+            messages: batch_messages,
+            through: batch_through,
+        } = batch
+        else {
+            continue;
+        };
+        let batch_rows: usize = batch_messages.iter().map(LoggedMessage::row_count).sum();
+        if rows > 0 && rows + batch_rows > WRITE_ROWS_MAX {
+            db.write(&messages, through.unwrap_or(0)).await?;
+            messages.clear();
+            rows = 0;
+        }
+        rows += batch_rows;
+        messages.extend(batch_messages);
+        through = Some(batch_through);
+    }
+    if let Some(through) = through {
+        db.write(&messages, through).await?;
+    }
+    Ok(())
+}
+
+/// The side holds the stream only after `resumes_after`: the rows between what this logger
+/// committed and that point come from the peer side's central database, once the peer has
+/// committed through it. Live batches arriving meanwhile are buffered, then written.
+async fn recover_gap(
+    db: &CentralDb,
+    topology: &Topology,
+    side: Side,
+    resumes_after: u64,
+    already: Vec<SideToLogger>,
+    rx: &mut mpsc::Receiver<SideToLogger>,
+) -> Result<(), LoggerError> {
+    let ours = db.progress().await?;
+    if ours.committed_through >= resumes_after {
+        write_batches(db, already).await?;
+        return Ok(());
+    }
+    let peer_location = location(topology, other(side));
+    info!(
+        %side,
+        from = ours.committed_through,
+        through = resumes_after,
+        "recovering the rows this logger missed from the peer's central database"
+    );
+    db.local_event(
+        wall_ms(),
+        &format!(
+            "recovering RecoveryKeys {}..={} from the peer",
+            ours.committed_through + 1,
+            resumes_after
+        ),
+    )
+    .await?;
+    let mut buffered: Vec<SideToLogger> = Vec::new();
+    let mut buffered_rows = 0usize;
+    let mut buffer = |message: SideToLogger| -> Result<(), LoggerError> {
+        if let SideToLogger::Batch { messages, .. } = &message {
+            buffered_rows += messages.iter().map(LoggedMessage::row_count).sum::<usize>();
+        }
+        if buffered_rows > RECOVERY_BUFFER_ROWS_MAX {
+            return Err(LoggerError::Protocol(format!(
+                "more than {RECOVERY_BUFFER_ROWS_MAX} live rows arrived while recovering"
+            )));
+        }
+        buffered.push(message);
+        Ok(())
+    };
+    for message in already {
+        buffer(message)?;
+    }
+    // Wait for the peer to have committed the whole gap.
+    let peer = loop {
+        match CentralDb::open(&peer_location).await {
+            Ok(peer) => match peer.progress().await {
+                Ok(p) if p.committed_through >= resumes_after => break peer,
+                Ok(_) => {}
+                Err(e) => warn!(%side, "reading the peer's progress: {e}"),
+            },
+            Err(e) => warn!(%side, "opening the peer's central database: {e}"),
+        }
+        let wait = tokio::time::sleep(Duration::from_millis(PEER_POLL_MS));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                message = rx.recv() => match message {
+                    Some(m) => buffer(m)?,
+                    None => return Err(LoggerError::Protocol("the side closed the link".into())),
+                },
+            }
+        }
+    };
+    // The configuration: the peer's, if newer. Replaying the buffered changes after it
+    // changes nothing that is already there, since every operation sets a whole object.
+    let peer_progress = peer.progress().await?;
+    if peer_progress.config_version > ours.config_version {
+        if let Some((cc, version)) = peer.load_configuration().await? {
+            db.replace_configuration(&cc, version).await?;
+        }
+    }
+    let ordered: Vec<&'static str> = schema::tables()
+        .into_iter()
+        .filter(|t| t.kind == TableKind::Ordered)
+        .map(|t| t.name)
+        .collect();
+    let mut copied = 0usize;
+    for table in &ordered {
+        let mut after = Some(vec![
+            schema::u64_value(ours.committed_through),
+            schema::SqlValue::Int(i64::MAX),
+        ]);
+        loop {
+            let rows = peer
+                .rows_page(
+                    table,
+                    after.as_deref(),
+                    Some(resumes_after),
+                    RECOVERY_PAGE_ROWS,
+                )
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            db.insert_rows(table, &rows, None).await?;
+            copied += rows.len();
+            let last = rows.last().expect("not empty");
+            after = Some(last[..2].to_vec());
+            while let Ok(m) = rx.try_recv() {
+                buffer(m)?;
+            }
+        }
+    }
+    // Only now is the gap closed: the committed mark moves past it.
+    db.insert_rows(ordered[0], &[], Some(resumes_after)).await?;
+    info!(%side, rows = copied, "recovered from the peer");
+    db.local_event(
+        wall_ms(),
+        &format!("recovered {copied} rows through RecoveryKey {resumes_after} from the peer"),
+    )
+    .await?;
+    write_batches(db, buffered).await?;
+    Ok(())
+}
+
+/// Seeds a side's empty central database from a contact-center file.
+pub async fn seed(location: &DbLocation, cc_path: &Path) -> Result<u64, LoggerError> {
+    let cc = tandem_model::config::ContactCenter::load(cc_path)
+        .map_err(|e| LoggerError::Protocol(e.to_string()))?;
+    let db = CentralDb::open(location).await?;
+    db.seed(&cc).await?;
+    Ok(db.progress().await?.config_version)
+}

@@ -1,0 +1,1150 @@
+//! The central database's storage layer, the same checks on both backends.
+//!
+//! Each check is an `async fn check(fx: &Fixture)` run once on a SQLite file and once on a fresh
+//! PostgreSQL database. PostgreSQL comes from `TANDEM_TEST_POSTGRES_URL`, an admin URL (e.g.
+//! `postgres://tandem:tandem@127.0.0.1:5432/tandem_test`) of a role that may create databases:
+//! each test creates its own database and drops it at the end, so tests run in parallel. Without
+//! the URL the PostgreSQL half is skipped with a note, unless `TANDEM_TEST_POSTGRES_REQUIRED` is
+//! set, when it fails.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use tandem_logger::db::{
+    CentralDb, DbError, DbLocation, Progress, ROWS_PAGE_MAX, SCHEMA_VERSION, SCHEMA_VERSION_TABLE,
+};
+use tandem_logger::schema::{self, Row, SqlValue, TableKind};
+use tandem_model::config::{
+    ConfigChange, ConfigObject, ConfigOp, ContactCenter, LabelTarget, ObjectRef, Pg,
+};
+use tandem_model::generate::{generate, GenerateParams};
+use tandem_model::ids::*;
+use tandem_model::input::RouteEndReason;
+use tandem_model::logged::{LoggedConfigChange, LoggedMessage};
+use tandem_model::output::{
+    CallDisposition, EventCode, HistoricalRecord, HistoricalRow, RouteCallDetail, RouterEvent,
+    Severity, TerminationCallDetail,
+};
+use tandem_model::realtime::{AgentCounts, CallCounts};
+use tandem_model::AnswerKind;
+
+const POSTGRES_URL: &str = "TANDEM_TEST_POSTGRES_URL";
+const POSTGRES_REQUIRED: &str = "TANDEM_TEST_POSTGRES_REQUIRED";
+
+/// A database for one test, removed at its end.
+struct Fixture {
+    location: DbLocation,
+    db: CentralDb,
+    _dir: Option<tempfile::TempDir>,
+    _postgres: Option<PostgresDatabase>,
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let location = DbLocation::Sqlite(dir.path().join("central.db"));
+        let db = CentralDb::open(&location).await.expect("open SQLite");
+        Fixture {
+            location,
+            db,
+            _dir: Some(dir),
+            _postgres: None,
+        }
+    }
+
+    /// None (after saying why) when no PostgreSQL server is configured.
+    async fn postgres(test: &str) -> Option<Fixture> {
+        let admin_url = postgres_admin_url(test)?;
+        let database = PostgresDatabase::create(&admin_url).await;
+        let location = DbLocation::Postgres(database.url.clone());
+        let db = CentralDb::open(&location).await.expect("open PostgreSQL");
+        Some(Fixture {
+            location,
+            db,
+            _dir: None,
+            _postgres: Some(database),
+        })
+    }
+
+    async fn reopen(&self) -> CentralDb {
+        CentralDb::open(&self.location).await.expect("reopen")
+    }
+
+    /// Runs SQL on the database behind the layer's back.
+    async fn raw_execute(&self, statement: &str) {
+        let statement = statement.to_string();
+        match &self.location {
+            DbLocation::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let connection = rusqlite::Connection::open(path).unwrap();
+                    connection
+                        .busy_timeout(std::time::Duration::from_secs(10))
+                        .unwrap();
+                    connection.execute_batch(&statement).unwrap();
+                })
+                .await
+                .unwrap();
+            }
+            DbLocation::Postgres(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                client.batch_execute(&statement).await.unwrap();
+            }
+        }
+    }
+}
+
+fn postgres_admin_url(test: &str) -> Option<String> {
+    match std::env::var(POSTGRES_URL) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os(POSTGRES_REQUIRED).is_some() => panic!(
+            "{POSTGRES_REQUIRED} is set but {POSTGRES_URL} is not: set {POSTGRES_URL} to the URL \
+             of a PostgreSQL role that may create databases, e.g. \
+             {POSTGRES_URL}=postgres://tandem:tandem@127.0.0.1:5432/tandem_test"
+        ),
+        _ => {
+            let note = format!(
+                "the PostgreSQL half of the storage tests was skipped: {POSTGRES_URL} is not set \
+                 (set it to e.g. postgres://tandem:tandem@127.0.0.1:5432/tandem_test to run it)"
+            );
+            eprintln!("{test}: {note}");
+            // The test harness keeps a passing test's output to itself; say it once where it
+            // is seen.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "note: {note}");
+            });
+            None
+        }
+    }
+}
+
+/// A database of its own on the test server, dropped when this is dropped (also when the test
+/// failed).
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+/// The URL with its database (its path) replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url
+        .split_once("://")
+        .unwrap_or_else(|| panic!("{POSTGRES_URL} must be a URL (postgres://...)"));
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect with {POSTGRES_URL}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+impl PostgresDatabase {
+    async fn create(admin_url: &str) -> PostgresDatabase {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "tandem_t_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        admin_client(admin_url)
+            .await
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e:?}"));
+        PostgresDatabase {
+            admin_url: admin_url.to_string(),
+            url: with_database(admin_url, &name),
+            name,
+        }
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // A runtime of its own on a thread of its own: drop may run inside the test's runtime,
+        // where blocking on a future is not allowed.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                admin_client(&admin_url)
+                    .await
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+/// Runs a check once on SQLite and once on PostgreSQL, as tests `<check>::sqlite` and
+/// `<check>::postgres`.
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {$(
+        mod $check {
+            #[tokio::test]
+            async fn sqlite() {
+                let fx = super::Fixture::sqlite().await;
+                super::$check(&fx).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(fx) = super::Fixture::postgres(stringify!($check)).await {
+                    super::$check(&fx).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    migrations,
+    seed_and_load,
+    configuration_change_before_seed,
+    write_batch,
+    upsert_then_delete_ends_deleted,
+    u64_round_trip,
+    paging,
+    copy_within_backend,
+    replace_configuration,
+    restart,
+    bad_input,
+    local_events,
+    batch_of_5000_rows,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Data.
+
+fn contact_center(seed: u64, agents: u32) -> ContactCenter {
+    generate(&GenerateParams {
+        agents,
+        skill_groups: 8,
+        call_types: 5,
+        peripherals: 2,
+        seed,
+        ..GenerateParams::default()
+    })
+}
+
+/// The contact center as it loads: each table's objects in key order.
+fn sorted(mut cc: ContactCenter) -> ContactCenter {
+    fn sort<T: Clone>(objects: &mut [T], wrap: fn(T) -> ConfigObject) {
+        objects.sort_by_key(|o| wrap(o.clone()).object_ref());
+    }
+    sort(&mut cc.pgs, ConfigObject::Pg);
+    sort(&mut cc.peripherals, ConfigObject::Peripheral);
+    sort(&mut cc.routing_clients, ConfigObject::RoutingClient);
+    sort(&mut cc.agents, ConfigObject::Agent);
+    sort(&mut cc.skill_groups, ConfigObject::SkillGroup);
+    sort(&mut cc.skill_group_members, ConfigObject::SkillGroupMember);
+    sort(&mut cc.services, ConfigObject::Service);
+    sort(&mut cc.service_members, ConfigObject::ServiceMember);
+    sort(&mut cc.call_types, ConfigObject::CallType);
+    sort(&mut cc.dialed_numbers, ConfigObject::DialedNumber);
+    sort(&mut cc.scripts, ConfigObject::Script);
+    sort(&mut cc.call_type_maps, ConfigObject::CallTypeMap);
+    sort(&mut cc.labels, ConfigObject::Label);
+    cc
+}
+
+fn object_count(cc: &ContactCenter, table: &str) -> u64 {
+    cc.objects()
+        .filter(|o| schema::table_of(o) == table)
+        .count() as u64
+}
+
+fn call_counts(base: u64) -> CallCounts {
+    let mut values = [0u64; tandem_model::realtime::CALL_COUNT_FIELDS];
+    for (i, v) in values.iter_mut().enumerate() {
+        *v = base + i as u64;
+    }
+    CallCounts::from_array(values)
+}
+
+/// One historical record of every kind, indexes 0 to 4.
+fn records_of_every_kind(recovery_key: u64, n: u64) -> Vec<HistoricalRecord> {
+    let rows = vec![
+        HistoricalRow::RouteCallDetail(RouteCallDetail {
+            router_call_key: RouterCallKey(n),
+            key: RouteRequestKey {
+                routing_client: RoutingClientId(3),
+                pg_incarnation: 2,
+                request_id: n * 7,
+            },
+            dialed_number: "8000000001".into(),
+            call_type: Some(CallTypeId(1000)),
+            script: None,
+            ani: "5551234".into(),
+            caller_entered_digits: String::new(),
+            date_time_ms: 1_700_000_000_000 + n,
+            finished_ms: 1_700_000_000_050 + n,
+            answer_kind: Some(AnswerKind::Label),
+            label: "lbl-1".into(),
+            target: Some(LabelTarget::SkillGroup(SkillGroupId(10_000))),
+            router_queue_wait_ms: 0,
+            error: None,
+            ended: Some(RouteEndReason::CallerAbandoned),
+        }),
+        HistoricalRow::TerminationCallDetail(TerminationCallDetail {
+            call: PeripheralCallKey {
+                peripheral: PeripheralId(1),
+                call_id: n,
+            },
+            router_call_key: Some(RouterCallKey(n)),
+            agent: Some(AgentId(100_000)),
+            skill_group: Some(SkillGroupId(10_000)),
+            call_type: None,
+            service: None,
+            disposition: CallDisposition::Handled,
+            start_ms: 1_700_000_000_000 + n,
+            delay_ms: 3_000,
+            talk_ms: 60_000,
+            hold_ms: 0,
+            work_ms: 5_000,
+            end_ms: 1_700_000_068_000 + n,
+        }),
+        HistoricalRow::SkillGroupInterval {
+            skill_group: SkillGroupId(10_000),
+            interval_start_ms: 1_699_999_200_000,
+            interval_minutes: 30,
+            counts: call_counts(n),
+        },
+        HistoricalRow::CallTypeInterval {
+            call_type: CallTypeId(1000),
+            interval_start_ms: 1_699_999_200_000,
+            interval_minutes: 30,
+            counts: call_counts(n + 100),
+        },
+        HistoricalRow::AgentSkillGroupInterval {
+            agent: AgentId(100_000),
+            skill_group: SkillGroupId(10_000),
+            interval_start_ms: 1_699_999_200_000,
+            interval_minutes: 30,
+            counts: AgentCounts {
+                calls_offered: 4,
+                calls_answered: 3,
+                calls_handled: 3,
+                handle_time_ms: 90_000,
+                talk_time_ms: 80_000,
+                hold_time_ms: 0,
+                work_time_ms: 10_000,
+                transfers_out: n as u32,
+            },
+        },
+    ];
+    rows.into_iter()
+        .enumerate()
+        .map(|(index, row)| HistoricalRecord {
+            recovery_key,
+            index: index as u32,
+            row,
+        })
+        .collect()
+}
+
+fn event(message: &str) -> RouterEvent {
+    RouterEvent {
+        severity: Severity::Info,
+        code: EventCode::ConfigApplied,
+        message: message.into(),
+    }
+}
+
+fn message(
+    recovery_key: u64,
+    config: Option<(u64, Vec<ConfigOp>)>,
+    records: Vec<HistoricalRecord>,
+    events: Vec<RouterEvent>,
+) -> LoggedMessage {
+    LoggedMessage {
+        recovery_key,
+        time_ms: 1_700_000_000_000 + recovery_key,
+        config: config.map(|(config_version, ops)| LoggedConfigChange {
+            config_version,
+            change: ConfigChange { ops },
+        }),
+        records,
+        events,
+    }
+}
+
+fn pg(id: u32, name: &str) -> ConfigObject {
+    ConfigObject::Pg(Pg {
+        id: PgId(id),
+        name: name.into(),
+    })
+}
+
+/// Every table's rows, in key order.
+async fn dump(db: &CentralDb) -> Vec<(&'static str, Vec<Row>)> {
+    let mut out = Vec::new();
+    for def in schema::tables() {
+        out.push((def.name, all_rows(db, def.name).await));
+    }
+    out
+}
+
+async fn all_rows(db: &CentralDb, table: &str) -> Vec<Row> {
+    let key_len = key_len(table);
+    let mut rows: Vec<Row> = Vec::new();
+    loop {
+        let after = rows.last().map(|r| r[..key_len].to_vec());
+        let page = db
+            .rows_page(table, after.as_deref(), None, ROWS_PAGE_MAX)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return rows;
+        }
+        rows.extend(page);
+    }
+}
+
+fn key_len(table: &str) -> usize {
+    schema::tables()
+        .into_iter()
+        .find(|t| t.name == table)
+        .unwrap()
+        .key_len
+}
+
+async fn count(db: &CentralDb, table: &str) -> u64 {
+    db.row_count(table).await.unwrap()
+}
+
+fn ordered_tables() -> Vec<&'static str> {
+    schema::tables()
+        .into_iter()
+        .filter(|t| t.kind == TableKind::Ordered)
+        .map(|t| t.name)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks.
+
+async fn migrations(fx: &Fixture) {
+    let backend = match fx.location {
+        DbLocation::Sqlite(_) => "sqlite",
+        DbLocation::Postgres(_) => "postgresql",
+    };
+    assert_eq!(fx.db.backend_name(), backend);
+    assert_eq!(fx.db.schema_version().await.unwrap(), SCHEMA_VERSION);
+    for def in schema::tables() {
+        assert_eq!(count(&fx.db, def.name).await, 0, "{}", def.name);
+    }
+    fx.db.local_event(1, "kept across opens").await.unwrap();
+
+    let again = fx.reopen().await;
+    assert_eq!(again.schema_version().await.unwrap(), SCHEMA_VERSION);
+    assert_eq!(count(&again, schema::LOCAL_EVENT).await, 1);
+    drop(again);
+
+    fx.raw_execute(&format!(
+        "INSERT INTO \"{SCHEMA_VERSION_TABLE}\" (\"version\", \"applied_wall_ms\") VALUES ({}, 0)",
+        SCHEMA_VERSION + 1
+    ))
+    .await;
+    match CentralDb::open(&fx.location).await {
+        Err(DbError::NewerSchema { found, known }) => {
+            assert_eq!((found, known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        Err(other) => panic!("expected NewerSchema, got {other}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+}
+
+async fn seed_and_load(fx: &Fixture) {
+    let db = &fx.db;
+    assert_eq!(db.load_configuration().await.unwrap(), None);
+    let cc = contact_center(7, 60);
+    db.seed(&cc).await.unwrap();
+    let (loaded, version) = db.load_configuration().await.unwrap().expect("seeded");
+    assert_eq!(version, tandem_logger::db::SEED_CONFIG_VERSION);
+    assert_eq!(loaded, sorted(cc.clone()));
+    for (table, _) in schema::CONFIGURATION_TABLES {
+        assert_eq!(count(db, table).await, object_count(&cc, table), "{table}");
+    }
+    assert_eq!(count(db, schema::CONFIGURATION_STATE).await, 1);
+    assert!(matches!(db.seed(&cc).await, Err(DbError::AlreadySeeded)));
+    let other = contact_center(8, 10);
+    assert!(matches!(db.seed(&other).await, Err(DbError::AlreadySeeded)));
+    assert_eq!(
+        db.load_configuration().await.unwrap().unwrap().0,
+        sorted(cc)
+    );
+}
+
+async fn configuration_change_before_seed(fx: &Fixture) {
+    let db = &fx.db;
+    let batch = [
+        message(1, None, records_of_every_kind(1, 1), vec![]),
+        message(
+            2,
+            Some((1, vec![ConfigOp::Upsert(pg(5, "p"))])),
+            vec![],
+            vec![],
+        ),
+    ];
+    assert!(matches!(db.write(&batch, 2).await, Err(DbError::NotSeeded)));
+    for def in schema::tables() {
+        assert_eq!(count(db, def.name).await, 0, "{} written", def.name);
+    }
+    assert_eq!(db.progress().await.unwrap(), Progress::default());
+    // Rows without a configuration change need no configuration.
+    db.write(&batch[..1], 1).await.unwrap();
+    assert_eq!(count(db, schema::ROUTE_CALL_DETAIL).await, 1);
+    assert_eq!(db.progress().await.unwrap().committed_through, 1);
+}
+
+async fn write_batch(fx: &Fixture) {
+    let db = &fx.db;
+    let cc = contact_center(3, 40);
+    db.seed(&cc).await.unwrap();
+
+    let mut renamed = cc.agents[0].clone();
+    renamed.name = "Renamed Agent".into();
+    let removed = cc.skill_group_members[0];
+    let first_change = vec![
+        ConfigOp::Upsert(ConfigObject::Agent(renamed.clone())),
+        ConfigOp::Upsert(pg(999, "new")),
+        ConfigOp::Delete(ObjectRef::SkillGroupMember(
+            removed.agent,
+            removed.skill_group,
+        )),
+        ConfigOp::Upsert(pg(998, "short-lived")),
+        ConfigOp::Delete(ObjectRef::Pg(PgId(998))),
+    ];
+    let batch = vec![
+        message(
+            10,
+            Some((1, first_change)),
+            records_of_every_kind(10, 1),
+            vec![event("first"), event("second")],
+        ),
+        message(11, None, records_of_every_kind(11, 2), vec![event("third")]),
+        message(
+            12,
+            Some((2, vec![ConfigOp::Upsert(pg(997, "later"))])),
+            vec![],
+            vec![],
+        ),
+    ];
+    db.write(&batch, 12).await.unwrap();
+
+    for table in [
+        schema::ROUTE_CALL_DETAIL,
+        schema::TERMINATION_CALL_DETAIL,
+        schema::SKILL_GROUP_INTERVAL,
+        schema::CALL_TYPE_INTERVAL,
+        schema::AGENT_SKILL_GROUP_INTERVAL,
+    ] {
+        assert_eq!(count(db, table).await, 2, "{table}");
+    }
+    assert_eq!(count(db, schema::EVENT).await, 3);
+    assert_eq!(count(db, schema::CONFIG_MESSAGE_LOG).await, 6);
+    assert_eq!(count(db, "Pg").await, cc.pgs.len() as u64 + 2);
+    assert_eq!(
+        count(db, "Skill_Group_Member").await,
+        cc.skill_group_members.len() as u64 - 1
+    );
+    assert_eq!(
+        db.progress().await.unwrap(),
+        Progress {
+            committed_through: 12,
+            config_version: 2,
+        }
+    );
+
+    let mut expected = cc.clone();
+    expected.agents[0] = renamed;
+    expected.skill_group_members.remove(0);
+    for (id, name) in [(999, "new"), (997, "later")] {
+        expected.pgs.push(Pg {
+            id: PgId(id),
+            name: name.into(),
+        });
+    }
+    let (loaded, version) = db.load_configuration().await.unwrap().unwrap();
+    assert_eq!(version, 2);
+    assert_eq!(loaded, sorted(expected));
+
+    // The log names each operation.
+    let log = all_rows(db, schema::CONFIG_MESSAGE_LOG).await;
+    let operations: Vec<(SqlValue, SqlValue)> =
+        log.iter().map(|r| (r[4].clone(), r[5].clone())).collect();
+    let op = |o: &str, t: &str| (SqlValue::Text(o.into()), SqlValue::Text(t.into()));
+    assert_eq!(
+        operations,
+        vec![
+            op("upsert", "Agent"),
+            op("upsert", "Pg"),
+            op("delete", "Skill_Group_Member"),
+            op("upsert", "Pg"),
+            op("delete", "Pg"),
+            op("upsert", "Pg"),
+        ]
+    );
+
+    // A replay changes nothing, with `through` as before or behind, nor does a replay of an
+    // older part of the batch, which would otherwise set the configuration version back.
+    let before = dump(db).await;
+    db.write(&batch, 12).await.unwrap();
+    db.write(&batch, 11).await.unwrap();
+    db.write(&batch[..1], 10).await.unwrap();
+    assert_eq!(dump(db).await, before);
+    assert_eq!(db.progress().await.unwrap().config_version, 2);
+
+    // Only `through` advances with no messages.
+    db.write(&[], 20).await.unwrap();
+    assert_eq!(db.progress().await.unwrap().committed_through, 20);
+    db.write(&[], 15).await.unwrap();
+    assert_eq!(db.progress().await.unwrap().committed_through, 20);
+}
+
+async fn upsert_then_delete_ends_deleted(fx: &Fixture) {
+    let db = &fx.db;
+    let cc = contact_center(4, 10);
+    db.seed(&cc).await.unwrap();
+    let agent = cc.agents[1].clone();
+    let existing = ObjectRef::Agent(agent.id);
+    let ops = vec![
+        ConfigOp::Upsert(ConfigObject::Agent(agent.clone())),
+        ConfigOp::Delete(existing),
+        ConfigOp::Upsert(pg(50, "a")),
+        ConfigOp::Upsert(pg(50, "b")),
+        ConfigOp::Delete(ObjectRef::Pg(PgId(50))),
+        ConfigOp::Upsert(pg(51, "x")),
+        ConfigOp::Delete(ObjectRef::Pg(PgId(51))),
+        ConfigOp::Upsert(pg(51, "y")),
+    ];
+    db.write(&[message(1, Some((1, ops)), vec![], vec![])], 1)
+        .await
+        .unwrap();
+    let (loaded, _) = db.load_configuration().await.unwrap().unwrap();
+    assert!(!loaded.agents.iter().any(|a| a.id == agent.id));
+    assert!(!loaded.pgs.iter().any(|p| p.id == PgId(50)));
+    let kept: Vec<&Pg> = loaded.pgs.iter().filter(|p| p.id == PgId(51)).collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].name, "y");
+    assert_eq!(count(db, schema::CONFIG_MESSAGE_LOG).await, 8);
+}
+
+async fn u64_round_trip(fx: &Fixture) {
+    let db = &fx.db;
+    let mut records = records_of_every_kind(5, 1);
+    let HistoricalRow::TerminationCallDetail(tcd) = &mut records[1].row else {
+        unreachable!()
+    };
+    tcd.call.call_id = u64::MAX;
+    tcd.router_call_key = Some(RouterCallKey(u64::MAX - 1));
+    tcd.end_ms = 1 << 63;
+    let HistoricalRow::SkillGroupInterval { counts, .. } = &mut records[2].row else {
+        unreachable!()
+    };
+    counts.calls_offered = u64::MAX;
+    db.write(&[message(5, None, records, vec![])], 5)
+        .await
+        .unwrap();
+
+    let tcd = all_rows(db, schema::TERMINATION_CALL_DETAIL).await;
+    let columns = column_names(schema::TERMINATION_CALL_DETAIL);
+    let value = |name: &str| match &tcd[0][columns.iter().position(|c| c == name).unwrap()] {
+        SqlValue::Int(v) => *v as u64,
+        other => panic!("{name} is {other:?}"),
+    };
+    assert_eq!(value("peripheral_call_id"), u64::MAX);
+    assert_eq!(value("router_call_key"), u64::MAX - 1);
+    assert_eq!(value("end_ms"), 1 << 63);
+    let interval = all_rows(db, schema::SKILL_GROUP_INTERVAL).await;
+    let at = column_names(schema::SKILL_GROUP_INTERVAL)
+        .iter()
+        .position(|c| c == "calls_offered")
+        .unwrap();
+    assert_eq!(interval[0][at], SqlValue::Int(u64::MAX as i64));
+
+    // The committed sequence number is a u64 too.
+    db.write(&[], u64::MAX - 3).await.unwrap();
+    assert_eq!(db.progress().await.unwrap().committed_through, u64::MAX - 3);
+    db.write(&[], 9).await.unwrap();
+    assert_eq!(db.progress().await.unwrap().committed_through, u64::MAX - 3);
+}
+
+fn column_names(table: &str) -> Vec<String> {
+    schema::tables()
+        .into_iter()
+        .find(|t| t.name == table)
+        .unwrap()
+        .columns
+        .into_iter()
+        .map(|c| c.name)
+        .collect()
+}
+
+fn event_row(recovery_key: i64, index: i64) -> Row {
+    vec![
+        SqlValue::Int(recovery_key),
+        SqlValue::Int(index),
+        SqlValue::Int(1_700_000_000_000 + recovery_key),
+        SqlValue::Text("Info".into()),
+        SqlValue::Text("ConfigApplied".into()),
+        SqlValue::Text(format!("event {recovery_key}.{index}")),
+    ]
+}
+
+async fn paging(fx: &Fixture) {
+    let db = &fx.db;
+    // 2,500 rows, three per recovery key, inserted backwards and in two batches.
+    let mut rows: Vec<Row> = (0..2_500).map(|i| event_row(i / 3 + 1, i % 3)).collect();
+    rows.reverse();
+    db.insert_rows(schema::EVENT, &rows[..1_200], None)
+        .await
+        .unwrap();
+    db.insert_rows(schema::EVENT, &rows[1_200..], None)
+        .await
+        .unwrap();
+    rows.reverse();
+    assert_eq!(count(db, schema::EVENT).await, 2_500);
+
+    let mut seen: Vec<Row> = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        let after = seen.last().map(|r| r[..2].to_vec());
+        let page = db
+            .rows_page(schema::EVENT, after.as_deref(), None, 1_000)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        pages.push(page.len());
+        seen.extend(page);
+    }
+    assert_eq!(pages, vec![1_000, 1_000, 500]);
+    assert_eq!(seen, rows);
+
+    // Bounded by recovery key: keys 1 to 400 hold 1,200 rows.
+    let mut bounded: Vec<Row> = Vec::new();
+    loop {
+        let after = bounded.last().map(|r| r[..2].to_vec());
+        let page = db
+            .rows_page(schema::EVENT, after.as_deref(), Some(400), 1_000)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        bounded.extend(page);
+    }
+    assert_eq!(bounded, rows[..1_200].to_vec());
+    let from_middle = db
+        .rows_page(
+            schema::EVENT,
+            Some(&[SqlValue::Int(400), SqlValue::Int(1)]),
+            Some(401),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(from_middle, rows[1_199..1_203].to_vec());
+    assert_eq!(
+        db.rows_page(schema::EVENT, None, Some(u64::MAX), 3)
+            .await
+            .unwrap(),
+        rows[..3].to_vec()
+    );
+    assert!(db
+        .rows_page(schema::EVENT, None, Some(0), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        db.rows_page(schema::EVENT, None, None, ROWS_PAGE_MAX + 1)
+            .await,
+        Err(DbError::PageTooLarge { .. })
+    ));
+}
+
+/// Copies every ordered table of `from` into `to` page by page, the way a recovering logger
+/// takes its peer's rows, twice: the second copy changes nothing.
+async fn check_copy(from: &CentralDb, to: &CentralDb) {
+    let batch: Vec<LoggedMessage> = (1..=40)
+        .map(|k| {
+            message(
+                k,
+                None,
+                records_of_every_kind(k, k),
+                vec![event(&format!("e{k}"))],
+            )
+        })
+        .collect();
+    from.write(&batch, 40).await.unwrap();
+    let through = from.progress().await.unwrap().committed_through;
+    for _ in 0..2 {
+        for table in ordered_tables() {
+            let key_len = key_len(table);
+            let mut after: Option<Row> = None;
+            loop {
+                let page = from
+                    .rows_page(table, after.as_deref(), Some(through), 64)
+                    .await
+                    .unwrap();
+                let Some(last) = page.last() else { break };
+                after = Some(last[..key_len].to_vec());
+                to.insert_rows(table, &page, None).await.unwrap();
+            }
+        }
+        to.insert_rows(schema::EVENT, &[], Some(through))
+            .await
+            .unwrap();
+    }
+    for table in ordered_tables() {
+        assert_eq!(
+            all_rows(from, table).await,
+            all_rows(to, table).await,
+            "{table}"
+        );
+    }
+    assert_eq!(count(to, schema::ROUTE_CALL_DETAIL).await, 40);
+    assert_eq!(to.progress().await.unwrap().committed_through, 40);
+    // Committed never goes back, and advances with rows.
+    to.insert_rows(schema::EVENT, &[event_row(41, 0)], Some(39))
+        .await
+        .unwrap();
+    assert_eq!(to.progress().await.unwrap().committed_through, 40);
+    to.insert_rows(schema::EVENT, &[event_row(42, 0)], Some(42))
+        .await
+        .unwrap();
+    assert_eq!(to.progress().await.unwrap().committed_through, 42);
+}
+
+/// A copy into a second database of the same backend.
+async fn copy_within_backend(fx: &Fixture) {
+    let other = match &fx.location {
+        DbLocation::Sqlite(_) => Fixture::sqlite().await,
+        DbLocation::Postgres(_) => Fixture::postgres("copy_within_backend").await.unwrap(),
+    };
+    check_copy(&fx.db, &other.db).await;
+}
+
+#[tokio::test]
+async fn copy_sqlite_to_postgres() {
+    let Some(postgres) = Fixture::postgres("copy_sqlite_to_postgres").await else {
+        return;
+    };
+    let sqlite = Fixture::sqlite().await;
+    check_copy(&sqlite.db, &postgres.db).await;
+}
+
+#[tokio::test]
+async fn copy_postgres_to_sqlite() {
+    let Some(postgres) = Fixture::postgres("copy_postgres_to_sqlite").await else {
+        return;
+    };
+    let sqlite = Fixture::sqlite().await;
+    check_copy(&postgres.db, &sqlite.db).await;
+}
+
+/// Both backends hold the same rows for the same batch.
+#[tokio::test]
+async fn both_backends_write_the_same_rows() {
+    let Some(postgres) = Fixture::postgres("both_backends_write_the_same_rows").await else {
+        return;
+    };
+    let sqlite = Fixture::sqlite().await;
+    let cc = contact_center(5, 30);
+    let batch = vec![
+        message(
+            3,
+            Some((1, vec![ConfigOp::Upsert(pg(77, "seventy-seven"))])),
+            records_of_every_kind(3, 9),
+            vec![event("x")],
+        ),
+        message(4, None, records_of_every_kind(4, 10), vec![]),
+    ];
+    for db in [&sqlite.db, &postgres.db] {
+        db.seed(&cc).await.unwrap();
+        db.write(&batch, 4).await.unwrap();
+    }
+    assert_eq!(dump(&sqlite.db).await, dump(&postgres.db).await);
+}
+
+/// `logger verify` finds a SQLite and a PostgreSQL database with the same history identical,
+/// with equal checksums, and names the first row that differs once one is changed.
+#[tokio::test]
+async fn verify_compares_across_backends_and_names_the_first_difference() {
+    let Some(postgres) = Fixture::postgres("verify_across_backends").await else {
+        return;
+    };
+    let sqlite = Fixture::sqlite().await;
+    let cc = contact_center(5, 30);
+    let batch = vec![
+        message(3, None, records_of_every_kind(3, 9), vec![event("x")]),
+        message(4, None, records_of_every_kind(4, 10), vec![]),
+    ];
+    for db in [&sqlite.db, &postgres.db] {
+        db.seed(&cc).await.unwrap();
+        db.write(&batch, 4).await.unwrap();
+    }
+    let same = tandem_logger::verify::verify(&sqlite.db, &postgres.db)
+        .await
+        .unwrap();
+    assert!(
+        same.identical(),
+        "{}",
+        same.render(["sqlite", "postgresql"])
+    );
+    assert_eq!(same.through_recovery_key, 4);
+    assert!(same.tables.iter().all(|t| t.checksums[0] == t.checksums[1]));
+    // One more event on one side only, at a RecoveryKey both have committed.
+    postgres
+        .db
+        .insert_rows(schema::EVENT, &[event_row(4, 7)], None)
+        .await
+        .unwrap();
+    let differ = tandem_logger::verify::verify(&sqlite.db, &postgres.db)
+        .await
+        .unwrap();
+    assert!(!differ.identical());
+    let events = differ
+        .tables
+        .iter()
+        .find(|t| t.table == schema::EVENT)
+        .unwrap();
+    assert_eq!(events.differing_keys, 1);
+    assert!(
+        events
+            .first_difference
+            .as_deref()
+            .unwrap()
+            .contains("recovery_key=4, record_index=7"),
+        "{events:?}"
+    );
+    assert!(differ
+        .render(["a", "b"])
+        .contains("the central databases differ"));
+}
+
+async fn replace_configuration(fx: &Fixture) {
+    let db = &fx.db;
+    let first = contact_center(1, 50);
+    db.seed(&first).await.unwrap();
+    db.write(
+        &[message(
+            1,
+            Some((1, vec![ConfigOp::Upsert(pg(900, "extra"))])),
+            vec![],
+            vec![],
+        )],
+        1,
+    )
+    .await
+    .unwrap();
+    let mut second = contact_center(2, 12);
+    second.settings.interval_minutes = 15;
+    db.replace_configuration(&second, 42).await.unwrap();
+    let (loaded, version) = db.load_configuration().await.unwrap().unwrap();
+    assert_eq!(version, 42);
+    assert_eq!(loaded, sorted(second.clone()));
+    for (table, _) in schema::CONFIGURATION_TABLES {
+        assert_eq!(
+            count(db, table).await,
+            object_count(&second, table),
+            "{table}"
+        );
+    }
+    assert_eq!(db.progress().await.unwrap().config_version, 42);
+    // The ordered tables are not configuration: the log stays.
+    assert_eq!(count(db, schema::CONFIG_MESSAGE_LOG).await, 1);
+    // Replacing an empty database seeds it.
+    let empty = match &fx.location {
+        DbLocation::Sqlite(_) => Fixture::sqlite().await,
+        DbLocation::Postgres(_) => Fixture::postgres("replace_configuration").await.unwrap(),
+    };
+    empty.db.replace_configuration(&first, 7).await.unwrap();
+    assert_eq!(
+        empty.db.load_configuration().await.unwrap(),
+        Some((sorted(first), 7))
+    );
+}
+
+async fn restart(fx: &Fixture) {
+    let cc = contact_center(9, 20);
+    fx.db.seed(&cc).await.unwrap();
+    let batch = vec![
+        message(
+            1,
+            Some((1, vec![ConfigOp::Upsert(pg(60, "sixty"))])),
+            records_of_every_kind(1, 1),
+            vec![event("before restart")],
+        ),
+        message(2, None, records_of_every_kind(2, 2), vec![]),
+    ];
+    fx.db.write(&batch, 2).await.unwrap();
+    fx.db.local_event(123, "before restart").await.unwrap();
+    let progress = fx.db.progress().await.unwrap();
+    let before = dump(&fx.db).await;
+    let configuration = fx.db.load_configuration().await.unwrap();
+
+    let reopened = fx.reopen().await;
+    assert_eq!(reopened.progress().await.unwrap(), progress);
+    assert_eq!(
+        progress,
+        Progress {
+            committed_through: 2,
+            config_version: 1,
+        }
+    );
+    assert_eq!(dump(&reopened).await, before);
+    assert_eq!(reopened.load_configuration().await.unwrap(), configuration);
+    reopened
+        .write(&[message(3, None, records_of_every_kind(3, 3), vec![])], 3)
+        .await
+        .unwrap();
+    assert_eq!(count(&reopened, schema::ROUTE_CALL_DETAIL).await, 3);
+}
+
+async fn bad_input(fx: &Fixture) {
+    let db = &fx.db;
+    assert!(matches!(
+        db.row_count("No_Such_Table").await,
+        Err(DbError::UnknownTable(_))
+    ));
+    assert!(matches!(
+        db.rows_page("route_call_detail", None, None, 10).await,
+        Err(DbError::UnknownTable(_))
+    ));
+    assert!(matches!(
+        db.insert_rows("Robert'); DROP TABLE \"Event\";--", &[], None)
+            .await,
+        Err(DbError::UnknownTable(_))
+    ));
+    assert!(matches!(
+        db.insert_rows("Agent", &[], None).await,
+        Err(DbError::NotOrdered(_))
+    ));
+    assert!(matches!(
+        db.rows_page("Agent", None, Some(5), 10).await,
+        Err(DbError::NotOrdered(_))
+    ));
+    let mut short = event_row(1, 0);
+    short.pop();
+    assert!(matches!(
+        db.insert_rows(schema::EVENT, &[event_row(1, 1), short], Some(9))
+            .await,
+        Err(DbError::BadRow { .. })
+    ));
+    let mut wrong_type = event_row(1, 0);
+    wrong_type[2] = SqlValue::Text("later".into());
+    assert!(matches!(
+        db.insert_rows(schema::EVENT, &[wrong_type], None).await,
+        Err(DbError::BadRow { .. })
+    ));
+    let mut null = event_row(1, 0);
+    null[5] = SqlValue::Null;
+    assert!(matches!(
+        db.insert_rows(schema::EVENT, &[null], None).await,
+        Err(DbError::BadRow { .. })
+    ));
+    assert!(matches!(
+        db.rows_page(schema::EVENT, Some(&[SqlValue::Int(1)]), None, 10)
+            .await,
+        Err(DbError::BadRow { .. })
+    ));
+    let nul = message(1, None, vec![], vec![event("a NUL \0 cannot be stored")]);
+    assert!(matches!(
+        db.write(&[nul], 1).await,
+        Err(DbError::BadRow { .. })
+    ));
+    // Nothing of the refused calls was written, and the database still works.
+    assert_eq!(count(db, schema::EVENT).await, 0);
+    assert_eq!(db.progress().await.unwrap(), Progress::default());
+    db.insert_rows(schema::EVENT, &[event_row(1, 0)], Some(1))
+        .await
+        .unwrap();
+    assert_eq!(count(db, schema::EVENT).await, 1);
+}
+
+async fn local_events(fx: &Fixture) {
+    let db = &fx.db;
+    db.local_event(1_000, "started").await.unwrap();
+    db.local_event(2_000, "peer's configuration taken")
+        .await
+        .unwrap();
+    assert_eq!(
+        all_rows(db, schema::LOCAL_EVENT).await,
+        vec![
+            vec![
+                SqlValue::Int(1),
+                SqlValue::Int(1_000),
+                SqlValue::Text("started".into())
+            ],
+            vec![
+                SqlValue::Int(2),
+                SqlValue::Int(2_000),
+                SqlValue::Text("peer's configuration taken".into())
+            ],
+        ]
+    );
+}
+
+/// A batch of the usual size; prints its rate (no assertion on time).
+async fn batch_of_5000_rows(fx: &Fixture) {
+    let db = &fx.db;
+    let batch: Vec<LoggedMessage> = (1..=1_000)
+        .map(|k| message(k, None, records_of_every_kind(k, k), vec![]))
+        .collect();
+    let started = std::time::Instant::now();
+    db.write(&batch, 1_000).await.unwrap();
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{}: one batch of 5,000 rows written in {:.1} ms: {:.0} rows/s",
+        db.backend_name(),
+        elapsed.as_secs_f64() * 1e3,
+        5_000.0 / elapsed.as_secs_f64()
+    );
+    for table in [
+        schema::ROUTE_CALL_DETAIL,
+        schema::TERMINATION_CALL_DETAIL,
+        schema::SKILL_GROUP_INTERVAL,
+        schema::CALL_TYPE_INTERVAL,
+        schema::AGENT_SKILL_GROUP_INTERVAL,
+    ] {
+        assert_eq!(count(db, table).await, 1_000, "{table}");
+    }
+    assert_eq!(db.progress().await.unwrap().committed_through, 1_000);
+}
+
+#[test]
+fn urls_get_the_test_database() {
+    assert_eq!(
+        with_database("postgres://u:p@h:5432/tandem_test?sslmode=disable", "t_1"),
+        "postgres://u:p@h:5432/t_1?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "t_2"), "postgres://h/t_2");
+}

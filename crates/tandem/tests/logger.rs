@@ -1,0 +1,266 @@
+//! The loggers with real processes on loopback: configuration changes through `tandem config`,
+//! both central databases kept identical through a killed logger and a killed side, and
+//! exactly-once Route_Call_Detail rows counted against what the PGs sent.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tandem::cluster::{Installation, PgCounts};
+use tandem_logger::db::CentralDb;
+use tandem_logger::schema::SqlValue;
+use tandem_mds::Side;
+use tandem_model::config::{ConfigChange, ConfigObject, ConfigOp, ContactCenter, ObjectRef};
+
+const START_MS: u64 = 20_000;
+const LOAD_CPS: f64 = 50.0;
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn installation(
+    name: &str,
+    edit: impl FnOnce(&mut tandem_model::topology::Topology),
+) -> Installation {
+    Installation::new(
+        Path::new(env!("CARGO_BIN_EXE_tandem")),
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        name,
+        None,
+        edit,
+    )
+}
+
+fn paired_under_load(install: &mut Installation) {
+    install.start_paired(START_MS);
+    install.start_pg("pg1", LOAD_CPS);
+    install.start_pg("pg2", LOAD_CPS);
+    install.wait_pgs_reachable(Side::A, 2, START_MS);
+    install.wait_pgs_reachable(Side::B, 2, START_MS);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn open(install: &Installation, side: Side) -> CentralDb {
+    runtime()
+        .block_on(CentralDb::open(&tandem_logger::run::location(
+            &install.topology,
+            side,
+        )))
+        .unwrap()
+}
+
+fn row_count(install: &Installation, side: Side, table: &str) -> u64 {
+    let db = open(install, side);
+    runtime().block_on(db.row_count(table)).unwrap()
+}
+
+/// The route request keys (routing client, PG incarnation, request id) of every
+/// Route_Call_Detail row, and how many rows there are.
+fn route_call_detail_keys(install: &Installation, side: Side) -> (u64, BTreeSet<(i64, i64, i64)>) {
+    let db = open(install, side);
+    let rt = runtime();
+    let mut after: Option<Vec<SqlValue>> = None;
+    let mut rows = 0;
+    let mut keys = BTreeSet::new();
+    loop {
+        let page = rt
+            .block_on(db.rows_page("Route_Call_Detail", after.as_deref(), None, 5_000))
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        for row in &page {
+            rows += 1;
+            let int = |i: usize| match row[i] {
+                SqlValue::Int(v) => v,
+                ref other => panic!("column {i} is {other:?}"),
+            };
+            // recovery_key, record_index, router_call_key, routing_client_id, pg_incarnation,
+            // request_id, ...
+            keys.insert((int(3), int(4), int(5)));
+        }
+        after = Some(page.last().unwrap()[..2].to_vec());
+    }
+    (rows, keys)
+}
+
+fn verify(install: &Installation) -> String {
+    let out = install.tandem(&["logger", "verify"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "logger verify: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("the central databases are identical"),
+        "{text}"
+    );
+    text
+}
+
+fn export(install: &Installation) -> (ContactCenter, u64) {
+    let out = install.tandem(&["config", "export"]);
+    assert!(out.status.success(), "config export: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let version = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("# configuration version "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no version line: {text}"));
+    (ContactCenter::from_toml_str(&text).unwrap(), version)
+}
+
+fn write_change(install: &Installation, name: &str, change: &ConfigChange) -> String {
+    let path = install.dir.join(name);
+    std::fs::write(&path, toml::to_string(change).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+/// Every route request the PGs sent has exactly one Route_Call_Detail row in both central
+/// databases once its routing finished; the rest are still in the router (queued for an
+/// agent), which says how many.
+fn assert_exactly_once(install: &Installation, counts: &[PgCounts]) {
+    let sent: u64 = counts.iter().map(|c| c.route_requests_sent).sum();
+    assert!(sent > 0, "{counts:?}");
+    for side in [Side::A, Side::B] {
+        let status = install.logger_status(side).unwrap();
+        let n = |k: &str| status[k].parse::<u64>().unwrap();
+        assert_eq!(n("route_requests"), sent, "side {side}: {status:?}");
+        let (rows, keys) = route_call_detail_keys(install, side);
+        assert_eq!(
+            rows,
+            keys.len() as u64,
+            "side {side}: a request has two rows"
+        );
+        assert_eq!(
+            rows + n("route_requests_in_progress"),
+            sent,
+            "side {side}: {rows} Route_Call_Detail rows for {sent} requests: {status:?}"
+        );
+        assert!(rows > 0);
+    }
+}
+
+#[test]
+fn configuration_changes_reach_both_routers_and_both_central_databases() {
+    let _alone = one_at_a_time();
+    let mut install = installation("config", |_| {});
+    paired_under_load(&mut install);
+    let (cc, version) = export(&install);
+    assert_eq!(version, 1, "init seeds version 1");
+
+    // A new agent, cloned from the first.
+    let mut agent = cc.agents[0].clone();
+    agent.id.0 = 900_001;
+    agent.name = "added by config apply".into();
+    let change = ConfigChange {
+        ops: vec![ConfigOp::Upsert(ConfigObject::Agent(agent.clone()))],
+    };
+    let file = write_change(&install, "add-agent.toml", &change);
+    let out = install.tandem(&["config", "apply", &file]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "config apply: {out:?}");
+    assert!(
+        stdout.contains("applied: configuration version 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("written by both loggers"), "{stdout}");
+    let (after, version) = export(&install);
+    assert_eq!(version, 2);
+    assert!(after.agents.contains(&agent));
+    for side in [Side::A, Side::B] {
+        assert_eq!(
+            row_count(&install, side, "Config_Message_Log"),
+            1,
+            "side {side}"
+        );
+        let db = open(&install, side);
+        let (stored, stored_version) = runtime()
+            .block_on(db.load_configuration())
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored_version, 2, "side {side}");
+        assert!(stored.agents.contains(&agent), "side {side}");
+    }
+
+    // Deleting a peripheral its agents refer to is refused whole, with the reason.
+    let peripheral = cc.peripherals[0].id;
+    let bad = ConfigChange {
+        ops: vec![
+            ConfigOp::Delete(ObjectRef::Agent(agent.id)),
+            ConfigOp::Delete(ObjectRef::Peripheral(peripheral)),
+        ],
+    };
+    let file = write_change(&install, "bad.toml", &bad);
+    let out = install.tandem(&["config", "apply", &file]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("rejected: operation 2"), "{stderr}");
+    let (unchanged, version) = export(&install);
+    assert_eq!(version, 2);
+    assert!(
+        unchanged.agents.contains(&agent),
+        "the first operation was undone too"
+    );
+
+    // A phase of the scenario: calls flow with the new configuration.
+    std::thread::sleep(Duration::from_secs(3));
+    let counts = install.stop_pgs(&["pg1", "pg2"]);
+    install.wait_loggers_caught_up(START_MS);
+    assert_exactly_once(&install, &counts);
+    for side in [Side::A, Side::B] {
+        assert_eq!(
+            row_count(&install, side, "Config_Message_Log"),
+            1,
+            "side {side}"
+        );
+    }
+    let report = verify(&install);
+    eprintln!("{report}");
+}
+
+/// A logger killed under load comes back and catches up from its side's buffer; a side killed
+/// under load comes back by state transfer, and its logger recovers the rows it missed from
+/// the peer's central database. Both central databases end identical, with one
+/// Route_Call_Detail row per route request sent.
+#[test]
+fn killed_logger_and_killed_side_leave_both_central_databases_identical() {
+    let _alone = one_at_a_time();
+    let mut install = installation("recovery", |_| {});
+    paired_under_load(&mut install);
+    std::thread::sleep(Duration::from_secs(2));
+
+    install.kill("logger-a");
+    // A phase of the scenario: the side holds rows for its absent logger.
+    std::thread::sleep(Duration::from_secs(3));
+    let held = install.logger_status(Side::A).unwrap();
+    assert_eq!(held["connected"], "false");
+    assert_ne!(held["held_rows"], "0", "{held:?}");
+    install.start_logger(Side::A);
+
+    install.kill("side-b");
+    std::thread::sleep(Duration::from_secs(2));
+    install.start_side(Side::B, &[]);
+    install.wait_state(Side::B, "Paired Disabled", START_MS);
+    std::thread::sleep(Duration::from_secs(2));
+
+    let counts = install.stop_pgs(&["pg1", "pg2"]);
+    install.wait_loggers_caught_up(START_MS);
+    assert_exactly_once(&install, &counts);
+    verify(&install);
+    let events = install.events(Side::B);
+    assert!(
+        events.contains("recovers the rest from its peer"),
+        "{events}"
+    );
+}
