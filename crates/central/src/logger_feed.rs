@@ -5,7 +5,8 @@
 
 use std::collections::VecDeque;
 use tandem_mds::SideToLogger;
-use tandem_model::logged::LoggedMessage;
+use tandem_model::logged::{DroppedRange, HistoricalDrop, LoggedMessage};
+use tandem_model::output::{EventCode, RouterEvent, Severity};
 
 /// Rows in one batch frame: a frame stays well under `FRAME_PAYLOAD_BYTES_MAX`. A message is
 /// never split, so a message larger than this (a large configuration change) goes alone.
@@ -15,6 +16,13 @@ pub const LOGGER_UNACKED_ROWS_MAX: usize = 200_000;
 /// Rows held for the logger by default: an hour at 100 calls/s, each call writing a route call
 /// detail, a termination call detail and its share of the interval rows.
 pub const LOGGER_BUFFER_ROWS_DEFAULT: usize = 100 * 3_600 * 3;
+/// A drop decision drops enough to bring the buffer down to this share (in percent) of its
+/// bound, so that a full buffer under load makes one decision now and then, not one per message.
+pub const DROP_DECISION_TARGET_PERCENT: usize = 75;
+/// A side that is not ordering waits for the enabled side's decision; should that not come
+/// (the enabled side's own logger still holds its rows), it drops its oldest rows itself past
+/// this many times its bound.
+pub const LOCAL_DROP_CEILING_FACTOR: usize = 2;
 
 #[derive(Debug)]
 pub struct LoggerFeed {
@@ -30,8 +38,22 @@ pub struct LoggerFeed {
     sent_rows_unacked: usize,
     committed_through: u64,
     committed_config_version: u64,
-    /// Rows dropped because the buffer was full, since start.
+    /// Rows this side released on its own because the buffer was full, since start: the peer
+    /// logger holds them, or will, and this side's logger recovers them from it.
     dropped_rows: u64,
+    /// Rows dropped by decisions in the ordered stream, since start.
+    decided_dropped_rows: u64,
+    /// The peer's logger as the peer last told; `None` while the private link is down.
+    peer_logger: Option<PeerLogger>,
+    /// The `through` of this side's drop proposal that is not yet delivered.
+    proposed_through: Option<u64>,
+}
+
+/// The peer side's logger, as the peer reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerLogger {
+    pub connected: bool,
+    pub committed_through: u64,
 }
 
 /// What the feed had to drop to stay within its bound.
@@ -55,6 +77,9 @@ impl LoggerFeed {
             committed_through: 0,
             committed_config_version: 0,
             dropped_rows: 0,
+            decided_dropped_rows: 0,
+            peer_logger: None,
+            proposed_through: None,
         }
     }
 
@@ -70,6 +95,18 @@ impl LoggerFeed {
             self.sent_through = None;
         }
         self.sent_rows_unacked = 0;
+        self.proposed_through = None;
+    }
+
+    /// What the peer says of its logger; `None` when the private link went down.
+    pub fn peer_logger(&mut self, peer: Option<PeerLogger>) {
+        self.peer_logger = peer;
+    }
+
+    /// This side's proposal can no longer be delivered (it stopped ordering, or the proposal
+    /// was refused): a new one may be made.
+    pub fn proposal_lost(&mut self) {
+        self.proposed_through = None;
     }
 
     /// The ordered message `seq` was delivered, producing `message`'s rows (or none).
@@ -81,6 +118,9 @@ impl LoggerFeed {
         self.messages.push_back(message);
         let mut dropped: Option<Dropped> = None;
         while self.rows > self.rows_max && self.messages.len() > 1 {
+            if !self.may_release_oldest() {
+                break;
+            }
             let oldest = self
                 .messages
                 .pop_front()
@@ -101,6 +141,114 @@ impl LoggerFeed {
             }
         }
         dropped
+    }
+
+    /// Whether the oldest held message may leave the buffer without a decision: the peer's
+    /// logger holds it (or is connected and will), so this side's logger recovers it from
+    /// there; or the buffer is far past its bound with no decision coming.
+    fn may_release_oldest(&self) -> bool {
+        let Some(oldest) = self.messages.front() else {
+            return false;
+        };
+        let peer_holds = self
+            .peer_logger
+            .is_some_and(|p| p.connected || oldest.recovery_key <= p.committed_through);
+        peer_holds || self.rows > self.rows_max.saturating_mul(LOCAL_DROP_CEILING_FACTOR)
+    }
+
+    /// A drop decision for the enabled side to order, when the buffer is past its bound and
+    /// neither logger can take rows: this side's logger is not connected and the peer's is
+    /// not either (or the peer is unreachable). The range starts after everything either
+    /// logger committed, and this side holds every record in it, so its counts are exact.
+    pub fn drop_proposal(&mut self) -> Option<HistoricalDrop> {
+        if self.proposed_through.is_some()
+            || self.rows <= self.rows_max
+            || self.sent_through.is_some()
+            || self.peer_logger.is_some_and(|p| p.connected)
+        {
+            return None;
+        }
+        let peer_committed = self.peer_logger.map_or(0, |p| p.committed_through);
+        let after = self
+            .held_after
+            .max(self.committed_through)
+            .max(peer_committed);
+        let target = self.rows_max - self.rows_max / 100 * (100 - DROP_DECISION_TARGET_PERCENT);
+        let mut remaining = self.rows;
+        let mut through = None;
+        let mut rows_by_table: Vec<(String, u64)> = Vec::new();
+        let start = self.messages.partition_point(|m| m.recovery_key <= after);
+        for message in self.messages.range(start..) {
+            if remaining <= target {
+                break;
+            }
+            let droppable = message.records.len() + message.events.len();
+            if droppable == 0 {
+                continue;
+            }
+            for record in &message.records {
+                count_row(&mut rows_by_table, record.row.table_name());
+            }
+            for _ in &message.events {
+                count_row(&mut rows_by_table, "Event");
+            }
+            remaining -= droppable;
+            through = Some(message.recovery_key);
+        }
+        let through = through?;
+        debug_assert!(rows_by_table.len() <= tandem_model::logged::HISTORICAL_DROP_TABLES_MAX);
+        self.proposed_through = Some(through);
+        Some(HistoricalDrop {
+            range: DroppedRange { after, through },
+            rows_by_table,
+        })
+    }
+
+    /// The ordered drop decision `seq` was delivered: every record and ordered event held in
+    /// its range is dropped (a configuration change stays), and the decision becomes message
+    /// `seq`'s rows: the event stating the counts, and the range the logger must find empty.
+    pub fn decided_drop(
+        &mut self,
+        seq: u64,
+        time_ms: u64,
+        drop: &HistoricalDrop,
+    ) -> Option<Dropped> {
+        let range = drop.range;
+        let start = self
+            .messages
+            .partition_point(|m| m.recovery_key <= range.after);
+        let end = self
+            .messages
+            .partition_point(|m| m.recovery_key <= range.through);
+        let mut dropped_rows = 0;
+        for message in self.messages.range_mut(start..end) {
+            dropped_rows += message.records.len() + message.events.len();
+            message.records.clear();
+            message.events.clear();
+        }
+        self.messages.retain(|m| !m.is_empty());
+        self.rows -= dropped_rows;
+        if self.sent_through.is_some_and(|s| s > range.after) {
+            // Some were in flight to the logger: they no longer count against its window.
+            self.sent_rows_unacked = self.sent_rows_unacked.saturating_sub(dropped_rows);
+        }
+        self.decided_dropped_rows += drop.rows();
+        if self.proposed_through.is_some_and(|t| t <= range.through) {
+            self.proposed_through = None;
+        }
+        let message = LoggedMessage {
+            recovery_key: seq,
+            time_ms,
+            config: None,
+            records: Vec::new(),
+            events: vec![RouterEvent {
+                severity: Severity::Error,
+                code: EventCode::HistoricalRecordsDropped,
+                message: drop.describe(),
+            }],
+            dropped: Some(range),
+        };
+        self.delivered(seq, Some(message))
     }
 
     /// A logger connected, having committed through `committed_through`: the stream resumes
@@ -212,7 +360,16 @@ impl LoggerFeed {
             committed_through: self.committed_through,
             committed_config_version: self.committed_config_version,
             dropped_rows: self.dropped_rows,
+            decided_dropped_rows: self.decided_dropped_rows,
+            peer_logger: self.peer_logger,
         }
+    }
+}
+
+fn count_row(rows_by_table: &mut Vec<(String, u64)>, table: &str) {
+    match rows_by_table.iter_mut().find(|(t, _)| t == table) {
+        Some((_, n)) => *n += 1,
+        None => rows_by_table.push((table.to_string(), 1)),
     }
 }
 
@@ -227,6 +384,8 @@ pub struct LoggerFeedStatus {
     pub committed_through: u64,
     pub committed_config_version: u64,
     pub dropped_rows: u64,
+    pub decided_dropped_rows: u64,
+    pub peer_logger: Option<PeerLogger>,
 }
 
 #[cfg(test)]
@@ -247,6 +406,7 @@ mod tests {
                     message: format!("{seq}/{i}"),
                 })
                 .collect(),
+            dropped: None,
         }
     }
 
@@ -286,6 +446,11 @@ mod tests {
     #[test]
     fn a_full_buffer_drops_the_oldest_and_the_logger_hears_of_the_gap() {
         let mut feed = LoggerFeed::new(5, 0);
+        // The peer's logger is connected: it will hold what this side releases.
+        feed.peer_logger(Some(PeerLogger {
+            connected: true,
+            committed_through: 0,
+        }));
         for seq in 1..=4 {
             let dropped = feed.delivered(seq, Some(message(seq, 2)));
             if seq >= 3 {
@@ -302,6 +467,154 @@ mod tests {
             Some(SideToLogger::Gap { resumes_after: 2 })
         );
         assert_eq!(batch(&mut feed, false), Some((vec![3, 4], 4)));
+    }
+
+    #[test]
+    fn without_a_logger_on_either_side_only_a_decision_drops_until_the_ceiling() {
+        let mut feed = LoggerFeed::new(4, 0);
+        for seq in 1..=4 {
+            assert_eq!(feed.delivered(seq, Some(message(seq, 2))), None);
+        }
+        assert_eq!(
+            feed.status().held_rows,
+            8,
+            "held past the bound, waiting for a decision"
+        );
+        let dropped = feed.delivered(5, Some(message(5, 2)));
+        assert_eq!(
+            dropped,
+            Some(Dropped {
+                rows: 2,
+                through: 1
+            }),
+            "past twice the bound the oldest goes"
+        );
+        // A peer logger that committed 2 holds it: this side may release it.
+        feed.peer_logger(Some(PeerLogger {
+            connected: false,
+            committed_through: 2,
+        }));
+        feed.delivered(6, None);
+        assert_eq!(
+            feed.delivered(7, Some(message(7, 1))).map(|d| d.through),
+            Some(2)
+        );
+    }
+
+    fn config_message(seq: u64) -> LoggedMessage {
+        use tandem_model::config::ConfigChange;
+        use tandem_model::logged::LoggedConfigChange;
+        let mut m = message(seq, 1);
+        m.config = Some(LoggedConfigChange {
+            config_version: 2,
+            change: ConfigChange { ops: Vec::new() },
+        });
+        m
+    }
+
+    #[test]
+    fn both_sides_drop_the_same_records_by_the_ordered_decision() {
+        let mut enabled = LoggerFeed::new(60, 0);
+        let mut disabled = LoggerFeed::new(60, 0);
+        // The disabled side's logger had committed 2 before both went down.
+        disabled.logger_connected(0, 1);
+        disabled.committed(2, 1);
+        disabled.logger_disconnected();
+        enabled.peer_logger(Some(PeerLogger {
+            connected: false,
+            committed_through: 2,
+        }));
+        disabled.peer_logger(Some(PeerLogger {
+            connected: false,
+            committed_through: 0,
+        }));
+        let mut seq = 0;
+        for i in 1..=40 {
+            seq += 1;
+            let m = match i % 7 {
+                0 => None,
+                3 if i == 10 => Some(config_message(seq)),
+                _ => Some(message(seq, 3)),
+            };
+            let released = enabled.delivered(seq, m.clone());
+            assert!(
+                released.as_ref().is_none_or(|r| r.through <= 2),
+                "only what the peer logger holds is released: {released:?}"
+            );
+            assert_eq!(disabled.delivered(seq, m), None);
+            if let Some(drop) = enabled.drop_proposal() {
+                assert_eq!(enabled.drop_proposal(), None, "one proposal at a time");
+                // The decision is ordered as the next message and delivered on both sides.
+                seq += 1;
+                assert_eq!(enabled.decided_drop(seq, seq, &drop), None);
+                assert_eq!(disabled.decided_drop(seq, seq, &drop), None);
+            }
+        }
+        let (e, d) = (enabled.status(), disabled.status());
+        assert!(e.decided_dropped_rows > 0);
+        assert_eq!(e.decided_dropped_rows, d.decided_dropped_rows);
+        assert_eq!(d.dropped_rows, 0, "nothing released locally");
+        assert!(e.held_rows <= 60 + 3, "held {} rows", e.held_rows);
+        // The loggers return: each gets the same messages after what it committed, with no
+        // gap to recover, and the configuration change was kept.
+        let sent = |feed: &mut LoggerFeed, committed: u64| {
+            assert_eq!(feed.logger_connected(committed, 1), None);
+            let mut all = Vec::new();
+            while let Some(SideToLogger::Batch { messages, .. }) = feed.next_batch(false) {
+                all.extend(messages);
+            }
+            all
+        };
+        let from_enabled = sent(&mut enabled, 2);
+        let from_disabled = sent(&mut disabled, 2);
+        assert_eq!(from_enabled, from_disabled);
+        assert!(from_enabled.iter().any(|m| m.config.is_some()));
+        let decisions: Vec<&LoggedMessage> = from_enabled
+            .iter()
+            .filter(|m| m.dropped.is_some())
+            .collect();
+        assert!(!decisions.is_empty());
+        for decision in decisions {
+            let range = decision.dropped.expect("filtered");
+            assert!(
+                range.after >= 2,
+                "the range starts after what a logger holds"
+            );
+            assert!(from_enabled.iter().all(|m| m.recovery_key <= range.after
+                || m.recovery_key > range.through
+                || m.records.is_empty() && m.events.is_empty()));
+            assert_eq!(decision.events[0].code, EventCode::HistoricalRecordsDropped);
+        }
+    }
+
+    #[test]
+    fn no_decision_while_a_logger_takes_rows() {
+        let mut feed = LoggerFeed::new(4, 0);
+        feed.peer_logger(Some(PeerLogger {
+            connected: false,
+            committed_through: 0,
+        }));
+        feed.logger_connected(0, 0);
+        for seq in 1..=4 {
+            feed.delivered(seq, Some(message(seq, 2)));
+        }
+        assert_eq!(
+            feed.drop_proposal(),
+            None,
+            "this side's logger is connected"
+        );
+        feed.logger_disconnected();
+        feed.peer_logger(Some(PeerLogger {
+            connected: true,
+            committed_through: 0,
+        }));
+        assert_eq!(feed.drop_proposal(), None, "the peer's logger is connected");
+        feed.peer_logger(None);
+        let drop = feed
+            .drop_proposal()
+            .expect("no logger reachable: a decision");
+        assert_eq!(drop.range.after, 0);
+        assert_eq!(drop.rows_by_table, vec![("Event".to_string(), drop.rows())]);
     }
 
     #[test]

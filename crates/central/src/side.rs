@@ -9,7 +9,7 @@
 //! A connects), and state-transfer sessions (side B listens, side A's MDS always opens them).
 
 use crate::dumps;
-use crate::logger_feed::LoggerFeed;
+use crate::logger_feed::{Dropped, LoggerFeed, PeerLogger};
 use crate::metrics::{self, MetricsSnapshot, TransferCounts};
 use crate::outputs::OutputLog;
 use crate::quarantine::{self, Suspect};
@@ -59,6 +59,9 @@ const TRANSFER_START_TIMEOUT_MS: u64 = 3_000;
 pub const ADMIN_REQUESTS_PENDING_MAX: usize = 64;
 /// How often a side that waits for its logger's configuration says so in its log.
 const CONFIGURATION_WAIT_LOG_MS: u64 = 5_000;
+/// Rows a full logger buffer releases are reported at most this often, summed: under load a
+/// full buffer releases rows at nearly every message.
+const LOGGER_RELEASE_REPORT_MS: u64 = 10_000;
 /// The exit status of a side whose router panicked on an input (EX_SOFTWARE): its state is
 /// suspect, and the input is recorded in the suspect file (`quarantine`).
 pub const EXIT_POISONED: i32 = 70;
@@ -278,6 +281,11 @@ struct Core {
     metrics_due_ms: u64,
     logger: Option<LoggerLink>,
     feed: LoggerFeed,
+    /// What the peer was last told of this side's logger; `None` until told on this link.
+    logger_progress_told: Option<(bool, u64)>,
+    /// Rows the full logger buffer released and not yet reported, and when the last report was.
+    released_unreported: Option<Dropped>,
+    released_reported_ms: u64,
     /// Configuration requests this side ordered, by request number, awaiting delivery.
     admin_pending: BTreeMap<u64, oneshot::Sender<AdminReply>>,
     admin_next: u64,
@@ -425,6 +433,9 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
             0,
         ),
         logger: None,
+        logger_progress_told: None,
+        released_unreported: None,
+        released_reported_ms: 0,
         admin_pending: BTreeMap::new(),
         admin_next: 0,
         tx,
@@ -613,6 +624,8 @@ impl Core {
     fn on_tick(&mut self) {
         let now = self.now();
         self.sync.tick(now);
+        self.tell_logger_progress();
+        self.report_released(now);
         let interval = Duration::from_millis(self.topology.mds.pg_heartbeat_interval_ms);
         let silence_max = interval * self.topology.mds.pg_heartbeat_misses_max as u32;
         let mut silent = Vec::new();
@@ -704,6 +717,7 @@ impl Core {
                 let _ = self.peer_connected.send(true);
                 self.transfer = None;
                 self.sync.peer_link_up(now);
+                self.logger_progress_told = None;
             }
             CoreEvent::PeerMessage { conn, message } => {
                 if self.peer.as_ref().is_some_and(|p| p.conn == conn) {
@@ -899,6 +913,7 @@ impl Core {
         if let Some(peer) = self.peer.take() {
             peer.reader.abort();
         }
+        self.feed.peer_logger(None);
         let _ = self.peer_connected.send(false);
         if matches!(self.transfer, Some(TransferRole::Serving(_))) {
             self.transfer = None;
@@ -980,10 +995,58 @@ impl Core {
                     self.transfer_retry_ms = TRANSFER_RETRY_MS_MIN;
                 }
                 Action::TransferRequested(request) => self.on_transfer_requested(request),
+                Action::PeerLoggerProgress {
+                    connected,
+                    committed_through,
+                } => self.feed.peer_logger(Some(PeerLogger {
+                    connected,
+                    committed_through,
+                })),
                 Action::Event(event) => self.on_sync_event(event),
             }
         }
+        // A drop decision's own actions (delivering it while isolated, sending it to the
+        // peer) are carried out before returning.
+        if self.propose_drop() {
+            self.carry_out();
+            return;
+        }
         self.send_logger_batches(false);
+    }
+
+    /// An enabled side whose logger buffer is past its bound while neither logger takes rows
+    /// orders a drop decision, so that both sides drop the same records. Returns whether it
+    /// ordered one (its actions then wait to be carried out).
+    fn propose_drop(&mut self) -> bool {
+        if !self.sync.state().is_enabled() {
+            self.feed.proposal_lost();
+            return false;
+        }
+        let Some(drop) = self.feed.drop_proposal() else {
+            return false;
+        };
+        let now = self.now();
+        match self.sync.submit_historical_drop(now, drop) {
+            Ok(_) => true,
+            Err(reason) => {
+                self.feed.proposal_lost();
+                self.event(format!(
+                    "a historical drop decision was not ordered: {reason}"
+                ));
+                false
+            }
+        }
+    }
+
+    /// Tells the peer of this side's logger when that changed since it was last told.
+    fn tell_logger_progress(&mut self) {
+        let status = self.feed.status();
+        let progress = (self.logger.is_some(), status.committed_through);
+        if self.peer.is_some() && self.logger_progress_told != Some(progress) {
+            self.logger_progress_told = Some(progress);
+            let now = self.now();
+            self.sync.logger_progress(now, progress.0, progress.1);
+        }
     }
 
     // ----- the logger -----
@@ -1006,6 +1069,7 @@ impl Core {
             let _ = link.out.send(&gap);
         }
         self.logger = Some(link);
+        self.tell_logger_progress();
         self.send_logger_batches(true);
     }
 
@@ -1014,6 +1078,7 @@ impl Core {
             link.reader.abort();
         }
         self.feed.logger_disconnected();
+        self.tell_logger_progress();
     }
 
     /// Sends the logger what it has not been sent, in bounded batches.
@@ -1176,6 +1241,12 @@ impl Core {
                 ));
                 return;
             }
+            Body::HistoricalDrop(drop) => {
+                warn!(side = %self.side, seq = ordered.seq, "{}", drop.describe());
+                let dropped = self.feed.decided_drop(ordered.seq, ordered.time_ms, &drop);
+                self.report_local_drop(dropped);
+                return;
+            }
             Body::DigestCheck => {
                 // The digest is computed off the core, from a snapshot taken at this sequence
                 // number; the router goes on. Both sides digest at the same moment, so on a
@@ -1236,6 +1307,7 @@ impl Core {
             config: None,
             records: Vec::new(),
             events: Vec::new(),
+            dropped: None,
         };
         for output in outputs.drain(..) {
             let pg = match output {
@@ -1290,14 +1362,40 @@ impl Core {
             );
         }
         self.outputs_scratch = outputs;
-        if let Some(dropped) = self.feed.delivered(ordered.seq, Some(logged)) {
-            self.event(format!(
-                "the logger buffer is full ({} rows): {} rows through RecoveryKey {} dropped",
-                self.feed.status().rows_max,
-                dropped.rows,
-                dropped.through
-            ));
+        let dropped = self.feed.delivered(ordered.seq, Some(logged));
+        self.report_local_drop(dropped);
+    }
+
+    fn report_local_drop(&mut self, dropped: Option<Dropped>) {
+        let Some(dropped) = dropped else {
+            return;
+        };
+        let pending = self.released_unreported.get_or_insert(Dropped {
+            rows: 0,
+            through: 0,
+        });
+        pending.rows += dropped.rows;
+        pending.through = pending.through.max(dropped.through);
+        let now = self.now();
+        self.report_released(now);
+    }
+
+    /// Reports the rows released since the last report, if it is time to.
+    fn report_released(&mut self, now: u64) {
+        if self.released_unreported.is_none()
+            || now < self.released_reported_ms + LOGGER_RELEASE_REPORT_MS
+        {
+            return;
         }
+        let released = self.released_unreported.take().expect("checked above");
+        self.released_reported_ms = now;
+        self.event(format!(
+            "the logger buffer is full ({} rows): {} rows through RecoveryKey {} released from \
+             this side; its logger recovers them from the peer logger",
+            self.feed.status().rows_max,
+            released.rows,
+            released.through
+        ));
     }
 
     // ----- state transfer -----
@@ -1509,6 +1607,7 @@ impl Core {
             return format!(
                 "logger connected={} committed_through={} config_version={} router_config_version={} \
                  delivered_through={} held_messages={} held_rows={} rows_max={} dropped_rows={} \
+                 decided_dropped_rows={} peer_logger_connected={} peer_committed_through={} \
                  route_requests={} route_requests_in_progress={}\n",
                 self.logger.is_some(),
                 f.committed_through,
@@ -1519,6 +1618,9 @@ impl Core {
                 f.held_rows,
                 f.rows_max,
                 f.dropped_rows,
+                f.decided_dropped_rows,
+                f.peer_logger.is_some_and(|p| p.connected),
+                f.peer_logger.map_or(0, |p| p.committed_through),
                 self.router.state().scalars.counters.route_requests,
                 self.router.state().router_calls.len()
             );

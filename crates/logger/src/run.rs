@@ -1,10 +1,11 @@
 //! The logger process of one side: it connects to its side's public listener, hands over the
 //! configuration at a cold start, and writes the ordered stream's rows in batched transactions,
 //! acknowledging each once it is durable. When its side no longer holds part of the stream it
-//! missed, it recovers that part from the peer side's central database, buffering the live
-//! stream meanwhile, so no row falls between the two.
+//! missed, it recovers that part from the peer logger (`crate::peer`), buffering the live
+//! stream meanwhile, so no row falls between the two; it serves its peer the same way.
 
 use crate::db::{CentralDb, DbError, DbLocation, Progress};
+use crate::peer::PeerClient;
 use crate::schema::{self, TableKind};
 use std::path::Path;
 use std::time::Duration;
@@ -41,12 +42,16 @@ pub enum LoggerError {
     Protocol(String),
 }
 
-/// Where a side's central database is.
-pub fn location(topology: &Topology, side: Side) -> DbLocation {
-    let addresses: &SideAddresses = match side {
+fn addresses(topology: &Topology, side: Side) -> &SideAddresses {
+    match side {
         Side::A => &topology.side_a,
         Side::B => &topology.side_b,
-    };
+    }
+}
+
+/// Where a side's central database is.
+pub fn location(topology: &Topology, side: Side) -> DbLocation {
+    let addresses = addresses(topology, side);
     match &addresses.central_db_url {
         Some(url) => DbLocation::Postgres(url.clone()),
         None => DbLocation::Sqlite(topology.resolve(&addresses.data_dir).join(SQLITE_FILE)),
@@ -69,10 +74,9 @@ pub async fn run(topology: Topology, side: Side) -> Result<(), LoggerError> {
         }
     }
     let db = CentralDb::open(&own).await?;
-    let public = match side {
-        Side::A => topology.side_a.public,
-        Side::B => topology.side_b.public,
-    };
+    let public = addresses(&topology, side).public;
+    let listener = crate::peer::listen(addresses(&topology, side).logger_peer).await?;
+    tokio::spawn(crate::peer::serve(db.clone(), side, listener));
     info!(%side, backend = db.backend_name(), "logger starting");
     let mut said_waiting = false;
     loop {
@@ -239,8 +243,8 @@ async fn write_batches(db: &CentralDb, batches: Vec<SideToLogger>) -> Result<(),
 }
 
 /// The side holds the stream only after `resumes_after`: the rows between what this logger
-/// committed and that point come from the peer side's central database, once the peer has
-/// committed through it. Live batches arriving meanwhile are buffered, then written.
+/// committed and that point come from the peer logger, once the peer has committed through
+/// it. Live batches arriving meanwhile are buffered, then written.
 async fn recover_gap(
     db: &CentralDb,
     topology: &Topology,
@@ -254,12 +258,12 @@ async fn recover_gap(
         write_batches(db, already).await?;
         return Ok(());
     }
-    let peer_location = location(topology, other(side));
+    let peer_addr = addresses(topology, other(side)).logger_peer;
     info!(
         %side,
         from = ours.committed_through,
         through = resumes_after,
-        "recovering the rows this logger missed from the peer's central database"
+        "recovering the rows this logger missed from the peer logger"
     );
     db.local_event(
         wall_ms(),
@@ -288,14 +292,30 @@ async fn recover_gap(
         buffer(message)?;
     }
     // Wait for the peer to have committed the whole gap.
-    let peer = loop {
-        match CentralDb::open(&peer_location).await {
-            Ok(peer) => match peer.progress().await {
-                Ok(p) if p.committed_through >= resumes_after => break peer,
+    let mut link: Option<PeerClient> = None;
+    let mut said_unreachable = false;
+    let (mut peer, peer_progress) = loop {
+        if link.is_none() {
+            match PeerClient::connect(peer_addr, side).await {
+                Ok(connected) => link = Some(connected),
+                Err(e) if !said_unreachable => {
+                    said_unreachable = true;
+                    warn!(%side, "the peer logger at {peer_addr} is unreachable ({e}); waiting");
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(peer) = link.as_mut() {
+            match peer.progress().await {
+                Ok(p) if p.committed_through >= resumes_after => {
+                    break (link.take().expect("connected"), p);
+                }
                 Ok(_) => {}
-                Err(e) => warn!(%side, "reading the peer's progress: {e}"),
-            },
-            Err(e) => warn!(%side, "opening the peer's central database: {e}"),
+                Err(e) => {
+                    warn!(%side, "reading the peer logger's progress: {e}");
+                    link = None;
+                }
+            }
         }
         let wait = tokio::time::sleep(Duration::from_millis(PEER_POLL_MS));
         tokio::pin!(wait);
@@ -311,9 +331,8 @@ async fn recover_gap(
     };
     // The configuration: the peer's, if newer. Replaying the buffered changes after it
     // changes nothing that is already there, since every operation sets a whole object.
-    let peer_progress = peer.progress().await?;
     if peer_progress.config_version > ours.config_version {
-        if let Some((cc, version)) = peer.load_configuration().await? {
+        if let Some((cc, version)) = peer.configuration().await? {
             db.replace_configuration(&cc, version).await?;
         }
     }
@@ -330,12 +349,7 @@ async fn recover_gap(
         ]);
         loop {
             let rows = peer
-                .rows_page(
-                    table,
-                    after.as_deref(),
-                    Some(resumes_after),
-                    RECOVERY_PAGE_ROWS,
-                )
+                .rows_page(table, after.take(), resumes_after, RECOVERY_PAGE_ROWS)
                 .await?;
             if rows.is_empty() {
                 break;

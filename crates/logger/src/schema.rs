@@ -53,7 +53,9 @@ impl TableDef {
 }
 
 /// A value of one column.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum SqlValue {
     Null,
     Int(i64),
@@ -398,6 +400,8 @@ pub fn historical_row(record: &HistoricalRecord) -> (&'static str, Row) {
             AGENT_SKILL_GROUP_INTERVAL
         }
     };
+    // The feed counts dropped rows by the model's table names.
+    debug_assert_eq!(table, record.row.table_name());
     (table, row)
 }
 
@@ -447,10 +451,38 @@ pub enum Write {
     Upsert { table: &'static str, row: Row },
     /// Deletes the row with this key, if present.
     Delete { table: &'static str, key: Row },
+    /// Deletes an ordered table's rows whose RecoveryKey is in `after < key <= through`.
+    DeleteRange {
+        table: &'static str,
+        after: u64,
+        through: u64,
+    },
 }
+
+/// The tables a drop decision empties in its range: every ordered table but
+/// Config_Message_Log, because a configuration change is never dropped.
+pub const DROPPABLE_TABLES: [&str; 6] = [
+    ROUTE_CALL_DETAIL,
+    TERMINATION_CALL_DETAIL,
+    SKILL_GROUP_INTERVAL,
+    CALL_TYPE_INTERVAL,
+    AGENT_SKILL_GROUP_INTERVAL,
+    EVENT,
+];
 
 /// The writes one logged message makes, in order.
 pub fn writes_of(message: &LoggedMessage, out: &mut Vec<Write>) {
+    if let Some(range) = message.dropped {
+        // Rows of the range written before the decision reached this logger are removed, so
+        // that both databases lack exactly the rows the decision counted.
+        for table in DROPPABLE_TABLES {
+            out.push(Write::DeleteRange {
+                table,
+                after: range.after,
+                through: range.through,
+            });
+        }
+    }
     if let Some(config) = &message.config {
         for (index, op) in config.change.ops.iter().enumerate() {
             let (operation, reference, body) = match op {

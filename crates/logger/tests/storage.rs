@@ -7,27 +7,24 @@
 //! the URL the PostgreSQL half is skipped with a note, unless `TANDEM_TEST_POSTGRES_REQUIRED` is
 //! set, when it fails.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use tandem_logger::db::{
     CentralDb, DbError, DbLocation, Progress, ROWS_PAGE_MAX, SCHEMA_VERSION, SCHEMA_VERSION_TABLE,
 };
 use tandem_logger::schema::{self, Row, SqlValue, TableKind};
+use tandem_logger::test_postgres::{postgres_admin_url, PostgresDatabase};
 use tandem_model::config::{
     ConfigChange, ConfigObject, ConfigOp, ContactCenter, LabelTarget, ObjectRef, Pg,
 };
 use tandem_model::generate::{generate, GenerateParams};
 use tandem_model::ids::*;
 use tandem_model::input::RouteEndReason;
-use tandem_model::logged::{LoggedConfigChange, LoggedMessage};
+use tandem_model::logged::{DroppedRange, LoggedConfigChange, LoggedMessage};
 use tandem_model::output::{
     CallDisposition, EventCode, HistoricalRecord, HistoricalRow, RouteCallDetail, RouterEvent,
     Severity, TerminationCallDetail,
 };
 use tandem_model::realtime::{AgentCounts, CallCounts};
 use tandem_model::AnswerKind;
-
-const POSTGRES_URL: &str = "TANDEM_TEST_POSTGRES_URL";
-const POSTGRES_REQUIRED: &str = "TANDEM_TEST_POSTGRES_REQUIRED";
 
 /// A database for one test, removed at its end.
 struct Fixture {
@@ -95,111 +92,6 @@ impl Fixture {
     }
 }
 
-fn postgres_admin_url(test: &str) -> Option<String> {
-    match std::env::var(POSTGRES_URL) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os(POSTGRES_REQUIRED).is_some() => panic!(
-            "{POSTGRES_REQUIRED} is set but {POSTGRES_URL} is not: set {POSTGRES_URL} to the URL \
-             of a PostgreSQL role that may create databases, e.g. \
-             {POSTGRES_URL}=postgres://tandem:tandem@127.0.0.1:5432/tandem_test"
-        ),
-        _ => {
-            let note = format!(
-                "the PostgreSQL half of the storage tests was skipped: {POSTGRES_URL} is not set \
-                 (set it to e.g. postgres://tandem:tandem@127.0.0.1:5432/tandem_test to run it)"
-            );
-            eprintln!("{test}: {note}");
-            // The test harness keeps a passing test's output to itself; say it once where it
-            // is seen.
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                use std::io::Write as _;
-                let _ = writeln!(std::io::stderr(), "note: {note}");
-            });
-            None
-        }
-    }
-}
-
-/// A database of its own on the test server, dropped when this is dropped (also when the test
-/// failed).
-struct PostgresDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-/// The URL with its database (its path) replaced.
-fn with_database(url: &str, name: &str) -> String {
-    let (scheme, rest) = url
-        .split_once("://")
-        .unwrap_or_else(|| panic!("{POSTGRES_URL} must be a URL (postgres://...)"));
-    let (rest, query) = match rest.split_once('?') {
-        Some((rest, query)) => (rest, format!("?{query}")),
-        None => (rest, String::new()),
-    };
-    let authority = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{authority}/{name}{query}")
-}
-
-async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect with {POSTGRES_URL}: {e}"));
-    tokio::spawn(connection);
-    client
-}
-
-impl PostgresDatabase {
-    async fn create(admin_url: &str) -> PostgresDatabase {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "tandem_t_{}_{}_{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        admin_client(admin_url)
-            .await
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e:?}"));
-        PostgresDatabase {
-            admin_url: admin_url.to_string(),
-            url: with_database(admin_url, &name),
-            name,
-        }
-    }
-}
-
-impl Drop for PostgresDatabase {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // A runtime of its own on a thread of its own: drop may run inside the test's runtime,
-        // where blocking on a future is not allowed.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                admin_client(&admin_url)
-                    .await
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}: {dropped:?}", self.name);
-        }
-    }
-}
-
 /// Runs a check once on SQLite and once on PostgreSQL, as tests `<check>::sqlite` and
 /// `<check>::postgres`.
 macro_rules! on_both_backends {
@@ -227,6 +119,7 @@ on_both_backends!(
     configuration_change_before_seed,
     write_batch,
     upsert_then_delete_ends_deleted,
+    drop_decision_empties_its_range,
     u64_round_trip,
     paging,
     copy_within_backend,
@@ -390,6 +283,7 @@ fn message(
         }),
         records,
         events,
+        dropped: None,
     }
 }
 
@@ -653,6 +547,56 @@ async fn upsert_then_delete_ends_deleted(fx: &Fixture) {
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].name, "y");
     assert_eq!(count(db, schema::CONFIG_MESSAGE_LOG).await, 8);
+}
+
+/// A drop decision's message removes the historical rows and ordered events of its range that
+/// the logger wrote before hearing of it, and keeps the configuration changes.
+async fn drop_decision_empties_its_range(fx: &Fixture) {
+    let db = &fx.db;
+    db.seed(&contact_center(5, 10)).await.unwrap();
+    let mut written = Vec::new();
+    for key in 1..=6 {
+        let config = (key == 4).then(|| (2, vec![ConfigOp::Upsert(pg(60, "kept"))]));
+        written.push(message(
+            key,
+            config,
+            records_of_every_kind(key, 2),
+            vec![event("before")],
+        ));
+    }
+    db.write(&written, 6).await.unwrap();
+    let before_log = all_rows(db, schema::CONFIG_MESSAGE_LOG).await;
+    let mut decision = message(9, None, vec![], vec![event("dropped")]);
+    decision.dropped = Some(DroppedRange {
+        after: 2,
+        through: 5,
+    });
+    db.write(&[decision.clone()], 9).await.unwrap();
+    for table in schema::DROPPABLE_TABLES {
+        let keys: Vec<i64> = all_rows(db, table)
+            .await
+            .iter()
+            .map(|row| match row[0] {
+                SqlValue::Int(k) => k,
+                ref other => panic!("a recovery key: {other:?}"),
+            })
+            .collect();
+        assert!(!keys.is_empty(), "{table} keeps rows outside the range");
+        assert!(
+            keys.iter().all(|&k| k <= 2 || k > 5),
+            "{table} holds a dropped key: {keys:?}"
+        );
+    }
+    assert_eq!(all_rows(db, schema::CONFIG_MESSAGE_LOG).await, before_log);
+    assert_eq!(
+        count(db, schema::EVENT).await,
+        3 + 1,
+        "keys 1, 2 and 6, and the decision"
+    );
+    // A replayed decision changes nothing.
+    let after = dump(db).await;
+    db.write(&[decision], 9).await.unwrap();
+    assert_eq!(dump(db).await, after);
 }
 
 async fn u64_round_trip(fx: &Fixture) {
@@ -1138,13 +1082,4 @@ async fn batch_of_5000_rows(fx: &Fixture) {
         assert_eq!(count(db, table).await, 1_000, "{table}");
     }
     assert_eq!(db.progress().await.unwrap().committed_through, 1_000);
-}
-
-#[test]
-fn urls_get_the_test_database() {
-    assert_eq!(
-        with_database("postgres://u:p@h:5432/tandem_test?sslmode=disable", "t_1"),
-        "postgres://u:p@h:5432/t_1?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://h", "t_2"), "postgres://h/t_2");
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tandem_model::config::{ConfigChange, ContactCenter};
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
-use tandem_model::logged::LoggedMessage;
+use tandem_model::logged::{HistoricalDrop, LoggedMessage};
 use tandem_model::output::Output;
 
 /// The most ordered messages one `PeerMessage::Ordered` batch carries.
@@ -134,6 +134,9 @@ pub enum Body {
         incarnation: u64,
         input_no: u64,
     },
+    /// The enabled side's decision to drop historical records held for the loggers: both
+    /// loggers are down and the buffer reached its bound (`tandem_model::logged`).
+    HistoricalDrop(HistoricalDrop),
 }
 
 /// One message of the ordered stream: the same on both sides, delivered in `seq` order.
@@ -256,6 +259,12 @@ pub enum PeerMessage {
     /// From the receiving side: "state transfer desired" for one synchronized client. The
     /// transfer session that follows (always opened by side A's MDS) presents `nonce`.
     TransferWanted(TransferRequest),
+    /// This side's logger: whether it is connected, and what it has committed. The enabled
+    /// side decides to drop historical records only when neither logger is connected.
+    LoggerProgress {
+        connected: bool,
+        committed_through: u64,
+    },
 }
 
 /// A receiver's request for one client's state.

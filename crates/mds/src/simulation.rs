@@ -842,6 +842,8 @@ impl World {
             }
             // The simulation's transfer sessions need no request on the link.
             Action::TransferRequested(_) => {}
+            // The simulation models no loggers.
+            Action::PeerLoggerProgress { .. } => {}
             Action::Event(SyncEvent::TransferBufferOverflow { .. }) => {
                 self.retry_transfer(side, self.link_generation)
             }

@@ -23,6 +23,7 @@ use crate::quarantine::{input_hash, QuarantinedInput, QUARANTINED_INPUTS_MAX};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
+use tandem_model::logged::HistoricalDrop;
 use thiserror::Error;
 
 /// The most ordered messages a side holds undelivered or unacknowledged by its peer. Past it
@@ -248,6 +249,11 @@ pub enum Action {
     },
     /// The peer asks for this side's state (its MDS sent "state transfer desired").
     TransferRequested(TransferRequest),
+    /// The peer's logger: connected or not, and what it has committed.
+    PeerLoggerProgress {
+        connected: bool,
+        committed_through: u64,
+    },
     Event(SyncEvent),
 }
 
@@ -640,6 +646,15 @@ impl Synchronizer {
             PeerMessage::TransferWanted(request) => {
                 self.actions.push_back(Action::TransferRequested(request));
             }
+            PeerMessage::LoggerProgress {
+                connected,
+                committed_through,
+            } => {
+                self.actions.push_back(Action::PeerLoggerProgress {
+                    connected,
+                    committed_through,
+                });
+            }
             PeerMessage::DigestAt { seq, digest } => {
                 self.digests.theirs.keep(seq, digest);
                 self.compare_digests(now_ms, seq);
@@ -795,26 +810,55 @@ impl Synchronizer {
         request: u64,
         input: Input,
     ) -> Result<u64, &'static str> {
+        let source = Source::Admin {
+            side: self.settings.side,
+            request,
+        };
+        self.order_submitted(now_ms, Body::Input { source, input })
+            .map_err(|e| e.unwrap_or("this side is not ordering input; ask the other side"))
+    }
+
+    /// Orders a body the shell submitted, if this side orders: its sequence number, or why
+    /// not (`None`: this side is not enabled).
+    fn order_submitted(&mut self, now_ms: u64, body: Body) -> Result<u64, Option<&'static str>> {
         self.check_isolated(now_ms);
         if !self.state.is_enabled() {
-            return Err("this side is not ordering input; ask the other side");
+            return Err(None);
         }
         let before = self.held_through;
-        self.order(
-            now_ms,
-            Body::Input {
-                source: Source::Admin {
-                    side: self.settings.side,
-                    request,
-                },
-                input,
-            },
-        );
+        self.order(now_ms, body);
         self.flush(now_ms);
         if self.held_through == before {
-            return Err("the ordered stream is full; try again");
+            return Err(Some("the ordered stream is full; try again"));
         }
         Ok(self.held_through)
+    }
+
+    /// The shell's decision to drop historical records held for the loggers (both loggers
+    /// are down and its buffer is full). Only an enabled side orders it, so that both sides
+    /// drop the same records at the same point of the stream.
+    pub fn submit_historical_drop(
+        &mut self,
+        now_ms: u64,
+        drop: HistoricalDrop,
+    ) -> Result<u64, &'static str> {
+        self.order_submitted(now_ms, Body::HistoricalDrop(drop))
+            .map_err(|e| e.unwrap_or("this side is not ordering input"))
+    }
+
+    /// This side's logger connected, disconnected or committed more: the peer is told, when
+    /// the private link is up.
+    pub fn logger_progress(&mut self, now_ms: u64, connected: bool, committed_through: u64) {
+        if self.peer.up {
+            self.send_peer(
+                now_ms,
+                PeerMessage::LoggerProgress {
+                    connected,
+                    committed_through,
+                },
+            );
+            self.flush(now_ms);
+        }
     }
 
     /// A PG granted (or renewed) a lease on `epoch`, asked for at `requested_ms`.

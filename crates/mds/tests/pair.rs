@@ -10,6 +10,7 @@ use tandem_mds::{
 };
 use tandem_model::ids::{AgentId, PgId};
 use tandem_model::input::Input;
+use tandem_model::logged::{DroppedRange, HistoricalDrop};
 
 fn version(build: &str) -> LogicVersion {
     LogicVersion {
@@ -50,6 +51,8 @@ struct World {
     acked: BTreeMap<PgId, u64>,
     refused: usize,
     events: Vec<(Side, SyncEvent)>,
+    /// What each side heard of its peer's logger.
+    peer_logger: Vec<(Side, bool, u64)>,
     lease_ms: u64,
     /// Whether a side that asks for its peer's state gets it at once (otherwise the test
     /// carries the transfer out itself).
@@ -87,6 +90,7 @@ impl World {
             acked: BTreeMap::new(),
             refused: 0,
             events: Vec::new(),
+            peer_logger: Vec::new(),
             lease_ms: SyncSettings::new(Side::A, version("x"), pg_ids).lease_ms,
             auto_transfer: true,
             transfers_wanted: Vec::new(),
@@ -238,6 +242,10 @@ impl World {
                     self.transfers_wanted.push(i);
                 }
             }
+            Action::PeerLoggerProgress {
+                connected,
+                committed_through,
+            } => self.peer_logger.push((side, connected, committed_through)),
             Action::PersistEpoch(_) | Action::TransferRequested(_) | Action::ResendFrom { .. } => {}
             Action::Event(event) => self.events.push((side, event)),
         }
@@ -928,4 +936,49 @@ fn equal_configurations_leave_side_a_the_source() {
     world.advance(5);
     assert_eq!(world.state(Side::A), SyncState::PairedEnabled);
     assert_eq!(world.state(Side::B), SyncState::PairedDisabled);
+}
+
+#[test]
+fn a_drop_decision_is_ordered_by_the_enabled_side_and_delivered_on_both() {
+    let mut world = World::new(1, "1.0");
+    world.link_up();
+    world.advance(5);
+    let drop = HistoricalDrop {
+        range: DroppedRange {
+            after: 3,
+            through: 9,
+        },
+        rows_by_table: vec![("Event".into(), 4)],
+    };
+    let now = world.now_ms;
+    assert!(
+        world
+            .side(Side::B)
+            .submit_historical_drop(now, drop.clone())
+            .is_err(),
+        "a disabled side does not order"
+    );
+    let seq = world
+        .side(Side::A)
+        .submit_historical_drop(now, drop.clone())
+        .unwrap();
+    world.advance(20);
+    for side in [Side::A, Side::B] {
+        let delivered = world.delivered[side_index(side)]
+            .iter()
+            .find(|m| m.seq == seq)
+            .unwrap_or_else(|| panic!("side {side} did not deliver {seq}"));
+        assert_eq!(
+            delivered.body,
+            Body::HistoricalDrop(drop.clone()),
+            "side {side}"
+        );
+    }
+    assert_eq!(world.delivered[0], world.delivered[1]);
+
+    // Each side tells the other of its logger.
+    let now = world.now_ms;
+    world.side(Side::B).logger_progress(now, false, 7);
+    world.advance(5);
+    assert_eq!(world.peer_logger, vec![(Side::A, false, 7)]);
 }

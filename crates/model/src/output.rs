@@ -142,6 +142,19 @@ pub enum HistoricalRow {
     },
 }
 
+impl HistoricalRow {
+    /// The central-database table the row goes to.
+    pub fn table_name(&self) -> &'static str {
+        match self {
+            HistoricalRow::RouteCallDetail(_) => "Route_Call_Detail",
+            HistoricalRow::TerminationCallDetail(_) => "Termination_Call_Detail",
+            HistoricalRow::SkillGroupInterval { .. } => "Skill_Group_Interval",
+            HistoricalRow::CallTypeInterval { .. } => "Call_Type_Interval",
+            HistoricalRow::AgentSkillGroupInterval { .. } => "Agent_Skill_Group_Interval",
+        }
+    }
+}
+
 /// One row per route request, written when its routing is finished.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteCallDetail {
@@ -226,4 +239,7 @@ pub enum EventCode {
     StateSizeAlarmCleared,
     /// Ordered time in an input was earlier than the router's; the router kept its own.
     TimeWentBackwards,
+    /// Historical records were dropped by a decision in the ordered stream: both loggers were
+    /// down and the buffer held for them reached its bound.
+    HistoricalRecordsDropped,
 }

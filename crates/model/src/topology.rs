@@ -29,6 +29,9 @@ pub struct SideAddresses {
     pub public: SocketAddr,
     /// Prometheus metrics (`/metrics`).
     pub metrics: SocketAddr,
+    /// The side's logger listens here for its peer logger, which recovers from it the
+    /// configuration and the rows it missed.
+    pub logger_peer: SocketAddr,
     /// The side's persistent files (its epoch); relative paths are from the topology file.
     pub data_dir: PathBuf,
     /// The side's central database on PostgreSQL (a URL such as
@@ -145,7 +148,13 @@ impl Topology {
     pub fn listen_addresses(&self) -> Vec<SocketAddr> {
         let mut addresses = Vec::new();
         for side in [&self.side_a, &self.side_b] {
-            addresses.extend([side.private, side.transfer, side.public, side.metrics]);
+            addresses.extend([
+                side.private,
+                side.transfer,
+                side.public,
+                side.metrics,
+                side.logger_peer,
+            ]);
         }
         addresses.extend(self.distributors.iter().map(|d| d.public));
         addresses
@@ -215,6 +224,7 @@ mod tests {
             transfer: ([127, 0, 0, 1], port + 1).into(),
             public: ([127, 0, 0, 1], port + 2).into(),
             metrics: ([127, 0, 0, 1], port + 3).into(),
+            logger_peer: ([127, 0, 0, 1], port + 4).into(),
             data_dir: dir.into(),
             central_db_url: None,
         };

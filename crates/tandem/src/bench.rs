@@ -29,6 +29,9 @@ pub enum BenchCommand {
     },
     /// Both sides and the PGs as processes: route round trips, failover, state transfer.
     Duplex(crate::bench_duplex::DuplexBenchArgs),
+    /// The loggers of a paired system: historical write throughput, configuration change
+    /// latency, recovery after a long time down.
+    Logger(crate::bench_logger::LoggerBenchArgs),
 }
 
 /// The working-set sizes `bench memory-latency` walks, from inside one core's L2 to far beyond
@@ -365,6 +368,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             return Ok(());
         }
         BenchCommand::Duplex(args) => return crate::bench_duplex::run(args),
+        BenchCommand::Logger(args) => return crate::bench_logger::run(args),
     };
     anyhow::ensure!(args.agents >= 100, "--agents must be at least 100");
     let skill_groups = args.skill_groups.unwrap_or(args.agents / 20).max(1);

@@ -42,14 +42,14 @@ pub struct DuplexBenchArgs {
     dir: Option<PathBuf>,
 }
 
-const PG_NAMES: [&str; 2] = ["pg1", "pg2"];
+pub(crate) const PG_NAMES: [&str; 2] = ["pg1", "pg2"];
 /// Waits for starts, pairings and transfers (a side loads a configuration of millions of agents
 /// for minutes).
 const START_MS: u64 = 900_000;
 /// Seconds of load before a round-trip measurement's window opens.
 const WARMUP_S: u64 = 3;
 
-fn gen_config(bin: &Path, dir: &Path, agents: u32) -> Result<PathBuf> {
+pub(crate) fn gen_config(bin: &Path, dir: &Path, agents: u32) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("bench-{agents}-agents.toml"));
     if !path.exists() {
@@ -67,7 +67,7 @@ fn gen_config(bin: &Path, dir: &Path, agents: u32) -> Result<PathBuf> {
 
 /// Both sides paired, both PGs offering `cps` in all, connected to both sides.
 /// Benchmarks run with the product's timers, not the tests' (which check digests every second).
-fn product_timers(topology: &mut tandem_model::topology::Topology) {
+pub(crate) fn product_timers(topology: &mut tandem_model::topology::Topology) {
     topology.mds.digest_check_interval_ms =
         tandem_model::topology::MdsTimers::default().digest_check_interval_ms;
 }
@@ -87,7 +87,7 @@ fn worst(counts: &[PgCounts], f: impl Fn(&PgCounts) -> u64) -> u64 {
     counts.iter().map(f).max().unwrap_or(0)
 }
 
-fn lost(counts: &[PgCounts]) -> u64 {
+pub(crate) fn lost(counts: &[PgCounts]) -> u64 {
     counts
         .iter()
         .map(|c| {

@@ -162,9 +162,24 @@ impl Installation {
         let mut topology = Topology::load(&config).expect("the topology tandem init wrote");
         // Digest checks every second, so a test sees one soon.
         topology.mds.digest_check_interval_ms = 1_000;
+        let before = topology.clone();
         edit(&mut topology);
         std::fs::write(&config, topology.to_toml_string()).unwrap();
         std::fs::create_dir_all(dir.join("logs")).unwrap();
+        // A central database the edit moved (to PostgreSQL) is seeded as init seeded the first.
+        for (side, name, was, is) in [
+            ("a", "A", &before.side_a, &topology.side_a),
+            ("b", "B", &before.side_b, &topology.side_b),
+        ] {
+            if was.central_db_url != is.central_db_url {
+                let out = Command::new(bin)
+                    .args(["logger", "seed", "--side", side, "--config"])
+                    .arg(&config)
+                    .output()
+                    .expect("running tandem logger seed");
+                assert!(out.status.success(), "seeding side {name}: {out:?}");
+            }
+        }
         Installation {
             bin: bin.to_path_buf(),
             dir,
@@ -390,17 +405,33 @@ impl Installation {
         )
     }
 
-    /// Waits until both sides' loggers have committed every row their side holds for them.
+    /// Waits until both sides' loggers have committed every row their side holds for them and
+    /// the stream through what each side had delivered when called (a logger recovering rows
+    /// from its peer holds none in its side's buffer, yet has not committed them).
     pub fn wait_loggers_caught_up(&self, timeout_ms: u64) {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let number = |s: &BTreeMap<String, String>, k: &str| {
+            s.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        };
+        let targets: Vec<u64> = [Side::A, Side::B]
+            .iter()
+            .map(|&side| {
+                self.logger_status(side)
+                    .map_or(0, |s| number(&s, "delivered_through"))
+            })
+            .collect();
         loop {
-            let caught_up = [Side::A, Side::B].iter().all(|&side| {
-                self.logger_status(side).is_some_and(|s| {
-                    // Rows leave the buffer only once the logger committed them.
-                    s.get("connected").map(String::as_str) == Some("true")
-                        && s.get("held_rows").map(String::as_str) == Some("0")
-                })
-            });
+            let caught_up = [Side::A, Side::B]
+                .iter()
+                .zip(&targets)
+                .all(|(&side, &target)| {
+                    self.logger_status(side).is_some_and(|s| {
+                        // Rows leave the buffer only once the logger committed them.
+                        s.get("connected").map(String::as_str) == Some("true")
+                            && s.get("held_rows").map(String::as_str) == Some("0")
+                            && number(&s, "committed_through") >= target
+                    })
+                });
             if caught_up {
                 return;
             }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod bench;
 pub mod bench_duplex;
+pub mod bench_logger;
 pub mod cluster;
 pub mod demo;
 pub mod driver;

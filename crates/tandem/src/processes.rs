@@ -157,6 +157,7 @@ pub fn init(args: InitArgs) -> Result<()> {
             transfer: port()?,
             public: port()?,
             metrics: port()?,
+            logger_peer: port()?,
             data_dir: dir.into(),
             central_db_url: None,
         })

@@ -272,6 +272,8 @@ pub(crate) enum OpKind {
     Upsert,
     /// By key; the row is the key.
     Delete,
+    /// An ordered table's rows in a RecoveryKey range; the row is `[after, through]`.
+    DeleteRange,
 }
 
 /// One checked write.
@@ -286,11 +288,25 @@ fn op_of(write: Write) -> Result<Op, DbError> {
         Write::Insert { table, row } => (table, OpKind::Insert, row),
         Write::Upsert { table, row } => (table, OpKind::Upsert, row),
         Write::Delete { table, key } => (table, OpKind::Delete, key),
+        Write::DeleteRange {
+            table,
+            after,
+            through,
+        } => (
+            table,
+            OpKind::DeleteRange,
+            vec![schema::u64_value(after), schema::u64_value(through)],
+        ),
     };
     let table = table_def(table)?;
     match kind {
         OpKind::Delete => check_key(table, &row)?,
         OpKind::Insert | OpKind::Upsert => check_row(table, &row)?,
+        OpKind::DeleteRange => {
+            if table.kind != TableKind::Ordered {
+                return Err(DbError::NotOrdered(table.name.to_string()));
+            }
+        }
     }
     Ok(Op { table, kind, row })
 }
@@ -333,7 +349,7 @@ pub(crate) fn plan(ops: impl IntoIterator<Item = Op>) -> Vec<Run> {
     }
     let mut runs: Vec<Run> = per_table.into_iter().flat_map(|(_, r)| r).collect();
     for run in &mut runs {
-        if run.kind != OpKind::Insert {
+        if matches!(run.kind, OpKind::Upsert | OpKind::Delete) {
             dedup_by_key(run);
         }
     }

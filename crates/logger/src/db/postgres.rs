@@ -519,6 +519,21 @@ async fn execute_runs(tx: &impl GenericClient, runs: &[Run]) -> Result<(), DbErr
             OpKind::Insert => (sql::insert_unnest(def), &def.columns[..], "inserting into"),
             OpKind::Upsert => (sql::upsert_unnest(def), &def.columns[..], "upserting into"),
             OpKind::Delete => (sql::delete_unnest(def), def.key_columns(), "deleting from"),
+            OpKind::DeleteRange => {
+                let statement = tx
+                    .prepare_cached(&sql::delete_range(DIALECT, def))
+                    .await
+                    .map_err(failed(format!(
+                        "preparing a range delete from {}",
+                        def.name
+                    )))?;
+                for range in &run.rows {
+                    tx.execute(&statement, &params(range))
+                        .await
+                        .map_err(failed(format!("deleting a range from {}", def.name)))?;
+                }
+                continue;
+            }
         };
         let statement = tx
             .prepare_cached(&query)

@@ -165,6 +165,18 @@ pub fn delete_row(dialect: Dialect, def: &TableDef) -> String {
     )
 }
 
+/// Deletes an ordered table's rows whose recovery key (its first column) is above the first
+/// parameter and at most the second.
+pub fn delete_range(dialect: Dialect, def: &TableDef) -> String {
+    let recovery_key = quote(&def.columns[0].name);
+    format!(
+        "DELETE FROM {} WHERE {recovery_key} > {} AND {recovery_key} <= {}",
+        quote(def.name),
+        dialect.placeholder(1),
+        dialect.placeholder(2)
+    )
+}
+
 /// Reads the row with a key (its key columns are the parameters).
 pub fn select_row(dialect: Dialect, def: &TableDef) -> String {
     format!(

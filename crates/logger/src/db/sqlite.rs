@@ -402,6 +402,7 @@ fn execute_runs(c: &Connection, runs: &[Run]) -> Result<(), DbError> {
             OpKind::Insert => (sql::insert_row(DIALECT, def), "inserting into"),
             OpKind::Upsert => (sql::upsert_row(DIALECT, def), "upserting into"),
             OpKind::Delete => (sql::delete_row(DIALECT, def), "deleting from"),
+            OpKind::DeleteRange => (sql::delete_range(DIALECT, def), "deleting a range from"),
         };
         let mut statement = c
             .prepare_cached(&query)

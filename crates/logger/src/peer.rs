@@ -1,0 +1,293 @@
+//! The link between the two loggers. A logger that missed part of the ordered stream recovers
+//! it from its peer over this link: the peer's committed mark, its configuration (a state
+//! transfer of the configuration) and pages of its ordered tables' rows. Each logger listens on
+//! its side's `logger_peer` address; the one recovering connects.
+
+use crate::db::{CentralDb, Progress};
+use crate::run::LoggerError;
+use crate::schema::{Row, SqlValue};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_mds::transport::{self, FrameReader};
+use tandem_mds::Side;
+use tandem_model::config::ContactCenter;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+/// Peer connections served at once; more wait for a slot.
+pub const PEER_CONNECTIONS_MAX: usize = 4;
+/// How long a request may go unanswered before the link is given up.
+pub const PEER_REQUEST_TIMEOUT_MS: u64 = 60_000;
+/// Rows one page may carry at most.
+pub const PEER_PAGE_ROWS_MAX: usize = crate::db::ROWS_PAGE_MAX;
+/// A reply's estimated encoded size at most: a page is cut short past it, well inside a frame.
+pub const PEER_REPLY_BYTES_MAX: usize = 2 << 20;
+const CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// The first message on a connection: who asks.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerHello {
+    pub from: Side,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    Progress,
+    Configuration,
+    /// Rows of an ordered table in key order, after the key `after`, with a recovery key at
+    /// most `through_recovery_key`.
+    RowsPage {
+        table: String,
+        after: Option<Vec<SqlValue>>,
+        through_recovery_key: u64,
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerReply {
+    Progress {
+        committed_through: u64,
+        config_version: u64,
+    },
+    Configuration {
+        contact_center: Option<Box<ContactCenter>>,
+        config_version: u64,
+    },
+    Rows(Vec<Row>),
+    Failed {
+        reason: String,
+    },
+}
+
+/// Binds the listener for the peer logger.
+pub async fn listen(addr: SocketAddr) -> Result<TcpListener, LoggerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| LoggerError::Protocol(format!("listening for the peer logger on {addr}: {e}")))
+}
+
+/// Serves the peer logger's requests until the process ends.
+pub async fn serve(db: CentralDb, side: Side, listener: TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%side, %addr, "listening for the peer logger");
+    }
+    let slots = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(%side, "accepting a peer logger connection: {e}");
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            continue;
+        };
+        let db = db.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if transport::accepted(&stream).is_err() {
+                return;
+            }
+            let (read, write) = stream.into_split();
+            if let Err(e) = serve_connection(&db, side, read, write).await {
+                warn!(%side, %from, "peer logger connection: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    db: &CentralDb,
+    side: Side,
+    read: OwnedReadHalf,
+    mut write: OwnedWriteHalf,
+) -> Result<(), LoggerError> {
+    let mut reader = FrameReader::<_, PeerHello>::new(read);
+    let Some(hello) = reader.next().await? else {
+        return Ok(());
+    };
+    if hello.from == side {
+        let reply = PeerReply::Failed {
+            reason: format!("this is side {side}'s logger, not its peer"),
+        };
+        transport::write_message(&mut write, &reply).await?;
+        return Ok(());
+    }
+    let mut reader = reader.retype::<PeerRequest>();
+    while let Some(request) = reader.next().await? {
+        let reply = match answer(db, request).await {
+            Ok(reply) => reply,
+            Err(e) => PeerReply::Failed {
+                reason: e.to_string(),
+            },
+        };
+        transport::write_message(&mut write, &reply).await?;
+    }
+    Ok(())
+}
+
+async fn answer(db: &CentralDb, request: PeerRequest) -> Result<PeerReply, LoggerError> {
+    Ok(match request {
+        PeerRequest::Progress => {
+            let p = db.progress().await?;
+            PeerReply::Progress {
+                committed_through: p.committed_through,
+                config_version: p.config_version,
+            }
+        }
+        PeerRequest::Configuration => match db.load_configuration().await? {
+            Some((cc, version)) => PeerReply::Configuration {
+                contact_center: Some(Box::new(cc)),
+                config_version: version,
+            },
+            None => PeerReply::Configuration {
+                contact_center: None,
+                config_version: 0,
+            },
+        },
+        PeerRequest::RowsPage {
+            table,
+            after,
+            through_recovery_key,
+            limit,
+        } => {
+            let limit = (limit as usize).min(PEER_PAGE_ROWS_MAX);
+            let mut rows = db
+                .rows_page(&table, after.as_deref(), Some(through_recovery_key), limit)
+                .await?;
+            cut_to_reply_size(&mut rows);
+            PeerReply::Rows(rows)
+        }
+    })
+}
+
+/// Keeps the rows whose estimated encoded size fits `PEER_REPLY_BYTES_MAX` (at least one, so a
+/// page always moves on).
+fn cut_to_reply_size(rows: &mut Vec<Row>) {
+    let mut bytes = 0;
+    let keep = rows
+        .iter()
+        .position(|row| {
+            bytes += row
+                .iter()
+                .map(|v| match v {
+                    SqlValue::Null => 1,
+                    SqlValue::Int(_) => 10,
+                    SqlValue::Text(t) => t.len() + 5,
+                })
+                .sum::<usize>();
+            bytes > PEER_REPLY_BYTES_MAX
+        })
+        .unwrap_or(rows.len())
+        .max(1);
+    rows.truncate(keep);
+}
+
+/// A connection to the peer logger.
+pub struct PeerClient {
+    reader: FrameReader<OwnedReadHalf, PeerReply>,
+    write: OwnedWriteHalf,
+}
+
+impl PeerClient {
+    pub async fn connect(addr: SocketAddr, side: Side) -> Result<PeerClient, LoggerError> {
+        let stream = transport::connect(addr, CONNECT_TIMEOUT_MS).await?;
+        let (read, mut write) = stream.into_split();
+        transport::write_message(&mut write, &PeerHello { from: side }).await?;
+        Ok(PeerClient {
+            reader: FrameReader::new(read),
+            write,
+        })
+    }
+
+    async fn ask(&mut self, request: &PeerRequest) -> Result<PeerReply, LoggerError> {
+        transport::write_message(&mut self.write, request).await?;
+        let reply = tokio::time::timeout(
+            Duration::from_millis(PEER_REQUEST_TIMEOUT_MS),
+            self.reader.next(),
+        )
+        .await
+        .map_err(|_| {
+            LoggerError::Protocol(format!(
+                "the peer logger did not answer within {PEER_REQUEST_TIMEOUT_MS} ms"
+            ))
+        })??;
+        match reply {
+            Some(PeerReply::Failed { reason }) => {
+                Err(LoggerError::Protocol(format!("the peer logger: {reason}")))
+            }
+            Some(reply) => Ok(reply),
+            None => Err(LoggerError::Protocol(
+                "the peer logger closed the link".into(),
+            )),
+        }
+    }
+
+    fn unexpected(reply: PeerReply) -> LoggerError {
+        LoggerError::Protocol(format!("the peer logger answered out of turn: {reply:?}"))
+    }
+
+    pub async fn progress(&mut self) -> Result<Progress, LoggerError> {
+        match self.ask(&PeerRequest::Progress).await? {
+            PeerReply::Progress {
+                committed_through,
+                config_version,
+            } => Ok(Progress {
+                committed_through,
+                config_version,
+            }),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    pub async fn configuration(&mut self) -> Result<Option<(ContactCenter, u64)>, LoggerError> {
+        match self.ask(&PeerRequest::Configuration).await? {
+            PeerReply::Configuration {
+                contact_center,
+                config_version,
+            } => Ok(contact_center.map(|cc| (*cc, config_version))),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    pub async fn rows_page(
+        &mut self,
+        table: &str,
+        after: Option<Vec<SqlValue>>,
+        through_recovery_key: u64,
+        limit: usize,
+    ) -> Result<Vec<Row>, LoggerError> {
+        let request = PeerRequest::RowsPage {
+            table: table.to_string(),
+            after,
+            through_recovery_key,
+            limit: u32::try_from(limit.min(PEER_PAGE_ROWS_MAX)).unwrap_or(u32::MAX),
+        };
+        match self.ask(&request).await? {
+            PeerReply::Rows(rows) => Ok(rows),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_cut_to_the_reply_size_but_keeps_one_row() {
+        let big = vec![SqlValue::Text("x".repeat(PEER_REPLY_BYTES_MAX / 3))];
+        let mut rows = vec![big.clone(); 10];
+        cut_to_reply_size(&mut rows);
+        assert_eq!(rows.len(), 2);
+        let mut huge = vec![vec![SqlValue::Text("x".repeat(PEER_REPLY_BYTES_MAX * 2))]];
+        cut_to_reply_size(&mut huge);
+        assert_eq!(huge.len(), 1);
+    }
+}
