@@ -439,8 +439,14 @@ fn a_central_database_restored_from_an_old_copy_recovers_from_its_peer() {
     paired_under_load(&mut install);
     let data_dir = install.topology.resolve(&install.topology.side_a.data_dir);
     let backup = install.dir.join("backup-a");
-    // A phase of the scenario: rows are written before the copy is taken.
-    std::thread::sleep(Duration::from_secs(1));
+    // The copy must hold rows: side A's logger has committed some before it is taken.
+    let deadline = std::time::Instant::now() + Duration::from_millis(START_MS);
+    while row_count(&install, Side::A, "Route_Call_Detail") == 0 {
+        if std::time::Instant::now() >= deadline {
+            install.fail("side A's logger wrote no Route_Call_Detail row");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     install.kill("logger-a");
     copy_central_db(&data_dir, &backup);
     install.start_logger(Side::A);
@@ -456,6 +462,7 @@ fn a_central_database_restored_from_an_old_copy_recovers_from_its_peer() {
     let file = write_change(&install, "after-backup.toml", &change);
     let out = install.tandem(&["config", "apply", &file]);
     assert!(out.status.success(), "config apply: {out:?}");
+    // A phase of the scenario: calls go on after the change.
     std::thread::sleep(Duration::from_secs(2));
 
     install.kill("logger-a");
