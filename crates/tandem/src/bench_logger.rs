@@ -45,9 +45,16 @@ pub struct LoggerBenchArgs {
     /// which the returning logger then recovers from its peer's central database.
     #[arg(long)]
     buffer_rows: Option<u64>,
-    /// Agents of the contact center (enough to answer the offered load).
+    /// Agents of the contact center.
     #[arg(long, default_value_t = 20_000)]
     agents: u32,
+    /// The share of the agents the PGs' simulated calls keep busy (`tandem pg --occupancy`):
+    /// ring, talk, hold and after-call work are scaled so that the agents keep up with the
+    /// offered load and the router's queues stay short, as in a contact center staffed for it.
+    /// 0 offers the PGs' default mix with 1 s talk times instead, whose 20 s of after-call work
+    /// leave most calls queued at high loads.
+    #[arg(long, default_value_t = 0.85)]
+    occupancy: f64,
     /// An admin URL of a PostgreSQL server (a role that may create databases): side B's central
     /// database goes to a new database there, so that one run measures both backends.
     #[arg(long)]
@@ -62,6 +69,8 @@ const START_MS: u64 = 900_000;
 const WARMUP_S: u64 = 5;
 /// How often the write figure samples each side's logger buffer.
 const SAMPLE_MS: u64 = 1_000;
+/// Samples per minute of the write figure's window, for its per-minute means.
+const MINUTE_SAMPLES: usize = (60_000 / SAMPLE_MS) as usize;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
@@ -93,15 +102,28 @@ fn installation(
     Ok((install, database))
 }
 
-fn start_load(install: &mut Installation, cps: f64) {
+fn start_load(install: &mut Installation, cps: f64, occupancy: f64) {
     install.start_paired(START_MS);
     let config = install.config.clone();
+    let occupancy_arg = occupancy.to_string();
+    let extra: &[&str] = if occupancy > 0.0 {
+        &["--occupancy", &occupancy_arg]
+    } else {
+        &[]
+    };
     for name in PG_NAMES {
-        install.start_pg_load(name, &config, cps / PG_NAMES.len() as f64, 1);
+        install.start_pg_args(name, &config, cps / PG_NAMES.len() as f64, 1, extra);
     }
     for side in [Side::A, Side::B] {
         install.wait_pgs_reachable(side, PG_NAMES.len(), START_MS);
     }
+}
+
+/// The number after `word` in a side's `rttest summary` line.
+fn summary_number(summary: &str, word: &str) -> Option<u64> {
+    let mut words = summary.split_whitespace();
+    words.find(|w| *w == word)?;
+    words.next()?.parse().ok()
 }
 
 fn number(status: &BTreeMap<String, String>, key: &str) -> u64 {
@@ -133,7 +155,7 @@ fn backend(install: &Installation, side: Side) -> &'static str {
 /// side's buffer grew: the held rows are sampled every second.
 fn write(bin: &Path, dir: &Path, cc: &Path, args: &LoggerBenchArgs) -> Result<()> {
     let (mut install, _database) = installation(bin, dir, "logger-write", cc, args)?;
-    start_load(&mut install, args.write_cps);
+    start_load(&mut install, args.write_cps, args.occupancy);
     std::thread::sleep(Duration::from_secs(WARMUP_S));
     let rows_before = [
         ordered_rows(&install, Side::A)?,
@@ -144,6 +166,9 @@ fn write(bin: &Path, dir: &Path, cc: &Path, args: &LoggerBenchArgs) -> Result<()
     let mut held: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
     // A side too busy to answer rttest in time misses a sample; the figure says how many.
     let mut missed = [0u64; 2];
+    // Side A's router queue, sampled with the buffers: a queue that grows means the load
+    // outruns the agents, not the loggers.
+    let mut queued: Vec<u64> = Vec::new();
     while started.elapsed() < Duration::from_secs(args.seconds) {
         std::thread::sleep(Duration::from_millis(SAMPLE_MS));
         for (i, side) in [Side::A, Side::B].into_iter().enumerate() {
@@ -151,6 +176,12 @@ fn write(bin: &Path, dir: &Path, cc: &Path, args: &LoggerBenchArgs) -> Result<()
                 Some(status) => held[i].push(number(&status, "held_rows")),
                 None => missed[i] += 1,
             }
+        }
+        if let Some(calls) = install
+            .rttest(Side::A, "summary")
+            .and_then(|summary| summary_number(&summary, "queued"))
+        {
+            queued.push(calls);
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -172,14 +203,21 @@ fn write(bin: &Path, dir: &Path, cc: &Path, args: &LoggerBenchArgs) -> Result<()
                 "side": side.to_string(),
                 "backend": backend(&install, side),
                 "offered_cps": args.write_cps,
+                "occupancy": args.occupancy,
                 "route_requests_per_s": (requests as f64 / (elapsed + WARMUP_S as f64)).round(),
                 "ordered_messages_per_s": ((delivered_after - delivered_before) as f64 / elapsed).round(),
                 "rows_per_s": ((rows_after[i] - rows_before[i]) as f64 / elapsed).round(),
                 "held_rows_mean_first_half": mean(&samples[..half]).round(),
                 "held_rows_mean_second_half": mean(&samples[half..]).round(),
+                "held_rows_mean_by_minute": samples
+                    .chunks(MINUTE_SAMPLES)
+                    .map(|minute| mean(minute).round())
+                    .collect::<Vec<_>>(),
                 "held_rows_max": samples.iter().max().copied().unwrap_or(0),
                 "held_rows_last": samples.last().copied().unwrap_or(0),
                 "samples_missed": missed[i],
+                "router_queued_calls_max": queued.iter().max().copied().unwrap_or(0),
+                "router_queued_calls_last": queued.last().copied().unwrap_or(0),
                 "lost_or_repeated": lost(&counts),
             })
         );
@@ -192,7 +230,7 @@ fn write(bin: &Path, dir: &Path, cc: &Path, args: &LoggerBenchArgs) -> Result<()
 /// for that), so each figure includes starting the process and connecting.
 fn config(bin: &Path, dir: &Path, cc: &Path, args: &LoggerBenchArgs) -> Result<()> {
     let (mut install, _database) = installation(bin, dir, "logger-config", cc, args)?;
-    start_load(&mut install, args.cps);
+    start_load(&mut install, args.cps, args.occupancy);
     std::thread::sleep(Duration::from_secs(WARMUP_S));
     let contact_center = tandem_model::config::ContactCenter::load(cc)?;
     let mut agent = contact_center.agents[0].clone();
@@ -223,6 +261,7 @@ fn config(bin: &Path, dir: &Path, cc: &Path, args: &LoggerBenchArgs) -> Result<(
             "bench": "logger-config-change",
             "backends": [backend(&install, Side::A), backend(&install, Side::B)],
             "offered_cps": args.cps,
+            "occupancy": args.occupancy,
             "changes": ms.len(),
             "apply_to_committed_ms_p50": round(at(0.5)),
             "apply_to_committed_ms_p99": round(at(0.99)),
@@ -239,7 +278,7 @@ fn config(bin: &Path, dir: &Path, cc: &Path, args: &LoggerBenchArgs) -> Result<(
 /// released them). Then `logger verify` must find both central databases identical.
 fn recovery(bin: &Path, dir: &Path, cc: &Path, args: &LoggerBenchArgs) -> Result<()> {
     let (mut install, _database) = installation(bin, dir, "logger-recovery", cc, args)?;
-    start_load(&mut install, args.cps);
+    start_load(&mut install, args.cps, args.occupancy);
     std::thread::sleep(Duration::from_secs(WARMUP_S));
     let side = args.recovering_side;
     let logger = format!("logger-{}", Installation::side_name(side));
@@ -277,6 +316,7 @@ fn recovery(bin: &Path, dir: &Path, cc: &Path, args: &LoggerBenchArgs) -> Result
             "side": side.to_string(),
             "backend": backend(&install, side),
             "offered_cps": args.cps,
+            "occupancy": args.occupancy,
             "down_s": args.down_s,
             "held_rows_at_restart": number(&before, "held_rows"),
             "released_rows_at_restart": number(&before, "dropped_rows"),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use tandem_central::side::{self, SideOptions};
 use tandem_mds::Side;
 use tandem_model::config::ContactCenter;
+use tandem_model::ids::PgId;
 use tandem_model::topology::{
     DistributorEntry, LoggerSettings, MdsTimers, PgEntry, SideAddresses, Topology,
 };
@@ -58,6 +59,12 @@ pub struct PgArgs {
     /// Mean talk time in seconds.
     #[arg(long, default_value_t = 120)]
     talk_s: u64,
+    /// Offer a stress mix that keeps about this share (0..=1) of the PG's agents busy at
+    /// `--cps`, as the router benchmark does: every agent logs in Ready, nobody takes breaks,
+    /// and ring, talk, hold and after-call work are scaled so that the agents keep up with the
+    /// load. Replaces `--talk-s`.
+    #[arg(long)]
+    occupancy: Option<f64>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Also send this many cheap inputs per second (peripheral re-reports), to measure the
@@ -251,11 +258,14 @@ pub fn pg(args: PgArgs) -> Result<()> {
         .with_context(|| format!("no PG named {} in {}", args.name, args.config.display()))?
         .clone();
     let cc = ContactCenter::load(&topology.resolve(&topology.contact_center))?;
-    let load = LoadParams {
-        calls_per_second: args.cps,
-        talk_time_mean_ms: args.talk_s * 1_000,
-        seed: args.seed,
-        ..LoadParams::default()
+    let load = match args.occupancy {
+        None => LoadParams {
+            calls_per_second: args.cps,
+            talk_time_mean_ms: args.talk_s * 1_000,
+            seed: args.seed,
+            ..LoadParams::default()
+        },
+        Some(occupancy) => occupancy_load(&cc, entry.id, args.cps, occupancy, args.seed)?,
     };
     load.check().map_err(anyhow::Error::msg)?;
     let options = GatewayOptions {
@@ -276,6 +286,41 @@ pub fn pg(args: PgArgs) -> Result<()> {
     let counts = runtime()?.block_on(gateway::run(options, stopped()));
     println!("{}", serde_json::to_string(&counts)?);
     Ok(())
+}
+
+/// The stress mix of [`LoadParams::for_occupancy`] for the agents on `pg`'s peripherals.
+fn occupancy_load(
+    cc: &ContactCenter,
+    pg: PgId,
+    cps: f64,
+    occupancy: f64,
+    seed: u64,
+) -> Result<LoadParams> {
+    if !(0.0..=1.0).contains(&occupancy) {
+        bail!("--occupancy is {occupancy}; it must lie within 0..=1");
+    }
+    if !(cps > 0.0 && cps.is_finite()) {
+        bail!("--occupancy needs a positive --cps, not {cps}");
+    }
+    let peripherals: Vec<_> = cc
+        .peripherals
+        .iter()
+        .filter(|p| p.pg == pg)
+        .map(|p| p.id)
+        .collect();
+    let agents = cc
+        .agents
+        .iter()
+        .filter(|a| peripherals.contains(&a.peripheral))
+        .count();
+    let agents = u32::try_from(agents).context("agents of the PG")?;
+    if agents == 0 {
+        bail!("--occupancy: the PG has no agents to keep busy");
+    }
+    Ok(LoadParams {
+        seed,
+        ..LoadParams::for_occupancy(agents, cps, occupancy)
+    })
 }
 
 pub fn rttest(args: RtTestArgs) -> Result<()> {
