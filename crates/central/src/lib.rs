@@ -16,6 +16,7 @@ pub mod logger_feed;
 pub mod metrics;
 pub mod outputs;
 pub mod quarantine;
+pub mod rtsrvr;
 pub mod rttest;
 pub mod side;
 pub mod status;

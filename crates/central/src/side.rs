@@ -13,11 +13,13 @@ use crate::logger_feed::{Dropped, LoggerFeed, PeerLogger};
 use crate::metrics::{self, MetricsSnapshot, TransferCounts};
 use crate::outputs::OutputLog;
 use crate::quarantine::{self, Suspect};
+use crate::rtsrvr::{FeedCore, FeedShared};
 use crate::status::{self, StatusInputs, SyncRecord};
 use crate::transfer::{self, TransferOutcome};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tandem_mds::transport::{self, FrameReader, Outbound};
 use tandem_mds::{
@@ -26,6 +28,7 @@ use tandem_mds::{
     SyncSettings, Synchronizer, TransferRequest,
 };
 use tandem_model::config::{ContactCenter, Settings};
+use tandem_model::feed::VersionedConfigChange;
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
 use tandem_model::input::OrderedInput;
@@ -94,6 +97,8 @@ pub enum SideError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the real-time feed's thread: {0}")]
+    Feed(std::io::Error),
 }
 
 /// How to start a side.
@@ -281,6 +286,8 @@ struct Core {
     metrics_due_ms: u64,
     logger: Option<LoggerLink>,
     feed: LoggerFeed,
+    /// The real-time feed to the distributors.
+    rtsrvr: FeedCore,
     /// What the peer was last told of this side's logger; `None` until told on this link.
     logger_progress_told: Option<(bool, u64)>,
     /// Rows the full logger buffer released and not yet reported, and when the last report was.
@@ -310,7 +317,8 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     let needs_state = persisted.is_some() && !options.cold_start;
     let (tx, mut rx) = mpsc::channel(CORE_EVENTS_MAX);
     let public = bind(addresses.public).await?;
-    tokio::spawn(accept_public(public, tx.clone()));
+    let rtsrvr = FeedCore::start().map_err(SideError::Feed)?;
+    tokio::spawn(accept_public(public, tx.clone(), rtsrvr.shared()));
     // A side that builds its state from configuration takes it from its logger's central
     // database; one that takes its peer's state needs none.
     let (configuration, mut logger) = if needs_state {
@@ -433,6 +441,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
             0,
         ),
         logger: None,
+        rtsrvr,
         logger_progress_told: None,
         released_unreported: None,
         released_reported_ms: 0,
@@ -1330,6 +1339,11 @@ impl Core {
                                     config_version,
                                     change: change.clone(),
                                 });
+                                self.rtsrvr.config_applied(VersionedConfigChange {
+                                    config_version,
+                                    recovery_key: ordered.seq,
+                                    change: change.clone(),
+                                });
                             }
                             AdminReply::Applied {
                                 config_version,
@@ -1362,6 +1376,14 @@ impl Core {
             );
         }
         self.outputs_scratch = outputs;
+        if matches!(input.input, Input::TimeTick) {
+            self.rtsrvr.tick(
+                &self.router,
+                self.outputs.generation,
+                ordered.epoch.number,
+                ordered.seq,
+            );
+        }
         let dropped = self.feed.delivered(ordered.seq, Some(logged));
         self.report_local_drop(dropped);
     }
@@ -1524,6 +1546,7 @@ impl Core {
                     Ok(()) => match Router::from_state(*state) {
                         Ok(router) => {
                             self.router = router;
+                            self.rtsrvr.restart();
                             // The stream before the cut is the peer's: this side's logger
                             // recovers what it lacks of it from the peer's logger.
                             self.feed.restart_at(self.router.last_seq());
@@ -1623,6 +1646,23 @@ impl Core {
                 f.peer_logger.map_or(0, |p| p.committed_through),
                 self.router.state().scalars.counters.route_requests,
                 self.router.state().router_calls.len()
+            );
+        }
+        if command == "feed" {
+            let f = self.rtsrvr.shared().status();
+            return format!(
+                "feed generation={} latest_frame={} frames_kept={} bytes_kept={} \
+                 ticks_skipped={} restarts={} subscribers={} snapshots_sent={} \
+                 slow_disconnects={}\n",
+                f.generation,
+                f.latest_frame,
+                f.frames_kept,
+                f.bytes_kept,
+                f.ticks_skipped,
+                f.restarts,
+                f.subscribers,
+                f.snapshots_sent,
+                f.slow_disconnects
             );
         }
         if let Some(dump) = dumps::render(command, &self.router) {
@@ -1782,7 +1822,11 @@ async fn connect_private(
     }
 }
 
-async fn accept_public(listener: TcpListener, tx: mpsc::Sender<CoreEvent>) {
+async fn accept_public(
+    listener: TcpListener,
+    tx: mpsc::Sender<CoreEvent>,
+    rtsrvr: Arc<FeedShared>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -1791,6 +1835,7 @@ async fn accept_public(listener: TcpListener, tx: mpsc::Sender<CoreEvent>) {
             continue;
         }
         let tx = tx.clone();
+        let rtsrvr = rtsrvr.clone();
         tokio::spawn(async move {
             let (read, write) = stream.into_split();
             let mut reader = FrameReader::<_, PublicHello>::new(read);
@@ -1847,6 +1892,16 @@ async fn accept_public(listener: TcpListener, tx: mpsc::Sender<CoreEvent>) {
                             let _ = transport::write_message(&mut write, &answer).await;
                         }
                     }
+                }
+                PublicHello::Distributor {
+                    name,
+                    generation,
+                    last_frame,
+                } => {
+                    // The distributor sends nothing more; its reader half is dropped, and a
+                    // closed socket shows as a failed write.
+                    drop(reader);
+                    rtsrvr.serve(name, generation, last_frame, write).await;
                 }
                 PublicHello::RtTest { command } => {
                     let (reply, answer) = oneshot::channel();

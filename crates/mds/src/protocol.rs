@@ -4,6 +4,7 @@
 use crate::lease::LeaseAnswer;
 use serde::{Deserialize, Serialize};
 use tandem_model::config::{ConfigChange, ContactCenter};
+use tandem_model::feed::{FeedDelta, FeedFrameHeader, FeedRow};
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
 use tandem_model::logged::{HistoricalDrop, LoggedMessage};
@@ -322,6 +323,38 @@ pub enum PublicHello {
     },
     /// A configuration request (`tandem config`); one `AdminReply`, then the side closes.
     Admin(AdminRequest),
+    /// A distributor's rtdist subscribing to the real-time feed: it holds frames through
+    /// `last_frame` of `generation` (`None`: it holds nothing and needs a snapshot).
+    /// `SideToDistributor` messages follow; the distributor sends nothing more.
+    Distributor {
+        name: String,
+        generation: u64,
+        last_frame: Option<u64>,
+    },
+}
+
+/// What rtsrvr sends a distributor: a snapshot or the frames after its last one, then one frame
+/// per TimeTick. A frame or snapshot too large for one message comes in parts numbered from 0,
+/// the last marked; the parts of one frame follow each other with nothing between.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SideToDistributor {
+    /// Every row of the feed's tables at `header.number`.
+    Snapshot {
+        header: FeedFrameHeader,
+        part: u32,
+        last: bool,
+        rows: Vec<FeedRow>,
+    },
+    /// What changed from frame `header.number - 1` to `header.number`.
+    Frame {
+        header: FeedFrameHeader,
+        part: u32,
+        last: bool,
+        delta: FeedDelta,
+    },
+    /// The side ends the subscription and says why (a consumer too slow for the feed, too many
+    /// subscribers); the distributor subscribes again.
+    Closing { reason: String },
 }
 
 /// What an administrator asks of a side.

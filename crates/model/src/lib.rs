@@ -9,6 +9,7 @@ pub mod calendar;
 pub mod codec;
 pub mod config;
 pub mod domain;
+pub mod feed;
 pub mod generate;
 pub mod ids;
 pub mod input;

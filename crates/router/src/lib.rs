@@ -13,6 +13,7 @@ mod agents;
 mod calls;
 mod configure;
 mod families;
+mod feed;
 pub mod intervals;
 mod prefetch;
 pub mod records;
@@ -259,6 +260,7 @@ impl Router {
         self.advance_time(&mut ctx);
         self.fire_timers(&mut ctx);
         if matches!(input.input, Input::TimeTick) {
+            self.state.scalars.time_ticks += 1;
             self.flush_intervals(&mut ctx);
             self.sweep_dispatch(&mut ctx);
         }

@@ -87,6 +87,9 @@ pub struct Scalars {
     pub state_size_max: u64,
     pub state_size_alarm_raised: bool,
     pub settings: Settings,
+    /// TimeTicks applied since the state was built from configuration: the number of the
+    /// real-time feed's latest frame.
+    pub time_ticks: u64,
 }
 tandem_model::encode_struct!(Scalars {
     last_seq,
@@ -102,6 +105,7 @@ tandem_model::encode_struct!(Scalars {
     state_size_max,
     state_size_alarm_raised,
     settings,
+    time_ticks,
 });
 
 #[derive(Clone, Debug, Default, PartialEq)]

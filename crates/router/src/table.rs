@@ -351,6 +351,17 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
         self.rows.iter_from(start.index())
     }
 
+    /// The rows that differ from `old`'s, in key order (see [`IdTrie::diff`]).
+    pub fn diff<'a>(
+        &'a self,
+        old: &'a Self,
+        changed: impl FnMut(&'a K, Option<&'a V>, Option<&'a V>),
+    ) where
+        V: PartialEq,
+    {
+        self.rows.diff(&old.rows, changed);
+    }
+
     pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
         build_from_sorted::<IdTableBuilder<K, V>>(rows)
     }
@@ -597,6 +608,29 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
         self.owners
             .iter()
             .flat_map(|(_, rows)| rows.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// The owners whose rows differ from `old`'s, in owner order, each with its old and new
+    /// rows (see [`IdTrie::diff`]).
+    pub fn diff_owners<'a>(
+        &'a self,
+        old: &'a Self,
+        mut changed: impl FnMut(&'a K::Owner, &'a [(K, V)], &'a [(K, V)]),
+    ) where
+        V: PartialEq,
+    {
+        self.owners.diff(&old.owners, |owner, old_rows, new_rows| {
+            changed(
+                owner,
+                old_rows.map_or(&[], |rows| rows.as_slice()),
+                new_rows.map_or(&[], |rows| rows.as_slice()),
+            )
+        });
+    }
+
+    /// The owners that have rows, in owner order.
+    pub fn owners(&self) -> impl Iterator<Item = &K::Owner> {
+        self.owners.iter().map(|(owner, _)| owner)
     }
 
     /// The row of `owner` that `compare` finds, by binary search over the owner's rows:

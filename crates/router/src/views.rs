@@ -16,28 +16,8 @@ use tandem_model::realtime::CallCounts;
 /// Expected delay when a group has no handle-time history yet.
 pub const EXPECTED_DELAY_DEFAULT_HANDLE_MS: u64 = 180_000;
 
-/// One family's counters with the metrics computed from them.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct FamilyView {
-    pub counts: CallCounts,
-    /// Fraction 0..1 by the row's service-level type.
-    pub service_level: Option<f64>,
-    pub asa_ms: Option<f64>,
-    pub aht_ms: Option<f64>,
-    pub abandon_rate: Option<f64>,
-}
-
-impl FamilyView {
-    fn new(counts: CallCounts, kind: ServiceLevelType) -> Self {
-        FamilyView {
-            service_level: counts.service_level(kind),
-            asa_ms: counts.asa_ms(),
-            aht_ms: counts.aht_ms(),
-            abandon_rate: counts.abandon_rate(),
-            counts,
-        }
-    }
-}
+/// One family's counters with the metrics computed from them (the feed's figures).
+pub type FamilyView = tandem_model::feed::FamilyFigures;
 
 /// Skill_Group_Real_Time as users see it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -63,6 +43,8 @@ pub struct SkillGroupRealTime {
     pub router_calls_q_now: u32,
     /// How long the longest-waiting call in the router queue has waited.
     pub router_longest_call_q_ms: u64,
+    /// Ordered time the longest-waiting call in the router queue entered it.
+    pub router_longest_call_q_since_ms: Option<u64>,
     /// 0 with an agent available; else (queued + 1) x AHT(To5) / agents not in NotReady.
     pub expected_delay_ms: u64,
     pub to5: FamilyView,
@@ -193,6 +175,7 @@ impl Router {
             calls_in_progress: row.calls_in_progress,
             router_calls_q_now: row.router_calls_q_now,
             router_longest_call_q_ms: oldest_enqueue.map_or(0, |t| now_ms - t),
+            router_longest_call_q_since_ms: oldest_enqueue,
             expected_delay_ms,
             to5: FamilyView::new(f.to5_sum(), kind),
             half: FamilyView::new(f.half(), kind),
@@ -212,17 +195,34 @@ impl Router {
         let s = &self.state;
         let config = s.call_types.get(&id)?;
         let row = s.call_type_rt.get(&id)?;
+        Some(self.call_counts_view(id.0, &config.name, config.service_level_type, row))
+    }
+
+    pub fn service_real_time(&self, id: ServiceId) -> Option<CallCountsRealTime> {
+        let s = &self.state;
+        let config = s.services.get(&id)?;
+        let row = s.service_rt.get(&id)?;
+        Some(self.call_counts_view(id.0, &config.name, config.service_level_type, row))
+    }
+
+    fn call_counts_view(
+        &self,
+        id: u32,
+        name: &str,
+        kind: ServiceLevelType,
+        row: &CallCountsRow,
+    ) -> CallCountsRealTime {
+        let s = &self.state;
         let f = rolled(&row.families, &s.scalars.periods, s.scalars.now_ms);
-        let kind = config.service_level_type;
-        Some(CallCountsRealTime {
-            id: id.0,
-            name: config.name.clone(),
+        CallCountsRealTime {
+            id,
+            name: name.to_string(),
             calls_q_now: row.calls_q_now,
             calls_in_progress: row.calls_in_progress,
             to5: FamilyView::new(f.to5_sum(), kind),
             half: FamilyView::new(f.half(), kind),
             today: FamilyView::new(f.today(), kind),
-        })
+        }
     }
 
     pub fn call_types_real_time(&self) -> Vec<CallCountsRealTime> {
