@@ -1,31 +1,35 @@
 //! rtsrvr: the real-time feed from this side's router to the distributors.
 //!
-//! At every ordered TimeTick the core hands the feed a copy-on-write snapshot of the router
-//! (`FeedCore::tick`, O(1)) with the frame's header and the configuration changes accepted since
-//! the last tick. The feed's own thread computes the frame as the difference from the previous
-//! tick's snapshot (`Router::feed_delta`), encodes it once into wire messages and appends it to
-//! a bounded history. Each subscribed distributor has a task that writes frames from the
-//! history to its socket, or first a snapshot computed from the latest tick's router when the
-//! history lacks the frames it asks for. So the core never waits for a distributor, a slow one
-//! falls out of the history and is told so, and every distributor reads the same bytes.
+//! At every ordered TimeTick the core drains the router's change logs
+//! (`Router::feed_changes`: the rows written since the last tick, read as they are now) and
+//! hands them, with the frame's header and the configuration changes accepted since the last
+//! tick, to the feed's own thread over a bounded channel. That thread keeps the image of every
+//! row it has published; the frame is what differs from it (rows new or changed, rows gone). It
+//! encodes the frame once into wire messages and appends it to a bounded history. Each
+//! subscribed distributor has a task that writes frames from the history to its socket, or
+//! first a snapshot of the image when the history lacks the frames it asks for. So the core
+//! copies nothing per tick and never waits for a distributor, a slow distributor falls out of
+//! the history and is told so, and every distributor reads the same bytes.
 //!
-//! Both sides compute the same frames: a frame depends only on the router's states at two
-//! consecutive ticks and the ordered configuration changes between them. A side whose state was
-//! replaced (a state transfer), or whose feed thread fell behind, starts again from its next
-//! tick: it emits no frame for that tick, and answers requests for earlier frames with a
-//! snapshot.
+//! Both sides compute the same frames: the router's change logs hold the same keys on both
+//! sides after the same inputs, and the image at frame `n` is every row at tick `n`. A side
+//! whose state was replaced (a state transfer), or whose feed thread fell behind, starts again:
+//! the next drain reads every row, that tick has no frame, and requests for earlier frames get
+//! a snapshot.
 
+use imbl::OrdMap;
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tandem_mds::frame::{self, FRAME_PAYLOAD_BYTES_MAX};
+use tandem_mds::frame;
 use tandem_mds::protocol::SideToDistributor;
 use tandem_model::feed::*;
-use tandem_router::Router;
+use tandem_router::{FeedChanges, Router};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
 /// Frames kept for distributors that resume: five minutes of 100 ms ticks.
@@ -113,13 +117,21 @@ impl History {
     }
 }
 
+/// The published rows: every row of the feed at the latest tick. Cloned in O(1) for a
+/// snapshot, after which only the nodes written while the snapshot is encoded are copied.
+pub type FeedImage = OrdMap<FeedKey, FeedRow>;
+
 /// What the feed thread shares with the subscribers' tasks.
 pub struct FeedShared {
     history: Mutex<History>,
-    /// The router at the latest tick the feed thread took, for snapshots.
-    latest: Mutex<Option<(FeedFrameHeader, Router)>>,
+    /// Subscribers waiting for a snapshot: the feed thread answers each at its next tick with
+    /// the image and the tick's header.
+    snapshot_requests: Mutex<Vec<oneshot::Sender<(FeedFrameHeader, FeedImage)>>>,
     /// The latest frame's (generation, number): subscribers wait on it.
     published: watch::Sender<(u64, u64)>,
+    /// The feed thread met a tick it could not make a frame of: the core's next drain must
+    /// read every row.
+    needs_complete: AtomicBool,
     subscribers: Mutex<usize>,
     status: Mutex<FeedStatus>,
 }
@@ -129,6 +141,7 @@ pub struct FeedShared {
 pub struct FeedStatus {
     pub generation: u64,
     pub latest_frame: u64,
+    pub image_rows: usize,
     pub frames_kept: usize,
     pub bytes_kept: usize,
     pub ticks_skipped: u64,
@@ -141,18 +154,19 @@ pub struct FeedStatus {
 /// A tick handed to the feed thread.
 struct Tick {
     header: FeedFrameHeader,
-    router: Router,
+    changes: FeedChanges,
     config_changes: Vec<VersionedConfigChange>,
-    /// The router's state was replaced (or ticks were skipped) since the previous tick handed
-    /// over: this tick starts the feed again and has no frame.
-    restart: bool,
 }
 
-/// The core's half: cheap, never blocks.
+/// The core's half: never blocks, copies nothing but the rows written.
 pub struct FeedCore {
     ticks: SyncSender<Tick>,
     config_changes: Vec<VersionedConfigChange>,
-    restart: bool,
+    /// The generation and ordered time of the last tick handed over; `None` after a restart,
+    /// so that the next drain reads every row.
+    last_tick: Option<(u64, u64)>,
+    /// The sequence number of the last TimeTick seen.
+    last_tick_seq: u64,
     shared: Arc<FeedShared>,
 }
 
@@ -163,8 +177,9 @@ impl FeedCore {
         let (published, _) = watch::channel((0, 0));
         let shared = Arc::new(FeedShared {
             history: Mutex::new(History::default()),
-            latest: Mutex::new(None),
+            snapshot_requests: Mutex::new(Vec::new()),
             published,
+            needs_complete: AtomicBool::new(false),
             subscribers: Mutex::new(0),
             status: Mutex::new(FeedStatus::default()),
         });
@@ -175,7 +190,8 @@ impl FeedCore {
         Ok(FeedCore {
             ticks,
             config_changes: Vec::new(),
-            restart: true,
+            last_tick: None,
+            last_tick_seq: 0,
             shared,
         })
     }
@@ -184,19 +200,37 @@ impl FeedCore {
         self.shared.clone()
     }
 
+    /// Follows `router`, a new state (built from configuration or received by transfer): it
+    /// logs its changes from now on, and the next tick starts the feed again.
+    pub fn attach(&mut self, router: &mut Router) {
+        router.follow_feed_changes(true);
+        self.last_tick = None;
+        self.config_changes.clear();
+    }
+
     /// A configuration change the router accepted: it goes with the next frame.
     pub fn config_applied(&mut self, change: VersionedConfigChange) {
         self.config_changes.push(change);
     }
 
-    /// The router's state was replaced: the next tick starts the feed again.
-    pub fn restart(&mut self) {
-        self.restart = true;
-        self.config_changes.clear();
+    /// The sequence number of the last TimeTick seen.
+    pub fn last_tick_seq(&self) -> u64 {
+        self.last_tick_seq
     }
 
     /// The router applied an ordered TimeTick.
-    pub fn tick(&mut self, router: &Router, generation: u64, epoch: u64, recovery_key: u64) {
+    pub fn tick(&mut self, router: &mut Router, generation: u64, epoch: u64, recovery_key: u64) {
+        self.last_tick_seq = recovery_key;
+        let since_ms = match self.last_tick {
+            Some((last_generation, at_ms))
+                if last_generation == generation
+                    && !self.shared.needs_complete.swap(false, Ordering::Relaxed) =>
+            {
+                Some(at_ms)
+            }
+            _ => None,
+        };
+        let changes = router.feed_changes(since_ms);
         let header = FeedFrameHeader {
             generation,
             number: router.feed_frame_number(),
@@ -207,16 +241,16 @@ impl FeedCore {
         };
         let tick = Tick {
             header,
-            router: router.clone(),
+            changes,
             config_changes: std::mem::take(&mut self.config_changes),
-            restart: self.restart,
         };
         match self.ticks.try_send(tick) {
-            Ok(()) => self.restart = false,
+            Ok(()) => self.last_tick = Some((generation, header.time_ms)),
             Err(TrySendError::Full(_)) => {
-                // The changes of a skipped tick are in no frame: distributors see the
+                // The rows of a skipped tick are in no frame: the next drain reads every row.
+                // Its configuration changes are in no frame either: distributors see the
                 // configuration version move past theirs and rebuild their copy.
-                self.restart = true;
+                self.last_tick = None;
                 self.shared.status.lock().unwrap().ticks_skipped += 1;
             }
             Err(TrySendError::Disconnected(_)) => {}
@@ -225,152 +259,213 @@ impl FeedCore {
 }
 
 fn feed_thread(ticks: Receiver<Tick>, shared: &FeedShared) {
-    let mut previous: Option<(FeedFrameHeader, Router)> = None;
+    let mut image = FeedImage::new();
+    let mut last: Option<FeedFrameHeader> = None;
     while let Ok(tick) = ticks.recv() {
-        let follows = previous.as_ref().is_some_and(|(header, _)| {
-            header.generation == tick.header.generation && header.number + 1 == tick.header.number
+        let header = tick.header;
+        let follows = last.is_some_and(|last| {
+            last.generation == header.generation && last.number + 1 == header.number
         });
-        if follows && !tick.restart {
-            let (_, base) = previous.as_ref().expect("checked above");
-            let mut delta = tick.router.feed_delta(base);
-            delta.config_changes = tick.config_changes;
-            let frame = Arc::new(encode_frame(tick.header, &delta));
-            let mut history = shared.history.lock().unwrap();
-            history.push(frame);
-            let mut status = shared.status.lock().unwrap();
-            status.frames_kept = history.frames.len();
-            status.bytes_kept = history.bytes;
-        } else {
-            debug!(frame = tick.header.number, "the feed starts again");
-            let mut status = shared.status.lock().unwrap();
-            status.restarts += 1;
+        if tick.changes.complete {
+            // A new start: the image is every row now, and this tick has no frame.
+            debug!(frame = header.number, "the feed starts again");
+            image = tick
+                .changes
+                .rows
+                .into_iter()
+                .filter_map(|(key, row)| Some((key, row?)))
+                .collect();
             shared
                 .history
                 .lock()
                 .unwrap()
-                .start_at(tick.header.generation, tick.header.number);
-            status.frames_kept = 0;
-            status.bytes_kept = 0;
+                .start_at(header.generation, header.number);
+            shared.status.lock().unwrap().restarts += 1;
+        } else if !follows {
+            // Only the rows written since a tick this thread never saw: no frame can be made
+            // of them. Ask for every row at the next tick.
+            shared.needs_complete.store(true, Ordering::Relaxed);
+            shared
+                .history
+                .lock()
+                .unwrap()
+                .start_at(header.generation, header.number);
+            last = None;
+            continue;
+        } else {
+            let delta = frame_of(&mut image, tick.changes, tick.config_changes);
+            let frame = Arc::new(encode_frame(header, &delta));
+            shared.history.lock().unwrap().push(frame);
+        }
+        last = Some(header);
+        for request in std::mem::take(&mut *shared.snapshot_requests.lock().unwrap()) {
+            let _ = request.send((header, image.clone()));
         }
         {
+            let history = shared.history.lock().unwrap();
             let mut status = shared.status.lock().unwrap();
-            status.generation = tick.header.generation;
-            status.latest_frame = tick.header.number;
+            status.generation = header.generation;
+            status.latest_frame = header.number;
+            status.image_rows = image.len();
+            status.frames_kept = history.frames.len();
+            status.bytes_kept = history.bytes;
         }
-        *shared.latest.lock().unwrap() = Some((tick.header, tick.router.clone()));
-        previous = Some((tick.header, tick.router));
         shared
             .published
-            .send_replace((tick.header.generation, tick.header.number));
+            .send_replace((header.generation, header.number));
     }
 }
 
-/// Room left in a message for what surrounds a part's rows (the header, part number, flags).
-const PART_OVERHEAD_BYTES: usize = 1_024;
-
-/// Cuts `items` into parts of at most `FEED_PART_ROWS_MAX` items and about
-/// `FEED_PART_BYTES_MAX` encoded bytes (a single larger item gets a part of its own). An item
-/// too large for any message (none the router produces) is left out with a warning; for a
-/// configuration change, the distributors' check of the configuration version then sees the
-/// gap and rebuilds their copy.
-fn cut_parts<T: Serialize>(items: impl IntoIterator<Item = T>, frame_number: u64) -> Vec<Vec<T>> {
-    let mut parts = Vec::new();
-    let mut current = Vec::new();
-    let mut current_bytes = 0;
-    for item in items {
-        let bytes = frame::payload_len(&item);
-        if bytes > FRAME_PAYLOAD_BYTES_MAX - PART_OVERHEAD_BYTES {
-            warn!(
-                frame = frame_number,
-                bytes, "a feed item too large for a message was left out"
-            );
-            continue;
-        }
-        if !current.is_empty()
-            && (current.len() >= FEED_PART_ROWS_MAX || current_bytes + bytes > FEED_PART_BYTES_MAX)
-        {
-            parts.push(std::mem::take(&mut current));
-            current_bytes = 0;
-        }
-        current_bytes += bytes;
-        current.push(item);
-    }
-    if !current.is_empty() || parts.is_empty() {
-        parts.push(current);
-    }
-    parts
-}
-
-/// One entry of a frame, in the order a frame lists them.
-#[derive(Serialize)]
-enum DeltaItem<'a> {
-    Change(&'a VersionedConfigChange),
-    Upsert(&'a FeedRow),
-    Delete(FeedKey),
-}
-
-/// Encodes `delta` as the wire messages of a frame's parts.
-pub fn encode_frame(header: FeedFrameHeader, delta: &FeedDelta) -> EncodedFrame {
-    let items = delta
-        .config_changes
-        .iter()
-        .map(DeltaItem::Change)
-        .chain(delta.upserts.iter().map(DeltaItem::Upsert))
-        .chain(delta.deletes.iter().copied().map(DeltaItem::Delete));
-    let parts = cut_parts(items, header.number);
-    let count = parts.len();
-    let mut bytes = Vec::new();
-    for (part, items) in parts.into_iter().enumerate() {
-        let mut delta = FeedDelta::default();
-        for item in items {
-            match item {
-                DeltaItem::Change(change) => delta.config_changes.push(change.clone()),
-                DeltaItem::Upsert(row) => delta.upserts.push(row.clone()),
-                DeltaItem::Delete(key) => delta.deletes.push(key),
+/// The frame that brings `image` to the rows in `changes`, applied to it: upserts for rows new
+/// or different, deletes for rows gone.
+fn frame_of(
+    image: &mut FeedImage,
+    changes: FeedChanges,
+    config_changes: Vec<VersionedConfigChange>,
+) -> FeedDelta {
+    let mut delta = FeedDelta {
+        config_changes,
+        ..FeedDelta::default()
+    };
+    for (key, row) in changes.rows {
+        match row {
+            Some(row) => {
+                if image.get(&key) != Some(&row) {
+                    image.insert(key, row.clone());
+                    delta.upserts.push(row);
+                }
+            }
+            None => {
+                if image.remove(&key).is_some() {
+                    delta.deletes.push(key);
+                }
             }
         }
-        let message = SideToDistributor::Frame {
-            header,
-            part: part as u32,
-            last: part + 1 == count,
-            delta,
-        };
-        if let Err(e) = frame::encode(&message, &mut bytes) {
-            warn!(
-                frame = header.number,
-                "a part of a feed frame was left out: {e}"
-            );
+    }
+    delta
+}
+
+/// `SideToDistributor::Snapshot` and `Frame` borrowed: the same variants, in the same order,
+/// with the same fields, so the same bytes on the wire, encoded without copying a row.
+#[derive(Serialize)]
+#[serde(rename = "SideToDistributor")]
+enum MessageRef<'a> {
+    Snapshot {
+        header: FeedFrameHeader,
+        part: u32,
+        last: bool,
+        rows: &'a [&'a FeedRow],
+    },
+    Frame {
+        header: FeedFrameHeader,
+        part: u32,
+        last: bool,
+        delta: DeltaRef<'a>,
+    },
+}
+
+/// `FeedDelta` borrowed: part of a frame's entries.
+#[derive(Serialize)]
+#[serde(rename = "FeedDelta")]
+struct DeltaRef<'a> {
+    upserts: &'a [FeedRow],
+    deletes: &'a [FeedKey],
+    config_changes: &'a [VersionedConfigChange],
+}
+
+/// Encodes entries `0..total` as consecutive messages, each of at most `FEED_PART_ROWS_MAX`
+/// entries; `message(range, part, last)` builds the message of a range. A part too large for a
+/// frame is halved until it fits. A single entry too large for any frame (none the router
+/// produces) is left out with a warning: for a configuration change the distributors' check of
+/// the configuration version then sees the gap and rebuilds their copy.
+fn encode_parts<'a>(
+    total: usize,
+    frame_number: u64,
+    message: impl Fn(std::ops::Range<usize>, u32, bool) -> MessageRef<'a>,
+    out: &mut Vec<u8>,
+) {
+    let mut start = 0;
+    let mut part = 0;
+    loop {
+        let mut end = total.min(start + FEED_PART_ROWS_MAX);
+        loop {
+            match frame::encode(&message(start..end, part, end == total), out) {
+                Ok(()) => break,
+                Err(e) if end - start > 1 => {
+                    debug!(
+                        frame = frame_number,
+                        entries = end - start,
+                        "a feed part halved: {e}"
+                    );
+                    end = start + (end - start) / 2;
+                }
+                Err(e) => {
+                    warn!(
+                        frame = frame_number,
+                        "a feed entry too large for a message was left out: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+        part += 1;
+        start = end;
+        if start >= total {
+            break;
         }
     }
+}
+
+/// Encodes `delta` as the wire messages of a frame's parts: configuration changes first, then
+/// upserts, then deletes, as a frame lists them.
+pub fn encode_frame(header: FeedFrameHeader, delta: &FeedDelta) -> EncodedFrame {
+    let (changes, upserts) = (delta.config_changes.len(), delta.upserts.len());
+    let total = delta.rows();
+    // The slice of `items` that entries `range` cover, where `items` start at entry `offset`.
+    fn within<'t, T>(items: &'t [T], offset: usize, range: &std::ops::Range<usize>) -> &'t [T] {
+        let from = range.start.clamp(offset, offset + items.len()) - offset;
+        let to = range.end.clamp(offset, offset + items.len()) - offset;
+        &items[from..to]
+    }
+    let mut bytes = Vec::with_capacity(256 + total * 64);
+    encode_parts(
+        total,
+        header.number,
+        |range, part, last| MessageRef::Frame {
+            header,
+            part,
+            last,
+            delta: DeltaRef {
+                config_changes: within(&delta.config_changes, 0, &range),
+                upserts: within(&delta.upserts, changes, &range),
+                deletes: within(&delta.deletes, changes + upserts, &range),
+            },
+        },
+        &mut bytes,
+    );
     EncodedFrame {
         header,
-        rows: delta.rows(),
+        rows: total,
         bytes,
     }
 }
 
-/// Encodes every row of `router` as the wire messages of a snapshot at `header`; returns the
+/// Encodes every row of `image` as the wire messages of a snapshot at `header`; returns the
 /// rows.
-pub fn encode_snapshot(header: FeedFrameHeader, router: &Router, out: &mut Vec<u8>) -> usize {
-    let parts = cut_parts(router.feed_rows(), header.number);
-    let count = parts.len();
-    let mut rows = 0;
-    for (part, part_rows) in parts.into_iter().enumerate() {
-        rows += part_rows.len();
-        let message = SideToDistributor::Snapshot {
+pub fn encode_snapshot(header: FeedFrameHeader, image: &FeedImage, out: &mut Vec<u8>) -> usize {
+    let rows: Vec<&FeedRow> = image.values().collect();
+    encode_parts(
+        rows.len(),
+        header.number,
+        |range, part, last| MessageRef::Snapshot {
             header,
-            part: part as u32,
-            last: part + 1 == count,
-            rows: part_rows,
-        };
-        if let Err(e) = frame::encode(&message, out) {
-            warn!(
-                frame = header.number,
-                "a part of a feed snapshot was left out: {e}"
-            );
-        }
-    }
-    rows
+            part,
+            last,
+            rows: &rows[range],
+        },
+        out,
+    );
+    rows.len()
 }
 
 impl FeedShared {
@@ -424,31 +519,25 @@ impl FeedShared {
     ) -> Option<String> {
         let mut published = self.published.subscribe();
         // The first frame to send: the one after the distributor's, if kept.
-        let mut next = last_frame.and_then(|last| {
-            self.history
-                .lock()
-                .unwrap()
-                .get(generation, last + 1)
-                .map(|frame| (frame.header.generation, frame.header.number))
-        });
+        // The frame after the distributor's; the loop below sends it from the history, waits for
+        // it, or sends a snapshot when this side cannot have it.
+        let mut next = last_frame.map(|last| (generation, last + 1));
+        // Whether this subscription has sent anything: a reader that falls out of the history
+        // after that is too slow, while one that came back after a long time gets a snapshot.
+        let mut sent_any = false;
         loop {
             let (generation, number) = match next {
                 Some(position) => position,
                 None => {
-                    // Wait for a tick to snapshot, then send every row at it.
-                    let latest = loop {
-                        let latest = self.latest.lock().unwrap().clone();
-                        if let Some(latest) = latest {
-                            break latest;
-                        }
-                        if published.changed().await.is_err() {
-                            return None;
-                        }
+                    // The image at the next tick, then every row of it.
+                    let (request, answer) = oneshot::channel();
+                    self.snapshot_requests.lock().unwrap().push(request);
+                    let Ok((header, image)) = answer.await else {
+                        return None;
                     };
-                    let (header, router) = latest;
                     let bytes = tokio::task::spawn_blocking(move || {
                         let mut bytes = Vec::new();
-                        encode_snapshot(header, &router, &mut bytes);
+                        encode_snapshot(header, &image, &mut bytes);
                         bytes
                     })
                     .await
@@ -457,6 +546,7 @@ impl FeedShared {
                         return Some(self.slow("a snapshot"));
                     }
                     self.status.lock().unwrap().snapshots_sent += 1;
+                    sent_any = true;
                     next = Some((header.generation, header.number + 1));
                     continue;
                 }
@@ -467,6 +557,7 @@ impl FeedShared {
                     if !self.write_timed(write, &frame.bytes).await {
                         return Some(self.slow(&format!("frame {number}")));
                     }
+                    sent_any = true;
                     next = Some((generation, number + 1));
                 }
                 None => {
@@ -477,7 +568,7 @@ impl FeedShared {
                         if published.changed().await.is_err() {
                             return None;
                         }
-                    } else if evicted {
+                    } else if evicted && sent_any {
                         // The history moved on while this distributor read: it is too slow
                         // for the feed.
                         return Some(self.slow(&format!(
@@ -559,6 +650,7 @@ mod tests {
                 now_ms: START_MS,
                 agents: cc.agents.iter().map(|a| a.id).collect(),
             };
+            driver.core.attach(&mut driver.router);
             for p in &cc.peripherals {
                 driver.apply(Input::PeripheralOnline { peripheral: p.id });
             }
@@ -580,7 +672,7 @@ mod tests {
         fn tick(&mut self) {
             self.now_ms += 100;
             self.apply(Input::TimeTick);
-            self.core.tick(&self.router, GENERATION, 1, self.seq);
+            self.core.tick(&mut self.router, GENERATION, 1, self.seq);
         }
 
         /// Logs the next agent in, then ticks.
@@ -677,7 +769,9 @@ mod tests {
     async fn a_subscriber_gets_a_snapshot_then_every_frame_and_resumes_from_the_history() {
         let mut d = Driver::new();
         d.step();
+        // The snapshot is the image at the tick after the request.
         let mut first = d.subscribe(None);
+        snapshot_requested(&d).await;
         let mut image = BTreeMap::new();
         for _ in 0..10 {
             d.step();
@@ -699,58 +793,70 @@ mod tests {
             SideToDistributor::Frame { header, .. } => assert_eq!(header.number, through - 4),
             other => panic!("expected frame {}, got {other:?}", through - 4),
         }
-        // One that held the feed's first tick (which has no frame) resumes after it too; one
-        // of another generation (a cold start since) gets a snapshot.
-        let mut oldest = d.subscribe(Some(1));
+        // One that held the tick the feed started at (which has no frame) resumes after it
+        // too; one of another generation (a cold start since) gets a snapshot.
+        let started = d.core.shared().history.lock().unwrap().started_at.1;
+        let mut oldest = d.subscribe(Some(started));
         match next(&mut oldest).await {
-            SideToDistributor::Frame { header, .. } => assert_eq!(header.number, 2),
-            other => panic!("expected frame 2, got {other:?}"),
+            SideToDistributor::Frame { header, .. } => assert_eq!(header.number, started + 1),
+            other => panic!("expected frame {}, got {other:?}", started + 1),
         }
         let mut stale = d.subscribe_to(GENERATION + 1, Some(through));
+        snapshot_requested(&d).await;
+        d.step();
         assert!(matches!(
             next(&mut stale).await,
             SideToDistributor::Snapshot { .. }
         ));
         let status = d.core.shared().status();
-        assert_eq!(status.latest_frame, through);
+        assert_eq!(status.latest_frame, through + 1);
         assert_eq!(status.subscribers, 4);
-        assert!(status.snapshots_sent >= 1);
+        assert_eq!(status.snapshots_sent, 2);
+        assert_eq!(status.restarts, 1);
     }
 
     #[tokio::test]
     async fn a_replaced_state_starts_the_feed_again() {
         let mut d = Driver::new();
+        let mut reader = d.subscribe(None);
+        snapshot_requested(&d).await;
         for _ in 0..3 {
             d.step();
         }
-        let mut reader = d.subscribe(None);
         let mut image = BTreeMap::new();
         let through = d.router.feed_frame_number();
         read_through(&mut reader, &mut image, None, through).await;
         // The state is replaced: the next tick has no frame, and the subscriber, waiting for
-        // it, gets a snapshot at a later tick instead.
-        d.core.restart();
+        // it, gets a snapshot at the tick after instead.
+        let mut replaced = d.router.clone();
+        d.core.attach(&mut replaced);
+        d.router = replaced;
         d.step();
+        snapshot_requested(&d).await;
         d.step();
-        let through = d.router.feed_frame_number();
-        let mut saw_snapshot = false;
-        while !saw_snapshot {
-            if let SideToDistributor::Snapshot {
-                header, rows, part, ..
-            } = next(&mut reader).await
-            {
-                assert_eq!(part, 0);
-                assert!(header.number > through - 2);
+        match next(&mut reader).await {
+            SideToDistributor::Snapshot {
+                header, rows, last, ..
+            } => {
+                assert!(last);
+                assert_eq!(header.number, d.router.feed_frame_number());
                 image = rows.into_iter().map(|row| (row.key(), row)).collect();
-                saw_snapshot = header.number == through;
-                if !saw_snapshot {
-                    read_through(&mut reader, &mut image, Some(header.number), through).await;
-                    saw_snapshot = true;
-                }
             }
+            other => panic!("expected a snapshot, got {other:?}"),
         }
         assert_eq!(image, rows(&d.router));
         assert_eq!(d.core.shared().status().restarts, 2);
+    }
+
+    /// Lets the subscribers' tasks run until one has asked for a snapshot.
+    async fn snapshot_requested(d: &Driver) {
+        for _ in 0..10_000 {
+            if !d.core.shared().snapshot_requests.lock().unwrap().is_empty() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("no snapshot was asked for");
     }
 
     #[test]
@@ -799,5 +905,40 @@ mod tests {
         }
         assert_eq!(parts, vec![(0, false), (1, false), (2, true)]);
         assert_eq!(decoded, delta);
+
+        // Rows too large for FEED_PART_ROWS_MAX of them in one message: parts are halved.
+        let queue: Vec<FeedRow> = (0..FEED_PART_ROWS_MAX as u64)
+            .map(|i| {
+                FeedRow::RouterQueue(RouterQueueRow {
+                    router_call_key: tandem_model::ids::RouterCallKey(i),
+                    request: Default::default(),
+                    call_type_id: None,
+                    dialed_digits: "9".repeat(1_000),
+                    priority: 1,
+                    enqueued_ms: i,
+                    skill_groups: vec![],
+                })
+            })
+            .collect();
+        let delta = FeedDelta {
+            upserts: queue,
+            ..FeedDelta::default()
+        };
+        let encoded = encode_frame(header, &delta);
+        let mut buffer = encoded.bytes.as_slice();
+        let mut decoded = Vec::new();
+        let mut parts = 0;
+        while !buffer.is_empty() {
+            let (message, len): (SideToDistributor, usize) =
+                frame::decode(buffer).unwrap().unwrap();
+            buffer = &buffer[len..];
+            let SideToDistributor::Frame { delta, .. } = message else {
+                panic!("a frame part");
+            };
+            decoded.extend(delta.upserts);
+            parts += 1;
+        }
+        assert!(parts >= 2, "{parts} parts");
+        assert_eq!(decoded, delta.upserts);
     }
 }

@@ -449,6 +449,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
         admin_next: 0,
         tx,
     };
+    core.rtsrvr.attach(&mut core.router);
     if let Some((link, committed_through, config_version)) = logger.take() {
         core.logger_up(link, committed_through, config_version);
     }
@@ -1378,7 +1379,7 @@ impl Core {
         self.outputs_scratch = outputs;
         if matches!(input.input, Input::TimeTick) {
             self.rtsrvr.tick(
-                &self.router,
+                &mut self.router,
                 self.outputs.generation,
                 ordered.epoch.number,
                 ordered.seq,
@@ -1546,7 +1547,7 @@ impl Core {
                     Ok(()) => match Router::from_state(*state) {
                         Ok(router) => {
                             self.router = router;
-                            self.rtsrvr.restart();
+                            self.rtsrvr.attach(&mut self.router);
                             // The stream before the cut is the peer's: this side's logger
                             // recovers what it lacks of it from the peer's logger.
                             self.feed.restart_at(self.router.last_seq());
@@ -1648,14 +1649,24 @@ impl Core {
                 self.router.state().router_calls.len()
             );
         }
+        if command == "feed-digest" {
+            // With nothing applied since the last tick, these rows are that frame's.
+            return format!(
+                "feed-digest frame={} digest={:032x} at_tick={}\n",
+                self.router.feed_frame_number(),
+                tandem_model::feed::rows_digest(&self.router.feed_rows().collect::<Vec<_>>()),
+                self.router.last_seq() == self.rtsrvr.last_tick_seq()
+            );
+        }
         if command == "feed" {
             let f = self.rtsrvr.shared().status();
             return format!(
-                "feed generation={} latest_frame={} frames_kept={} bytes_kept={} \
+                "feed generation={} latest_frame={} image_rows={} frames_kept={} bytes_kept={} \
                  ticks_skipped={} restarts={} subscribers={} snapshots_sent={} \
                  slow_disconnects={}\n",
                 f.generation,
                 f.latest_frame,
+                f.image_rows,
                 f.frames_kept,
                 f.bytes_kept,
                 f.ticks_skipped,

@@ -66,28 +66,6 @@ pub fn encode<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), FrameE
     Ok(())
 }
 
-/// The payload bytes `value` takes in a frame, without building the frame: for cutting a large
-/// message into parts that each fit.
-pub fn payload_len<T: Serialize>(value: &T) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    // As in `encode`, only types MessagePack cannot express fail, which the protocol avoids;
-    // such a value counts as too large for any frame.
-    match rmp_serde::encode::write(&mut counter, value) {
-        Ok(()) => counter.0,
-        Err(_) => usize::MAX,
-    }
-}
-
 /// The length of the whole frame at the start of `buffer` once all of it is there; `None` while
 /// more bytes are needed. A length beyond the limit is an error at once.
 pub fn check(buffer: &[u8]) -> Result<Option<usize>, FrameError> {

@@ -16,16 +16,15 @@
 //! copies into the same database, so rows refer to objects by id only.
 
 use crate::config::ConfigChange;
-use crate::domain::ServiceLevelType;
+use crate::domain::{AgentState, ServiceLevelType};
 use crate::ids::*;
 use crate::realtime::{AgentCounts, CallCounts};
 use serde::{Deserialize, Serialize};
 
-/// The encoded size a frame part is cut to: a frame with more rows than fit (every row of a
-/// table changes when its Half family rolls) is sent in several parts, which a distributor
-/// writes in one transaction once the last has arrived.
-pub const FEED_PART_BYTES_MAX: usize = 1 << 20;
-/// The most rows one part carries, whatever their size.
+/// The most entries (rows, deletes, configuration changes) one message of a frame carries: a
+/// frame with more (every member row changes when the Half family rolls) is sent in several
+/// parts, which a distributor applies in one transaction once the last has arrived. A part whose
+/// entries are too large for one message is halved until it fits.
 pub const FEED_PART_ROWS_MAX: usize = 8_192;
 /// The most parts one frame or snapshot may have: bounds what a distributor buffers before it
 /// writes (512 MiB of encoded rows, beyond any contact center the router accepts).
@@ -101,7 +100,7 @@ pub struct CallCountsRealTimeRow {
 pub struct AgentRealTimeRow {
     pub agent_id: AgentId,
     pub peripheral_id: PeripheralId,
-    pub agent_state: String,
+    pub agent_state: AgentState,
     pub reason_code: u16,
     /// Ordered time of the last state change.
     pub date_time_last_state_change_ms: u64,
@@ -119,7 +118,8 @@ pub struct AgentRealTimeRow {
 pub struct AgentSkillGroupRealTimeRow {
     pub agent_id: AgentId,
     pub skill_group_id: SkillGroupId,
-    pub agent_state: String,
+    /// The agent's state in this group (BusyOther while its call belongs to another group).
+    pub agent_state: AgentState,
     pub half: AgentCounts,
     pub today: AgentCounts,
 }
@@ -186,12 +186,13 @@ impl FeedTable {
     }
 }
 
-/// A row of one of the feed's tables.
+/// A row of one of the feed's tables. The rows with call families are boxed: they are several
+/// times the size of the others, which are the many.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FeedRow {
-    SkillGroup(SkillGroupRealTimeRow),
-    CallType(CallCountsRealTimeRow),
-    Service(CallCountsRealTimeRow),
+    SkillGroup(Box<SkillGroupRealTimeRow>),
+    CallType(Box<CallCountsRealTimeRow>),
+    Service(Box<CallCountsRealTimeRow>),
     Peripheral(PeripheralRealTimeRow),
     Agent(AgentRealTimeRow),
     AgentSkillGroup(AgentSkillGroupRealTimeRow),
@@ -279,6 +280,20 @@ pub struct FeedDelta {
     pub deletes: Vec<FeedKey>,
     /// Configuration changes accepted since the previous tick, in version order.
     pub config_changes: Vec<VersionedConfigChange>,
+}
+
+/// A digest of rows in key order (xxh3-128 of their MessagePack encoding): a distributor's
+/// rows and a router's, compared at the same frame, are equal exactly when the digests are.
+pub fn rows_digest<'a>(rows: impl IntoIterator<Item = &'a FeedRow>) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buffer = Vec::new();
+    for row in rows {
+        buffer.clear();
+        // Encoding into a vector fails only for types MessagePack cannot express; rows have none.
+        rmp_serde::encode::write(&mut buffer, row).expect("a feed row encodes");
+        hasher.update(&buffer);
+    }
+    hasher.digest128()
 }
 
 impl FeedDelta {

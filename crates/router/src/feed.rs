@@ -1,21 +1,19 @@
 //! The real-time feed's rows, computed from the router's state (see `tandem_model::feed`).
 //!
-//! A frame is the difference between the router at two consecutive TimeTicks. The candidates
-//! are found by diffing the two states' tables ([`crate::table::IdTable::diff`]), which skips
-//! everything a snapshot still shares, plus every row with rolling families when ordered time
-//! crossed a period boundary (a To5 step rolls skill groups, call types and services; a new half
-//! hour or day also rolls the agents' skill group rows). Each candidate's row is then computed
-//! at both ticks and sent only if it differs. The result depends on the two states' values
-//! alone, so both sides compute the same frame, and a side that rebuilt its state by transfer
-//! computes it too once it has applied two ticks of its own.
+//! The tables the rows are read from log the keys written to them (`ChangeLog`, off unless the
+//! side follows the feed). At each TimeTick the side drains the logs (`feed_changes`): the
+//! candidates are the keys written since the last tick, plus every row with rolling families
+//! when ordered time crossed a period boundary, and each candidate's row is read as it is now.
+//! Both sides apply the same inputs between two ticks, so they drain the same keys; rtsrvr then
+//! compares the rows with the ones it published to make the frame. Nothing is copied or
+//! snapshotted per tick: the cost follows the rows written.
 
+use crate::periods;
 use crate::rows::RouterCallPhase;
-use crate::views::AgentSkillGroupRealTime;
+use crate::table::Changes;
 use crate::Router;
-use std::collections::BTreeSet;
 use tandem_model::calendar::to5_step;
 use tandem_model::feed::*;
-use tandem_model::ids::*;
 
 impl Router {
     /// Frames computed so far in this state's generation: the number of the last frame.
@@ -73,7 +71,7 @@ impl Router {
         match key {
             FeedKey::SkillGroup(id) => {
                 let g = self.skill_group_real_time(id)?;
-                Some(FeedRow::SkillGroup(SkillGroupRealTimeRow {
+                Some(FeedRow::SkillGroup(Box::new(SkillGroupRealTimeRow {
                     skill_group_id: id,
                     logged_on: g.logged_on,
                     avail: g.avail,
@@ -95,27 +93,27 @@ impl Router {
                     to5: g.to5,
                     half: g.half,
                     today: g.today,
-                }))
+                })))
             }
             FeedKey::CallType(id) => self.call_type_real_time(id).map(|c| {
-                FeedRow::CallType(CallCountsRealTimeRow {
+                FeedRow::CallType(Box::new(CallCountsRealTimeRow {
                     id: c.id,
                     calls_q_now: c.calls_q_now,
                     calls_in_progress: c.calls_in_progress,
                     to5: c.to5,
                     half: c.half,
                     today: c.today,
-                })
+                }))
             }),
             FeedKey::Service(id) => self.service_real_time(id).map(|c| {
-                FeedRow::Service(CallCountsRealTimeRow {
+                FeedRow::Service(Box::new(CallCountsRealTimeRow {
                     id: c.id,
                     calls_q_now: c.calls_q_now,
                     calls_in_progress: c.calls_in_progress,
                     to5: c.to5,
                     half: c.half,
                     today: c.today,
-                })
+                }))
             }),
             FeedKey::Peripheral(id) => s.peripheral_rt.get(&id).map(|p| {
                 FeedRow::Peripheral(PeripheralRealTimeRow {
@@ -127,35 +125,31 @@ impl Router {
                 })
             }),
             FeedKey::Agent(id) => {
-                let row = s.agent_rt.get(&id)?;
-                row.state.is_logged_on().then(|| {
-                    FeedRow::Agent(AgentRealTimeRow {
-                        agent_id: id,
-                        peripheral_id: row.peripheral,
-                        agent_state: row.state.name().to_string(),
-                        reason_code: row.reason_code,
-                        date_time_last_state_change_ms: row.state_since_ms,
-                        logged_on_since_ms: row.logged_on_since_ms,
-                        skill_group_id: row.active_skill_group,
-                        call: row.call,
-                        reserved_for: row.reserved_for,
-                    })
-                })
+                // ICM's Agent_Real_Time holds the agents logged on only.
+                let row = s.agent_rt.get(&id).filter(|row| row.state.is_logged_on())?;
+                Some(FeedRow::Agent(AgentRealTimeRow {
+                    agent_id: id,
+                    peripheral_id: row.peripheral,
+                    agent_state: row.state,
+                    reason_code: row.reason_code,
+                    date_time_last_state_change_ms: row.state_since_ms,
+                    logged_on_since_ms: row.logged_on_since_ms,
+                    skill_group_id: row.active_skill_group,
+                    call: row.call,
+                    reserved_for: row.reserved_for,
+                }))
             }
             FeedKey::AgentSkillGroup(agent, group) => {
-                let AgentSkillGroupRealTime {
-                    agent_id,
-                    skill_group_id,
-                    agent_state,
-                    half,
-                    today,
-                } = self.agent_skill_group_real_time(agent, group)?;
+                let member = s.agent_skill_group_rt.get(&(agent, group))?;
+                let row = s.agent_rt.get(&agent)?;
+                let mut families = member.families;
+                families.roll(&s.scalars.periods);
                 Some(FeedRow::AgentSkillGroup(AgentSkillGroupRealTimeRow {
-                    agent_id,
-                    skill_group_id,
-                    agent_state: agent_state.to_string(),
-                    half,
-                    today,
+                    agent_id: agent,
+                    skill_group_id: group,
+                    agent_state: row.state_in(group),
+                    half: families.half,
+                    today: families.today,
                 }))
             }
             FeedKey::RouterQueue(key) => {
@@ -180,100 +174,132 @@ impl Router {
         }
     }
 
-    /// The frame from `prev` (the router at the previous tick) to this router: every row that
-    /// differs, as an upsert, and every row gone, as a delete, in table order, then key order.
-    /// Configuration changes are the caller's to add: the router does not keep them.
-    pub fn feed_delta(&self, prev: &Router) -> FeedDelta {
-        let mut delta = FeedDelta::default();
-        for key in self.feed_candidates(prev) {
-            match (prev.feed_row(key), self.feed_row(key)) {
-                (old, Some(new)) => {
-                    if old.as_ref() != Some(&new) {
-                        delta.upserts.push(new);
-                    }
-                }
-                (Some(_), None) => delta.deletes.push(key),
-                (None, None) => {}
-            }
-        }
-        delta
+    /// Starts (or stops) logging the writes to the tables the feed's rows are read from, with
+    /// empty logs. The logs are no part of the state: a state rebuilt from its records does not
+    /// log until told to.
+    pub fn follow_feed_changes(&mut self, on: bool) {
+        let s = &mut self.state;
+        s.skill_group_rt.log_changes(on);
+        s.skill_groups.log_changes(on);
+        s.call_type_rt.log_changes(on);
+        s.call_types.log_changes(on);
+        s.service_rt.log_changes(on);
+        s.services.log_changes(on);
+        s.peripheral_rt.log_changes(on);
+        s.agent_rt.log_changes(on);
+        s.agent_skill_group_rt.log_changes(on);
+        s.router_calls.log_changes(on);
     }
 
-    /// Every key whose row may differ between `prev` and `self`, in table order, then key order:
-    /// a superset of the rows that do.
-    fn feed_candidates(&self, prev: &Router) -> BTreeSet<FeedKey> {
-        let (s, p) = (&self.state, &prev.state);
-        let mut keys = BTreeSet::new();
-        let to5_rolled = to5_step(s.scalars.now_ms) != to5_step(p.scalars.now_ms);
-        let half_rolled = s.scalars.periods.half_start_ms != p.scalars.periods.half_start_ms
-            || s.scalars.periods.day_start_ms != p.scalars.periods.day_start_ms;
-        let rolled = to5_rolled || half_rolled;
-
-        // A skill group's row reads its configuration (the service-level type) and its row.
-        if rolled {
+    /// The rows that may have changed since the last call, each as it is now (`None`: the row
+    /// does not exist), in table order, then key order; and empties the change logs.
+    ///
+    /// `since_ms` is the ordered time of the last call. The candidates are the keys written
+    /// since (every table's change log; an agent's write makes all of its skill group rows
+    /// candidates, since they show its state), plus every row with rolling families when
+    /// ordered time crossed a To5 step (skill groups, call types, services) or a half hour or
+    /// day (the agents' skill group rows too). With `since_ms` `None`, or when a log overflowed,
+    /// the answer is every row and `complete` says so. Called at every TimeTick by both sides,
+    /// the answer depends only on the inputs between the two ticks, so both give the same.
+    pub fn feed_changes(&mut self, since_ms: Option<u64>) -> FeedChanges {
+        let s = &mut self.state;
+        let drained = (
+            s.skill_group_rt.drain_changes(),
+            s.skill_groups.drain_changes(),
+            s.call_type_rt.drain_changes(),
+            s.call_types.drain_changes(),
+            s.service_rt.drain_changes(),
+            s.services.drain_changes(),
+            s.peripheral_rt.drain_changes(),
+            s.agent_rt.drain_changes(),
+            s.agent_skill_group_rt.drain_changes(),
+            s.router_calls.drain_changes(),
+        );
+        let (sg, sg_config, ct, ct_config, svc, svc_config, peripherals, agents, members, calls) =
+            drained;
+        let mut keys: Vec<FeedKey> = Vec::new();
+        let mut complete = since_ms.is_none();
+        fn add<K>(
+            changes: Changes<K>,
+            keys: &mut Vec<FeedKey>,
+            complete: &mut bool,
+            key: impl Fn(K) -> FeedKey,
+        ) {
+            match changes {
+                Changes::Keys(changed) => keys.extend(changed.into_iter().map(key)),
+                Changes::All => *complete = true,
+            }
+        }
+        let c = &mut complete;
+        add(sg, &mut keys, c, FeedKey::SkillGroup);
+        add(sg_config, &mut keys, c, FeedKey::SkillGroup);
+        add(ct, &mut keys, c, FeedKey::CallType);
+        add(ct_config, &mut keys, c, FeedKey::CallType);
+        add(svc, &mut keys, c, FeedKey::Service);
+        add(svc_config, &mut keys, c, FeedKey::Service);
+        add(peripherals, &mut keys, c, FeedKey::Peripheral);
+        add(calls, &mut keys, c, FeedKey::RouterQueue);
+        add(members, &mut keys, c, |(agent, group)| {
+            FeedKey::AgentSkillGroup(agent, group)
+        });
+        match agents {
+            Changes::Keys(agents) => {
+                for agent in agents {
+                    keys.push(FeedKey::Agent(agent));
+                    keys.extend(
+                        self.state
+                            .agent_skill_group_rt
+                            .of(agent)
+                            .iter()
+                            .map(|((a, g), _)| FeedKey::AgentSkillGroup(*a, *g)),
+                    );
+                }
+            }
+            Changes::All => complete = true,
+        }
+        if complete {
+            return FeedChanges {
+                complete: true,
+                rows: self.feed_rows().map(|row| (row.key(), Some(row))).collect(),
+            };
+        }
+        let s = &self.state;
+        let since_ms = since_ms.expect("complete without a previous tick");
+        let now = s.scalars.now_ms;
+        let to5_rolled = to5_step(now) != to5_step(since_ms);
+        let previous = periods(self.tz, s.scalars.settings.interval_minutes, since_ms);
+        let half_rolled = previous.half_start_ms != s.scalars.periods.half_start_ms
+            || previous.day_start_ms != s.scalars.periods.day_start_ms;
+        if to5_rolled || half_rolled {
+            keys.extend(s.skill_group_rt.keys().map(|id| FeedKey::SkillGroup(*id)));
+            keys.extend(s.call_type_rt.keys().map(|id| FeedKey::CallType(*id)));
+            keys.extend(s.service_rt.keys().map(|id| FeedKey::Service(*id)));
+        }
+        if half_rolled {
             keys.extend(
-                s.skill_group_rt
-                    .iter()
-                    .map(|(id, _)| FeedKey::SkillGroup(*id)),
+                s.agent_skill_group_rt
+                    .keys()
+                    .map(|&(a, g)| FeedKey::AgentSkillGroup(a, g)),
             );
         }
-        s.skill_group_rt.diff(&p.skill_group_rt, |id, _, _| {
-            keys.insert(FeedKey::SkillGroup(*id));
-        });
-        s.skill_groups.diff(&p.skill_groups, |id, _, _| {
-            keys.insert(FeedKey::SkillGroup(*id));
-        });
-        if rolled {
-            keys.extend(s.call_type_rt.iter().map(|(id, _)| FeedKey::CallType(*id)));
-            keys.extend(s.service_rt.iter().map(|(id, _)| FeedKey::Service(*id)));
+        keys.sort_unstable();
+        keys.dedup();
+        let rows = keys
+            .into_iter()
+            .map(|key| (key, self.feed_row(key)))
+            .collect();
+        FeedChanges {
+            complete: false,
+            rows,
         }
-        s.call_type_rt.diff(&p.call_type_rt, |id, _, _| {
-            keys.insert(FeedKey::CallType(*id));
-        });
-        s.call_types.diff(&p.call_types, |id, _, _| {
-            keys.insert(FeedKey::CallType(*id));
-        });
-        s.service_rt.diff(&p.service_rt, |id, _, _| {
-            keys.insert(FeedKey::Service(*id));
-        });
-        s.services.diff(&p.services, |id, _, _| {
-            keys.insert(FeedKey::Service(*id));
-        });
-        s.peripheral_rt.diff(&p.peripheral_rt, |id, _, _| {
-            keys.insert(FeedKey::Peripheral(*id));
-        });
-
-        // An agent's skill group rows read the agent's state, so an agent that changed makes
-        // all of its rows (old and new) candidates.
-        let mut agents_changed: Vec<AgentId> = Vec::new();
-        s.agent_rt.diff(&p.agent_rt, |id, _, _| {
-            keys.insert(FeedKey::Agent(*id));
-            agents_changed.push(*id);
-        });
-        let member_keys = |agent: AgentId, keys: &mut BTreeSet<FeedKey>| {
-            for ((a, g), _) in p.agent_skill_group_rt.of(agent) {
-                keys.insert(FeedKey::AgentSkillGroup(*a, *g));
-            }
-            for ((a, g), _) in s.agent_skill_group_rt.of(agent) {
-                keys.insert(FeedKey::AgentSkillGroup(*a, *g));
-            }
-        };
-        if half_rolled {
-            for ((a, g), _) in s.agent_skill_group_rt.iter() {
-                keys.insert(FeedKey::AgentSkillGroup(*a, *g));
-            }
-        }
-        for agent in agents_changed {
-            member_keys(agent, &mut keys);
-        }
-        s.agent_skill_group_rt
-            .diff_owners(&p.agent_skill_group_rt, |agent, _, _| {
-                member_keys(*agent, &mut keys);
-            });
-
-        s.router_calls.diff(&p.router_calls, |key, _, _| {
-            keys.insert(FeedKey::RouterQueue(*key));
-        });
-        keys
     }
+}
+
+/// What [`Router::feed_changes`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeedChanges {
+    /// `rows` holds every row, and a row not in it does not exist.
+    pub complete: bool,
+    /// The candidates, each with its row now, in key order.
+    pub rows: Vec<(FeedKey, Option<FeedRow>)>,
 }

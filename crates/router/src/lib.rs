@@ -27,6 +27,7 @@ pub mod views;
 
 pub use prefetch::{PREFETCH_DISTANCE, PREFETCH_STATE_BYTES_MIN};
 
+pub use feed::FeedChanges;
 pub use intervals::INTERVAL_ROWS_PER_TICK_MAX;
 pub use records::{ImportError, STATE_FORMAT_VERSION};
 pub use state::State;

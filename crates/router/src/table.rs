@@ -252,12 +252,77 @@ fn row_len<K: Encode, V: Encode>(key: &K, value: &V) -> u64 {
     (key.encoded_len() + value.encoded_len()) as u64
 }
 
+/// The most keys a table's change log holds between two drains; past it the log only says
+/// that everything may have changed. A drain every TimeTick sees far fewer.
+pub const CHANGE_LOG_KEYS_MAX: usize = 1 << 18;
+
+/// The keys written (inserted, updated or removed) since the log was last drained, for a table
+/// whose changes the real-time feed follows. Off by default; it is no part of the table's
+/// value: not encoded, not compared, not in the digest.
+#[derive(Clone, Debug)]
+pub struct ChangeLog<K> {
+    on: bool,
+    keys: Vec<K>,
+    /// More than `CHANGE_LOG_KEYS_MAX` keys were written since the last drain.
+    overflowed: bool,
+}
+
+/// What a drained change log says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Changes<K> {
+    /// These keys (sorted, each once) may have changed; no other did.
+    Keys(Vec<K>),
+    /// Too many keys were written to list: any row may have changed.
+    All,
+}
+
+impl<K> Default for ChangeLog<K> {
+    fn default() -> Self {
+        ChangeLog {
+            on: false,
+            keys: Vec::new(),
+            overflowed: false,
+        }
+    }
+}
+
+impl<K: Ord + Clone> ChangeLog<K> {
+    #[inline]
+    fn record(&mut self, key: &K) {
+        if self.on && !self.overflowed {
+            if self.keys.len() < CHANGE_LOG_KEYS_MAX {
+                self.keys.push(key.clone());
+            } else {
+                self.overflowed = true;
+                self.keys = Vec::new();
+            }
+        }
+    }
+
+    fn set(&mut self, on: bool) {
+        self.on = on;
+        self.keys.clear();
+        self.overflowed = false;
+    }
+
+    fn drain(&mut self) -> Changes<K> {
+        if std::mem::take(&mut self.overflowed) {
+            return Changes::All;
+        }
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.sort_unstable();
+        keys.dedup();
+        Changes::Keys(keys)
+    }
+}
+
 /// A table keyed by a dense id: the same interface as [`Table`] over an [`IdTrie`], whose
 /// lookups cost one pointer per level and no comparisons. Cloning is O(1) as well.
 #[derive(Clone, Debug)]
 pub struct IdTable<K, V> {
     rows: IdTrie<K, V>,
     bytes: u64,
+    changes: ChangeLog<K>,
 }
 
 impl<K, V> Default for IdTable<K, V> {
@@ -265,6 +330,7 @@ impl<K, V> Default for IdTable<K, V> {
         IdTable {
             rows: IdTrie::default(),
             bytes: 0,
+            changes: ChangeLog::default(),
         }
     }
 }
@@ -303,6 +369,7 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
     }
 
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.changes.record(&key);
         let added = row_len(&key, &value);
         let previous = self.rows.insert(key, value);
         if let Some(old) = &previous {
@@ -314,6 +381,7 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
 
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let removed = self.rows.remove(key)?;
+        self.changes.record(key);
         self.bytes -= row_len(key, &removed);
         Some(removed)
     }
@@ -322,6 +390,7 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
     #[inline]
     pub fn update<R>(&mut self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
         let row = self.rows.get_mut(key)?;
+        self.changes.record(key);
         let before = row.encoded_len();
         let result = f(row);
         let after = row.encoded_len();
@@ -351,15 +420,14 @@ impl<K: DenseKey + Encode, V: Clone + Encode> IdTable<K, V> {
         self.rows.iter_from(start.index())
     }
 
-    /// The rows that differ from `old`'s, in key order (see [`IdTrie::diff`]).
-    pub fn diff<'a>(
-        &'a self,
-        old: &'a Self,
-        changed: impl FnMut(&'a K, Option<&'a V>, Option<&'a V>),
-    ) where
-        V: PartialEq,
-    {
-        self.rows.diff(&old.rows, changed);
+    /// Starts (or stops) logging the keys written, with an empty log.
+    pub fn log_changes(&mut self, on: bool) {
+        self.changes.set(on);
+    }
+
+    /// The keys written since the last drain (nothing when logging is off).
+    pub fn drain_changes(&mut self) -> Changes<K> {
+        self.changes.drain()
     }
 
     pub fn from_sorted(rows: Vec<(K, V)>) -> Result<Self, usize> {
@@ -403,6 +471,7 @@ impl<K: DenseKey + Encode, V: Clone + Encode> TableBuilder for IdTableBuilder<K,
         IdTable {
             rows: self.rows.finish(),
             bytes: self.bytes,
+            changes: ChangeLog::default(),
         }
     }
 }
@@ -483,6 +552,7 @@ pub struct GroupedTable<K: GroupKey, V> {
     owners: IdTrie<K::Owner, GroupRows<K, V>>,
     len: usize,
     bytes: u64,
+    changes: ChangeLog<K>,
 }
 
 impl<K: GroupKey, V> Default for GroupedTable<K, V> {
@@ -491,6 +561,7 @@ impl<K: GroupKey, V> Default for GroupedTable<K, V> {
             owners: IdTrie::default(),
             len: 0,
             bytes: 0,
+            changes: ChangeLog::default(),
         }
     }
 }
@@ -546,6 +617,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
     }
 
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.changes.record(&key);
         let key_len = key.encoded_len() as u64;
         let added = key_len + value.encoded_len() as u64;
         let owner = key.owner();
@@ -577,6 +649,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let owner = key.owner();
         let at = self.of(owner).binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        self.changes.record(key);
         let rows = self.owners.get_mut(&owner).expect("found above");
         let (_, removed) = rows.remove(at);
         if rows.is_empty() {
@@ -595,6 +668,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
             .of(key.owner())
             .binary_search_by(|(k, _)| k.cmp(key))
             .ok()?;
+        self.changes.record(key);
         let rows = self.owners.get_mut(&key.owner())?;
         let row = &mut rows[at].1;
         let before = row.encoded_len();
@@ -610,27 +684,14 @@ impl<K: GroupKey + Encode, V: Clone + Encode> GroupedTable<K, V> {
             .flat_map(|(_, rows)| rows.iter().map(|(k, v)| (k, v)))
     }
 
-    /// The owners whose rows differ from `old`'s, in owner order, each with its old and new
-    /// rows (see [`IdTrie::diff`]).
-    pub fn diff_owners<'a>(
-        &'a self,
-        old: &'a Self,
-        mut changed: impl FnMut(&'a K::Owner, &'a [(K, V)], &'a [(K, V)]),
-    ) where
-        V: PartialEq,
-    {
-        self.owners.diff(&old.owners, |owner, old_rows, new_rows| {
-            changed(
-                owner,
-                old_rows.map_or(&[], |rows| rows.as_slice()),
-                new_rows.map_or(&[], |rows| rows.as_slice()),
-            )
-        });
+    /// Starts (or stops) logging the keys written, with an empty log.
+    pub fn log_changes(&mut self, on: bool) {
+        self.changes.set(on);
     }
 
-    /// The owners that have rows, in owner order.
-    pub fn owners(&self) -> impl Iterator<Item = &K::Owner> {
-        self.owners.iter().map(|(owner, _)| owner)
+    /// The keys written since the last drain (nothing when logging is off).
+    pub fn drain_changes(&mut self) -> Changes<K> {
+        self.changes.drain()
     }
 
     /// The row of `owner` that `compare` finds, by binary search over the owner's rows:
@@ -742,6 +803,7 @@ impl<K: GroupKey + Encode, V: Clone + Encode> TableBuilder for GroupedTableBuild
             owners: self.owners.finish(),
             len: self.len,
             bytes: self.bytes,
+            changes: ChangeLog::default(),
         }
     }
 }
@@ -1101,6 +1163,40 @@ impl<K: Ord + Clone + PartialEq, V: Clone + PartialEq> PartialEq for Table<K, V>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn change_logs_list_the_keys_written_once_each_and_say_when_too_many() {
+        let mut t: IdTable<u64, u64> = IdTable::default();
+        t.insert(5, 1);
+        assert_eq!(t.drain_changes(), Changes::Keys(vec![]), "off by default");
+        t.log_changes(true);
+        t.insert(9, 1);
+        t.insert(3, 1);
+        t.update(&9, |v| *v += 1);
+        t.update(&4, |v| *v += 1); // no such row: nothing written
+        t.remove(&5);
+        t.remove(&6); // no such row
+        assert_eq!(t.drain_changes(), Changes::Keys(vec![3, 5, 9]));
+        assert_eq!(t.drain_changes(), Changes::Keys(vec![]));
+        for k in 0..=CHANGE_LOG_KEYS_MAX as u64 {
+            t.update(&9, |v| *v = k);
+        }
+        assert_eq!(t.drain_changes(), Changes::All);
+        assert_eq!(t.drain_changes(), Changes::Keys(vec![]));
+
+        let mut g: GroupedTable<(u64, u64), u32> = GroupedTable::default();
+        g.log_changes(true);
+        g.insert((1, 2), 0);
+        g.insert((1, 1), 0);
+        g.update(&(1, 2), |v| *v += 1);
+        g.remove(&(1, 1));
+        assert_eq!(g.drain_changes(), Changes::Keys(vec![(1, 1), (1, 2)]));
+        // A clone of a logging table compares equal whatever its log holds.
+        g.insert((2, 1), 0);
+        let mut other = g.clone();
+        other.log_changes(false);
+        assert!(other == g);
+    }
 
     #[test]
     fn bytes_track_inserts_updates_and_removes() {

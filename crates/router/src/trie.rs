@@ -490,140 +490,6 @@ impl<K: DenseKey, V: Clone> IdTrie<K, V> {
     }
 }
 
-impl<K: DenseKey, V: Clone + PartialEq> IdTrie<K, V> {
-    /// Calls `changed(key, old_row, new_row)` for every key whose row differs between `old` and
-    /// `self` (added, removed or changed), in key order.
-    ///
-    /// Subtrees the two tries share (one is a snapshot of the other, taken before the writes
-    /// since) are skipped unread, so the cost follows what changed, not the size of the table.
-    /// Shared or not, rows are compared by value, so the result depends only on the rows.
-    pub fn diff<'a>(
-        &'a self,
-        old: &'a Self,
-        mut changed: impl FnMut(&'a K, Option<&'a V>, Option<&'a V>),
-    ) {
-        match (&self.root, &old.root) {
-            (None, None) => {}
-            (Some(new_root), Some(old_root))
-                if self.height == old.height && self.base == old.base =>
-            {
-                diff_nodes(new_root, old_root, &mut changed);
-            }
-            // Different spans: the nodes do not line up, so the rows are merged in key order.
-            _ => {
-                let mut news = self.iter().peekable();
-                let mut olds = old.iter().peekable();
-                loop {
-                    match (news.peek(), olds.peek()) {
-                        (None, None) => break,
-                        (Some(&(k, v)), None) => {
-                            changed(k, None, Some(v));
-                            news.next();
-                        }
-                        (None, Some(&(k, v))) => {
-                            changed(k, Some(v), None);
-                            olds.next();
-                        }
-                        (Some(&(kn, vn)), Some(&(ko, vo))) => match kn.cmp(ko) {
-                            std::cmp::Ordering::Less => {
-                                changed(kn, None, Some(vn));
-                                news.next();
-                            }
-                            std::cmp::Ordering::Greater => {
-                                changed(ko, Some(vo), None);
-                                olds.next();
-                            }
-                            std::cmp::Ordering::Equal => {
-                                if vn != vo {
-                                    changed(kn, Some(vo), Some(vn));
-                                }
-                                news.next();
-                                olds.next();
-                            }
-                        },
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The diff of two nodes at the same level and position.
-fn diff_nodes<'a, K, V: PartialEq>(
-    new: &'a Arc<Node<K, V>>,
-    old: &'a Arc<Node<K, V>>,
-    changed: &mut impl FnMut(&'a K, Option<&'a V>, Option<&'a V>),
-) {
-    if Arc::ptr_eq(new, old) {
-        return;
-    }
-    match (&**new, &**old) {
-        (
-            Node::Branch {
-                children: new_children,
-                occupied: new_occupied,
-            },
-            Node::Branch {
-                children: old_children,
-                occupied: old_occupied,
-            },
-        ) => {
-            let mut from = 0;
-            while let Some(i) = next_occupied(new_occupied | old_occupied, from) {
-                from = i + 1;
-                match (&new_children[i], &old_children[i]) {
-                    (Some(n), Some(o)) => diff_nodes(n, o, changed),
-                    (Some(n), None) => each_row(n, &mut |k, v| changed(k, None, Some(v))),
-                    (None, Some(o)) => each_row(o, &mut |k, v| changed(k, Some(v), None)),
-                    (None, None) => {}
-                }
-            }
-        }
-        (
-            Node::Leaf {
-                slots: new_slots,
-                occupied: new_occupied,
-            },
-            Node::Leaf {
-                slots: old_slots,
-                occupied: old_occupied,
-            },
-        ) => {
-            let mut from = 0;
-            while let Some(i) = next_occupied(new_occupied | old_occupied, from) {
-                from = i + 1;
-                match (&new_slots[i], &old_slots[i]) {
-                    (Some((k, n)), Some((_, o))) => {
-                        if n != o {
-                            changed(k, Some(o), Some(n));
-                        }
-                    }
-                    (Some((k, n)), None) => changed(k, None, Some(n)),
-                    (None, Some((k, o))) => changed(k, Some(o), None),
-                    (None, None) => {}
-                }
-            }
-        }
-        _ => unreachable!("nodes at one level are all branches or all leaves"),
-    }
-}
-
-/// Every row under `node`, in key order.
-fn each_row<'a, K, V>(node: &'a Node<K, V>, f: &mut impl FnMut(&'a K, &'a V)) {
-    match node {
-        Node::Branch { children, .. } => {
-            for child in children.iter().flatten() {
-                each_row(child, f);
-            }
-        }
-        Node::Leaf { slots, .. } => {
-            for (k, v) in slots.iter().flatten() {
-                f(k, v);
-            }
-        }
-    }
-}
-
 /// A key that is not above the key before it, in rows that must ascend strictly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfOrder;
@@ -786,7 +652,7 @@ impl<K: DenseKey, V: Clone + PartialEq> PartialEq for IdTrie<K, V> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -834,19 +700,9 @@ mod tests {
             prop_assert_eq!(trie.get(&probe), model.get(&probe));
             prop_assert_eq!(trie.min_index(), model.keys().next().copied());
             prop_assert_eq!(trie.first().map(|(k, _)| *k), model.keys().next().copied());
-            // Every snapshot still holds exactly what the map held when it was taken, and its
-            // diff with the trie is the maps' difference, in key order.
+            // Every snapshot still holds exactly what the map held when it was taken.
             for (snapshot, expected) in &snapshots {
                 prop_assert!(snapshot.iter().map(|(k, v)| (*k, *v)).eq(expected.iter().map(|(k, v)| (*k, *v))));
-                let mut diff = Vec::new();
-                trie.diff(snapshot, |k, old, new| diff.push((*k, old.copied(), new.copied())));
-                let keys: BTreeSet<u64> = expected.keys().chain(model.keys()).copied().collect();
-                let want: Vec<_> = keys
-                    .into_iter()
-                    .map(|k| (k, expected.get(&k).copied(), model.get(&k).copied()))
-                    .filter(|(_, old, new)| old != new)
-                    .collect();
-                prop_assert_eq!(diff, want);
             }
         }
     }

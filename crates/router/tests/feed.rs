@@ -1,6 +1,7 @@
-//! The real-time feed: frames applied to a snapshot give exactly the router's rows at every
-//! later tick, across To5 steps and a half-hour boundary, and a frame depends on the states'
-//! values alone (a state rebuilt from its records computes the same frame).
+//! The real-time feed: the rows drained at each tick, applied to the rows at an earlier tick,
+//! give exactly the router's rows, across To5 steps and a half-hour boundary, with and without
+//! input; and two routers that apply the same inputs drain the same rows (a state rebuilt from
+//! its records too, once it has drained every row).
 
 use std::collections::BTreeMap;
 use tandem_model::config::{ConfigChange, ConfigObject, ConfigOp};
@@ -8,6 +9,7 @@ use tandem_model::feed::{FeedKey, FeedRow, FeedTable};
 use tandem_model::generate::{generate, GenerateParams};
 use tandem_model::input::{Input, OrderedInput};
 use tandem_pg::{LoadParams, TrafficSim};
+use tandem_router::FeedChanges;
 use tandem_router::{records, Router};
 
 /// 2026-11-21T10:00Z, a half-hour boundary.
@@ -26,6 +28,8 @@ struct Loop {
     sim: TrafficSim,
     seq: u64,
     now_ms: u64,
+    /// Every input applied, when recording.
+    recorded: Option<Vec<OrderedInput>>,
 }
 
 impl Loop {
@@ -41,7 +45,8 @@ impl Loop {
             peripherals: 2,
             ..GenerateParams::default()
         });
-        let router = Router::from_contact_center(&cc, start_ms).unwrap();
+        let mut router = Router::from_contact_center(&cc, start_ms).unwrap();
+        router.follow_feed_changes(true);
         let cps = f64::from(agents) / 10.0;
         let sim = TrafficSim::new(&cc, LoadParams::for_occupancy(agents, cps, 0.85), start_ms);
         Loop {
@@ -49,10 +54,19 @@ impl Loop {
             sim,
             seq: 0,
             now_ms: start_ms,
+            recorded: None,
         }
     }
 
+    /// Drains the rows changed since the tick at `since_ms`.
+    fn drain(&mut self, since_ms: u64) -> FeedChanges {
+        self.router.feed_changes(Some(since_ms))
+    }
+
     fn apply(&mut self, input: OrderedInput) {
+        if let Some(recorded) = &mut self.recorded {
+            recorded.push(input.clone());
+        }
         self.seq += 1;
         for output in self.router.apply(self.seq, &input) {
             self.sim.on_output(input.time_ms, &output);
@@ -87,42 +101,50 @@ impl Loop {
     }
 }
 
-fn apply_delta(image: &mut Image, delta: &tandem_model::feed::FeedDelta) {
-    for key in &delta.deletes {
-        assert!(image.remove(key).is_some(), "{key:?} deleted but absent");
+/// Applies drained rows to an image; returns the keys that changed it.
+fn apply_changes(image: &mut Image, changes: FeedChanges) -> Vec<FeedKey> {
+    let keys: Vec<FeedKey> = changes.rows.iter().map(|(key, _)| *key).collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "rows out of key order"
+    );
+    if changes.complete {
+        image.clear();
     }
-    for row in &delta.upserts {
-        image.insert(row.key(), row.clone());
+    let mut changed = Vec::new();
+    for (key, row) in changes.rows {
+        let before = match row {
+            Some(row) => image.insert(key, row.clone()).filter(|old| *old == row),
+            None => image.remove(&key),
+        };
+        if before.is_none() {
+            changed.push(key);
+        }
     }
+    changed
 }
 
 #[test]
-fn frames_applied_to_a_snapshot_give_the_rows_at_every_tick() {
+fn drained_rows_applied_to_the_rows_at_a_tick_give_the_rows_at_every_later_tick() {
     // Start 90 s before a half hour, so that the run crosses To5 steps and the boundary.
     let mut l = Loop::new(HALF_HOUR_BOUNDARY_MS - 90_000);
     l.next_tick();
-    let mut prev = l.router.clone();
-    let mut kept = image(&prev);
-    let mut frames = 0;
+    let mut kept = image(&l.router);
+    let _ = l.router.feed_changes(None);
+    let mut since_ms = l.now_ms;
+    let mut ticks = 0;
     let mut seen = BTreeMap::<FeedTable, usize>::new();
-    let mut rows_at_boundary = 0;
-    let first_frame = prev.feed_frame_number();
+    let mut reset_at_boundary = 0;
+    let first_frame = l.router.feed_frame_number();
     while l.now_ms < HALF_HOUR_BOUNDARY_MS + 60_000 {
         l.next_tick();
-        let delta = l.router.feed_delta(&prev);
-        // Keys ascend within a frame: table order, then key order.
-        let keys: Vec<FeedKey> = delta.upserts.iter().map(FeedRow::key).collect();
-        assert!(keys.windows(2).all(|w| w[0] < w[1]), "upserts out of order");
-        assert!(
-            delta.deletes.windows(2).all(|w| w[0] < w[1]),
-            "deletes out of order"
-        );
-        for row in &delta.upserts {
-            *seen.entry(row.table()).or_default() += 1;
-        }
+        let changes = l.drain(since_ms);
+        since_ms = l.now_ms;
+        assert!(!changes.complete);
         if l.now_ms == HALF_HOUR_BOUNDARY_MS {
-            // Every member row with Half counts before the boundary has them reset in this
-            // frame, whether or not the agent did anything.
+            // Every member row with Half counts before the boundary is drained at it, whether
+            // or not the agent did anything.
+            let drained: Vec<FeedKey> = changes.rows.iter().map(|(key, _)| *key).collect();
             let counted: Vec<FeedKey> = kept
                 .values()
                 .filter_map(|row| match row {
@@ -131,21 +153,25 @@ fn frames_applied_to_a_snapshot_give_the_rows_at_every_tick() {
                 })
                 .collect();
             for key in &counted {
-                assert!(keys.contains(key), "{key:?} not reset at the half hour");
+                assert!(
+                    drained.binary_search(key).is_ok(),
+                    "{key:?} not drained at the half hour"
+                );
             }
-            rows_at_boundary = counted.len();
+            reset_at_boundary = counted.len();
         }
-        apply_delta(&mut kept, &delta);
-        frames += 1;
+        for key in apply_changes(&mut kept, changes) {
+            *seen.entry(key.table()).or_default() += 1;
+        }
+        ticks += 1;
         // Comparing every row is the expensive part; every tenth tick and the boundary's.
-        if frames % 10 == 0 || l.now_ms.abs_diff(HALF_HOUR_BOUNDARY_MS) <= TICK_MS {
+        if ticks % 10 == 0 || l.now_ms.abs_diff(HALF_HOUR_BOUNDARY_MS) <= TICK_MS {
             assert_eq!(kept, image(&l.router), "image differs at tick {}", l.now_ms);
         }
-        prev = l.router.clone();
     }
     assert_eq!(kept, image(&l.router));
-    assert_eq!(l.router.feed_frame_number(), first_frame + frames);
-    // The load touched every table (the router queue too, at 85% occupancy; services only
+    assert_eq!(l.router.feed_frame_number(), first_frame + ticks);
+    // The load changed every table (the router queue too, at 85% occupancy; services only
     // through configuration, as the simulator gives its calls none), and the half hour reset
     // the member rows that had counts.
     for table in FeedTable::ALL
@@ -158,8 +184,8 @@ fn frames_applied_to_a_snapshot_give_the_rows_at_every_tick() {
         );
     }
     assert!(
-        rows_at_boundary > 100,
-        "{rows_at_boundary} member rows reset at the half hour"
+        reset_at_boundary > 100,
+        "{reset_at_boundary} member rows reset at the half hour"
     );
 }
 
@@ -181,43 +207,54 @@ fn rolling_families_change_rows_with_no_input() {
         members > tandem_router::INTERVAL_ROWS_PER_TICK_MAX,
         "{members} member rows fit one tick's interval flush"
     );
-    let mut prev = l.router.clone();
-    let mut kept = image(&prev);
+    let mut kept = image(&l.router);
+    let _ = l.router.feed_changes(None);
+    let mut since_ms = l.now_ms;
     let mut changed_at = Vec::new();
     while l.now_ms < HALF_HOUR_BOUNDARY_MS + 20_000 {
         l.quiet_tick();
-        let delta = l.router.feed_delta(&prev);
-        if !delta.upserts.is_empty() {
+        let changes = l.drain(since_ms);
+        since_ms = l.now_ms;
+        if !apply_changes(&mut kept, changes).is_empty() {
             changed_at.push(l.now_ms);
         }
-        apply_delta(&mut kept, &delta);
         assert_eq!(kept, image(&l.router), "image differs at {}", l.now_ms);
-        prev = l.router.clone();
     }
     // Rows changed at To5 steps (timers that fire on ticks change rows between them too).
     let steps = changed_at.iter().filter(|t| *t % 10_000 == 0).count();
     assert!(steps >= 4, "rows changed at {changed_at:?}");
 }
 
+/// A side that took its state by transfer drains every row at its first tick, then the same
+/// rows as the side it took the state from, tick after tick.
 #[test]
-fn a_frame_depends_on_the_rows_not_on_shared_memory() {
+fn a_rebuilt_state_drains_what_the_original_drains() {
     let mut l = Loop::new(HALF_HOUR_BOUNDARY_MS - 30 * 60_000);
     for _ in 0..300 {
         l.next_tick();
     }
-    let prev = l.router.clone();
-    // The same state rebuilt from its records shares no node with the live one.
-    let rebuilt =
-        Router::from_state(records::import(&records::export(&prev.snapshot())).unwrap()).unwrap();
-    for _ in 0..3 {
+    let mut since_ms = l.now_ms;
+    let _ = l.drain(since_ms);
+    let mut rebuilt =
+        Router::from_state(records::import(&records::export(&l.router.snapshot())).unwrap())
+            .unwrap();
+    rebuilt.follow_feed_changes(true);
+    let first = rebuilt.feed_changes(None);
+    assert!(first.complete);
+    assert_eq!(first.rows.len(), image(&l.router).len());
+    l.recorded = Some(Vec::new());
+    let mut seq = l.seq;
+    for _ in 0..100 {
         l.next_tick();
+        for input in l.recorded.as_mut().unwrap().drain(..) {
+            seq += 1;
+            rebuilt.apply(seq, &input);
+        }
+        let original = l.drain(since_ms);
+        assert_eq!(rebuilt.feed_changes(Some(since_ms)), original);
+        since_ms = l.now_ms;
     }
-    let shared = l.router.feed_delta(&prev);
-    let rebuilt_delta = l.router.feed_delta(&rebuilt);
-    assert!(!shared.is_empty());
-    assert_eq!(shared, rebuilt_delta);
-    // Nothing changes between a state and itself.
-    assert!(l.router.feed_delta(&l.router.clone()).is_empty());
+    assert_eq!(rebuilt.digest(), l.router.digest());
 }
 
 #[test]
@@ -226,6 +263,8 @@ fn a_configuration_change_shows_in_the_next_frame() {
     for _ in 0..100 {
         l.next_tick();
     }
+    let since_ms = l.now_ms;
+    let _ = l.drain(since_ms);
     let prev = l.router.clone();
     // A new skill group adds a row, and a changed service-level type changes a row's figures.
     let group = prev
@@ -266,8 +305,8 @@ fn a_configuration_change_shows_in_the_next_frame() {
         }),
     });
     l.next_tick();
-    let delta = l.router.feed_delta(&prev);
-    let keys: Vec<FeedKey> = delta.upserts.iter().map(FeedRow::key).collect();
+    let changes = l.drain(since_ms);
+    let keys: Vec<FeedKey> = changes.rows.iter().map(|(key, _)| *key).collect();
     assert!(keys.contains(&FeedKey::SkillGroup(changed.id)));
     assert!(keys.contains(&FeedKey::SkillGroup(added.id)));
     assert!(keys.contains(&FeedKey::Service(service.id)));
