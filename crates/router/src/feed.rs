@@ -24,43 +24,22 @@ impl Router {
     /// Every row of the feed's tables, in table order, then key order: a snapshot.
     pub fn feed_rows(&self) -> impl Iterator<Item = FeedRow> + '_ {
         let s = &self.state;
-        let skill_groups = s
+        let keys = s
             .skill_group_rt
-            .iter()
-            .filter_map(|(id, _)| self.feed_row(FeedKey::SkillGroup(*id)));
-        let call_types = s
-            .call_type_rt
-            .iter()
-            .filter_map(|(id, _)| self.feed_row(FeedKey::CallType(*id)));
-        let services = s
-            .service_rt
-            .iter()
-            .filter_map(|(id, _)| self.feed_row(FeedKey::Service(*id)));
-        let peripherals = s
-            .peripheral_rt
-            .iter()
-            .filter_map(|(id, _)| self.feed_row(FeedKey::Peripheral(*id)));
-        let agents = s
-            .agent_rt
-            .iter()
-            .filter_map(|(id, _)| self.feed_row(FeedKey::Agent(*id)));
-        let members = s
-            .agent_skill_group_rt
-            .iter()
-            .filter_map(|((agent, group), _)| {
-                self.feed_row(FeedKey::AgentSkillGroup(*agent, *group))
-            });
-        let queue = s
-            .router_calls
-            .iter()
-            .filter_map(|(key, _)| self.feed_row(FeedKey::RouterQueue(*key)));
-        skill_groups
-            .chain(call_types)
-            .chain(services)
-            .chain(peripherals)
-            .chain(agents)
-            .chain(members)
-            .chain(queue)
+            .keys()
+            .map(|id| FeedKey::SkillGroup(*id))
+            .chain(s.call_type_rt.keys().map(|id| FeedKey::CallType(*id)))
+            .chain(s.service_rt.keys().map(|id| FeedKey::Service(*id)))
+            .chain(s.peripheral_rt.keys().map(|id| FeedKey::Peripheral(*id)))
+            .chain(s.agent_rt.keys().map(|id| FeedKey::Agent(*id)))
+            .chain(
+                s.agent_skill_group_rt
+                    .keys()
+                    .map(|&(agent, group)| FeedKey::AgentSkillGroup(agent, group)),
+            )
+            .chain(s.router_calls.keys().map(|key| FeedKey::RouterQueue(*key)));
+        // A key without a row (an agent logged off, a call not queued) is left out.
+        keys.filter_map(|key| self.feed_row(key))
     }
 
     /// The row `key` names, as of the router's last input; `None` when the row does not exist
