@@ -34,8 +34,9 @@ use tracing::{debug, warn};
 
 /// Frames kept for distributors that resume: five minutes of 100 ms ticks.
 pub const FEED_HISTORY_FRAMES_MAX: usize = 3_000;
-/// Encoded bytes of frames kept; the oldest go first.
-pub const FEED_HISTORY_BYTES_MAX: usize = 256 << 20;
+/// Encoded bytes of frames kept; the oldest go first. At 10,000 calls/s over 20,000 agents a
+/// frame is about 700 KB, so this keeps some 18 s, far more than a distributor's failover takes.
+pub const FEED_HISTORY_BYTES_MAX: usize = 128 << 20;
 /// Ticks the core may hand the feed thread before it waits no more and skips ticks: the feed
 /// then starts again from a later tick.
 pub const FEED_TICKS_QUEUED_MAX: usize = 64;
