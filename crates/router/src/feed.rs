@@ -11,6 +11,7 @@
 use crate::periods;
 use crate::rows::RouterCallPhase;
 use crate::table::Changes;
+use crate::views::CallCountsRealTime;
 use crate::Router;
 use tandem_model::calendar::to5_step;
 use tandem_model::feed::*;
@@ -74,26 +75,12 @@ impl Router {
                     today: g.today,
                 })))
             }
-            FeedKey::CallType(id) => self.call_type_real_time(id).map(|c| {
-                FeedRow::CallType(Box::new(CallCountsRealTimeRow {
-                    id: c.id,
-                    calls_q_now: c.calls_q_now,
-                    calls_in_progress: c.calls_in_progress,
-                    to5: c.to5,
-                    half: c.half,
-                    today: c.today,
-                }))
-            }),
-            FeedKey::Service(id) => self.service_real_time(id).map(|c| {
-                FeedRow::Service(Box::new(CallCountsRealTimeRow {
-                    id: c.id,
-                    calls_q_now: c.calls_q_now,
-                    calls_in_progress: c.calls_in_progress,
-                    to5: c.to5,
-                    half: c.half,
-                    today: c.today,
-                }))
-            }),
+            FeedKey::CallType(id) => self
+                .call_type_real_time(id)
+                .map(|c| FeedRow::CallType(call_counts_row(c))),
+            FeedKey::Service(id) => self
+                .service_real_time(id)
+                .map(|c| FeedRow::Service(call_counts_row(c))),
             FeedKey::Peripheral(id) => s.peripheral_rt.get(&id).map(|p| {
                 FeedRow::Peripheral(PeripheralRealTimeRow {
                     peripheral_id: id,
@@ -272,6 +259,18 @@ impl Router {
             rows,
         }
     }
+}
+
+/// Call_Type_Real_Time's or Service_Real_Time's row from the view (which adds the name).
+fn call_counts_row(c: CallCountsRealTime) -> Box<CallCountsRealTimeRow> {
+    Box::new(CallCountsRealTimeRow {
+        id: c.id,
+        calls_q_now: c.calls_q_now,
+        calls_in_progress: c.calls_in_progress,
+        to5: c.to5,
+        half: c.half,
+        today: c.today,
+    })
 }
 
 /// What [`Router::feed_changes`] found.
