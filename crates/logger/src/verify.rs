@@ -4,7 +4,7 @@
 //! PostgreSQL), and for a table that differs, how many keys differ and the first of them.
 
 use crate::db::{CentralDb, DbError};
-use crate::schema::{self, Row, SqlValue, TableKind};
+use crate::schema::{self, hash_row, Row, SqlValue, TableKind};
 use std::cmp::Ordering;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -71,23 +71,6 @@ impl Verification {
             "the central databases differ\n"
         });
         out
-    }
-}
-
-fn hash_row(hasher: &mut Xxh3, row: &Row) {
-    for value in row {
-        match value {
-            SqlValue::Null => hasher.update(&[0]),
-            SqlValue::Int(v) => {
-                hasher.update(&[1]);
-                hasher.update(&v.to_le_bytes());
-            }
-            SqlValue::Text(t) => {
-                hasher.update(&[2]);
-                hasher.update(&(t.len() as u64).to_le_bytes());
-                hasher.update(t.as_bytes());
-            }
-        }
     }
 }
 

@@ -379,7 +379,7 @@ async fn seed_and_load(fx: &Fixture) {
     let cc = contact_center(7, 60);
     db.seed(&cc).await.unwrap();
     let (loaded, version) = db.load_configuration().await.unwrap().expect("seeded");
-    assert_eq!(version, tandem_logger::db::SEED_CONFIG_VERSION);
+    assert_eq!(version, tandem_db::SEED_CONFIG_VERSION);
     assert_eq!(loaded, sorted(cc.clone()));
     for (table, _) in schema::CONFIGURATION_TABLES {
         assert_eq!(count(db, table).await, object_count(&cc, table), "{table}");

@@ -1,19 +1,28 @@
-//! The central database: one interface over two backends, SQLite and PostgreSQL.
+//! tandem's databases: the central database a logger writes (`CentralDb`) and the local AW
+//! database a distributor writes (`aw::AwDb`), each over two backends, SQLite and PostgreSQL.
 //!
-//! Everything both backends share lives here: the error type, the catalog of tables, the
+//! Everything both backends share lives here: the error type, the catalogs of tables, the
 //! versioned migrations, the checks on rows before they are sent, and the plan that turns a
 //! batch of writes into per-table runs. The backends (`sqlite`, `postgres`) only execute runs
 //! and read rows; the SQL text of both comes from `sql`.
 //!
-//! Durability: `write` and `insert_rows` return once their transaction is durable (SQLite in WAL
-//! mode with `synchronous=FULL`; PostgreSQL with `synchronous_commit=on` forced for the logger's
-//! sessions), because the caller acknowledges upstream and the upstream then forgets the data.
+//! Durability: the central database's `write` and `insert_rows` return once their transaction
+//! is durable (SQLite in WAL mode with `synchronous=FULL`; PostgreSQL with
+//! `synchronous_commit=on` forced for the logger's sessions), because the caller acknowledges
+//! upstream and the upstream then forgets the data. An AW database is a copy the distributor
+//! rebuilds from the feed and the central configuration, so its commits need not wait for the
+//! disk (`synchronous=NORMAL`, `synchronous_commit=off`): a crash loses at most the last frames,
+//! which the feed sends again.
+
+pub mod aw;
 
 mod postgres;
+pub mod schema;
 mod sql;
 mod sqlite;
+pub mod test_postgres;
 
-use crate::schema::{self, ColumnType, Row, SqlValue, TableDef, TableKind, Write};
+use schema::{ColumnType, Row, SqlValue, TableDef, TableKind, Write};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use tandem_model::config::{ConfigObject, ContactCenter};
@@ -139,6 +148,53 @@ pub struct Progress {
     pub config_version: u64,
 }
 
+/// Which database a connection holds: each has its own catalog of tables and migrations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// A side's central database (`schema::tables`).
+    Central,
+    /// A distributor's local AW database: the configuration tables and the real-time tables
+    /// (`aw::tables`).
+    Aw,
+}
+
+impl Schema {
+    /// The tables of this database, in creation order.
+    pub fn tables(self) -> &'static [&'static TableDef] {
+        let catalogs = catalogs();
+        match self {
+            Schema::Central => &catalogs.central,
+            Schema::Aw => &catalogs.aw,
+        }
+    }
+
+    pub(crate) fn migrations(self) -> &'static [Migration] {
+        match self {
+            Schema::Central => MIGRATIONS,
+            Schema::Aw => AW_MIGRATIONS,
+        }
+    }
+
+    /// The schema version this build writes.
+    pub fn version(self) -> u32 {
+        let migrations = self.migrations();
+        migrations[migrations.len() - 1].version
+    }
+
+    /// Whether a commit must be on disk when it returns (see the crate's documentation).
+    pub(crate) fn durable(self) -> bool {
+        self == Schema::Central
+    }
+
+    /// The name PostgreSQL shows for the sessions.
+    pub(crate) fn application_name(self) -> &'static str {
+        match self {
+            Schema::Central => "tandem-logger",
+            Schema::Aw => "tandem-distributor",
+        }
+    }
+}
+
 /// One versioned change of the database schema, applied in its own transaction.
 pub(crate) struct Migration {
     pub version: u32,
@@ -154,11 +210,26 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
     statements: create_every_table,
 }];
 
-/// The schema version this build writes.
+/// The AW database's migrations, under the same rule.
+pub(crate) const AW_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    statements: create_every_aw_table,
+}];
+
+/// The central database's schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 fn create_every_table(dialect: sql::Dialect) -> Vec<String> {
-    catalog()
+    create_tables(dialect, Schema::Central)
+}
+
+fn create_every_aw_table(dialect: sql::Dialect) -> Vec<String> {
+    create_tables(dialect, Schema::Aw)
+}
+
+fn create_tables(dialect: sql::Dialect, schema: Schema) -> Vec<String> {
+    schema
+        .tables()
         .iter()
         .map(|def| sql::create_table(dialect, def))
         .collect()
@@ -170,31 +241,58 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The schema's tables, built once.
-fn catalog() -> &'static [TableDef] {
-    static TABLES: OnceLock<Vec<TableDef>> = OnceLock::new();
-    TABLES.get_or_init(schema::tables)
+/// Every table of both databases, each once (a table both have, such as a configuration table,
+/// is the same definition in both), and each database's tables.
+struct Catalogs {
+    central: Vec<&'static TableDef>,
+    aw: Vec<&'static TableDef>,
 }
 
-fn table_def(name: &str) -> Result<&'static TableDef, DbError> {
-    catalog()
+/// The tables, built once.
+fn catalogs() -> &'static Catalogs {
+    static CATALOGS: OnceLock<Catalogs> = OnceLock::new();
+    CATALOGS.get_or_init(|| {
+        let central: &'static [TableDef] = schema::tables().leak();
+        let shared = |t: &&TableDef| {
+            t.kind == TableKind::Configuration || t.name == schema::LOCAL_EVENT
+        };
+        let mut aw: Vec<&'static TableDef> = central.iter().filter(shared).collect();
+        aw.extend(aw::tables().leak().iter());
+        Catalogs {
+            central: central.iter().collect(),
+            aw,
+        }
+    })
+}
+
+/// Every table either database has.
+fn catalog() -> impl Iterator<Item = &'static TableDef> {
+    let catalogs = catalogs();
+    catalogs
+        .central
         .iter()
+        .chain(catalogs.aw.iter().filter(|t| !catalogs.central.contains(t)))
+        .copied()
+}
+
+pub(crate) fn table_def(name: &str) -> Result<&'static TableDef, DbError> {
+    catalog()
         .find(|t| t.name == name)
         .ok_or_else(|| DbError::UnknownTable(name.to_string()))
 }
 
 /// The configuration tables holding objects (all but Configuration_State), in the order objects
-/// refer to each other.
+/// refer to each other. Both databases have them.
 fn object_tables() -> impl Iterator<Item = &'static TableDef> {
-    catalog()
-        .iter()
-        .filter(|t| t.kind == TableKind::Configuration && t.name != schema::CONFIGURATION_STATE)
+    configuration_tables().filter(|t| t.name != schema::CONFIGURATION_STATE)
 }
 
 /// Configuration_State and every object table: what a configuration replaces.
 fn configuration_tables() -> impl Iterator<Item = &'static TableDef> {
-    catalog()
+    Schema::Central
+        .tables()
         .iter()
+        .copied()
         .filter(|t| t.kind == TableKind::Configuration)
 }
 
@@ -207,7 +305,7 @@ fn bad_row(def: &TableDef, problem: String) -> DbError {
 
 /// Checks a value against its column: its type, NULL only where allowed, and no NUL character
 /// in text (PostgreSQL cannot store one, so neither backend takes one and both stay equal).
-fn check_value(def: &TableDef, index: usize, value: &SqlValue) -> Result<(), DbError> {
+pub(crate) fn check_value(def: &TableDef, index: usize, value: &SqlValue) -> Result<(), DbError> {
     let column = &def.columns[index];
     let nullable = column.nullable && index >= def.key_len;
     match (column.ty, value) {
@@ -230,7 +328,7 @@ fn check_value(def: &TableDef, index: usize, value: &SqlValue) -> Result<(), DbE
     }
 }
 
-fn check_row(def: &TableDef, row: &[SqlValue]) -> Result<(), DbError> {
+pub(crate) fn check_row(def: &TableDef, row: &[SqlValue]) -> Result<(), DbError> {
     if row.len() != def.columns.len() {
         return Err(bad_row(
             def,
@@ -247,7 +345,7 @@ fn check_row(def: &TableDef, row: &[SqlValue]) -> Result<(), DbError> {
     Ok(())
 }
 
-fn check_key(def: &TableDef, key: &[SqlValue]) -> Result<(), DbError> {
+pub(crate) fn check_key(def: &TableDef, key: &[SqlValue]) -> Result<(), DbError> {
     if key.len() != def.key_len {
         return Err(bad_row(
             def,
@@ -470,7 +568,7 @@ fn configuration_state_row(cc: &ContactCenter, config_version: u64) -> Row {
 }
 
 /// The id of the one row of Configuration_State and of Logger_State.
-const STATE_ROW_ID: i64 = 1;
+pub(crate) const STATE_ROW_ID: i64 = 1;
 
 /// A stored u64 (by its bit pattern).
 fn u64_of(value: &SqlValue, what: &str) -> Result<u64, DbError> {
@@ -557,9 +655,131 @@ pub struct CentralDb {
 }
 
 #[derive(Clone)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite(sqlite::SqliteDb),
     Postgres(postgres::PostgresDb),
+}
+
+/// What both databases do the same way, dispatched to the backend.
+impl Backend {
+    pub(crate) async fn open(location: &DbLocation, schema: Schema) -> Result<Backend, DbError> {
+        Ok(match location {
+            DbLocation::Sqlite(path) => {
+                Backend::Sqlite(sqlite::SqliteDb::open(path.clone(), schema).await?)
+            }
+            DbLocation::Postgres(url) => {
+                Backend::Postgres(postgres::PostgresDb::open(url, schema).await?)
+            }
+        })
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => sqlite::BACKEND,
+            Backend::Postgres(_) => postgres::BACKEND,
+        }
+    }
+
+    async fn schema_version(&self) -> Result<u32, DbError> {
+        match self {
+            Backend::Sqlite(db) => db.schema_version().await,
+            Backend::Postgres(db) => db.schema_version().await,
+        }
+    }
+
+    /// In one transaction: empties `emptied`, executes `runs`, and sets Configuration_State's
+    /// version when given.
+    pub(crate) async fn write_runs(
+        &self,
+        emptied: Vec<&'static TableDef>,
+        runs: Vec<Run>,
+        config_version: Option<u64>,
+    ) -> Result<(), DbError> {
+        match self {
+            Backend::Sqlite(db) => db.write_runs(emptied, runs, config_version).await,
+            Backend::Postgres(db) => db.write_runs(emptied, runs, config_version).await,
+        }
+    }
+
+    pub(crate) async fn load_configuration(
+        &self,
+    ) -> Result<Option<(ContactCenter, u64)>, DbError> {
+        let stored = match self {
+            Backend::Sqlite(db) => db.load_configuration().await?,
+            Backend::Postgres(db) => db.load_configuration().await?,
+        };
+        stored.map(configuration_of).transpose()
+    }
+
+    pub(crate) async fn replace_configuration(
+        &self,
+        cc: &ContactCenter,
+        config_version: u64,
+    ) -> Result<(), DbError> {
+        let runs = plan(configuration_ops(cc, config_version)?);
+        match self {
+            Backend::Sqlite(db) => db.replace_configuration(runs).await,
+            Backend::Postgres(db) => db.replace_configuration(runs).await,
+        }
+    }
+
+    pub(crate) async fn rows_page(
+        &self,
+        table: &str,
+        after: Option<&[SqlValue]>,
+        through_recovery_key: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Row>, DbError> {
+        let def = table_def(table)?;
+        if limit > ROWS_PAGE_MAX {
+            return Err(DbError::PageTooLarge {
+                limit,
+                max: ROWS_PAGE_MAX,
+            });
+        }
+        if let Some(key) = after {
+            check_key(def, key)?;
+        }
+        if through_recovery_key.is_some() && def.kind != TableKind::Ordered {
+            return Err(DbError::NotOrdered(def.name.to_string()));
+        }
+        // A bound above every stored (signed) recovery key is no bound.
+        let through = through_recovery_key.map(|k| i64::try_from(k).unwrap_or(i64::MAX));
+        let mut params: Vec<SqlValue> = after.map(<[SqlValue]>::to_vec).unwrap_or_default();
+        params.extend(through.map(SqlValue::Int));
+        params.push(SqlValue::Int(limit as i64));
+        let query = Query::Page {
+            after: after.is_some(),
+            through: through.is_some(),
+        };
+        match self {
+            Backend::Sqlite(db) => db.select(def, query, params).await,
+            Backend::Postgres(db) => db.select(def, query, params).await,
+        }
+    }
+
+    pub(crate) async fn local_event(&self, wall_time_ms: u64, message: &str) -> Result<(), DbError> {
+        let def = table_def(schema::LOCAL_EVENT)?;
+        let values = vec![
+            schema::u64_value(wall_time_ms),
+            SqlValue::Text(message.to_string()),
+        ];
+        for (index, value) in values.iter().enumerate() {
+            check_value(def, index + 1, value)?;
+        }
+        let query = Query::Append;
+        match self {
+            Backend::Sqlite(db) => db.execute(def, query, values).await,
+            Backend::Postgres(db) => db.execute(def, query, values).await,
+        }
+    }
+
+    pub(crate) async fn row_count(&self, def: &'static TableDef) -> Result<u64, DbError> {
+        match self {
+            Backend::Sqlite(db) => db.row_count(def).await,
+            Backend::Postgres(db) => db.row_count(def).await,
+        }
+    }
 }
 
 impl CentralDb {
@@ -568,28 +788,18 @@ impl CentralDb {
     /// A database whose version is above what this build knows is refused (`NewerSchema`).
     /// Opening twice, even at once from two processes, is harmless.
     pub async fn open(location: &DbLocation) -> Result<CentralDb, DbError> {
-        let backend = match location {
-            DbLocation::Sqlite(path) => {
-                Backend::Sqlite(sqlite::SqliteDb::open(path.clone()).await?)
-            }
-            DbLocation::Postgres(url) => Backend::Postgres(postgres::PostgresDb::open(url).await?),
-        };
-        Ok(CentralDb { backend })
+        Ok(CentralDb {
+            backend: Backend::open(location, Schema::Central).await?,
+        })
     }
 
     /// "sqlite" or "postgresql".
     pub fn backend_name(&self) -> &'static str {
-        match &self.backend {
-            Backend::Sqlite(_) => sqlite::BACKEND,
-            Backend::Postgres(_) => postgres::BACKEND,
-        }
+        self.backend.name()
     }
 
     pub async fn schema_version(&self) -> Result<u32, DbError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.schema_version().await,
-            Backend::Postgres(db) => db.schema_version().await,
-        }
+        self.backend.schema_version().await
     }
 
     /// `committed_through` from Logger_State and `config_version` from Configuration_State, 0
@@ -628,11 +838,7 @@ impl CentralDb {
     /// The configuration and its version: every object table read in key order, so each
     /// `Vec` of the contact center comes back sorted by key. None if not seeded.
     pub async fn load_configuration(&self) -> Result<Option<(ContactCenter, u64)>, DbError> {
-        let stored = match &self.backend {
-            Backend::Sqlite(db) => db.load_configuration().await?,
-            Backend::Postgres(db) => db.load_configuration().await?,
-        };
-        stored.map(configuration_of).transpose()
+        self.backend.load_configuration().await
     }
 
     /// Replaces every configuration table's rows and Configuration_State with this configuration
@@ -642,11 +848,7 @@ impl CentralDb {
         cc: &ContactCenter,
         config_version: u64,
     ) -> Result<(), DbError> {
-        let runs = plan(configuration_ops(cc, config_version)?);
-        match &self.backend {
-            Backend::Sqlite(db) => db.replace_configuration(runs).await,
-            Backend::Postgres(db) => db.replace_configuration(runs).await,
-        }
+        self.backend.replace_configuration(cc, config_version).await
     }
 
     /// A page of a table's rows in key order: those whose key is above `after` (None: from the
@@ -659,32 +861,9 @@ impl CentralDb {
         through_recovery_key: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Row>, DbError> {
-        let def = table_def(table)?;
-        if limit > ROWS_PAGE_MAX {
-            return Err(DbError::PageTooLarge {
-                limit,
-                max: ROWS_PAGE_MAX,
-            });
-        }
-        if let Some(key) = after {
-            check_key(def, key)?;
-        }
-        if through_recovery_key.is_some() && def.kind != TableKind::Ordered {
-            return Err(DbError::NotOrdered(def.name.to_string()));
-        }
-        // A bound above every stored (signed) recovery key is no bound.
-        let through = through_recovery_key.map(|k| i64::try_from(k).unwrap_or(i64::MAX));
-        let mut params: Vec<SqlValue> = after.map(<[SqlValue]>::to_vec).unwrap_or_default();
-        params.extend(through.map(SqlValue::Int));
-        params.push(SqlValue::Int(limit as i64));
-        let query = Query::Page {
-            after: after.is_some(),
-            through: through.is_some(),
-        };
-        match &self.backend {
-            Backend::Sqlite(db) => db.select(def, query, params).await,
-            Backend::Postgres(db) => db.select(def, query, params).await,
-        }
+        self.backend
+            .rows_page(table, after, through_recovery_key, limit)
+            .await
     }
 
     /// Inserts rows into an ordered table unless their key exists, in one transaction, and
@@ -721,28 +900,12 @@ impl CentralDb {
 
     /// Appends a Local_Event row, its id one above the highest.
     pub async fn local_event(&self, wall_time_ms: u64, message: &str) -> Result<(), DbError> {
-        let def = table_def(schema::LOCAL_EVENT)?;
-        let values = vec![
-            schema::u64_value(wall_time_ms),
-            SqlValue::Text(message.to_string()),
-        ];
-        for (index, value) in values.iter().enumerate() {
-            check_value(def, index + 1, value)?;
-        }
-        let query = Query::Append;
-        match &self.backend {
-            Backend::Sqlite(db) => db.execute(def, query, values).await,
-            Backend::Postgres(db) => db.execute(def, query, values).await,
-        }
+        self.backend.local_event(wall_time_ms, message).await
     }
 
     /// The number of rows of a table.
     pub async fn row_count(&self, table: &str) -> Result<u64, DbError> {
-        let def = table_def(table)?;
-        match &self.backend {
-            Backend::Sqlite(db) => db.row_count(def).await,
-            Backend::Postgres(db) => db.row_count(def).await,
-        }
+        self.backend.row_count(table_def(table)?).await
     }
 }
 
@@ -786,7 +949,7 @@ mod tests {
             schema::LOCAL_EVENT,
             &["local_event_id", "wall_time_ms", "message"],
         );
-        for def in catalog().iter().filter(|t| t.kind == TableKind::Ordered) {
+        for def in catalog().filter(|t| t.kind == TableKind::Ordered) {
             assert_eq!(def.columns[0].name, "recovery_key", "{}", def.name);
         }
         for def in object_tables() {
@@ -817,6 +980,19 @@ mod tests {
         );
     }
     const SCHEMA_FINGERPRINT: u64 = 9924491072996801280;
+
+    /// The same rule for the AW database.
+    #[test]
+    fn aw_schema_is_unchanged_since_the_last_migration() {
+        let ddl = create_every_aw_table(sql::Dialect::Postgres).join(";\n");
+        let fingerprint = xxhash_rust::xxh3::xxh3_64(ddl.as_bytes());
+        assert_eq!(
+            (Schema::Aw.version(), fingerprint),
+            (1, AW_SCHEMA_FINGERPRINT),
+            "the AW schema changed without a migration:\n{ddl}"
+        );
+    }
+    const AW_SCHEMA_FINGERPRINT: u64 = 7739839645968997074;
 
     #[test]
     fn a_bad_table_or_row_is_an_error() {

@@ -9,8 +9,8 @@
 use super::sql::{self, Dialect};
 use super::{
     advance, batch_after, configuration_tables, object_tables, table_def, wall_ms, Batch, DbError,
-    MessageOps, OpKind, Progress, Query, Run, StoredConfiguration, INSERT_ROWS_PER_STATEMENT_MAX,
-    MIGRATIONS, SCHEMA_VERSION, STATE_ROW_ID,
+    MessageOps, OpKind, Progress, Query, Run, Schema, StoredConfiguration,
+    INSERT_ROWS_PER_STATEMENT_MAX, STATE_ROW_ID,
 };
 use crate::schema::{self, Column, ColumnType, Row, SqlValue, TableDef};
 use bytes::BytesMut;
@@ -35,6 +35,7 @@ const MIGRATION_LOCK_KEY: i64 = 0x7461_6e64_656d_0001;
 #[derive(Clone)]
 pub(super) struct PostgresDb {
     pool: Pool,
+    schema: Schema,
 }
 
 impl ToSql for SqlValue {
@@ -145,18 +146,19 @@ fn params(values: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
 impl PostgresDb {
-    pub async fn open(url: &str) -> Result<PostgresDb, DbError> {
+    pub async fn open(url: &str, schema: Schema) -> Result<PostgresDb, DbError> {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| {
                 DbError::BadUrl(format!("{e}{}", source_text(&e)))
             })?;
+        let commit = if schema.durable() { "on" } else { "off" };
         let options = match config.get_options() {
-            Some(given) => format!("{given} -c synchronous_commit=on"),
-            None => "-c synchronous_commit=on".to_string(),
+            Some(given) => format!("{given} -c synchronous_commit={commit}"),
+            None => format!("-c synchronous_commit={commit}"),
         };
         config.options(options);
         if config.get_application_name().is_none() {
-            config.application_name("tandem-logger");
+            config.application_name(schema.application_name());
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -175,7 +177,7 @@ impl PostgresDb {
             .create_timeout(Some(POOL_WAIT_TIMEOUT))
             .build()
             .map_err(|e| DbError::Pool(e.to_string()))?;
-        let db = PostgresDb { pool };
+        let db = PostgresDb { pool, schema };
         db.migrate().await?;
         Ok(db)
     }
@@ -195,7 +197,8 @@ impl PostgresDb {
     /// advisory lock, so two processes opening the database at once apply each only once.
     async fn migrate(&self) -> Result<(), DbError> {
         let mut client = self.client().await?;
-        for _ in 0..=MIGRATIONS.len() {
+        let migrations = self.schema.migrations();
+        for _ in 0..=migrations.len() {
             let tx = begin(&mut client).await?;
             tx.batch_execute(&format!(
                 "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
@@ -203,13 +206,13 @@ impl PostgresDb {
             .await
             .map_err(failed("locking the schema for migration"))?;
             let found = schema_version(&tx).await?;
-            if found > SCHEMA_VERSION {
+            if found > self.schema.version() {
                 return Err(DbError::NewerSchema {
                     found,
-                    known: SCHEMA_VERSION,
+                    known: self.schema.version(),
                 });
             }
-            let Some(migration) = MIGRATIONS.get(found as usize) else {
+            let Some(migration) = migrations.get(found as usize) else {
                 return tx
                     .commit()
                     .await
@@ -268,6 +271,26 @@ impl PostgresDb {
         execute_runs(&tx, &runs).await?;
         set_committed_through(&tx, through).await?;
         tx.commit().await.map_err(failed("committing a batch"))
+    }
+
+    pub async fn write_runs(
+        &self,
+        emptied: Vec<&'static TableDef>,
+        runs: Vec<Run>,
+        config_version: Option<u64>,
+    ) -> Result<(), DbError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        for def in emptied {
+            tx.batch_execute(&sql::delete_all(def))
+                .await
+                .map_err(failed(format!("emptying {}", def.name)))?;
+        }
+        execute_runs(&tx, &runs).await?;
+        if let Some(version) = config_version {
+            set_config_version(&tx, version).await?;
+        }
+        tx.commit().await.map_err(failed("committing a write"))
     }
 
     pub async fn seed(&self, runs: Vec<Run>) -> Result<(), DbError> {

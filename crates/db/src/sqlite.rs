@@ -7,8 +7,7 @@
 use super::sql::{self, Dialect};
 use super::{
     advance, batch_after, configuration_tables, object_tables, table_def, wall_ms, Batch, DbError,
-    MessageOps, OpKind, Progress, Query, Run, StoredConfiguration, MIGRATIONS, SCHEMA_VERSION,
-    STATE_ROW_ID,
+    MessageOps, OpKind, Progress, Query, Run, Schema, StoredConfiguration, STATE_ROW_ID,
 };
 use crate::schema::{self, ColumnType, Row, SqlValue, TableDef};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -65,13 +64,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl SqliteDb {
-    pub async fn open(path: PathBuf) -> Result<SqliteDb, DbError> {
+    pub async fn open(path: PathBuf, schema: Schema) -> Result<SqliteDb, DbError> {
         let connection = blocking(move || {
             let shown = path.display().to_string();
             let mut connection =
                 Connection::open(&path).map_err(failed(format!("opening {shown}")))?;
-            configure(&connection, &shown)?;
-            migrate(&mut connection)?;
+            configure(&connection, &shown, schema.durable())?;
+            migrate(&mut connection, schema)?;
             Ok(connection)
         })
         .await?;
@@ -128,6 +127,27 @@ impl SqliteDb {
             execute_runs(&tx, &runs)?;
             set_committed_through(&tx, through)?;
             tx.commit().map_err(failed("committing a batch"))
+        })
+        .await
+    }
+
+    pub async fn write_runs(
+        &self,
+        emptied: Vec<&'static TableDef>,
+        runs: Vec<Run>,
+        config_version: Option<u64>,
+    ) -> Result<(), DbError> {
+        self.call(move |c| {
+            let tx = write_transaction(c)?;
+            for def in emptied {
+                tx.execute(&sql::delete_all(def), [])
+                    .map_err(failed(format!("emptying {}", def.name)))?;
+            }
+            execute_runs(&tx, &runs)?;
+            if let Some(version) = config_version {
+                set_config_version(&tx, version)?;
+            }
+            tx.commit().map_err(failed("committing a write"))
         })
         .await
     }
@@ -227,7 +247,7 @@ impl SqliteDb {
     }
 }
 
-fn configure(connection: &Connection, shown: &str) -> Result<(), DbError> {
+fn configure(connection: &Connection, shown: &str, durable: bool) -> Result<(), DbError> {
     connection
         .busy_timeout(BUSY_TIMEOUT)
         .map_err(failed(format!("setting the busy timeout of {shown}")))?;
@@ -237,9 +257,10 @@ fn configure(connection: &Connection, shown: &str) -> Result<(), DbError> {
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(file = shown, mode, "SQLite did not take WAL mode");
     }
+    let synchronous = if durable { "FULL" } else { "NORMAL" };
     connection
-        .pragma_update(None, "synchronous", "FULL")
-        .map_err(failed(format!("setting synchronous=FULL on {shown}")))?;
+        .pragma_update(None, "synchronous", synchronous)
+        .map_err(failed(format!("setting synchronous={synchronous} on {shown}")))?;
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     Ok(())
 }
@@ -263,17 +284,18 @@ fn schema_version(c: &Connection) -> Result<u32, DbError> {
 
 /// Applies the migrations the database lacks, each in its own transaction, which holds the
 /// write lock from its start so two processes opening the file at once apply each only once.
-fn migrate(c: &mut Connection) -> Result<(), DbError> {
-    for _ in 0..=MIGRATIONS.len() {
+fn migrate(c: &mut Connection, schema: Schema) -> Result<(), DbError> {
+    let migrations = schema.migrations();
+    for _ in 0..=migrations.len() {
         let tx = write_transaction(c)?;
         let found = schema_version(&tx)?;
-        if found > SCHEMA_VERSION {
+        if found > schema.version() {
             return Err(DbError::NewerSchema {
                 found,
-                known: SCHEMA_VERSION,
+                known: schema.version(),
             });
         }
-        let Some(migration) = MIGRATIONS.get(found as usize) else {
+        let Some(migration) = migrations.get(found as usize) else {
             return tx.commit().map_err(failed("committing Schema_Version"));
         };
         for statement in (migration.statements)(DIALECT) {

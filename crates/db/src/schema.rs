@@ -28,6 +28,8 @@ pub enum TableKind {
     Ordered,
     /// The side's own: progress and local events. Never compared.
     Local,
+    /// An AW database's copy of a real-time table, replaced by the feed's frames.
+    RealTime,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,27 +66,27 @@ pub enum SqlValue {
 
 pub type Row = Vec<SqlValue>;
 
-fn int(name: &str) -> Column {
+pub(crate) fn int(name: &str) -> Column {
     Column {
         name: name.into(),
         ty: ColumnType::Int,
         nullable: false,
     }
 }
-fn int_null(name: &str) -> Column {
+pub(crate) fn int_null(name: &str) -> Column {
     Column {
         nullable: true,
         ..int(name)
     }
 }
-fn text(name: &str) -> Column {
+pub(crate) fn text(name: &str) -> Column {
     Column {
         name: name.into(),
         ty: ColumnType::Text,
         nullable: false,
     }
 }
-fn text_null(name: &str) -> Column {
+pub(crate) fn text_null(name: &str) -> Column {
     Column {
         nullable: true,
         ..text(name)
@@ -242,7 +244,7 @@ pub fn tables() -> Vec<TableDef> {
     tables
 }
 
-const AGENT_COUNT_NAMES: [&str; 8] = [
+pub(crate) const AGENT_COUNT_NAMES: [&str; 8] = [
     "calls_offered",
     "calls_answered",
     "calls_handled",
@@ -253,7 +255,7 @@ const AGENT_COUNT_NAMES: [&str; 8] = [
     "transfers_out",
 ];
 
-fn agent_counts(c: &AgentCounts) -> [u32; 8] {
+pub(crate) fn agent_counts(c: &AgentCounts) -> [u32; 8] {
     [
         c.calls_offered,
         c.calls_answered,
@@ -270,17 +272,17 @@ fn agent_counts(c: &AgentCounts) -> [u32; 8] {
 pub fn u64_value(v: u64) -> SqlValue {
     SqlValue::Int(v as i64)
 }
-fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> SqlValue) -> SqlValue {
+pub(crate) fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> SqlValue) -> SqlValue {
     v.map_or(SqlValue::Null, f)
 }
-fn id(v: u32) -> SqlValue {
+pub(crate) fn id(v: u32) -> SqlValue {
     SqlValue::Int(v as i64)
 }
-fn text_value(v: &str) -> SqlValue {
+pub(crate) fn text_value(v: &str) -> SqlValue {
     SqlValue::Text(v.to_string())
 }
 /// A unit enum's variant name.
-fn name_of<T: std::fmt::Debug>(v: &T) -> SqlValue {
+pub(crate) fn name_of<T: std::fmt::Debug>(v: &T) -> SqlValue {
     SqlValue::Text(format!("{v:?}"))
 }
 
@@ -440,6 +442,24 @@ pub fn settings_text(settings: &Settings) -> String {
 
 pub fn parse_settings(text: &str) -> Result<Settings, String> {
     serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+/// Feeds a row into a digest: the same values give the same bytes on either backend.
+pub fn hash_row(hasher: &mut xxhash_rust::xxh3::Xxh3, row: &[SqlValue]) {
+    for value in row {
+        match value {
+            SqlValue::Null => hasher.update(&[0]),
+            SqlValue::Int(v) => {
+                hasher.update(&[1]);
+                hasher.update(&v.to_le_bytes());
+            }
+            SqlValue::Text(t) => {
+                hasher.update(&[2]);
+                hasher.update(&(t.len() as u64).to_le_bytes());
+                hasher.update(t.as_bytes());
+            }
+        }
+    }
 }
 
 /// One write to the central database.
