@@ -1128,6 +1128,7 @@ impl Core {
                 let _ = reply.send(AdminReply::Configuration {
                     contact_center: Box::new(self.router.contact_center()),
                     config_version: self.router.config_version(),
+                    recovery_key: self.sync.delivered_through(),
                 });
             }
             AdminRequest::ApplyConfig(change) => {
@@ -1651,10 +1652,12 @@ impl Core {
         }
         if command == "feed-digest" {
             // With nothing applied since the last tick, these rows are that frame's.
+            let rows: Vec<_> = self.router.feed_rows().collect();
             return format!(
-                "feed-digest frame={} digest={:032x} at_tick={}\n",
+                "feed-digest frame={} digest={:032x} aw_digest={:032x} at_tick={}\n",
                 self.router.feed_frame_number(),
-                tandem_model::feed::rows_digest(&self.router.feed_rows().collect::<Vec<_>>()),
+                tandem_model::feed::rows_digest(&rows),
+                tandem_db::aw::rows_digest(&rows),
                 self.router.last_seq() == self.rtsrvr.last_tick_seq()
             );
         }

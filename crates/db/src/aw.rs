@@ -25,12 +25,7 @@ use tandem_model::realtime::CALL_COUNT_NAMES;
 pub const FEED_STATE: &str = "Feed_State";
 
 const FAMILIES: [&str; 3] = ["to5", "half", "today"];
-const METRIC_COLUMNS: [&str; 4] = [
-    "service_level_bp",
-    "asa_ms",
-    "aht_ms",
-    "abandon_rate_bp",
-];
+const METRIC_COLUMNS: [&str; 4] = ["service_level_bp", "asa_ms", "aht_ms", "abandon_rate_bp"];
 
 fn families(columns: &mut Vec<Column>) {
     for family in FAMILIES {
@@ -301,9 +296,8 @@ fn real_time_tables() -> impl Iterator<Item = &'static TableDef> {
 /// tables in `FeedTable` order. A router's feed rows mapped through `row_values` and an AW
 /// database read back give the same digest exactly when they hold the same rows.
 pub fn rows_digest<'a>(rows: impl IntoIterator<Item = &'a FeedRow>) -> u128 {
-    let mut per_table: Vec<(&'static str, Vec<Row>)> = real_time_tables()
-        .map(|t| (t.name, Vec::new()))
-        .collect();
+    let mut per_table: Vec<(&'static str, Vec<Row>)> =
+        real_time_tables().map(|t| (t.name, Vec::new())).collect();
     for row in rows {
         let (table, values) = row_values(row);
         if let Some((_, rows)) = per_table.iter_mut().find(|(t, _)| *t == table) {
@@ -364,7 +358,9 @@ impl FeedState {
     fn of(row: &[SqlValue]) -> Result<FeedState, DbError> {
         let int = |i: usize| match row.get(i) {
             Some(SqlValue::Int(v)) => Ok(*v),
-            other => Err(DbError::Corrupt(format!("{FEED_STATE} column {i} is {other:?}"))),
+            other => Err(DbError::Corrupt(format!(
+                "{FEED_STATE} column {i} is {other:?}"
+            ))),
         };
         Ok(FeedState {
             generation: int(1)? as u64,
@@ -478,9 +474,7 @@ impl AwDb {
         cc: &ContactCenter,
         config_version: u64,
     ) -> Result<(), DbError> {
-        self.backend
-            .replace_configuration(cc, config_version)
-            .await
+        self.backend.replace_configuration(cc, config_version).await
     }
 
     pub async fn load_configuration(&self) -> Result<Option<(ContactCenter, u64)>, DbError> {
@@ -618,11 +612,19 @@ mod tests {
             assert_eq!((key_table, &key[..]), (table, &values[..def.key_len]));
         }
         let skill_group = table_def("Skill_Group_Real_Time").unwrap();
-        let names: Vec<&str> = skill_group.columns.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = skill_group
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         assert!(names.contains(&"calls_offered_to5"));
         assert!(names.contains(&"service_level_bp_today"));
         assert_eq!(
-            skill_group.columns.iter().filter(|c| c.ty == ColumnType::Text).count(),
+            skill_group
+                .columns
+                .iter()
+                .filter(|c| c.ty == ColumnType::Text)
+                .count(),
             0
         );
     }

@@ -253,9 +253,8 @@ fn catalogs() -> &'static Catalogs {
     static CATALOGS: OnceLock<Catalogs> = OnceLock::new();
     CATALOGS.get_or_init(|| {
         let central: &'static [TableDef] = schema::tables().leak();
-        let shared = |t: &&TableDef| {
-            t.kind == TableKind::Configuration || t.name == schema::LOCAL_EVENT
-        };
+        let shared =
+            |t: &&TableDef| t.kind == TableKind::Configuration || t.name == schema::LOCAL_EVENT;
         let mut aw: Vec<&'static TableDef> = central.iter().filter(shared).collect();
         aw.extend(aw::tables().leak().iter());
         Catalogs {
@@ -701,9 +700,7 @@ impl Backend {
         }
     }
 
-    pub(crate) async fn load_configuration(
-        &self,
-    ) -> Result<Option<(ContactCenter, u64)>, DbError> {
+    pub(crate) async fn load_configuration(&self) -> Result<Option<(ContactCenter, u64)>, DbError> {
         let stored = match self {
             Backend::Sqlite(db) => db.load_configuration().await?,
             Backend::Postgres(db) => db.load_configuration().await?,
@@ -758,7 +755,11 @@ impl Backend {
         }
     }
 
-    pub(crate) async fn local_event(&self, wall_time_ms: u64, message: &str) -> Result<(), DbError> {
+    pub(crate) async fn local_event(
+        &self,
+        wall_time_ms: u64,
+        message: &str,
+    ) -> Result<(), DbError> {
         let def = table_def(schema::LOCAL_EVENT)?;
         let values = vec![
             schema::u64_value(wall_time_ms),

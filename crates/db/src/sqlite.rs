@@ -260,7 +260,9 @@ fn configure(connection: &Connection, shown: &str, durable: bool) -> Result<(), 
     let synchronous = if durable { "FULL" } else { "NORMAL" };
     connection
         .pragma_update(None, "synchronous", synchronous)
-        .map_err(failed(format!("setting synchronous={synchronous} on {shown}")))?;
+        .map_err(failed(format!(
+            "setting synchronous={synchronous} on {shown}"
+        )))?;
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     Ok(())
 }

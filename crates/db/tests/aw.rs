@@ -82,7 +82,10 @@ async fn frames_and_configuration_round_trip(fx: &Fixture) {
     })
     .await
     .unwrap();
-    assert_eq!(db.real_time_digest().await.unwrap(), aw::rows_digest(image.values()));
+    assert_eq!(
+        db.real_time_digest().await.unwrap(),
+        aw::rows_digest(image.values())
+    );
     assert_eq!(db.feed_state().await.unwrap(), Some(state(5, 7)));
     assert_eq!(db.row_count("Agent_Real_Time").await.unwrap(), 3);
 
@@ -120,11 +123,17 @@ async fn frames_and_configuration_round_trip(fx: &Fixture) {
     })
     .await
     .unwrap();
-    assert_eq!(db.real_time_digest().await.unwrap(), aw::rows_digest(image.values()));
+    assert_eq!(
+        db.real_time_digest().await.unwrap(),
+        aw::rows_digest(image.values())
+    );
     assert_eq!(db.config_version().await.unwrap(), Some(8));
     let (stored, version) = db.load_configuration().await.unwrap().unwrap();
     assert_eq!(version, 8);
-    assert!(stored.agents.iter().any(|a| a.id == agent.id && a.name == "renamed"));
+    assert!(stored
+        .agents
+        .iter()
+        .any(|a| a.id == agent.id && a.name == "renamed"));
     assert!(!stored.labels.iter().any(|l| l.id == deleted.id));
 
     // Another snapshot replaces every real-time row.
@@ -137,8 +146,14 @@ async fn frames_and_configuration_round_trip(fx: &Fixture) {
     })
     .await
     .unwrap();
-    assert_eq!(db.real_time_digest().await.unwrap(), aw::rows_digest(&snapshot));
-    assert_eq!(db.row_count("Agent_Skill_Group_Real_Time").await.unwrap(), 1);
+    assert_eq!(
+        db.real_time_digest().await.unwrap(),
+        aw::rows_digest(&snapshot)
+    );
+    assert_eq!(
+        db.row_count("Agent_Skill_Group_Real_Time").await.unwrap(),
+        1
+    );
 
     // A bad row changes nothing: the whole transaction is refused.
     let mut bad = sample_rows_n(5);
@@ -153,7 +168,10 @@ async fn frames_and_configuration_round_trip(fx: &Fixture) {
         })
         .await
         .is_err());
-    assert_eq!(db.real_time_digest().await.unwrap(), aw::rows_digest(&snapshot));
+    assert_eq!(
+        db.real_time_digest().await.unwrap(),
+        aw::rows_digest(&snapshot)
+    );
     assert_eq!(db.feed_state().await.unwrap(), Some(state(9, 8)));
 
     // Reopening keeps everything; local events are kept in order.

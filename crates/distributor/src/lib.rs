@@ -1,4 +1,8 @@
-//! The Distributor AW (`tandem distributor`): rtdist keeps the real-time feed from the central
-//! controller's sides, with failover between them.
+//! tandem's Distributor AW (SPEC section 7): rtdist takes the real-time feed from either side,
+//! updateaw keeps the local copy of the configuration, both are written to the local AW
+//! database, and rtclient serves client AWs over HTTP and WebSocket.
 
+pub mod rtclient;
 pub mod rtdist;
+pub mod run;
+pub mod updateaw;

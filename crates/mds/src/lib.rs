@@ -16,6 +16,7 @@
 //! the simulation's clock and random numbers are its own, from its seed. The side's process
 //! (`tandem-central`) and the PG process wrap the state machines with `transport`.
 
+pub mod admin;
 pub mod frame;
 pub mod lease;
 pub mod protocol;

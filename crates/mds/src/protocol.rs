@@ -382,9 +382,12 @@ pub enum AdminReply {
     NotOrdering {
         reason: String,
     },
+    /// The router's configuration at `config_version`, as it was once the ordered stream was
+    /// applied through `recovery_key`.
     Configuration {
         contact_center: Box<ContactCenter>,
         config_version: u64,
+        recovery_key: u64,
     },
     Failed {
         reason: String,

@@ -65,11 +65,37 @@ pub struct PgEntry {
     pub id: PgId,
 }
 
+/// A side, as a topology names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SideName {
+    #[default]
+    A,
+    B,
+}
+
+/// A Distributor AW: rtdist, updateaw and rtclient with its local AW database.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DistributorEntry {
     pub name: String,
+    /// rtclient's HTTP and WebSocket listener, which also serves the web client.
     pub public: SocketAddr,
+    /// The distributor's files (its AW database on SQLite); relative paths are from the
+    /// topology file.
     pub data_dir: PathBuf,
+    /// The side the feed comes from while it can; the other one otherwise.
+    #[serde(default)]
+    pub preferred_side: SideName,
+    /// The local AW database on PostgreSQL (a URL); without it, a SQLite file in `data_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aw_db_url: Option<String>,
+    /// Client AWs fail over between the distributors of one site.
+    #[serde(default = "default_site")]
+    pub site: String,
+}
+
+fn default_site() -> String {
+    "main".into()
 }
 
 /// The synchronizer's timers (SPEC section 4 defaults).
@@ -140,6 +166,18 @@ impl Topology {
         Ok(topology)
     }
 
+    pub fn distributor(&self, name: &str) -> Result<&DistributorEntry, TopologyError> {
+        self.distributors
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.distributors.iter().map(|d| d.name.as_str()).collect();
+                TopologyError::Invalid(format!(
+                    "no distributor is named {name:?} (the topology has {known:?})"
+                ))
+            })
+    }
+
     pub fn to_toml_string(&self) -> String {
         toml::to_string(self).expect("a topology always serializes to TOML")
     }
@@ -176,6 +214,13 @@ impl Topology {
         names.dedup();
         if names.len() != self.pgs.len() {
             return invalid("two PGs share a name".into());
+        }
+        let mut distributors: Vec<&str> =
+            self.distributors.iter().map(|d| d.name.as_str()).collect();
+        distributors.sort();
+        distributors.dedup();
+        if distributors.len() != self.distributors.len() {
+            return invalid("two distributors share a name".into());
         }
         let mut addresses = self.listen_addresses();
         let count = addresses.len();

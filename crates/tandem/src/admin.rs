@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tandem_logger::db::CentralDb;
 use tandem_logger::run as logger;
-use tandem_mds::transport::{self, FrameReader};
-use tandem_mds::{AdminReply, AdminRequest, PublicHello, Side};
+use tandem_mds::{AdminReply, AdminRequest, Side};
 use tandem_model::config::ConfigChange;
 use tandem_model::topology::Topology;
 
@@ -122,36 +121,16 @@ pub async fn ask(
     request: &AdminRequest,
     timeout_ms: u64,
 ) -> Result<AdminReply> {
-    let addr = public(topology, side);
-    let stream = transport::connect(addr, timeout_ms).await?;
-    let (read, mut write) = stream.into_split();
-    transport::write_message(&mut write, &PublicHello::Admin(request.clone())).await?;
-    let mut reader = FrameReader::<_, AdminReply>::new(read);
-    match tokio::time::timeout(Duration::from_millis(timeout_ms), reader.next()).await {
-        Ok(Ok(Some(reply))) => Ok(reply),
-        Ok(Ok(None)) => {
-            bail!("side {side} closed the connection without an answer: the outcome is unknown")
-        }
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => {
-            bail!("side {side} did not answer within {timeout_ms} ms: the outcome is unknown")
-        }
-    }
+    Ok(tandem_mds::admin::ask(public(topology, side), request, timeout_ms).await?)
 }
 
 /// Asks side A, then side B when A does not order input.
 pub async fn ask_ordering_side(topology: &Topology, request: &AdminRequest) -> Result<AdminReply> {
-    let mut reasons = Vec::new();
-    for side in [Side::A, Side::B] {
-        match ask(topology, side, request, 5_000).await {
-            Ok(AdminReply::NotOrdering { reason }) => {
-                reasons.push(format!("side {side}: {reason}"))
-            }
-            Ok(reply) => return Ok(reply),
-            Err(e) => reasons.push(format!("side {side}: {e:#}")),
-        }
-    }
-    bail!("no side took the request ({})", reasons.join("; "))
+    let sides = [
+        ("a", public(topology, Side::A)),
+        ("b", public(topology, Side::B)),
+    ];
+    Ok(tandem_mds::admin::ask_ordering_side(sides, request, 5_000).await?)
 }
 
 /// A side's logger status line, parsed: (committed config version, router config version).
@@ -211,6 +190,7 @@ pub fn config_command(command: ConfigCommand) -> Result<()> {
                 AdminReply::Configuration {
                     contact_center,
                     config_version,
+                    ..
                 } => {
                     println!("# configuration version {config_version}");
                     print!("{}", contact_center.to_toml_string());

@@ -250,6 +250,44 @@ impl Installation {
         }
     }
 
+    /// Starts (or restarts) a distributor of the topology.
+    pub fn start_distributor(&mut self, name: &str) {
+        let config = self.config.to_str().unwrap().to_string();
+        self.spawn(name, &["distributor", "--config", &config, "--name", name]);
+    }
+
+    /// A distributor's status from its HTTP API; None while it does not answer.
+    pub fn aw_status(&self, name: &str) -> Option<tandem_distributor::run::DistributorStatus> {
+        let entry = self.topology.distributor(name).ok()?;
+        self.runtime.block_on(crate::aw::status(entry.public)).ok()
+    }
+
+    /// Waits until a distributor's status satisfies `ready`.
+    pub fn wait_aw(
+        &self,
+        name: &str,
+        what: &str,
+        timeout_ms: u64,
+        ready: impl Fn(&tandem_distributor::run::DistributorStatus) -> bool,
+    ) -> tandem_distributor::run::DistributorStatus {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let mut last = None;
+        loop {
+            if let Some(status) = self.aw_status(name) {
+                if ready(&status) {
+                    return status;
+                }
+                last = Some(status);
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!(
+                    "distributor {name}: {what} within {timeout_ms} ms; last status {last:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts (or restarts) a side's logger.
     pub fn start_logger(&mut self, side: Side) {
         let config = self.config.to_str().unwrap().to_string();

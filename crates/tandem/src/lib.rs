@@ -2,6 +2,7 @@
 //! a library so integration tests drive exactly what the binary runs.
 
 pub mod admin;
+pub mod aw;
 pub mod bench;
 pub mod bench_duplex;
 pub mod bench_logger;

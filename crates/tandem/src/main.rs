@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use tandem::{admin, bench, demo, processes, sim_sync};
+use tandem::{admin, aw, bench, demo, processes, sim_sync};
 use tandem_model::config::ContactCenter;
 use tandem_model::generate::{generate, GenerateParams};
 
@@ -75,6 +75,14 @@ enum Command {
     Config {
         #[command(subcommand)]
         which: admin::ConfigCommand,
+    },
+    /// Run a Distributor AW: rtdist, updateaw and rtclient with its local AW database and web
+    /// client.
+    Distributor(aw::DistributorArgs),
+    /// A distributor's status and AW database.
+    Aw {
+        #[command(subcommand)]
+        which: aw::AwCommand,
     },
 }
 
@@ -173,6 +181,8 @@ fn main() -> Result<()> {
         Command::Rttest(args) => processes::rttest(args),
         Command::Logger { which } => admin::logger_command(which),
         Command::Config { which } => admin::config_command(which),
+        Command::Distributor(args) => aw::distributor(args),
+        Command::Aw { which } => aw::aw_command(which),
     }
 }
 

@@ -9,7 +9,7 @@ use tandem_mds::Side;
 use tandem_model::config::ContactCenter;
 use tandem_model::ids::PgId;
 use tandem_model::topology::{
-    DistributorEntry, LoggerSettings, MdsTimers, PgEntry, SideAddresses, Topology,
+    DistributorEntry, LoggerSettings, MdsTimers, PgEntry, SideAddresses, SideName, Topology,
 };
 use tandem_pg::gateway::{self, GatewayOptions};
 use tandem_pg::LoadParams;
@@ -187,6 +187,9 @@ pub fn init(args: InitArgs) -> Result<()> {
             name: "aw1".into(),
             public: port()?,
             data_dir: "aw1".into(),
+            preferred_side: SideName::A,
+            aw_db_url: None,
+            site: "main".into(),
         }],
         mds: MdsTimers::default(),
         logger: LoggerSettings::default(),

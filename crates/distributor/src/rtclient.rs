@@ -1,0 +1,491 @@
+//! rtclient: the distributor's HTTP and WebSocket API for client AWs, and the web client.
+//!
+//! - `GET /api/rt/{table}` gives a real-time table's current rows (`skill_groups`, `call_types`,
+//!   `services`, `peripherals`, `agents`, `agent_skill_groups`, `router_queue`), filtered by
+//!   query parameters (`id`, `peripheral_id`, `skill_group_id`, `agent_id`).
+//! - `GET /ws`: a client sends `{"subscribe": {"table": ..., "filter": {...}}}` and gets the
+//!   table's rows (`"type": "snapshot"`), then one `"type": "delta"` per frame with the frame
+//!   number, only for rows its filter takes. A client that falls `CLIENT_UPDATES_QUEUED_MAX`
+//!   updates behind, or whose socket takes a send longer than `WS_SEND_TIMEOUT_MS`, is closed
+//!   with the reason; it reconnects and gets a snapshot. Nothing a client does slows the feed or
+//!   the other clients: each reads the shared updates at its own pace.
+//! - `GET /api/config` is the AW database's configuration; `POST /api/config` applies a change
+//!   through the side that orders input, as `tandem config apply` does, once the local
+//!   database is initialized.
+//! - `GET /api/status`, `/api/events` and `/api/site` feed `tandem aw status` and the web
+//!   client's system page; `/metrics` is Prometheus text.
+
+use crate::run::{wall_ms, ClientUpdate, Shared, CLIENT_UPDATES_QUEUED_MAX};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+use tandem_mds::admin;
+use tandem_mds::{AdminReply, AdminRequest};
+use tandem_model::config::ConfigChange;
+use tandem_model::feed::{FeedKey, FeedRow, FeedTable};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{info, warn};
+
+/// The longest WebSocket message a client may send (subscriptions are small).
+pub const WS_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+/// A send to a client that takes longer closes it as too slow.
+pub const WS_SEND_TIMEOUT_MS: u64 = 5_000;
+/// Tables one WebSocket client may subscribe to at once.
+pub const WS_SUBSCRIPTIONS_MAX: usize = 16;
+/// The largest configuration change `POST /api/config` takes.
+pub const CONFIG_BODY_BYTES_MAX: usize = 4 << 20;
+/// How long a configuration edit waits for the local database to be initialized.
+pub const CONFIG_WAIT_INITIALIZED_MS: u64 = 60_000;
+/// How long a configuration edit waits for the side's answer.
+pub const CONFIG_APPLY_TIMEOUT_MS: u64 = 10_000;
+
+const WEB_CLIENT: &str = include_str!("web/index.html");
+
+pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let app = Router::new()
+        .route("/", get(|| async { Html(WEB_CLIENT) }))
+        .route("/api/status", get(status))
+        .route("/api/events", get(events))
+        .route("/api/site", get(site))
+        .route("/api/rt/{table}", get(rt_rows))
+        .route("/api/config", get(config_get).post(config_post))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(ws_upgrade))
+        .layer(DefaultBodyLimit::max(CONFIG_BODY_BYTES_MAX))
+        .with_state(shared.clone());
+    if let Err(e) = axum::serve(listener, app).await {
+        warn!(distributor = %shared.settings.name, "rtclient stopped: {e}");
+    }
+}
+
+/// The API's name of a table.
+pub fn api_name(table: FeedTable) -> &'static str {
+    match table {
+        FeedTable::SkillGroupRealTime => "skill_groups",
+        FeedTable::CallTypeRealTime => "call_types",
+        FeedTable::ServiceRealTime => "services",
+        FeedTable::PeripheralRealTime => "peripherals",
+        FeedTable::AgentRealTime => "agents",
+        FeedTable::AgentSkillGroupRealTime => "agent_skill_groups",
+        FeedTable::RouterQueueRealTime => "router_queue",
+    }
+}
+
+fn table_of(name: &str) -> Option<FeedTable> {
+    FeedTable::ALL.into_iter().find(|t| api_name(*t) == name)
+}
+
+/// What a client may filter rows by; absent fields take every row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// The row's own id (skill group, call type, service, peripheral, agent).
+    pub id: Option<u32>,
+    pub peripheral_id: Option<u32>,
+    pub skill_group_id: Option<u32>,
+    pub agent_id: Option<u32>,
+}
+
+impl Filter {
+    fn takes_key(&self, key: &FeedKey) -> bool {
+        let own = match *key {
+            FeedKey::SkillGroup(g) => Some(g.0),
+            FeedKey::CallType(c) => Some(c.0),
+            FeedKey::Service(s) => Some(s.0),
+            FeedKey::Peripheral(p) => Some(p.0),
+            FeedKey::Agent(a) => Some(a.0),
+            FeedKey::AgentSkillGroup(..) | FeedKey::RouterQueue(_) => None,
+        };
+        if self.id.is_some() && own.is_some() && self.id != own {
+            return false;
+        }
+        match *key {
+            FeedKey::AgentSkillGroup(a, g) => {
+                self.agent_id.is_none_or(|x| x == a.0)
+                    && self.skill_group_id.is_none_or(|x| x == g.0)
+            }
+            FeedKey::SkillGroup(g) => self.skill_group_id.is_none_or(|x| x == g.0),
+            FeedKey::Peripheral(p) => self.peripheral_id.is_none_or(|x| x == p.0),
+            FeedKey::Agent(a) => self.agent_id.is_none_or(|x| x == a.0),
+            _ => true,
+        }
+    }
+
+    /// Filters that look inside the row (an agent's peripheral, a queued call's groups).
+    fn takes(&self, row: &FeedRow) -> bool {
+        if !self.takes_key(&row.key()) {
+            return false;
+        }
+        match row {
+            FeedRow::Agent(a) => self.peripheral_id.is_none_or(|p| p == a.peripheral_id.0),
+            FeedRow::RouterQueue(q) => self
+                .skill_group_id
+                .is_none_or(|g| q.skill_groups.iter().any(|x| x.0 == g)),
+            _ => true,
+        }
+    }
+}
+
+/// A row as JSON: the table's fields, without the enum's tag.
+pub fn row_json(row: &FeedRow) -> Value {
+    let value = match row {
+        FeedRow::SkillGroup(r) => serde_json::to_value(r),
+        FeedRow::CallType(r) | FeedRow::Service(r) => serde_json::to_value(r),
+        FeedRow::Peripheral(r) => serde_json::to_value(r),
+        FeedRow::Agent(r) => serde_json::to_value(r),
+        FeedRow::AgentSkillGroup(r) => serde_json::to_value(r),
+        FeedRow::RouterQueue(r) => serde_json::to_value(r),
+    };
+    value.unwrap_or(Value::Null)
+}
+
+/// A key as JSON, named as the row's id fields.
+pub fn key_json(key: &FeedKey) -> Value {
+    match *key {
+        FeedKey::SkillGroup(g) => json!({ "skill_group_id": g.0 }),
+        FeedKey::CallType(c) => json!({ "id": c.0 }),
+        FeedKey::Service(s) => json!({ "id": s.0 }),
+        FeedKey::Peripheral(p) => json!({ "peripheral_id": p.0 }),
+        FeedKey::Agent(a) => json!({ "agent_id": a.0 }),
+        FeedKey::AgentSkillGroup(a, g) => json!({ "agent_id": a.0, "skill_group_id": g.0 }),
+        FeedKey::RouterQueue(k) => json!({ "router_call_key": k.0 }),
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({ "status": shared.status(), "events": shared.events() }))
+}
+
+async fn events(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({ "events": shared.events() }))
+}
+
+/// This distributor and the others of its site, for client failover.
+async fn site(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let peers: Vec<Value> = shared
+        .settings
+        .site_peers
+        .iter()
+        .map(|(name, addr)| json!({ "name": name, "address": addr.to_string() }))
+        .collect();
+    Json(json!({
+        "name": shared.settings.name,
+        "address": shared.settings.http.to_string(),
+        "peers": peers,
+    }))
+}
+
+/// The rows of one table the filter takes, with the frame they are of.
+fn table_rows(shared: &Shared, table: FeedTable, filter: &Filter) -> (Value, Vec<Value>) {
+    let image = shared.image.read().unwrap_or_else(PoisonError::into_inner);
+    let header = serde_json::to_value(image.header).unwrap_or(Value::Null);
+    let rows = image
+        .rows
+        .values()
+        .filter(|r| r.table() == table && filter.takes(r))
+        .map(row_json)
+        .collect();
+    (header, rows)
+}
+
+async fn rt_rows(
+    State(shared): State<Arc<Shared>>,
+    Path(table): Path<String>,
+    Query(filter): Query<Filter>,
+) -> Response {
+    let Some(table) = table_of(&table) else {
+        let known: Vec<&str> = FeedTable::ALL.into_iter().map(api_name).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no real-time table {table:?}; the tables are {known:?}"),
+        );
+    };
+    let (header, rows) = table_rows(&shared, table, &filter);
+    Json(json!({ "table": api_name(table), "frame": header, "rows": rows })).into_response()
+}
+
+async fn config_get(State(shared): State<Arc<Shared>>) -> Response {
+    let held = shared
+        .configuration
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    match held {
+        Some(held) => {
+            Json(json!({ "config_version": held.1, "contact_center": held.0 })).into_response()
+        }
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the local database is being initialized",
+        ),
+    }
+}
+
+async fn config_post(State(shared): State<Arc<Shared>>, body: String) -> Response {
+    let change: ConfigChange = match serde_json::from_str(&body) {
+        Ok(change) => change,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the change: {e}")),
+    };
+    // Edits wait while updateaw initializes or rebuilds the local database.
+    let mut initialized = shared.initialized.subscribe();
+    let ready = matches!(
+        tokio::time::timeout(
+            Duration::from_millis(CONFIG_WAIT_INITIALIZED_MS),
+            initialized.wait_for(|done| *done),
+        )
+        .await,
+        Ok(Ok(_))
+    );
+    if !ready {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the local database was not initialized within {CONFIG_WAIT_INITIALIZED_MS} ms"
+            ),
+        );
+    }
+    let sides = [
+        (
+            shared.settings.sides[0].0.as_str(),
+            shared.settings.sides[0].1,
+        ),
+        (
+            shared.settings.sides[1].0.as_str(),
+            shared.settings.sides[1].1,
+        ),
+    ];
+    let reply = admin::ask_ordering_side(
+        sides,
+        &AdminRequest::ApplyConfig(change),
+        CONFIG_APPLY_TIMEOUT_MS,
+    )
+    .await;
+    match reply {
+        Ok(AdminReply::Applied {
+            config_version,
+            recovery_key,
+        }) => {
+            info!(distributor = %shared.settings.name, config_version, "configuration change applied");
+            Json(json!({ "applied": { "config_version": config_version, "recovery_key": recovery_key } }))
+                .into_response()
+        }
+        Ok(AdminReply::Rejected { reason }) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "rejected": reason })),
+        )
+            .into_response(),
+        Ok(other) => error(
+            StatusCode::BAD_GATEWAY,
+            format!("unexpected answer: {other:?}"),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let status = shared.status();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let name = status.name.clone();
+    metrics::with_local_recorder(&recorder, || {
+        let gauge = |metric: &'static str, value: f64| {
+            metrics::gauge!(metric, "distributor" => name.clone()).set(value);
+        };
+        gauge("tandem_aw_feed_frame", status.frame_number as f64);
+        gauge("tandem_aw_feed_frames", status.frames as f64);
+        gauge("tandem_aw_feed_snapshots", status.snapshots as f64);
+        gauge("tandem_aw_feed_subscriptions", status.subscriptions as f64);
+        gauge(
+            "tandem_aw_feed_lag_ms",
+            status.feed_lag_ms.unwrap_or(0) as f64,
+        );
+        gauge("tandem_aw_db_frame", status.aw_db_frame as f64);
+        gauge(
+            "tandem_aw_db_lag_ms",
+            status.aw_db_lag_ms.unwrap_or(0) as f64,
+        );
+        gauge("tandem_aw_db_writes", status.aw_db_writes as f64);
+        gauge(
+            "tandem_aw_db_rows_written",
+            status.aw_db_rows_written as f64,
+        );
+        gauge(
+            "tandem_aw_db_writes_queued",
+            status.aw_db_writes_queued as f64,
+        );
+        gauge(
+            "tandem_aw_config_version",
+            status.config_version.unwrap_or(0) as f64,
+        );
+        gauge("tandem_aw_rebuilds", status.rebuilds as f64);
+        gauge("tandem_aw_rebuild_loops", status.rebuild_loops as f64);
+        gauge("tandem_aw_clients", status.clients as f64);
+        gauge(
+            "tandem_aw_clients_disconnected_slow",
+            status.clients_disconnected_slow as f64,
+        );
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+async fn ws_upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(WS_MESSAGE_BYTES_MAX)
+        .max_frame_size(WS_MESSAGE_BYTES_MAX)
+        .on_upgrade(move |socket| ws_client(shared, socket))
+}
+
+/// What a WebSocket client sends.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMessage {
+    Subscribe {
+        table: String,
+        #[serde(default)]
+        filter: Filter,
+    },
+    Unsubscribe {
+        table: String,
+    },
+}
+
+async fn send(socket: &mut WebSocket, value: &Value) -> Result<(), String> {
+    let text = value.to_string();
+    match tokio::time::timeout(
+        Duration::from_millis(WS_SEND_TIMEOUT_MS),
+        socket.send(Message::Text(text.into())),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "too slow: a send took longer than {WS_SEND_TIMEOUT_MS} ms"
+        )),
+    }
+}
+
+async fn close(socket: &mut WebSocket, reason: String) {
+    let frame = CloseFrame {
+        // 1008: policy violation (the client broke the bounds it was given).
+        code: 1008,
+        reason: reason.chars().take(120).collect::<String>().into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_millis(WS_SEND_TIMEOUT_MS),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
+}
+
+fn snapshot_message(shared: &Shared, table: FeedTable, filter: &Filter) -> Value {
+    let (header, rows) = table_rows(shared, table, filter);
+    json!({ "type": "snapshot", "table": api_name(table), "frame": header, "rows": rows })
+}
+
+async fn ws_client(shared: Arc<Shared>, mut socket: WebSocket) {
+    let mut updates = shared.updates.subscribe();
+    let mut subscriptions: BTreeMap<FeedTable, Filter> = BTreeMap::new();
+    let outcome: Result<(), String> = loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(_))) | None => break Ok(()),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break Err(e.to_string()),
+                };
+                let reply = match serde_json::from_str::<ClientMessage>(&text) {
+                    Err(e) => json!({ "type": "error", "message": format!("not understood: {e}") }),
+                    Ok(ClientMessage::Subscribe { table, filter }) => match table_of(&table) {
+                        None => json!({ "type": "error", "message": format!("no real-time table {table:?}") }),
+                        Some(t) if !subscriptions.contains_key(&t)
+                            && subscriptions.len() >= WS_SUBSCRIPTIONS_MAX => json!({
+                                "type": "error",
+                                "message": format!("at most {WS_SUBSCRIPTIONS_MAX} subscriptions"),
+                            }),
+                        Some(t) => {
+                            let message = snapshot_message(&shared, t, &filter);
+                            subscriptions.insert(t, filter);
+                            message
+                        }
+                    },
+                    Ok(ClientMessage::Unsubscribe { table }) => {
+                        if let Some(t) = table_of(&table) {
+                            subscriptions.remove(&t);
+                        }
+                        json!({ "type": "unsubscribed", "table": table })
+                    }
+                };
+                if let Err(e) = send(&mut socket, &reply).await {
+                    break Err(e);
+                }
+            }
+            update = updates.recv() => {
+                let update = match update {
+                    Ok(update) => update,
+                    Err(RecvError::Lagged(missed)) => break Err(format!(
+                        "too slow: {missed} updates behind (at most {CLIENT_UPDATES_QUEUED_MAX}); \
+                         reconnect for a snapshot"
+                    )),
+                    Err(RecvError::Closed) => break Ok(()),
+                };
+                let mut failed = None;
+                for (table, filter) in &subscriptions {
+                    let message = match &*update {
+                        ClientUpdate::Snapshot { .. } => snapshot_message(&shared, *table, filter),
+                        ClientUpdate::Frame { header, upserts, deletes } => {
+                            let upserts: Vec<Value> = upserts
+                                .iter()
+                                .filter(|r| r.table() == *table && filter.takes(r))
+                                .map(row_json)
+                                .collect();
+                            let deletes: Vec<Value> = deletes
+                                .iter()
+                                .filter(|k| k.table() == *table && filter.takes_key(k))
+                                .map(key_json)
+                                .collect();
+                            json!({
+                                "type": "delta",
+                                "table": api_name(*table),
+                                "frame": header,
+                                "upserts": upserts,
+                                "deletes": deletes,
+                            })
+                        }
+                    };
+                    if let Err(e) = send(&mut socket, &message).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if let Some(e) = failed {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    if let Err(reason) = outcome {
+        if reason.starts_with("too slow") {
+            let mut status = shared.status.lock().unwrap_or_else(PoisonError::into_inner);
+            status.clients_disconnected_slow += 1;
+        }
+        info!(distributor = %shared.settings.name, at_ms = wall_ms(), "a WebSocket client is closed: {reason}");
+        close(&mut socket, reason).await;
+    }
+}

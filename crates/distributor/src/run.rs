@@ -1,0 +1,717 @@
+//! A Distributor AW: rtdist takes the feed from a side, updateaw keeps the configuration, a
+//! writer puts both into the local AW database, and rtclient serves clients from the image held
+//! in memory.
+//!
+//! Data flow: `FeedClient` gives each snapshot or frame in order. The feed task asks `UpdateAw`
+//! what the frame means for the configuration, applies the rows to the in-memory image (what
+//! rtclient serves), tells the clients, and queues the frame for the writer. The writer takes
+//! whatever is queued, merges it (the last value of each row wins; a snapshot starts over) and
+//! writes it with Feed_State in one transaction, so a slow disk costs larger transactions, not
+//! a growing queue. Configuration copies go through the same queue, so writes stay in order.
+
+use crate::rtdist::{FeedClient, FeedUpdate};
+use crate::updateaw::{ConfigDecision, UpdateAw, REBUILD_LOOP_RETRY_MS};
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+use tandem_db::aw::{AwDb, AwWrite, FeedState};
+use tandem_db::{DbError, DbLocation};
+use tandem_mds::admin::{self, AdminError};
+use tandem_mds::{AdminReply, AdminRequest};
+use tandem_model::config::{ConfigChange, ContactCenter};
+use tandem_model::feed::{FeedFrameHeader, FeedKey, FeedRow};
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::{info, warn};
+
+/// Frames and configuration copies waiting for the writer; the feed waits when it is full.
+pub const WRITES_QUEUED_MAX: usize = 64;
+/// Updates a client may fall behind before it is disconnected as too slow.
+pub const CLIENT_UPDATES_QUEUED_MAX: usize = 256;
+/// How long an export of the central configuration may take.
+pub const EXPORT_TIMEOUT_MS: u64 = 30_000;
+/// The pause between failed attempts to initialize the local database.
+pub const INITIALIZE_RETRY_MS: u64 = 1_000;
+/// Events kept in memory for the system page (all go to Local_Event too).
+pub const EVENTS_KEPT_MAX: usize = 200;
+
+#[derive(Debug, Error)]
+pub enum DistributorError {
+    #[error("the AW database: {0}")]
+    Db(#[from] DbError),
+    #[error("the central configuration: {0}")]
+    Admin(#[from] AdminError),
+    #[error("{0}")]
+    Unexpected(String),
+    #[error("rtclient's listener: {0}")]
+    Listener(std::io::Error),
+}
+
+/// How to run one distributor.
+#[derive(Clone, Debug)]
+pub struct DistributorSettings {
+    pub name: String,
+    /// The sides' public addresses with their names, the preferred side first.
+    pub sides: [(String, SocketAddr); 2],
+    pub db: DbLocation,
+    /// rtclient's listener.
+    pub http: SocketAddr,
+    /// The other distributors of the site (name, HTTP address), for client failover.
+    pub site_peers: Vec<(String, SocketAddr)>,
+}
+
+/// What `tandem aw status` and the system page show.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct DistributorStatus {
+    pub name: String,
+    pub backend: String,
+    /// The side the feed comes from now.
+    pub side: Option<String>,
+    pub generation: u64,
+    pub frame_number: u64,
+    pub epoch: u64,
+    pub frame_config_version: u64,
+    pub frames: u64,
+    pub snapshots: u64,
+    pub subscriptions: u64,
+    /// Wall time at receipt minus the frame's ordered time.
+    pub feed_lag_ms: Option<i64>,
+    /// The frame the AW database holds, and its lag when written.
+    pub aw_db_frame: u64,
+    pub aw_db_lag_ms: Option<i64>,
+    pub aw_db_writes: u64,
+    pub aw_db_rows_written: u64,
+    pub aw_db_writes_queued: u64,
+    /// The configuration version the AW database holds.
+    pub config_version: Option<u64>,
+    /// "initializing", "rebuilding", "ok" or "rebuild loop: ...".
+    pub updateaw: String,
+    pub rebuilds: u64,
+    pub rebuild_loops: u64,
+    pub clients: u64,
+    pub clients_disconnected_slow: u64,
+}
+
+/// One event of the distributor, as the system page lists it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct DistributorEvent {
+    pub wall_time_ms: u64,
+    pub message: String,
+}
+
+/// The real-time rows as of one frame.
+#[derive(Default)]
+pub struct Image {
+    pub header: Option<FeedFrameHeader>,
+    pub rows: BTreeMap<FeedKey, FeedRow>,
+}
+
+/// What clients are told after each update of the image.
+#[derive(Debug)]
+pub enum ClientUpdate {
+    /// The image was replaced: clients read their rows again.
+    Snapshot { header: FeedFrameHeader },
+    Frame {
+        header: FeedFrameHeader,
+        upserts: Vec<FeedRow>,
+        deletes: Vec<FeedKey>,
+    },
+}
+
+/// What rtclient shares with the feed.
+pub struct Shared {
+    pub settings: DistributorSettings,
+    pub image: RwLock<Image>,
+    pub updates: broadcast::Sender<Arc<ClientUpdate>>,
+    pub status: Mutex<DistributorStatus>,
+    pub events: Mutex<VecDeque<DistributorEvent>>,
+    /// The AW database's configuration, for names.
+    pub configuration: RwLock<Option<Arc<(ContactCenter, u64)>>>,
+    /// True once the local database holds the central configuration; configuration edits
+    /// through this distributor wait for it.
+    pub initialized: watch::Sender<bool>,
+    pub db: AwDb,
+}
+
+impl Shared {
+    pub fn status(&self) -> DistributorStatus {
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        status.clients = self.updates.receiver_count() as u64;
+        status
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut DistributorStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    pub fn events(&self) -> Vec<DistributorEvent> {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events.iter().cloned().collect()
+    }
+
+    /// Logs an event, keeps it for the system page and writes it to Local_Event.
+    async fn event(&self, message: String) {
+        info!(distributor = %self.settings.name, "{message}");
+        let wall_time_ms = wall_ms();
+        {
+            let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+            if events.len() >= EVENTS_KEPT_MAX {
+                events.pop_front();
+            }
+            events.push_back(DistributorEvent {
+                wall_time_ms,
+                message: message.clone(),
+            });
+        }
+        if let Err(e) = self.db.local_event(wall_time_ms, &message).await {
+            warn!(distributor = %self.settings.name, "Local_Event: {e}");
+        }
+    }
+
+    async fn reload_configuration(&self) -> Result<(), DbError> {
+        let loaded = self.db.load_configuration().await?;
+        *self
+            .configuration
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = loaded.map(Arc::new);
+        Ok(())
+    }
+}
+
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+enum WriteItem {
+    Feed {
+        update: Arc<FeedUpdate>,
+        config: Option<(Vec<ConfigChange>, u64)>,
+        side: String,
+    },
+    Configuration {
+        contact_center: Box<ContactCenter>,
+        config_version: u64,
+    },
+}
+
+/// Opens the AW database, starts rtclient, and runs the feed until the process ends.
+pub async fn run(settings: DistributorSettings) -> Result<(), DistributorError> {
+    let db = AwDb::open(&settings.db).await?;
+    let local = db.config_version().await?;
+    let listener = tokio::net::TcpListener::bind(settings.http)
+        .await
+        .map_err(DistributorError::Listener)?;
+    let (updates, _) = broadcast::channel(CLIENT_UPDATES_QUEUED_MAX);
+    let shared = Arc::new(Shared {
+        status: Mutex::new(DistributorStatus {
+            name: settings.name.clone(),
+            backend: db.backend_name().into(),
+            config_version: local,
+            updateaw: "initializing".into(),
+            ..DistributorStatus::default()
+        }),
+        settings,
+        image: RwLock::new(Image::default()),
+        updates,
+        events: Mutex::new(VecDeque::new()),
+        configuration: RwLock::new(None),
+        initialized: watch::channel(false).0,
+        db: db.clone(),
+    });
+    tokio::spawn(crate::rtclient::serve(shared.clone(), listener));
+    let (write_tx, write_rx) = mpsc::channel(WRITES_QUEUED_MAX);
+    tokio::spawn(writer(shared.clone(), write_rx));
+
+    let mut updateaw = UpdateAw::new(local);
+    if local.is_some() {
+        shared.reload_configuration().await?;
+        shared.initialized.send_replace(true);
+        shared.update_status(|s| s.updateaw = "ok".into());
+    } else {
+        initialize(&shared, &write_tx, &mut updateaw, None).await;
+    }
+    feed(shared, write_tx, updateaw).await
+}
+
+/// Copies the central configuration into the AW database, retrying until a side answers.
+/// `reason` is the mismatch that made it a rebuild (None: the first initialization).
+async fn initialize(
+    shared: &Arc<Shared>,
+    write_tx: &mpsc::Sender<WriteItem>,
+    updateaw: &mut UpdateAw,
+    reason: Option<String>,
+) {
+    shared.initialized.send_replace(false);
+    let rebuild = reason.is_some();
+    shared.update_status(|s| {
+        s.updateaw = if rebuild {
+            "rebuilding"
+        } else {
+            "initializing"
+        }
+        .into()
+    });
+    let bar = indicatif::ProgressBar::new(3);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "Initialize Local Database [{bar:30}] {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        bar.set_position(0);
+        bar.set_message("exporting the central configuration");
+        let started = Instant::now();
+        let sides = [
+            (
+                shared.settings.sides[0].0.as_str(),
+                shared.settings.sides[0].1,
+            ),
+            (
+                shared.settings.sides[1].0.as_str(),
+                shared.settings.sides[1].1,
+            ),
+        ];
+        let reply =
+            admin::ask_ordering_side(sides, &AdminRequest::ExportConfig, EXPORT_TIMEOUT_MS).await;
+        let (contact_center, config_version, recovery_key) = match reply {
+            Ok(AdminReply::Configuration {
+                contact_center,
+                config_version,
+                recovery_key,
+            }) => (contact_center, config_version, recovery_key),
+            Ok(other) => {
+                warn!(distributor = %shared.settings.name, "export: unexpected answer {other:?}");
+                tokio::time::sleep(Duration::from_millis(INITIALIZE_RETRY_MS)).await;
+                continue;
+            }
+            Err(e) => {
+                warn!(distributor = %shared.settings.name, "export: {e}");
+                tokio::time::sleep(Duration::from_millis(INITIALIZE_RETRY_MS)).await;
+                continue;
+            }
+        };
+        let objects = contact_center.objects().count();
+        bar.inc(1);
+        bar.set_message(format!(
+            "writing {objects} objects at configuration version {config_version}"
+        ));
+        if write_tx
+            .send(WriteItem::Configuration {
+                contact_center,
+                config_version,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        // The writer marks the database initialized once the copy is committed.
+        let mut initialized = shared.initialized.subscribe();
+        let _ = initialized.wait_for(|done| *done).await;
+        bar.inc(1);
+        bar.set_message("reading it back");
+        if let Err(e) = shared.reload_configuration().await {
+            warn!(distributor = %shared.settings.name, "reading the configuration back: {e}");
+        }
+        bar.inc(1);
+        bar.finish_and_clear();
+        updateaw.initialized(config_version, recovery_key, rebuild);
+        shared.update_status(|s| {
+            s.config_version = Some(config_version);
+            s.updateaw = "ok".into();
+            s.rebuilds = updateaw.rebuilds;
+        });
+        let took_ms = started.elapsed().as_millis();
+        let message = match &reason {
+            None => format!(
+                "Initialize Local Database: {objects} objects at configuration version \
+                 {config_version} in {took_ms} ms"
+            ),
+            Some(reason) => format!(
+                "the local configuration was rebuilt at version {config_version} ({objects} \
+                 objects, {took_ms} ms) because {reason}"
+            ),
+        };
+        shared.event(message).await;
+        return;
+    }
+}
+
+async fn feed(
+    shared: Arc<Shared>,
+    write_tx: mpsc::Sender<WriteItem>,
+    mut updateaw: UpdateAw,
+) -> Result<(), DistributorError> {
+    let settings = &shared.settings;
+    let mut client = FeedClient::new(
+        settings.name.clone(),
+        settings.sides[0].1,
+        settings.sides[1].1,
+    );
+    let mut rebuild_not_before: Option<Instant> = None;
+    loop {
+        let update = client.next().await;
+        let received_wall_ms = wall_ms();
+        let header = *update.header();
+        let side = client
+            .side()
+            .map(|i| settings.sides[i].0.clone())
+            .unwrap_or_default();
+        let (changes, snapshot) = match &update {
+            FeedUpdate::Snapshot { .. } => (&[][..], true),
+            FeedUpdate::Frame { delta, .. } => (&delta.config_changes[..], false),
+        };
+        let mut config = None;
+        match updateaw.on_frame(&header, changes) {
+            ConfigDecision::UpToDate => {}
+            ConfigDecision::Apply {
+                changes,
+                config_version,
+            } => config = Some((changes, config_version)),
+            ConfigDecision::Rebuild { reason } => {
+                if rebuild_not_before.is_none_or(|t| Instant::now() >= t) {
+                    rebuild_not_before = None;
+                    initialize(&shared, &write_tx, &mut updateaw, Some(reason)).await;
+                }
+            }
+            ConfigDecision::RebuildLoop { reason } => {
+                rebuild_not_before =
+                    Some(Instant::now() + Duration::from_millis(REBUILD_LOOP_RETRY_MS));
+                shared.update_status(|s| {
+                    s.updateaw = format!("rebuild loop: {reason}");
+                    s.rebuild_loops = updateaw.loops;
+                });
+                shared
+                    .event(format!(
+                        "rebuild loop: the configuration mismatches again right after a \
+                         rebuild ({reason}); the next rebuild waits {REBUILD_LOOP_RETRY_MS} ms"
+                    ))
+                    .await;
+            }
+        }
+        let update = Arc::new(update);
+        let client_update = apply_to_image(&shared, &update);
+        let _ = shared.updates.send(Arc::new(client_update));
+        shared.update_status(|s| {
+            s.side = Some(side.clone());
+            s.generation = header.generation;
+            s.frame_number = header.number;
+            s.epoch = header.epoch;
+            s.frame_config_version = header.config_version;
+            if snapshot {
+                s.snapshots += 1;
+            } else {
+                s.frames += 1;
+            }
+            s.subscriptions = client.subscriptions;
+            s.feed_lag_ms = Some(received_wall_ms as i64 - header.time_ms as i64);
+            s.aw_db_writes_queued = (WRITES_QUEUED_MAX - write_tx.capacity()) as u64;
+        });
+        let item = WriteItem::Feed {
+            update,
+            config,
+            side,
+        };
+        if write_tx.send(item).await.is_err() {
+            return Err(DistributorError::Unexpected(
+                "the AW database writer stopped".into(),
+            ));
+        }
+    }
+}
+
+fn apply_to_image(shared: &Shared, update: &FeedUpdate) -> ClientUpdate {
+    let mut image = shared.image.write().unwrap_or_else(PoisonError::into_inner);
+    match update {
+        FeedUpdate::Snapshot { header, rows } => {
+            image.rows = rows.iter().map(|r| (r.key(), r.clone())).collect();
+            image.header = Some(*header);
+            ClientUpdate::Snapshot { header: *header }
+        }
+        FeedUpdate::Frame { header, delta } => {
+            for key in &delta.deletes {
+                image.rows.remove(key);
+            }
+            for row in &delta.upserts {
+                image.rows.insert(row.key(), row.clone());
+            }
+            image.header = Some(*header);
+            ClientUpdate::Frame {
+                header: *header,
+                upserts: delta.upserts.clone(),
+                deletes: delta.deletes.clone(),
+            }
+        }
+    }
+}
+
+/// Writes what the feed queues, merging what waits into one transaction.
+async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
+    let mut pending: Option<WriteItem> = None;
+    let mut feed_state = FeedState::default();
+    loop {
+        let first = match pending.take() {
+            Some(item) => item,
+            None => match rx.recv().await {
+                Some(item) => item,
+                None => return,
+            },
+        };
+        match first {
+            WriteItem::Configuration {
+                contact_center,
+                config_version,
+            } => {
+                loop {
+                    match shared
+                        .db
+                        .replace_configuration(&contact_center, config_version)
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(e) => {
+                            warn!(distributor = %shared.settings.name, "writing the configuration: {e}");
+                            tokio::time::sleep(Duration::from_millis(INITIALIZE_RETRY_MS)).await;
+                        }
+                    }
+                }
+                shared.initialized.send_replace(true);
+            }
+            WriteItem::Feed {
+                update,
+                config,
+                side,
+            } => {
+                let mut merged = Merged::default();
+                merged.add(&update, config);
+                let mut last_side = side;
+                let mut last_header = *update.header();
+                // Everything queued behind it, up to a configuration copy, goes in the same
+                // transaction.
+                while let Ok(item) = rx.try_recv() {
+                    match item {
+                        WriteItem::Feed {
+                            update,
+                            config,
+                            side,
+                        } => {
+                            merged.add(&update, config);
+                            last_side = side;
+                            last_header = *update.header();
+                        }
+                        other => {
+                            pending = Some(other);
+                            break;
+                        }
+                    }
+                }
+                feed_state.generation = last_header.generation;
+                feed_state.frame_number = last_header.number;
+                feed_state.epoch = last_header.epoch;
+                feed_state.config_version = last_header.config_version;
+                feed_state.frame_time_ms = last_header.time_ms;
+                feed_state.recovery_key = last_header.recovery_key;
+                feed_state.side = Some(last_side);
+                feed_state.snapshots += merged.snapshots;
+                feed_state.frames += merged.frames;
+                feed_state.written_wall_ms = wall_ms();
+                feed_state.lag_ms = feed_state.written_wall_ms as i64 - last_header.time_ms as i64;
+                let config = merged.config.take();
+                let replace = merged.replace;
+                let (upserts, deletes) = merged.rows();
+                let config_version = config.as_ref().map(|(_, v)| *v);
+                let write = AwWrite {
+                    replace,
+                    upserts: &upserts,
+                    deletes: &deletes,
+                    config: config
+                        .as_ref()
+                        .map(|(changes, version)| (&changes[..], *version)),
+                    feed_state: Some(&feed_state),
+                };
+                let rows = write.rows() as u64;
+                match shared.db.write(write).await {
+                    Ok(()) => {
+                        // The commit is what the lag measures.
+                        let lag_ms = wall_ms() as i64 - last_header.time_ms as i64;
+                        shared.update_status(|s| {
+                            s.aw_db_frame = last_header.number;
+                            s.aw_db_lag_ms = Some(lag_ms);
+                            s.aw_db_writes += 1;
+                            s.aw_db_rows_written += rows;
+                            if let Some(v) = config_version {
+                                s.config_version = Some(v);
+                            }
+                        });
+                        if config_version.is_some() {
+                            if let Err(e) = shared.reload_configuration().await {
+                                warn!(distributor = %shared.settings.name, "reading the configuration back: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // The database is behind the image now; the next snapshot puts it right.
+                        shared
+                            .event(format!(
+                                "writing frame {} to the AW database failed: {e}",
+                                last_header.number
+                            ))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Frames merged for one transaction.
+#[derive(Default)]
+struct Merged {
+    replace: bool,
+    rows: BTreeMap<FeedKey, Option<FeedRow>>,
+    config: Option<(Vec<ConfigChange>, u64)>,
+    snapshots: u64,
+    frames: u64,
+}
+
+impl Merged {
+    fn add(&mut self, update: &FeedUpdate, config: Option<(Vec<ConfigChange>, u64)>) {
+        match update {
+            FeedUpdate::Snapshot { rows, .. } => {
+                self.replace = true;
+                self.snapshots += 1;
+                self.rows = rows.iter().map(|r| (r.key(), Some(r.clone()))).collect();
+            }
+            FeedUpdate::Frame { delta, .. } => {
+                self.frames += 1;
+                for key in &delta.deletes {
+                    self.rows.insert(*key, None);
+                }
+                for row in &delta.upserts {
+                    self.rows.insert(row.key(), Some(row.clone()));
+                }
+            }
+        }
+        if let Some((changes, version)) = config {
+            match &mut self.config {
+                Some((held, held_version)) => {
+                    held.extend(changes);
+                    *held_version = version;
+                }
+                None => self.config = Some((changes, version)),
+            }
+        }
+    }
+
+    /// The upserts and deletes; after a snapshot, rows deleted since are simply absent.
+    fn rows(self) -> (Vec<FeedRow>, Vec<FeedKey>) {
+        let mut upserts = Vec::with_capacity(self.rows.len());
+        let mut deletes = Vec::new();
+        for (key, row) in self.rows {
+            match row {
+                Some(row) => upserts.push(row),
+                None if !self.replace => deletes.push(key),
+                None => {}
+            }
+        }
+        (upserts, deletes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_db::aw::tests_support::sample_rows_n;
+    use tandem_model::feed::FeedDelta;
+
+    fn header(number: u64) -> FeedFrameHeader {
+        FeedFrameHeader {
+            generation: 1,
+            number,
+            epoch: 1,
+            config_version: 1,
+            time_ms: number * 100,
+            recovery_key: number,
+        }
+    }
+
+    #[test]
+    fn merged_frames_keep_the_last_value_and_a_snapshot_starts_over() {
+        let mut merged = Merged::default();
+        let first = sample_rows_n(1);
+        let second = sample_rows_n(2);
+        merged.add(
+            &FeedUpdate::Frame {
+                header: header(2),
+                delta: FeedDelta {
+                    upserts: first.clone(),
+                    deletes: vec![second[4].key()],
+                    config_changes: Vec::new(),
+                },
+            },
+            Some((vec![ConfigChange::default()], 4)),
+        );
+        merged.add(
+            &FeedUpdate::Frame {
+                header: header(3),
+                delta: FeedDelta {
+                    upserts: vec![second[4].clone()],
+                    deletes: vec![first[0].key()],
+                    config_changes: Vec::new(),
+                },
+            },
+            Some((vec![ConfigChange::default()], 5)),
+        );
+        assert_eq!(
+            merged.config.as_ref().map(|(c, v)| (c.len(), *v)),
+            Some((2, 5))
+        );
+        let (upserts, deletes) = merged.rows();
+        assert_eq!(deletes, vec![first[0].key()]);
+        assert_eq!(upserts.len(), first.len());
+        assert!(upserts.contains(&second[4]));
+
+        let mut merged = Merged::default();
+        merged.add(
+            &FeedUpdate::Frame {
+                header: header(2),
+                delta: FeedDelta {
+                    upserts: first.clone(),
+                    ..FeedDelta::default()
+                },
+            },
+            None,
+        );
+        merged.add(
+            &FeedUpdate::Snapshot {
+                header: header(3),
+                rows: second.clone(),
+            },
+            None,
+        );
+        merged.add(
+            &FeedUpdate::Frame {
+                header: header(4),
+                delta: FeedDelta {
+                    deletes: vec![second[0].key()],
+                    ..FeedDelta::default()
+                },
+            },
+            None,
+        );
+        assert!(merged.replace);
+        assert_eq!((merged.snapshots, merged.frames), (1, 2));
+        let (upserts, deletes) = merged.rows();
+        assert!(deletes.is_empty());
+        assert_eq!(upserts, second[1..].to_vec());
+    }
+}

@@ -1,0 +1,194 @@
+//! Distributor AWs as real processes on loopback: the AW database follows the feed through a
+//! kill -9 of the side feeding it and ends equal to the router's rows; a configuration change
+//! reaches every AW database; updateaw rebuilds a deleted AW database and one whose
+//! configuration version was damaged. One distributor writes SQLite, the other PostgreSQL when
+//! `TANDEM_TEST_POSTGRES_URL` names a server. Every wait is bounded.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tandem::cluster::{Installation, PgCountsCheck};
+use tandem_db::aw::AwDb;
+use tandem_db::test_postgres::{postgres_admin_url, PostgresDatabase};
+use tandem_mds::Side;
+use tandem_model::topology::{DistributorEntry, SideName};
+
+const START_MS: u64 = 20_000;
+const LOAD_CPS: f64 = 50.0;
+const WAIT_MS: u64 = 30_000;
+
+fn free_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// `rttest feed-digest` on a side: (frame, aw_digest) when nothing was applied since the tick.
+fn router_aw_digest(install: &Installation, side: Side) -> Option<(u64, String)> {
+    let text = install.rttest(side, "feed-digest")?;
+    let field = |name: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_string))
+    };
+    if field("at_tick")? != "true" {
+        return None;
+    }
+    Some((field("frame")?.parse().ok()?, field("aw_digest")?))
+}
+
+/// `tandem aw digest`: (frame, aw_digest) when no frame was written while reading.
+fn aw_digest(install: &Installation, name: &str) -> Option<(u64, String)> {
+    let out = install.tandem(&["aw", "digest", "--name", name]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |field: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{field}=")).map(str::to_string))
+    };
+    if field("settled")? != "true" {
+        return None;
+    }
+    Some((field("frame")?.parse().ok()?, field("aw_digest")?))
+}
+
+/// Waits until the distributor's AW database holds the router's rows at one frame.
+fn wait_aw_db_equals_router(install: &Installation, name: &str, side: Side) {
+    let deadline = Instant::now() + Duration::from_millis(WAIT_MS);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let (Some(router), Some(aw)) =
+            (router_aw_digest(install, side), aw_digest(install, name))
+        {
+            if router == aw {
+                return;
+            }
+            last = Some((router, aw));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    install.fail(&format!(
+        "distributor {name}'s AW database equal to side {side}'s rows at one frame; last \
+         (router, aw) {last:?}"
+    ));
+}
+
+#[test]
+fn distributors_follow_the_feed_through_a_failover_and_updateaw_rebuilds() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let postgres = postgres_admin_url("distributor test")
+        .map(|url| rt.block_on(PostgresDatabase::create(&url)));
+    let aw2_url = postgres.as_ref().map(|db| db.url.clone());
+    let mut install = Installation::new(
+        Path::new(env!("CARGO_BIN_EXE_tandem")),
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "distributors",
+        None,
+        |topology| {
+            topology.distributors.push(DistributorEntry {
+                name: "aw2".into(),
+                public: free_port(),
+                data_dir: "aw2".into(),
+                preferred_side: SideName::B,
+                aw_db_url: aw2_url,
+                site: "main".into(),
+            });
+        },
+    );
+    install.start_paired(START_MS);
+    install.start_pg("pg1", LOAD_CPS);
+    install.start_pg("pg2", LOAD_CPS);
+    install.wait_pgs_reachable(Side::A, 2, START_MS);
+    install.start_distributor("aw1");
+    install.start_distributor("aw2");
+    let aw1 = install.wait_aw("aw1", "initialized, 20 frames", WAIT_MS, |s| {
+        s.updateaw == "ok" && s.frames >= 20 && s.aw_db_frame > 0
+    });
+    assert_eq!(aw1.side.as_deref(), Some("a"), "aw1 prefers side A");
+    assert_eq!(aw1.backend, "sqlite");
+    let aw2 = install.wait_aw("aw2", "initialized, 20 frames", WAIT_MS, |s| {
+        s.updateaw == "ok" && s.frames >= 20
+    });
+    assert_eq!(aw2.side.as_deref(), Some("b"), "aw2 prefers side B");
+    if postgres.is_some() {
+        assert_eq!(aw2.backend, "postgresql");
+    }
+    let initial_version = aw1.config_version.expect("a configuration version");
+
+    // A configuration change reaches every AW database.
+    let change = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config-change.toml");
+    let out = install.tandem(&["config", "apply", change.to_str().unwrap()]);
+    assert!(out.status.success(), "config apply: {out:?}");
+    for name in ["aw1", "aw2"] {
+        install.wait_aw(name, "the change applied", WAIT_MS, |s| {
+            s.config_version == Some(initial_version + 1)
+                && s.aw_db_frame >= s.frame_number.saturating_sub(50)
+        });
+    }
+
+    // Kill -9 the side feeding aw1: it resumes on B with no snapshot.
+    let before = install.aw_status("aw1").unwrap();
+    install.kill("side-a");
+    let after = install.wait_aw("aw1", "frames from side B", WAIT_MS, |s| {
+        s.side.as_deref() == Some("b") && s.frames >= before.frames + 20
+    });
+    assert_eq!(after.snapshots, 1, "aw1 resumed on B without a snapshot");
+    assert_eq!(after.subscriptions, 2, "one failover");
+    assert_eq!(after.updateaw, "ok");
+    assert_eq!(after.rebuilds, 0);
+
+    // A returns by state transfer (a side alone orders nothing once its PGs stop); after the
+    // load stops, each AW database holds side B's router's rows.
+    install.start_side(Side::A, &[]);
+    install.wait_state(Side::A, "Paired Disabled", START_MS);
+    for c in install.stop_pgs(&["pg1", "pg2"]) {
+        c.assert_nothing_lost();
+    }
+    wait_aw_db_equals_router(&install, "aw1", Side::B);
+    wait_aw_db_equals_router(&install, "aw2", Side::B);
+
+    // updateaw: a deleted AW database is initialized again.
+    install.kill("aw1");
+    let aw1_dir = install
+        .topology
+        .resolve(&install.topology.distributor("aw1").unwrap().data_dir);
+    std::fs::remove_dir_all(&aw1_dir).unwrap();
+    install.start_distributor("aw1");
+    let rebuilt = install.wait_aw("aw1", "initialized again", WAIT_MS, |s| {
+        s.updateaw == "ok" && s.config_version == Some(initial_version + 1) && s.aw_db_frame > 0
+    });
+    assert_eq!(rebuilt.rebuilds, 0, "a first initialization is no rebuild");
+    wait_aw_db_equals_router(&install, "aw1", Side::B);
+
+    // A damaged configuration version is noticed at the first frame and rebuilt, once.
+    install.kill("aw2");
+    let location = tandem::aw::aw_location(
+        &install.topology,
+        install.topology.distributor("aw2").unwrap(),
+    );
+    rt.block_on(async {
+        let db = AwDb::open(&location).await.unwrap();
+        db.set_config_version(initial_version + 40).await.unwrap();
+    });
+    install.start_distributor("aw2");
+    let repaired = install.wait_aw("aw2", "rebuilt", WAIT_MS, |s| {
+        s.updateaw == "ok" && s.rebuilds == 1 && s.config_version == Some(initial_version + 1)
+    });
+    assert_eq!(repaired.rebuild_loops, 0);
+    let events = rt.block_on(async {
+        AwDb::open(&location)
+            .await
+            .unwrap()
+            .local_events()
+            .await
+            .unwrap()
+    });
+    assert!(
+        events
+            .iter()
+            .any(|(_, _, m)| m.contains("rebuilt") && m.contains("holds version")),
+        "the rebuild is an event with its reason: {events:?}"
+    );
+    wait_aw_db_equals_router(&install, "aw2", Side::B);
+    drop(install);
+    drop(postgres);
+}
