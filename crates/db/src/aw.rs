@@ -11,11 +11,11 @@
 
 use crate::schema::{
     self, agent_counts, hash_row, id, int, int_null, name_of, opt, text, text_null, text_value,
-    u64_value, Column, Row, SqlValue, TableDef, TableKind, AGENT_COUNT_NAMES,
+    u64_value, Column, Row, SqlValue, TableDef, TableKind, Write, AGENT_COUNT_NAMES,
 };
 use crate::{
-    check_key, check_row, plan, table_def, Backend, DbError, DbLocation, Op, OpKind, Schema,
-    ROWS_PAGE_MAX, STATE_ROW_ID,
+    op_of, plan, table_def, Backend, DbError, DbLocation, Op, OpKind, Schema, ROWS_PAGE_MAX,
+    STATE_ROW_ID,
 };
 use tandem_model::config::{ConfigChange, ConfigOp, ContactCenter};
 use tandem_model::feed::*;
@@ -424,23 +424,11 @@ impl AwDb {
         let mut ops = Vec::with_capacity(write.rows() + 1);
         for key in write.deletes {
             let (table, key) = key_values(key);
-            let table = table_def(table)?;
-            check_key(table, &key)?;
-            ops.push(Op {
-                table,
-                kind: OpKind::Delete,
-                row: key,
-            });
+            ops.push(op_of(Write::Delete { table, key })?);
         }
         for row in write.upserts {
-            let (table, values) = row_values(row);
-            let table = table_def(table)?;
-            check_row(table, &values)?;
-            ops.push(Op {
-                table,
-                kind: OpKind::Upsert,
-                row: values,
-            });
+            let (table, row) = row_values(row);
+            ops.push(op_of(Write::Upsert { table, row })?);
         }
         let mut config_version = None;
         if let Some((changes, version)) = write.config {
@@ -567,29 +555,18 @@ impl AwDb {
 fn configuration_change_ops(change: &ConfigChange) -> Result<Vec<Op>, DbError> {
     let mut ops = Vec::with_capacity(change.ops.len());
     for op in &change.ops {
-        match op {
+        let write = match op {
             ConfigOp::Upsert(object) => {
                 let (table, mut row) = schema::object_key(&object.object_ref());
                 row.push(SqlValue::Text(schema::definition(object)));
-                let table = table_def(table)?;
-                check_row(table, &row)?;
-                ops.push(Op {
-                    table,
-                    kind: OpKind::Upsert,
-                    row,
-                });
+                Write::Upsert { table, row }
             }
             ConfigOp::Delete(reference) => {
                 let (table, key) = schema::object_key(reference);
-                let table = table_def(table)?;
-                check_key(table, &key)?;
-                ops.push(Op {
-                    table,
-                    kind: OpKind::Delete,
-                    row: key,
-                });
+                Write::Delete { table, key }
             }
-        }
+        };
+        ops.push(op_of(write)?);
     }
     Ok(ops)
 }
@@ -597,6 +574,7 @@ fn configuration_change_ops(change: &ConfigChange) -> Result<Vec<Op>, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check_row;
     use crate::schema::ColumnType;
 
     #[test]

@@ -380,7 +380,7 @@ pub(crate) struct Op {
     pub row: Row,
 }
 
-fn op_of(write: Write) -> Result<Op, DbError> {
+pub(crate) fn op_of(write: Write) -> Result<Op, DbError> {
     let (table, kind, row) = match write {
         Write::Insert { table, row } => (table, OpKind::Insert, row),
         Write::Upsert { table, row } => (table, OpKind::Upsert, row),
