@@ -24,8 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tandem_mds::transport::{self, FrameReader, Outbound};
 use tandem_mds::{
     Action, AdminReply, AdminRequest, Body, Epoch, LoggerToSide, LogicVersion, Ordered,
-    PeerMessage, PgToSide, PublicHello, Side, SideToLogger, SideToPg, Source, SyncEvent,
-    SyncSettings, Synchronizer, TransferRequest,
+    PeerMessage, PgToSide, PublicHello, Side, SideReport, SideToLogger, SideToPg, Source,
+    SyncEvent, SyncReport, SyncSettings, Synchronizer, TransferRequest, SIDE_REPORT_EVENTS_MAX,
 };
 use tandem_model::config::{ContactCenter, Settings};
 use tandem_model::feed::VersionedConfigChange;
@@ -1118,6 +1118,9 @@ impl Core {
 
     fn on_admin(&mut self, now: u64, request: AdminRequest, reply: oneshot::Sender<AdminReply>) {
         match request {
+            AdminRequest::Report => {
+                let _ = reply.send(AdminReply::Report(Box::new(self.report(now))));
+            }
             AdminRequest::ExportConfig => {
                 if self.sync.needs_state() || self.transfer.is_some() {
                     let _ = reply.send(AdminReply::NotOrdering {
@@ -1682,17 +1685,7 @@ impl Core {
         if let Some(dump) = dumps::render(command, &self.router) {
             return dump;
         }
-        let reachable: Vec<(String, bool)> = self
-            .topology
-            .pgs
-            .iter()
-            .map(|p| {
-                (
-                    p.name.clone(),
-                    self.paths.values().any(|path| path.pg == p.id),
-                )
-            })
-            .collect();
+        let reachable = self.pgs_reachable();
         let inputs = StatusInputs {
             side: self.side,
             now_ms: now,
@@ -1719,6 +1712,57 @@ impl Core {
             },
         };
         status::render(command, &inputs)
+    }
+
+    /// Each PG of the topology by name, and whether a path to it is up.
+    fn pgs_reachable(&self) -> Vec<(String, bool)> {
+        self.topology
+            .pgs
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    self.paths.values().any(|path| path.pg == p.id),
+                )
+            })
+            .collect()
+    }
+
+    fn report(&self, now: u64) -> SideReport {
+        let checks = self.sync.digest_checks();
+        SideReport {
+            side: self.side,
+            sync_state: self.sync.state().to_string(),
+            epoch: self.sync.epoch(),
+            held_through: self.sync.held_through(),
+            delivered_through: self.sync.delivered_through(),
+            peer_connected: self.peer.is_some(),
+            pgs_reachable: self.pgs_reachable(),
+            state_size_now: self.state_size_now,
+            state_size_max: self.router.state_size_max(),
+            last_sync: self.sync_history.back().map(|r| SyncReport {
+                at_ms: r.at_ms,
+                direction: r.direction.clone(),
+                bytes: r.bytes,
+                duration_ms: r.duration_ms,
+            }),
+            transfer_under_way: self.transfer.is_some(),
+            transfer_progress: match &self.transfer {
+                Some(TransferRole::Receiving { progress, .. }) => *progress,
+                _ => None,
+            },
+            digest_checks_equal: checks.equal,
+            digest_checks_differed: checks.differed,
+            config_version: self.router.config_version(),
+            started_ms: self.started_ms,
+            now_ms: now,
+            events: self
+                .events
+                .iter()
+                .skip(self.events.len().saturating_sub(SIDE_REPORT_EVENTS_MAX))
+                .cloned()
+                .collect(),
+        }
     }
 }
 

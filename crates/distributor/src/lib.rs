@@ -2,7 +2,9 @@
 //! updateaw keeps the local copy of the configuration, both are written to the local AW
 //! database, and rtclient serves client AWs over HTTP and WebSocket.
 
+pub mod http;
 pub mod rtclient;
 pub mod rtdist;
 pub mod run;
+pub mod system;
 pub mod updateaw;

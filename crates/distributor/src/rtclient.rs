@@ -55,11 +55,19 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
         .route("/api/status", get(status))
         .route("/api/events", get(events))
         .route("/api/site", get(site))
+        .route("/api/system", get(system))
         .route("/api/rt/{table}", get(rt_rows))
         .route("/api/config", get(config_get).post(config_post))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws_upgrade))
         .layer(DefaultBodyLimit::max(CONFIG_BODY_BYTES_MAX))
+        // A web client that failed over to another distributor of its site reads from it
+        // across origins; only reads are allowed so.
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([axum::http::Method::GET]),
+        )
         .with_state(shared.clone());
     if let Err(e) = axum::serve(listener, app).await {
         warn!(distributor = %shared.settings.name, "rtclient stopped: {e}");
@@ -172,6 +180,18 @@ async fn events(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({ "events": shared.events() }))
 }
 
+/// Both sides, this distributor and the others: the system page.
+async fn system(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let view = crate::system::view(&shared).await;
+    Json(json!({
+        "this": shared.status(),
+        "events": shared.events(),
+        "sides": view.sides,
+        "distributors": view.distributors,
+        "gathered_at_ms": view.gathered_at_ms,
+    }))
+}
+
 /// This distributor and the others of its site, for client failover.
 async fn site(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let peers: Vec<Value> = shared
@@ -256,18 +276,8 @@ async fn config_post(State(shared): State<Arc<Shared>>, body: String) -> Respons
             ),
         );
     }
-    let sides = [
-        (
-            shared.settings.sides[0].0.as_str(),
-            shared.settings.sides[0].1,
-        ),
-        (
-            shared.settings.sides[1].0.as_str(),
-            shared.settings.sides[1].1,
-        ),
-    ];
     let reply = admin::ask_ordering_side(
-        sides,
+        shared.settings.side_addrs(),
         &AdminRequest::ApplyConfig(change),
         CONFIG_APPLY_TIMEOUT_MS,
     )

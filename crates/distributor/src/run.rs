@@ -60,6 +60,18 @@ pub struct DistributorSettings {
     pub http: SocketAddr,
     /// The other distributors of the site (name, HTTP address), for client failover.
     pub site_peers: Vec<(String, SocketAddr)>,
+    /// Every other distributor of the topology (name, HTTP address), for the system page.
+    pub distributors: Vec<(String, SocketAddr)>,
+}
+
+impl DistributorSettings {
+    /// The sides by name and address, the preferred side first, as `admin` asks them.
+    pub fn side_addrs(&self) -> [(&str, SocketAddr); 2] {
+        [
+            (self.sides[0].0.as_str(), self.sides[0].1),
+            (self.sides[1].0.as_str(), self.sides[1].1),
+        ]
+    }
 }
 
 /// What `tandem aw status` and the system page show.
@@ -133,6 +145,8 @@ pub struct Shared {
     /// through this distributor wait for it.
     pub initialized: watch::Sender<bool>,
     pub db: AwDb,
+    /// The system page's last view of the sides and the other distributors.
+    pub system: tokio::sync::Mutex<crate::system::SystemView>,
 }
 
 impl Shared {
@@ -225,6 +239,7 @@ pub async fn run(settings: DistributorSettings) -> Result<(), DistributorError> 
         configuration: RwLock::new(None),
         initialized: watch::channel(false).0,
         db: db.clone(),
+        system: tokio::sync::Mutex::new(Default::default()),
     });
     tokio::spawn(crate::rtclient::serve(shared.clone(), listener));
     let (write_tx, write_rx) = mpsc::channel(WRITES_QUEUED_MAX);
@@ -270,18 +285,12 @@ async fn initialize(
         bar.set_position(0);
         bar.set_message("exporting the central configuration");
         let started = Instant::now();
-        let sides = [
-            (
-                shared.settings.sides[0].0.as_str(),
-                shared.settings.sides[0].1,
-            ),
-            (
-                shared.settings.sides[1].0.as_str(),
-                shared.settings.sides[1].1,
-            ),
-        ];
-        let reply =
-            admin::ask_ordering_side(sides, &AdminRequest::ExportConfig, EXPORT_TIMEOUT_MS).await;
+        let reply = admin::ask_ordering_side(
+            shared.settings.side_addrs(),
+            &AdminRequest::ExportConfig,
+            EXPORT_TIMEOUT_MS,
+        )
+        .await;
         let (contact_center, config_version, recovery_key) = match reply {
             Ok(AdminReply::Configuration {
                 contact_center,

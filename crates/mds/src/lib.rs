@@ -27,8 +27,8 @@ pub mod transport;
 
 pub use protocol::{
     next_seq, AdminReply, AdminRequest, Body, Epoch, Hello, LoggerToSide, LogicVersion, Ordered,
-    PeerMessage, PgCursorCut, PgToSide, PublicHello, Side, SideToLogger, SideToPg, Source, SyncCut,
-    TransferMessage, TransferRequest,
+    PeerMessage, PgCursorCut, PgToSide, PublicHello, Side, SideReport, SideToLogger, SideToPg,
+    Source, SyncCut, SyncReport, TransferMessage, TransferRequest, SIDE_REPORT_EVENTS_MAX,
 };
 pub use quarantine::{input_hash, QuarantineKey, QuarantinedInput};
 pub use sync::{

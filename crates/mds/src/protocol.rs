@@ -364,6 +364,8 @@ pub enum AdminRequest {
     ApplyConfig(ConfigChange),
     /// The router's whole configuration.
     ExportConfig,
+    /// The side's synchronizer, state and recent events, for the system page.
+    Report,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -392,7 +394,49 @@ pub enum AdminReply {
     Failed {
         reason: String,
     },
+    Report(Box<SideReport>),
 }
+
+/// The last state transfer a side took part in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// When it finished, wall clock ms since the Unix epoch.
+    pub at_ms: u64,
+    /// "(A->B)" or "(B->A)".
+    pub direction: String,
+    pub bytes: u64,
+    pub duration_ms: u64,
+}
+
+/// A side as the system page shows it (`AdminRequest::Report`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideReport {
+    pub side: Side,
+    /// The synchronizer state as rttest names it ("Paired Enabled").
+    pub sync_state: String,
+    pub epoch: Epoch,
+    pub held_through: u64,
+    pub delivered_through: u64,
+    pub peer_connected: bool,
+    /// Each PG of the topology by name, and whether a path to it is up.
+    pub pgs_reachable: Vec<(String, bool)>,
+    pub state_size_now: u64,
+    pub state_size_max: u64,
+    pub last_sync: Option<SyncReport>,
+    pub transfer_under_way: bool,
+    /// Bytes received of the total, while this side receives a state.
+    pub transfer_progress: Option<(u64, u64)>,
+    pub digest_checks_equal: u64,
+    pub digest_checks_differed: u64,
+    pub config_version: u64,
+    pub started_ms: u64,
+    pub now_ms: u64,
+    /// The latest events, oldest first (wall clock ms, text).
+    pub events: Vec<(u64, String)>,
+}
+
+/// Events a `SideReport` carries at most.
+pub const SIDE_REPORT_EVENTS_MAX: usize = 50;
 
 /// What a side sends its logger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,20 +1,16 @@
 //! `tandem distributor` (a Distributor AW) and `tandem aw status|digest`.
 
 use crate::processes::runtime;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 use tandem_db::aw::AwDb;
 use tandem_db::DbLocation;
 use tandem_distributor::run::{DistributorSettings, DistributorStatus};
 use tandem_model::topology::{DistributorEntry, SideName, Topology};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The SQLite file of an AW database in the distributor's data directory.
 pub const AW_SQLITE_FILE: &str = "aw.db";
-/// The largest HTTP answer `tandem aw status` reads.
-const STATUS_BYTES_MAX: usize = 4 << 20;
 
 #[derive(clap::Args)]
 pub struct DistributorArgs {
@@ -69,12 +65,19 @@ pub fn settings(topology: &Topology, name: &str) -> Result<DistributorSettings> 
         .filter(|d| d.site == entry.site && d.name != entry.name)
         .map(|d| (d.name.clone(), d.public))
         .collect();
+    let distributors = topology
+        .distributors
+        .iter()
+        .filter(|d| d.name != entry.name)
+        .map(|d| (d.name.clone(), d.public))
+        .collect();
     Ok(DistributorSettings {
         name: entry.name.clone(),
         sides,
         db: aw_location(topology, entry),
         http: entry.public,
         site_peers,
+        distributors,
     })
 }
 
@@ -99,30 +102,7 @@ pub fn distributor(args: DistributorArgs) -> Result<()> {
 
 /// A GET on a distributor's HTTP API: the body of a 200 answer.
 pub async fn http_get(addr: SocketAddr, path: &str, timeout_ms: u64) -> Result<String> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        (&mut stream)
-            .take(STATUS_BYTES_MAX as u64)
-            .read_to_end(&mut answer)
-            .await?;
-        anyhow::Ok(answer)
-    };
-    let answer = tokio::time::timeout(Duration::from_millis(timeout_ms), exchange)
-        .await
-        .with_context(|| format!("{addr} did not answer within {timeout_ms} ms"))??;
-    let text = String::from_utf8_lossy(&answer);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("{addr}: not an HTTP answer");
-    };
-    let status_line = head.lines().next().unwrap_or("");
-    if !status_line.contains(" 200 ") {
-        bail!("{addr}{path}: {status_line}: {body}");
-    }
-    // axum answers with a length, not chunks, for these bodies.
-    Ok(body.to_string())
+    Ok(tandem_distributor::http::get(addr, path, timeout_ms).await?)
 }
 
 pub async fn status(addr: SocketAddr) -> Result<DistributorStatus> {

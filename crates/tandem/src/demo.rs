@@ -1,7 +1,8 @@
 //! `tandem demo`: the whole central controller on loopback. It writes a local topology, starts
-//! side A, side B and two PGs with simulated peripherals as separate processes, and prints each
-//! side's synchronizer state and router summary every second (from rttest). At the end the PGs
-//! drain and print their counts.
+//! side A, side B, both loggers, one Distributor AW with its web client and two PGs with
+//! simulated peripherals as separate processes, prints the dashboard's address, and prints each
+//! side's synchronizer state and router summary (from rttest) and the distributor's feed every
+//! second. At the end the PGs drain and print their counts.
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -117,7 +118,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     // A fresh start: no side remembers an earlier run in this directory, and `init` seeds new
     // central databases.
-    for side in ["a", "b"] {
+    for side in ["a", "b", "aw1"] {
         let _ = std::fs::remove_dir_all(dir.join(side));
     }
     let status = Command::new(std::env::current_exe()?)
@@ -158,6 +159,23 @@ pub fn run(args: DemoArgs) -> Result<()> {
             ],
         )?;
     }
+    // One Distributor AW with its web client.
+    let distributor = topology
+        .distributors
+        .first()
+        .context("the demo topology has no distributor")?
+        .clone();
+    children.spawn(
+        &distributor.name,
+        &dir,
+        &[
+            "distributor".into(),
+            "--config".into(),
+            config_arg.clone(),
+            "--name".into(),
+            distributor.name.clone(),
+        ],
+    )?;
     let pg_names: Vec<String> = topology.pgs.iter().map(|p| p.name.clone()).collect();
     for (n, name) in pg_names.iter().enumerate() {
         children.spawn(
@@ -189,6 +207,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "rttest: tandem rttest --config {} --side a status",
         config.display()
     );
+    println!("dashboard: http://{}/", distributor.public);
     println!("Ctrl-C stops it.");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -249,6 +268,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
             };
             println!("{:>4}s  side {side}  {line}", elapsed.as_secs());
         }
+        let aw = match runtime.block_on(crate::aw::status(distributor.public)) {
+            Ok(s) => format!(
+                "{:<17} frame {:<7} feed lag {} ms  AW DB frame {} lag {} ms  updateaw {}  clients {}",
+                format!("feed from side {}", s.side.as_deref().unwrap_or("-").to_uppercase()),
+                s.frame_number,
+                s.feed_lag_ms.map_or("-".into(), |v| v.to_string()),
+                s.aw_db_frame,
+                s.aw_db_lag_ms.map_or("-".into(), |v| v.to_string()),
+                s.updateaw,
+                s.clients
+            ),
+            Err(_) => "starting".to_string(),
+        };
+        println!("{:>4}s  {:<6}  {aw}", elapsed.as_secs(), distributor.name);
         if args
             .duration
             .is_some_and(|d| elapsed >= Duration::from_secs(d))
@@ -271,6 +304,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
             None => println!("{name}: printed no counts (see {}/logs)", dir.display()),
         }
     }
+    children.signal(&distributor.name, "TERM");
+    children.wait(&distributor.name, 5_000);
     for side in ["side-a", "side-b"] {
         children.signal(side, "TERM");
         children.wait(side, 5_000);
