@@ -96,6 +96,10 @@ pub struct DistributorStatus {
     pub aw_db_writes: u64,
     pub aw_db_rows_written: u64,
     pub aw_db_writes_queued: u64,
+    /// Commit time minus ordered time of the agent state changes written in the last
+    /// `FRESHNESS_WINDOW_S` seconds.
+    #[serde(default)]
+    pub aw_db_freshness: Option<crate::freshness::FreshnessSummary>,
     /// The configuration version the AW database holds.
     pub config_version: Option<u64>,
     /// "initializing", "rebuilding", "ok" or "rebuild loop: ...".
@@ -147,6 +151,7 @@ pub struct Shared {
     pub db: AwDb,
     /// The system page's last view of the sides and the other distributors.
     pub system: tokio::sync::Mutex<crate::system::SystemView>,
+    pub aw_db_freshness: Mutex<crate::freshness::FreshnessWindow>,
 }
 
 impl Shared {
@@ -157,6 +162,11 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         status.clients = self.updates.receiver_count() as u64;
+        status.aw_db_freshness = self
+            .aw_db_freshness
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .summary(wall_ms());
         status
     }
 
@@ -240,6 +250,7 @@ pub async fn run(settings: DistributorSettings) -> Result<(), DistributorError> 
         initialized: watch::channel(false).0,
         db: db.clone(),
         system: tokio::sync::Mutex::new(Default::default()),
+        aw_db_freshness: Mutex::new(Default::default()),
     });
     tokio::spawn(crate::rtclient::serve(shared.clone(), listener));
     let (write_tx, write_rx) = mpsc::channel(WRITES_QUEUED_MAX);
@@ -500,6 +511,9 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
                 config,
                 side,
             } => {
+                // Agent rows whose state changed after this time are changes this commit
+                // makes visible.
+                let previous_frame_time_ms = feed_state.frame_time_ms;
                 let mut merged = Merged::default();
                 merged.add(&update, config);
                 let mut last_side = side;
@@ -551,7 +565,25 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
                 match shared.db.write(write).await {
                     Ok(()) => {
                         // The commit is what the lag measures.
-                        let lag_ms = wall_ms() as i64 - last_header.time_ms as i64;
+                        let committed_ms = wall_ms();
+                        let lag_ms = committed_ms as i64 - last_header.time_ms as i64;
+                        if !replace {
+                            let mut window = shared
+                                .aw_db_freshness
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner);
+                            for row in &upserts {
+                                if let FeedRow::Agent(a) = row {
+                                    if a.date_time_last_state_change_ms > previous_frame_time_ms {
+                                        window.record(
+                                            committed_ms,
+                                            committed_ms as i64
+                                                - a.date_time_last_state_change_ms as i64,
+                                        );
+                                    }
+                                }
+                            }
+                        }
                         shared.update_status(|s| {
                             s.aw_db_frame = last_header.number;
                             s.aw_db_lag_ms = Some(lag_ms);

@@ -32,6 +32,12 @@ pub enum BenchCommand {
     /// The loggers of a paired system: historical write throughput, configuration change
     /// latency, recovery after a long time down.
     Logger(crate::bench_logger::LoggerBenchArgs),
+    /// A distributor's AW database: real-time snapshot and frame write throughput and latency,
+    /// on SQLite and on PostgreSQL.
+    AwDb(crate::bench_aw_db::AwDbBenchArgs),
+    /// The real-time tier of a whole system: freshness from a PG event to the AW database and
+    /// to a WebSocket client, and fan-out to many distributors and WebSocket clients.
+    Aw(crate::bench_aw::AwBenchArgs),
 }
 
 /// The working-set sizes `bench memory-latency` walks, from inside one core's L2 to far beyond
@@ -369,6 +375,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
         }
         BenchCommand::Duplex(args) => return crate::bench_duplex::run(args),
         BenchCommand::Logger(args) => return crate::bench_logger::run(args),
+        BenchCommand::AwDb(args) => return crate::bench_aw_db::run(args),
+        BenchCommand::Aw(args) => return crate::bench_aw::run(args),
     };
     anyhow::ensure!(args.agents >= 100, "--agents must be at least 100");
     let skill_groups = args.skill_groups.unwrap_or(args.agents / 20).max(1);

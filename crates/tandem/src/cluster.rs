@@ -256,6 +256,34 @@ impl Installation {
         self.spawn(name, &["distributor", "--config", &config, "--name", name]);
     }
 
+    /// Starts `tandem watch` on a table from `distributor`, printing every refresh to
+    /// `logs/{name}.out`.
+    pub fn start_watch(&mut self, name: &str, distributor: &str, table: &str, refresh_ms: u64) {
+        let config = self.config.to_str().unwrap().to_string();
+        let refresh = refresh_ms.to_string();
+        self.spawn(
+            name,
+            &[
+                "watch",
+                "--config",
+                &config,
+                "--name",
+                distributor,
+                "--table",
+                table,
+                "--refresh-ms",
+                &refresh,
+                "--plain",
+            ],
+        );
+    }
+
+    /// A process's standard output so far.
+    pub fn output(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.out")))
+            .unwrap_or_default()
+    }
+
     /// A distributor's status from its HTTP API; None while it does not answer.
     pub fn aw_status(&self, name: &str) -> Option<tandem_distributor::run::DistributorStatus> {
         let entry = self.topology.distributor(name).ok()?;
@@ -332,6 +360,14 @@ impl Installation {
         ];
         args.extend_from_slice(extra);
         self.spawn(name, &args);
+    }
+
+    /// The running processes by name, with their process ids.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.processes
+            .iter()
+            .map(|(name, child)| (name.clone(), child.id()))
+            .collect()
     }
 
     fn pid(&self, name: &str) -> u32 {

@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod aw;
 pub mod bench;
+pub mod bench_aw;
+pub mod bench_aw_db;
 pub mod bench_duplex;
 pub mod bench_logger;
 pub mod cluster;
@@ -11,3 +13,4 @@ pub mod demo;
 pub mod driver;
 pub mod processes;
 pub mod sim_sync;
+pub mod watch;

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use tandem::{admin, aw, bench, demo, processes, sim_sync};
+use tandem::{admin, aw, bench, demo, processes, sim_sync, watch};
 use tandem_model::config::ContactCenter;
 use tandem_model::generate::{generate, GenerateParams};
 
@@ -79,6 +79,9 @@ enum Command {
     /// Run a Distributor AW: rtdist, updateaw and rtclient with its local AW database and web
     /// client.
     Distributor(aw::DistributorArgs),
+    /// The terminal client: a live real-time table from a distributor, failing over to the
+    /// other distributors of its site.
+    Watch(watch::WatchArgs),
     /// A distributor's status and AW database.
     Aw {
         #[command(subcommand)]
@@ -182,6 +185,7 @@ fn main() -> Result<()> {
         Command::Logger { which } => admin::logger_command(which),
         Command::Config { which } => admin::config_command(which),
         Command::Distributor(args) => aw::distributor(args),
+        Command::Watch(args) => watch::watch(args),
         Command::Aw { which } => aw::aw_command(which),
     }
 }
