@@ -1928,7 +1928,10 @@ async fn accept_public(
                     let conn = next_conn();
                     let out = Outbound::<SideToLogger>::spawn(write);
                     spawn_link_reader(
-                        reader.retype::<LoggerToSide>(),
+                        // The logger's answer to a cold start is a whole configuration.
+                        reader
+                            .retype::<LoggerToSide>()
+                            .with_payload_max(tandem_mds::frame::BULK_FRAME_PAYLOAD_BYTES_MAX),
                         tx,
                         move |reader| CoreEvent::LoggerUp {
                             conn,
@@ -1947,7 +1950,13 @@ async fn accept_public(
                     if tx.send(CoreEvent::Admin { request, reply }).await.is_ok() {
                         if let Ok(answer) = answer.await {
                             let mut write = write;
-                            let _ = transport::write_message(&mut write, &answer).await;
+                            // An export is a whole configuration.
+                            let _ = transport::write_message_with_max(
+                                &mut write,
+                                &answer,
+                                tandem_mds::frame::BULK_FRAME_PAYLOAD_BYTES_MAX,
+                            )
+                            .await;
                         }
                     }
                 }

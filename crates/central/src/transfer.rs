@@ -20,6 +20,7 @@ use crate::status::SyncRecord;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use tandem_mds::frame::BULK_FRAME_PAYLOAD_BYTES_MAX;
 use tandem_mds::transport::{self, FrameReader};
 use tandem_mds::{LogicVersion, SyncCut, TransferMessage};
 use tandem_router::records::{self, StateImport};
@@ -103,7 +104,8 @@ pub(crate) async fn accept_at_b(
     logic_version: LogicVersion,
 ) {
     let (read, write) = stream.into_split();
-    let mut reader = FrameReader::<_, TransferMessage>::new(read);
+    let mut reader =
+        FrameReader::<_, TransferMessage>::new(read).with_payload_max(BULK_FRAME_PAYLOAD_BYTES_MAX);
     let Ok(Ok(Some(TransferMessage::Open { nonce, a_receives }))) =
         tokio::time::timeout(Duration::from_secs(5), reader.next()).await
     else {
@@ -235,9 +237,14 @@ async fn send<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
             "the export wrote {sent} bytes, the state size is {state_bytes}"
         ));
     }
-    transport::write_message(&mut write, &TransferMessage::End { digest, side_data })
-        .await
-        .map_err(|e| e.to_string())?;
+    // The side data holds the output replay logs: a bulk frame.
+    transport::write_message_with_max(
+        &mut write,
+        &TransferMessage::End { digest, side_data },
+        BULK_FRAME_PAYLOAD_BYTES_MAX,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     write.shutdown().await.map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(move || drop(state));
     let duration_ms = started.elapsed().as_millis() as u64;
@@ -260,7 +267,7 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(
     direction: &str,
 ) -> Result<TransferOutcome, String> {
     receive_from(
-        FrameReader::<_, TransferMessage>::new(read),
+        FrameReader::<_, TransferMessage>::new(read).with_payload_max(BULK_FRAME_PAYLOAD_BYTES_MAX),
         nonce,
         tx,
         logic_version,

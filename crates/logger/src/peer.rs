@@ -127,7 +127,12 @@ async fn serve_connection(
                 reason: e.to_string(),
             },
         };
-        transport::write_message(&mut write, &reply).await?;
+        transport::write_message_with_max(
+            &mut write,
+            &reply,
+            tandem_mds::frame::BULK_FRAME_PAYLOAD_BYTES_MAX,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -201,7 +206,9 @@ impl PeerClient {
         let (read, mut write) = stream.into_split();
         transport::write_message(&mut write, &PeerHello { from: side }).await?;
         Ok(PeerClient {
-            reader: FrameReader::new(read),
+            // A configuration reply is a whole configuration.
+            reader: FrameReader::new(read)
+                .with_payload_max(tandem_mds::frame::BULK_FRAME_PAYLOAD_BYTES_MAX),
             write,
         })
     }

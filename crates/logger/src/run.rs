@@ -168,7 +168,12 @@ async fn serve_side(
                                     .into(),
                             },
                         };
-                        transport::write_message(&mut write, &reply).await?;
+                        transport::write_message_with_max(
+                            &mut write,
+                            &reply,
+                            tandem_mds::frame::BULK_FRAME_PAYLOAD_BYTES_MAX,
+                        )
+                        .await?;
                     }
                     SideToLogger::Gap { resumes_after } => {
                         // What was already read follows the gap: it is buffered with the rest.

@@ -35,7 +35,9 @@ pub async fn ask(
     transport::write_message(&mut write, &PublicHello::Admin(request.clone()))
         .await
         .map_err(failed)?;
-    let mut reader = FrameReader::<_, AdminReply>::new(read);
+    // An export is a whole configuration.
+    let mut reader = FrameReader::<_, AdminReply>::new(read)
+        .with_payload_max(crate::frame::BULK_FRAME_PAYLOAD_BYTES_MAX);
     match tokio::time::timeout(Duration::from_millis(timeout_ms), reader.next()).await {
         Ok(Ok(Some(reply))) => Ok(reply),
         Ok(Ok(None)) => Err(AdminError::NoAnswer { addr }),

@@ -25,6 +25,12 @@ pub const FRAME_HEADER_BYTES: usize = 12;
 /// (`ORDERED_BATCH_MESSAGES_MAX` messages of bounded size); state records travel in frames of
 /// their own, each far smaller.
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = 4 << 20;
+/// The largest payload of a frame on the links that carry bulk messages, and only there: a
+/// whole contact-center configuration (a logger's answer to a cold-starting side, an export to
+/// an administrator or a distributor, a peer logger's copy; 100,000 agents take about 5.5 MB, a
+/// million about 55 MB), and the end of a state transfer with the side's output replay logs
+/// (up to `OUTPUT_REPLAY_LOG_MAX` outputs per PG).
+pub const BULK_FRAME_PAYLOAD_BYTES_MAX: usize = 256 << 20;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -40,6 +46,15 @@ pub enum FrameError {
 
 /// Appends `message` to `out` as one frame. On error (`TooLarge`) `out` is left as it was.
 pub fn encode<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    encode_with_max(message, out, FRAME_PAYLOAD_BYTES_MAX)
+}
+
+/// `encode` with a payload bound of `max` bytes.
+pub fn encode_with_max<T: Serialize>(
+    message: &T,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
     let mut buffer = std::mem::take(out);
@@ -51,13 +66,10 @@ pub fn encode<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), FrameE
         return Err(FrameError::Malformed(e.to_string()));
     }
     let len = buffer.len() - start - FRAME_HEADER_BYTES;
-    if len > FRAME_PAYLOAD_BYTES_MAX {
+    if len > max {
         buffer.truncate(start);
         *out = buffer;
-        return Err(FrameError::TooLarge {
-            len,
-            max: FRAME_PAYLOAD_BYTES_MAX,
-        });
+        return Err(FrameError::TooLarge { len, max });
     }
     let checksum = xxh3_64(&buffer[start + FRAME_HEADER_BYTES..]);
     buffer[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
@@ -69,15 +81,17 @@ pub fn encode<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), FrameE
 /// The length of the whole frame at the start of `buffer` once all of it is there; `None` while
 /// more bytes are needed. A length beyond the limit is an error at once.
 pub fn check(buffer: &[u8]) -> Result<Option<usize>, FrameError> {
+    check_with_max(buffer, FRAME_PAYLOAD_BYTES_MAX)
+}
+
+/// `check` with a payload bound of `max` bytes.
+pub fn check_with_max(buffer: &[u8], max: usize) -> Result<Option<usize>, FrameError> {
     let Some(header) = buffer.get(..FRAME_HEADER_BYTES) else {
         return Ok(None);
     };
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    if len > FRAME_PAYLOAD_BYTES_MAX {
-        return Err(FrameError::TooLarge {
-            len,
-            max: FRAME_PAYLOAD_BYTES_MAX,
-        });
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
     }
     let total = FRAME_HEADER_BYTES + len;
     Ok((buffer.len() >= total).then_some(total))
@@ -86,7 +100,15 @@ pub fn check(buffer: &[u8]) -> Result<Option<usize>, FrameError> {
 /// Decodes the frame at the start of `buffer`: the message and the bytes it took, or `None`
 /// while the frame is incomplete.
 pub fn decode<T: DeserializeOwned>(buffer: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
-    let Some(total) = check(buffer)? else {
+    decode_with_max(buffer, FRAME_PAYLOAD_BYTES_MAX)
+}
+
+/// `decode` with a payload bound of `max` bytes.
+pub fn decode_with_max<T: DeserializeOwned>(
+    buffer: &[u8],
+    max: usize,
+) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(total) = check_with_max(buffer, max)? else {
         return Ok(None);
     };
     let expected = u64::from_le_bytes(buffer[4..FRAME_HEADER_BYTES].try_into().expect("8 bytes"));
@@ -127,6 +149,27 @@ mod tests {
         let (second, used_second): (Sample, usize) = decode(&buffer[used..]).unwrap().unwrap();
         assert_eq!(second, Sample::Text("Paired Enabled".into()));
         assert_eq!(used + used_second, buffer.len());
+    }
+
+    #[test]
+    fn a_configuration_sized_frame_passes_only_where_its_bound_is_raised() {
+        let big = Sample::Bytes(vec![7; FRAME_PAYLOAD_BYTES_MAX + 1]);
+        let mut buffer = Vec::new();
+        assert!(matches!(
+            encode(&big, &mut buffer),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(buffer.is_empty());
+        encode_with_max(&big, &mut buffer, BULK_FRAME_PAYLOAD_BYTES_MAX).unwrap();
+        assert!(matches!(
+            decode::<Sample>(&buffer),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let (back, used): (Sample, usize) = decode_with_max(&buffer, BULK_FRAME_PAYLOAD_BYTES_MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, big);
+        assert_eq!(used, buffer.len());
     }
 
     #[test]

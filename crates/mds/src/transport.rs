@@ -43,6 +43,8 @@ pub struct FrameReader<R, T> {
     buffer: Vec<u8>,
     /// Bytes at the front of `buffer` already consumed.
     start: usize,
+    /// The largest frame payload this link accepts.
+    payload_max: usize,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -52,8 +54,16 @@ impl<R: AsyncRead + Unpin, T: DeserializeOwned> FrameReader<R, T> {
             read,
             buffer: Vec::with_capacity(READ_CHUNK_BYTES),
             start: 0,
+            payload_max: frame::FRAME_PAYLOAD_BYTES_MAX,
             _message: PhantomData,
         }
+    }
+
+    /// The same reader, taking frames of up to `max` payload bytes (a link that carries whole
+    /// configurations: `frame::BULK_FRAME_PAYLOAD_BYTES_MAX`).
+    pub fn with_payload_max(mut self, max: usize) -> FrameReader<R, T> {
+        self.payload_max = max;
+        self
     }
 
     /// The same stream, read from here on as messages of another type (a connection whose
@@ -63,6 +73,7 @@ impl<R: AsyncRead + Unpin, T: DeserializeOwned> FrameReader<R, T> {
             read: self.read,
             buffer: self.buffer,
             start: self.start,
+            payload_max: self.payload_max,
             _message: PhantomData,
         }
     }
@@ -70,7 +81,9 @@ impl<R: AsyncRead + Unpin, T: DeserializeOwned> FrameReader<R, T> {
     /// The next message, or `None` at a clean end of stream.
     pub async fn next(&mut self) -> Result<Option<T>, TransportError> {
         loop {
-            if let Some((message, used)) = frame::decode::<T>(&self.buffer[self.start..])? {
+            if let Some((message, used)) =
+                frame::decode_with_max::<T>(&self.buffer[self.start..], self.payload_max)?
+            {
                 self.start += used;
                 return Ok(Some(message));
             }
@@ -126,8 +139,17 @@ pub async fn write_message<W: AsyncWrite + Unpin, T: Serialize>(
     write: &mut W,
     message: &T,
 ) -> Result<(), TransportError> {
+    write_message_with_max(write, message, frame::FRAME_PAYLOAD_BYTES_MAX).await
+}
+
+/// Writes one message as a frame of up to `max` payload bytes (a whole configuration).
+pub async fn write_message_with_max<W: AsyncWrite + Unpin, T: Serialize>(
+    write: &mut W,
+    message: &T,
+    max: usize,
+) -> Result<(), TransportError> {
     let mut bytes = Vec::with_capacity(FRAME_HEADER_BYTES + 64);
-    frame::encode(message, &mut bytes)?;
+    frame::encode_with_max(message, &mut bytes, max)?;
     write.write_all(&bytes).await?;
     Ok(())
 }

@@ -223,10 +223,23 @@ fn one_run(bin: &Path, dir: &Path, cc: &Path, args: &AwBenchArgs, cps: f64) -> R
         for d in &mut t.distributors {
             d.preferred_side = SideName::A;
         }
+        // Free ports, held until all are chosen and distinct from the topology's own.
+        let mut used: Vec<SocketAddr> = [&t.side_a, &t.side_b]
+            .iter()
+            .flat_map(|s| [s.private, s.transfer, s.public, s.metrics, s.logger_peer])
+            .chain(t.distributors.iter().map(|d| d.public))
+            .collect();
+        let mut held = Vec::new();
         for n in 2..=args.distributors {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port");
+            let port = loop {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+                let addr = listener.local_addr().expect("a bound address");
+                held.push(listener);
+                if !used.contains(&addr) {
+                    used.push(addr);
+                    break addr;
+                }
+            };
             t.distributors.push(DistributorEntry {
                 name: format!("aw{n}"),
                 public: port,
@@ -237,9 +250,8 @@ fn one_run(bin: &Path, dir: &Path, cc: &Path, args: &AwBenchArgs, cps: f64) -> R
             });
         }
     });
+    // Each side starts with its logger.
     install.start_paired(START_MS);
-    install.start_logger(Side::A);
-    install.start_logger(Side::B);
     let config = install.config.clone();
     let occupancy = args.occupancy.to_string();
     for pg in PG_NAMES {
@@ -260,10 +272,11 @@ fn one_run(bin: &Path, dir: &Path, cc: &Path, args: &AwBenchArgs, cps: f64) -> R
         .iter()
         .map(|d| d.name.clone())
         .collect();
+    // One distributor at a time: each initialization exports the whole configuration from the
+    // side that orders input, and ten exports of 100,000 agents at once starve the sides'
+    // heartbeats on two cores.
     for d in &names {
         install.start_distributor(d);
-    }
-    for d in &names {
         install.wait_aw(d, "initialized and following the feed", START_MS, |s| {
             s.updateaw == "ok" && s.frames >= 10
         });
@@ -314,10 +327,23 @@ fn one_run(bin: &Path, dir: &Path, cc: &Path, args: &AwBenchArgs, cps: f64) -> R
     let own_before = own_cpu_s();
     let messages_before = clients.messages.load(Ordering::Relaxed);
     let before: Vec<_> = names.iter().map(|d| install.aw_status(d)).collect();
+    // Whether the sides stayed paired in one epoch through the window: a saturated machine
+    // shows here first, as missed heartbeats.
+    let sides = |install: &Installation| -> Vec<String> {
+        [Side::A, Side::B]
+            .into_iter()
+            .map(|side| match install.status(side) {
+                Some(s) => format!("{side}: {} in epoch {}", s.sync_state(), s.epoch()),
+                None => format!("{side}: no answer"),
+            })
+            .collect()
+    };
+    let sides_before = sides(&install);
     clients.measuring.store(true, Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(args.seconds));
     clients.measuring.store(false, Ordering::SeqCst);
     let after: Vec<_> = names.iter().map(|d| install.aw_status(d)).collect();
+    let sides_after = sides(&install);
     let cpu: serde_json::Map<String, Value> = pids
         .iter()
         .zip(&cpu_before)
@@ -365,6 +391,8 @@ fn one_run(bin: &Path, dir: &Path, cc: &Path, args: &AwBenchArgs, cps: f64) -> R
             "occupancy": args.occupancy,
             "window_s": args.seconds,
             "route_requests": requests,
+            "sides_at_window_start": sides_before,
+            "sides_at_window_end": sides_after,
             "distributors": distributors,
             "ws_agent_freshness": percentiles(&measured.agent_freshness),
             "wallboards": args.wallboards,

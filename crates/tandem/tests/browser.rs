@@ -1,7 +1,8 @@
 //! The web client in a real browser: `tandem demo` runs the whole system, headless Chromium
 //! opens the dashboard, the test waits for live values to change, checks the skill group table
 //! against the REST API at the same frame, looks at the system page and the wallboard, and saves
-//! screenshots under `target/tmp/screenshots`.
+//! screenshots under `target/tmp/screenshots`. A second test kills the distributor a page was
+//! served by and checks that the page carries on from the other distributor of its site.
 //!
 //! Chromium is driven over the DevTools protocol on its WebSocket. Without Chromium the test
 //! says so and passes, unless `TANDEM_TEST_CHROMIUM_REQUIRED` is set (as CI sets it).
@@ -13,6 +14,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tandem::cluster::Installation;
+use tandem_model::topology::{DistributorEntry, SideName};
 use tokio_tungstenite::tungstenite::Message;
 
 const CHROMIUM_PATHS: [&str; 3] = [
@@ -214,16 +217,115 @@ const READ_TABLE: &str = r#"(() => {
   return { frame: Number(document.body.dataset.frame || 0), rows };
 })()"#;
 
-#[test]
-fn the_dashboard_shows_live_values_equal_to_the_rest_api() {
-    let Some(binary) = chromium() else {
+/// The browser tests run one at a time: each runs a whole system and a browser.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Chromium's path, or None (the test is skipped) when it is not installed and not required.
+fn chromium_or_skip() -> Option<&'static str> {
+    let found = chromium();
+    if found.is_none() {
         assert!(
             std::env::var_os("TANDEM_TEST_CHROMIUM_REQUIRED").is_none(),
             "TANDEM_TEST_CHROMIUM_REQUIRED is set but Chromium is not installed"
         );
         eprintln!("Chromium is not installed: the browser test is skipped");
+    }
+    found
+}
+
+/// Waits until the page shows skill group rows named from the configuration.
+const ROWS_WITH_NAMES: &str = r#"(() => { const g = document.getElementById("grid");
+     return !!g && g.tBodies[0].rows.length > 0
+       && !/^\d+$/.test(g.tBodies[0].rows[0].cells[0].textContent); })()"#;
+
+#[test]
+fn the_web_client_fails_over_to_another_distributor_of_its_site() {
+    let Some(binary) = chromium_or_skip() else {
         return;
     };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let mut install = Installation::new(
+        Path::new(env!("CARGO_BIN_EXE_tandem")),
+        &tmp,
+        "browser-failover",
+        None,
+        |topology| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap();
+            topology.distributors.push(DistributorEntry {
+                name: "aw2".into(),
+                public: port,
+                data_dir: "aw2".into(),
+                preferred_side: SideName::B,
+                aw_db_url: None,
+                site: "main".into(),
+            });
+        },
+    );
+    install.start_paired(DEMO_START_MS);
+    install.start_pg("pg1", 10.0);
+    install.start_pg("pg2", 10.0);
+    install.start_distributor("aw1");
+    install.start_distributor("aw2");
+    for name in ["aw1", "aw2"] {
+        install.wait_aw(name, "initialized", DEMO_START_MS, |s| {
+            s.updateaw == "ok" && s.frames >= 5
+        });
+    }
+    let aw1 = install.topology.distributor("aw1").unwrap().public;
+    let profile = install.dir.join("chromium-profile");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_browser, mut page) = runtime.block_on(open_browser(binary, &profile));
+    runtime.block_on(async {
+        page.call(
+            "Page.navigate",
+            json!({ "url": format!("http://{aw1}/#skill_groups") }),
+        )
+        .await;
+        page.wait_for("aw1's rows", ROWS_WITH_NAMES).await;
+        page.wait_for(
+            "the page says it is on aw1",
+            r#"document.getElementById("conn-text").textContent.startsWith("aw1 ·")"#,
+        )
+        .await;
+    });
+    install.kill("aw1");
+    runtime.block_on(async {
+        page.wait_for(
+            "the page on aw2, its frames advancing",
+            r#"(() => { const t = document.getElementById("conn-text").textContent;
+                 if (!t.startsWith("aw2 ·")) return false;
+                 const f = Number(document.body.dataset.frame);
+                 if (!window.__aw2Frame) { window.__aw2Frame = f; return false; }
+                 return f > window.__aw2Frame + 5; })()"#,
+        )
+        .await;
+        page.wait_for("aw2's rows", ROWS_WITH_NAMES).await;
+        // The system page reads aw2's API from aw1's page: across origins.
+        page.eval(r#"location.hash = "system"; true"#).await;
+        page.wait_for(
+            "aw2's system page",
+            r#"document.querySelectorAll("[data-side]").length === 2
+                 && !!document.querySelector('[data-distributor="aw2"]')"#,
+        )
+        .await;
+        let shots = tmp.join("screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        page.screenshot(&shots.join("failover-system.png")).await;
+    });
+}
+
+#[test]
+fn the_dashboard_shows_live_values_equal_to_the_rest_api() {
+    let Some(binary) = chromium_or_skip() else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let dir = tmp.join(format!("browser-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -285,13 +387,8 @@ fn the_dashboard_shows_live_values_equal_to_the_rest_api() {
             .await;
 
         // The table fills from the WebSocket, with names from the configuration.
-        page.wait_for(
-            "skill group rows with names",
-            r#"(() => { const g = document.getElementById("grid");
-                 return !!g && g.tBodies[0].rows.length > 0
-                   && !/^\d+$/.test(g.tBodies[0].rows[0].cells[0].textContent); })()"#,
-        )
-        .await;
+        page.wait_for("skill group rows with names", ROWS_WITH_NAMES)
+            .await;
         let first = page.eval(READ_TABLE).await;
         let deadline = Instant::now() + Duration::from_millis(PAGE_WAIT_MS);
         loop {
