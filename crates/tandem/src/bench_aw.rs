@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_distributor::run::wall_ms;
 use tandem_mds::Side;
-use tandem_model::topology::{DistributorEntry, SideName};
+use tandem_model::topology::SideName;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Waits for starts and for every distributor's first initialization.
@@ -223,31 +223,8 @@ fn one_run(bin: &Path, dir: &Path, cc: &Path, args: &AwBenchArgs, cps: f64) -> R
         for d in &mut t.distributors {
             d.preferred_side = SideName::A;
         }
-        // Free ports, held until all are chosen and distinct from the topology's own.
-        let mut used: Vec<SocketAddr> = [&t.side_a, &t.side_b]
-            .iter()
-            .flat_map(|s| [s.private, s.transfer, s.public, s.metrics, s.logger_peer])
-            .chain(t.distributors.iter().map(|d| d.public))
-            .collect();
-        let mut held = Vec::new();
         for n in 2..=args.distributors {
-            let port = loop {
-                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-                let addr = listener.local_addr().expect("a bound address");
-                held.push(listener);
-                if !used.contains(&addr) {
-                    used.push(addr);
-                    break addr;
-                }
-            };
-            t.distributors.push(DistributorEntry {
-                name: format!("aw{n}"),
-                public: port,
-                data_dir: format!("aw{n}").into(),
-                preferred_side: SideName::A,
-                aw_db_url: None,
-                site: "main".into(),
-            });
+            crate::cluster::add_distributor(t, &format!("aw{n}"), SideName::A, None);
         }
     });
     // Each side starts with its logger.

@@ -138,6 +138,41 @@ pub struct Installation {
 
 static INSTALLATIONS: AtomicU64 = AtomicU64::new(0);
 
+/// Adds a distributor of the site "main" to `topology`, on a free loopback port that no
+/// listener of the topology has, with its AW database on SQLite unless `aw_db_url` names one.
+pub fn add_distributor(
+    topology: &mut Topology,
+    name: &str,
+    preferred_side: tandem_model::topology::SideName,
+    aw_db_url: Option<String>,
+) {
+    let used: Vec<SocketAddr> = [&topology.side_a, &topology.side_b]
+        .iter()
+        .flat_map(|s| [s.private, s.transfer, s.public, s.metrics, s.logger_peer])
+        .chain(topology.distributors.iter().map(|d| d.public))
+        .collect();
+    // Listeners held until a port outside the topology comes up, so none repeats.
+    let mut held = Vec::new();
+    let public = loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let addr = listener.local_addr().expect("a bound address");
+        held.push(listener);
+        if !used.contains(&addr) {
+            break addr;
+        }
+    };
+    topology
+        .distributors
+        .push(tandem_model::topology::DistributorEntry {
+            name: name.into(),
+            public,
+            data_dir: name.into(),
+            preferred_side,
+            aw_db_url,
+            site: "main".into(),
+        });
+}
+
 impl Installation {
     /// `tandem init` (with `bin`) in a new directory under `parent`, with the topology then
     /// changed by `edit`. DigestChecks run every second unless `edit` says otherwise.

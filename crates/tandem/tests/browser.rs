@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tandem::cluster::Installation;
-use tandem_model::topology::{DistributorEntry, SideName};
+use tandem::cluster::{add_distributor, Installation};
+use tandem_model::topology::SideName;
 use tokio_tungstenite::tungstenite::Message;
 
 const CHROMIUM_PATHS: [&str; 3] = [
@@ -251,17 +251,7 @@ fn the_web_client_fails_over_to_another_distributor_of_its_site() {
         "browser-failover",
         None,
         |topology| {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .unwrap();
-            topology.distributors.push(DistributorEntry {
-                name: "aw2".into(),
-                public: port,
-                data_dir: "aw2".into(),
-                preferred_side: SideName::B,
-                aw_db_url: None,
-                site: "main".into(),
-            });
+            add_distributor(topology, "aw2", SideName::B, None);
         },
     );
     install.start_paired(DEMO_START_MS);

@@ -6,20 +6,15 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tandem::cluster::{Installation, PgCountsCheck};
+use tandem::cluster::{add_distributor, Installation, PgCountsCheck};
 use tandem_db::aw::AwDb;
 use tandem_db::test_postgres::{postgres_admin_url, PostgresDatabase};
 use tandem_mds::Side;
-use tandem_model::topology::{DistributorEntry, SideName};
+use tandem_model::topology::SideName;
 
 const START_MS: u64 = 20_000;
 const LOAD_CPS: f64 = 50.0;
 const WAIT_MS: u64 = 30_000;
-
-fn free_port() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
 
 /// `rttest feed-digest` on a side: (frame, aw_digest) when nothing was applied since the tick.
 fn router_aw_digest(install: &Installation, side: Side) -> Option<(u64, String)> {
@@ -84,14 +79,7 @@ fn distributors_follow_the_feed_through_a_failover_and_updateaw_rebuilds() {
         "distributors",
         None,
         |topology| {
-            topology.distributors.push(DistributorEntry {
-                name: "aw2".into(),
-                public: free_port(),
-                data_dir: "aw2".into(),
-                preferred_side: SideName::B,
-                aw_db_url: aw2_url,
-                site: "main".into(),
-            });
+            add_distributor(topology, "aw2", SideName::B, aw2_url);
         },
     );
     install.start_paired(START_MS);

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tandem::cluster::Installation;
+use tandem::cluster::{add_distributor, Installation};
 use tandem_mds::Side;
-use tandem_model::topology::{DistributorEntry, SideName};
+use tandem_model::topology::SideName;
 use tokio_tungstenite::tungstenite::Message;
 
 const START_MS: u64 = 20_000;
@@ -22,11 +22,6 @@ const LOAD_CPS: f64 = 40.0;
 const FRAMES_KEPT: usize = 200;
 /// Snapshots of the agents table the slow client asks for and never reads.
 const SLOW_CLIENT_SUBSCRIBES: usize = 400;
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -128,14 +123,7 @@ fn websocket_clients_see_every_frame_slow_ones_are_closed_and_watch_fails_over()
         "rtclient",
         None,
         |topology| {
-            topology.distributors.push(DistributorEntry {
-                name: "aw2".into(),
-                public: free_port(),
-                data_dir: "aw2".into(),
-                preferred_side: SideName::B,
-                aw_db_url: None,
-                site: "main".into(),
-            });
+            add_distributor(topology, "aw2", SideName::B, None);
         },
     );
     install.start_paired(START_MS);
