@@ -38,6 +38,8 @@ use tracing::{info, warn};
 pub const WS_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// A send to a client that takes longer closes it as too slow.
 pub const WS_SEND_TIMEOUT_MS: u64 = 5_000;
+/// How long a closed client has to answer the close before its connection is dropped.
+pub const WS_CLOSE_WAIT_MS: u64 = 2_000;
 /// Tables one WebSocket client may subscribe to at once.
 pub const WS_SUBSCRIPTIONS_MAX: usize = 16;
 /// The largest configuration change `POST /api/config` takes.
@@ -396,10 +398,24 @@ async fn close(socket: &mut WebSocket, reason: String) {
         code: 1008,
         reason: reason.chars().take(120).collect::<String>().into(),
     };
-    let _ = tokio::time::timeout(
+    let sent = tokio::time::timeout(
         Duration::from_millis(WS_SEND_TIMEOUT_MS),
         socket.send(Message::Close(Some(frame))),
     )
+    .await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    // The closing handshake: read (and drop) what the client still sends until its Close.
+    // Dropping the socket with its messages unread would reset the connection, and the client
+    // would lose the close frame and its reason before reading them.
+    let _ = tokio::time::timeout(Duration::from_millis(WS_CLOSE_WAIT_MS), async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
     .await;
 }
 

@@ -660,6 +660,15 @@ impl Installation {
         (a, b)
     }
 
+    /// Both sides paired, then pg1 and pg2 offering `cps` calls per second each, until side A
+    /// reaches both.
+    pub fn start_paired_under_load(&mut self, cps: f64, timeout_ms: u64) {
+        self.start_paired(timeout_ms);
+        self.start_pg("pg1", cps);
+        self.start_pg("pg2", cps);
+        self.wait_pgs_reachable(Side::A, 2, timeout_ms);
+    }
+
     /// Waits until the side reaches all `pgs` PGs.
     pub fn wait_pgs_reachable(&self, side: Side, pgs: usize, timeout_ms: u64) -> Status {
         let all = format!("{pgs} of {pgs}");

@@ -89,7 +89,8 @@ struct Watched {
 }
 
 /// One column: its title and how a row shows in it.
-type Column = (&'static str, fn(&Value, &BTreeMap<u64, String>) -> String);
+type ColumnFn = fn(&Value, &BTreeMap<u64, String>) -> String;
+type Column = (&'static str, ColumnFn);
 
 fn number(row: &Value, path: &[&str]) -> u64 {
     path.iter()
@@ -119,10 +120,27 @@ fn name(names: &BTreeMap<u64, String>, id: &Value) -> String {
     }
 }
 
+/// The current half hour's figures, which skill groups and call types both show.
+fn half_hour_columns() -> [Column; 4] {
+    [
+        ("Offered", |r, _| {
+            number(r, &["half", "counts", "calls_offered"]).to_string()
+        }),
+        ("Handled", |r, _| {
+            number(r, &["half", "counts", "calls_handled"]).to_string()
+        }),
+        ("SL", |r, _| percent(r, &["half", "service_level"])),
+        ("ASA", |r, _| seconds(r, &["half", "asa_ms"])),
+    ]
+}
+
 fn columns(table: WatchTable) -> Vec<Column> {
     match table {
-        WatchTable::SkillGroups => vec![
-            ("Skill group", |r, n| name(n, &r["skill_group_id"])),
+        WatchTable::SkillGroups => [
+            (
+                "Skill group",
+                (|r, n| name(n, &r["skill_group_id"])) as ColumnFn,
+            ),
             ("Logged on", |r, _| number(r, &["logged_on"]).to_string()),
             ("Avail", |r, _| number(r, &["avail"]).to_string()),
             ("Talking", |r, _| {
@@ -136,33 +154,24 @@ fn columns(table: WatchTable) -> Vec<Column> {
             ("Queued", |r, _| {
                 (number(r, &["router_calls_q_now"]) + number(r, &["calls_q_now"])).to_string()
             }),
-            ("Offered", |r, _| {
-                number(r, &["half", "counts", "calls_offered"]).to_string()
-            }),
-            ("Handled", |r, _| {
-                number(r, &["half", "counts", "calls_handled"]).to_string()
-            }),
-            ("SL", |r, _| percent(r, &["half", "service_level"])),
-            ("ASA", |r, _| seconds(r, &["half", "asa_ms"])),
-        ],
-        WatchTable::CallTypes => vec![
-            ("Call type", |r, n| name(n, &r["id"])),
+        ]
+        .into_iter()
+        .chain(half_hour_columns())
+        .collect(),
+        WatchTable::CallTypes => [
+            ("Call type", (|r, n| name(n, &r["id"])) as ColumnFn),
             ("Queued", |r, _| number(r, &["calls_q_now"]).to_string()),
             ("In progress", |r, _| {
                 number(r, &["calls_in_progress"]).to_string()
             }),
-            ("Offered", |r, _| {
-                number(r, &["half", "counts", "calls_offered"]).to_string()
-            }),
-            ("Handled", |r, _| {
-                number(r, &["half", "counts", "calls_handled"]).to_string()
-            }),
-            ("SL", |r, _| percent(r, &["half", "service_level"])),
-            ("ASA", |r, _| seconds(r, &["half", "asa_ms"])),
-            ("Offered today", |r, _| {
-                number(r, &["today", "counts", "calls_offered"]).to_string()
-            }),
-        ],
+        ]
+        .into_iter()
+        .chain(half_hour_columns())
+        .chain([(
+            "Offered today",
+            (|r, _| number(r, &["today", "counts", "calls_offered"]).to_string()) as ColumnFn,
+        )])
+        .collect(),
         WatchTable::Peripherals => vec![
             ("Peripheral", |r, n| name(n, &r["peripheral_id"])),
             ("Online", |r, _| {

@@ -254,9 +254,7 @@ fn the_web_client_fails_over_to_another_distributor_of_its_site() {
             add_distributor(topology, "aw2", SideName::B, None);
         },
     );
-    install.start_paired(DEMO_START_MS);
-    install.start_pg("pg1", 10.0);
-    install.start_pg("pg2", 10.0);
+    install.start_paired_under_load(10.0, DEMO_START_MS);
     install.start_distributor("aw1");
     install.start_distributor("aw2");
     for name in ["aw1", "aw2"] {

@@ -82,10 +82,7 @@ fn distributors_follow_the_feed_through_a_failover_and_updateaw_rebuilds() {
             add_distributor(topology, "aw2", SideName::B, aw2_url);
         },
     );
-    install.start_paired(START_MS);
-    install.start_pg("pg1", LOAD_CPS);
-    install.start_pg("pg2", LOAD_CPS);
-    install.wait_pgs_reachable(Side::A, 2, START_MS);
+    install.start_paired_under_load(LOAD_CPS, START_MS);
     install.start_distributor("aw1");
     install.start_distributor("aw2");
     let aw1 = install.wait_aw("aw1", "initialized, 20 frames", WAIT_MS, |s| {

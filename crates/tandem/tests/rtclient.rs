@@ -11,7 +11,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem::cluster::{add_distributor, Installation};
-use tandem_mds::Side;
 use tandem_model::topology::SideName;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -126,10 +125,7 @@ fn websocket_clients_see_every_frame_slow_ones_are_closed_and_watch_fails_over()
             add_distributor(topology, "aw2", SideName::B, None);
         },
     );
-    install.start_paired(START_MS);
-    install.start_pg("pg1", LOAD_CPS);
-    install.start_pg("pg2", LOAD_CPS);
-    install.wait_pgs_reachable(Side::A, 2, START_MS);
+    install.start_paired_under_load(LOAD_CPS, START_MS);
     install.start_distributor("aw1");
     install.start_distributor("aw2");
     for name in ["aw1", "aw2"] {
