@@ -507,7 +507,7 @@ mod tests {
         let mut m = message(seq, 1);
         m.config = Some(LoggedConfigChange {
             config_version: 2,
-            change: ConfigChange { ops: Vec::new() },
+            change: ConfigChange::default(),
         });
         m
     }

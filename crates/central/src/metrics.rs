@@ -11,9 +11,11 @@ use ::metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tandem_mds::tls::{Role, Security};
+use tandem_mds::transport::{self, ClientAuth, Stream};
 use tandem_mds::{Side, SyncState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
@@ -215,8 +217,8 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// Answers scrapes on `listener` with `handle`'s rendering, at most `METRICS_CONNECTIONS_MAX`
-/// at a time.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
+/// at a time. In TLS a scraper presents a certificate from the cluster CA, of any role.
+pub async fn serve(listener: TcpListener, handle: PrometheusHandle, security: Security) {
     let slots = Arc::new(Semaphore::new(METRICS_CONNECTIONS_MAX));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -226,16 +228,20 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
             continue;
         };
         let handle = handle.clone();
+        let security = security.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let _ = answer(stream, &handle).await;
+            let auth = ClientAuth::Roles(&Role::ALL);
+            if let Ok((stream, _)) = transport::accept(stream, &security, auth).await {
+                let _ = answer(stream, &handle).await;
+            }
         });
     }
 }
 
 /// Reads one request head and answers it: the metrics for `GET /metrics` (or `/`), 404 for
 /// another path, 405 for another method. One request per connection.
-async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+async fn answer(mut stream: Stream, handle: &PrometheusHandle) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buffer = [0u8; 1024];
     let read_head = async {
@@ -439,9 +445,13 @@ mod tests {
         rendered(&recorder, &snapshot());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, recorder.handle()));
+        let server = tokio::spawn(serve(
+            listener,
+            recorder.handle(),
+            Security::InsecurePlaintext,
+        ));
         let get = |request: &'static str| async move {
-            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream.write_all(request.as_bytes()).await.unwrap();
             let mut response = String::new();
             stream.read_to_string(&mut response).await.unwrap();

@@ -586,10 +586,11 @@ impl FeedShared {
 
     async fn write_timed<W: AsyncWrite + Unpin>(&self, write: &mut W, bytes: &[u8]) -> bool {
         matches!(
-            tokio::time::timeout(
-                Duration::from_millis(FEED_WRITE_TIMEOUT_MS),
-                write.write_all(bytes)
-            )
+            tokio::time::timeout(Duration::from_millis(FEED_WRITE_TIMEOUT_MS), async {
+                write.write_all(bytes).await?;
+                // A TLS stream may hold the end of a write until it is flushed.
+                write.flush().await
+            })
             .await,
             Ok(Ok(()))
         )

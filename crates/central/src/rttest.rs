@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
+use tandem_mds::tls::{Role, Security};
 use tandem_mds::transport::{self, FrameReader, TransportError};
 use tandem_mds::PublicHello;
 
@@ -10,8 +11,9 @@ pub async fn query(
     addr: SocketAddr,
     command: &str,
     timeout_ms: u64,
+    security: &Security,
 ) -> Result<String, TransportError> {
-    let stream = transport::connect(addr, timeout_ms).await?;
+    let stream = transport::connect(addr, timeout_ms, security, Role::Central).await?;
     let (read, mut write) = stream.into_split();
     transport::write_message(
         &mut write,

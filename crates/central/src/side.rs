@@ -21,7 +21,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tandem_mds::transport::{self, FrameReader, Outbound};
+use tandem_mds::tls::{PeerIdentity, Role, Security};
+use tandem_mds::transport::{self, ClientAuth, FrameReader, Outbound, Stream, TransportError};
 use tandem_mds::{
     Action, AdminReply, AdminRequest, Body, Epoch, LoggerToSide, LogicVersion, Ordered,
     PeerMessage, PgToSide, PublicHello, Side, SideReport, SideToLogger, SideToPg, Source,
@@ -37,7 +38,7 @@ use tandem_model::output::Output;
 use tandem_model::topology::Topology;
 use tandem_router::{Router, State};
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
@@ -111,6 +112,8 @@ pub struct SideOptions {
     pub cold_start: bool,
     /// The logic version's build string; tests override it to check the version guard.
     pub logic_build: String,
+    /// TLS from the cluster CA, or plaintext with `--insecure-plaintext`.
+    pub security: Security,
 }
 
 /// The logic version of this build: the crate version and the time-zone database.
@@ -255,6 +258,7 @@ enum TransferRole {
 struct Core {
     side: Side,
     topology: Topology,
+    security: Security,
     data_dir: PathBuf,
     /// Where the input in flight is recorded if the router panics on it.
     suspect_path: PathBuf,
@@ -318,7 +322,12 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     let (tx, mut rx) = mpsc::channel(CORE_EVENTS_MAX);
     let public = bind(addresses.public).await?;
     let rtsrvr = FeedCore::start().map_err(SideError::Feed)?;
-    tokio::spawn(accept_public(public, tx.clone(), rtsrvr.shared()));
+    tokio::spawn(accept_public(
+        public,
+        tx.clone(),
+        rtsrvr.shared(),
+        options.security.clone(),
+    ));
     // A side that builds its state from configuration takes it from its logger's central
     // database; one that takes its peer's state needs none.
     let (configuration, mut logger) = if needs_state {
@@ -385,16 +394,25 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
             addr: addresses.metrics,
             source,
         })?;
-    tokio::spawn(metrics::serve(metrics_listener, metrics::install()));
+    tokio::spawn(metrics::serve(
+        metrics_listener,
+        metrics::install(),
+        options.security.clone(),
+    ));
     match options.side {
         Side::B => {
             let private = bind(addresses.private).await?;
-            tokio::spawn(accept_private(private, tx.clone()));
+            tokio::spawn(accept_private(
+                private,
+                tx.clone(),
+                options.security.clone(),
+            ));
             let transfers = bind(addresses.transfer).await?;
             tokio::spawn(accept_transfers(
                 transfers,
                 tx.clone(),
                 logic_version.clone(),
+                options.security.clone(),
             ));
         }
         Side::A => {
@@ -402,6 +420,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
                 topology.side_b.private,
                 tx.clone(),
                 peer_watch,
+                options.security.clone(),
             ));
         }
     }
@@ -409,6 +428,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     let mut core = Core {
         side: options.side,
         topology,
+        security: options.security.clone(),
         data_dir,
         suspect_path,
         logic_version,
@@ -1144,6 +1164,13 @@ impl Core {
                     });
                     return;
                 }
+                // The side's own event log says who asked; the router's event, in the central
+                // database's Event table, says who once the change is applied.
+                self.event(format!(
+                    "configuration change of {} operations submitted by {}",
+                    change.ops.len(),
+                    change.author
+                ));
                 self.admin_next += 1;
                 let request = self.admin_next;
                 match self
@@ -1467,6 +1494,7 @@ impl Core {
                 true,
                 self.tx.clone(),
                 self.logic_version.clone(),
+                self.security.clone(),
             ));
         }
     }
@@ -1496,6 +1524,7 @@ impl Core {
                 false,
                 self.tx.clone(),
                 self.logic_version.clone(),
+                self.security.clone(),
             ));
         }
     }
@@ -1825,7 +1854,7 @@ fn spawn_link_reader<R, M>(
     });
 }
 
-fn spawn_peer(stream: TcpStream, tx: mpsc::Sender<CoreEvent>) {
+fn spawn_peer(stream: Stream, tx: mpsc::Sender<CoreEvent>) {
     let conn = next_conn();
     let (read, write) = stream.into_split();
     let out = Outbound::spawn(write);
@@ -1839,21 +1868,76 @@ fn spawn_peer(stream: TcpStream, tx: mpsc::Sender<CoreEvent>) {
     );
 }
 
-async fn accept_private(listener: TcpListener, tx: mpsc::Sender<CoreEvent>) {
+/// Only the other side may join the private link.
+const PRIVATE_LINK_ROLES: &[Role] = &[Role::Central];
+/// State transfers are between the sides.
+const TRANSFER_ROLES: &[Role] = &[Role::Central];
+/// PGs, loggers, distributors and operators' tools; each hello is then checked against the
+/// role that sent it (`hello_allowed`).
+const PUBLIC_ROLES: &[Role] = &[Role::Central, Role::Pg, Role::Aw];
+
+async fn accept_private(listener: TcpListener, tx: mpsc::Sender<CoreEvent>, security: Security) {
     loop {
-        if let Ok((stream, _)) = listener.accept().await {
-            if transport::accepted(&stream).is_ok() {
-                spawn_peer(stream, tx.clone());
+        let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        let security = security.clone();
+        // The handshake runs in a task of its own, so a client that stalls it delays no other.
+        tokio::spawn(async move {
+            match transport::accept(stream, &security, ClientAuth::Roles(PRIVATE_LINK_ROLES)).await
+            {
+                Ok((stream, _)) => spawn_peer(stream, tx),
+                Err(e) => warn!(%from, "private link refused: {e}"),
             }
-        }
+        });
     }
 }
+
+/// Whether a client whose certificate names `peer` may send `hello` (in plaintext there is no
+/// certificate, and every hello is taken).
+fn hello_allowed(hello: &PublicHello, peer: Option<&PeerIdentity>) -> Result<(), String> {
+    let Some(peer) = peer else {
+        return Ok(());
+    };
+    let (what, roles): (&str, &[Role]) = match hello {
+        PublicHello::Pg { .. } => ("a PG link", &[Role::Pg]),
+        PublicHello::Logger { .. } => ("a logger link", &[Role::Central]),
+        PublicHello::Distributor { .. } => ("a real-time feed", &[Role::Aw]),
+        // Distributors forward configuration changes their admins make, export the
+        // configuration for updateaw and read the side's report for the system page.
+        PublicHello::Admin(_) => ("an administrative request", &[Role::Central, Role::Aw]),
+        PublicHello::RtTest { .. } => ("rttest", &[Role::Central, Role::Aw]),
+    };
+    if roles.contains(&peer.role) {
+        Ok(())
+    } else {
+        Err(format!("{peer} may not open {what}"))
+    }
+}
+
+/// Who made a configuration change, for the event log: what the client says (a token's
+/// holder, an operator's user name) and the certificate it came with, which proves it.
+fn author(claimed: &str, peer: Option<&PeerIdentity>) -> String {
+    // Bounded, so a client cannot grow every side's event log with one change.
+    let claimed: String = claimed.chars().take(AUTHOR_CHARS_MAX).collect();
+    match (claimed.is_empty(), peer) {
+        (false, Some(peer)) => format!("{claimed} via certificate {peer}"),
+        (true, Some(peer)) => format!("certificate {peer}"),
+        (false, None) => format!("{claimed} (plaintext: unverified)"),
+        (true, None) => "an unauthenticated plaintext client".into(),
+    }
+}
+
+/// The longest author a client may claim for a configuration change.
+const AUTHOR_CHARS_MAX: usize = 200;
 
 /// Side A keeps the private link up: it connects whenever there is none.
 async fn connect_private(
     addr: SocketAddr,
     tx: mpsc::Sender<CoreEvent>,
     mut connected: watch::Receiver<bool>,
+    security: Security,
 ) {
     let mut last_attempt: Option<tokio::time::Instant> = None;
     loop {
@@ -1864,11 +1948,19 @@ async fn connect_private(
                 tokio::time::sleep_until(at + Duration::from_millis(PEER_CONNECT_RETRY_MS)).await;
             }
             last_attempt = Some(tokio::time::Instant::now());
-            if let Ok(stream) = transport::connect(addr, 1_000).await {
-                spawn_peer(stream, tx.clone());
-                // Wait for the core to take it (or refuse it) before trying again.
-                let _ = tokio::time::timeout(Duration::from_secs(1), connected.changed()).await;
-                continue;
+            match transport::connect(addr, 1_000, &security, Role::Central).await {
+                Ok(stream) => {
+                    spawn_peer(stream, tx.clone());
+                    // Wait for the core to take it (or refuse it) before trying again.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), connected.changed()).await;
+                    continue;
+                }
+                // A refused handshake is a configuration fault an operator must see (a wrong
+                // CA or certificate); a refused connection is the peer being down.
+                Err(e @ (TransportError::Handshake(_) | TransportError::HandshakeTimeout(_))) => {
+                    warn!(%addr, "private link: {e}");
+                }
+                Err(_) => {}
             }
         }
         // The retry interval of a refused connection, not a synchronization: a change of the
@@ -1884,23 +1976,34 @@ async fn accept_public(
     listener: TcpListener,
     tx: mpsc::Sender<CoreEvent>,
     rtsrvr: Arc<FeedShared>,
+    security: Security,
 ) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
-        if transport::accepted(&stream).is_err() {
-            continue;
-        }
         let tx = tx.clone();
         let rtsrvr = rtsrvr.clone();
+        let security = security.clone();
         tokio::spawn(async move {
+            let (stream, peer) =
+                match transport::accept(stream, &security, ClientAuth::Roles(PUBLIC_ROLES)).await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        warn!(%from, "public connection refused: {e}");
+                        return;
+                    }
+                };
             let (read, write) = stream.into_split();
             let mut reader = FrameReader::<_, PublicHello>::new(read);
             let hello = match tokio::time::timeout(Duration::from_secs(5), reader.next()).await {
                 Ok(Ok(Some(hello))) => hello,
                 _ => return,
             };
+            if let Err(reason) = hello_allowed(&hello, peer.as_ref()) {
+                warn!(%from, "public connection refused: {reason}");
+                return;
+            }
             match hello {
                 PublicHello::Pg { pg, incarnation } => {
                     let conn = next_conn();
@@ -1945,7 +2048,10 @@ async fn accept_public(
                         "the logger closed the connection",
                     );
                 }
-                PublicHello::Admin(request) => {
+                PublicHello::Admin(mut request) => {
+                    if let AdminRequest::ApplyConfig(change) = &mut request {
+                        change.author = author(&change.author, peer.as_ref());
+                    }
                     let (reply, answer) = oneshot::channel();
                     if tx.send(CoreEvent::Admin { request, reply }).await.is_ok() {
                         if let Ok(answer) = answer.await {
@@ -1988,19 +2094,21 @@ async fn accept_transfers(
     listener: TcpListener,
     tx: mpsc::Sender<CoreEvent>,
     logic_version: LogicVersion,
+    security: Security,
 ) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
-        if transport::accepted(&stream).is_err() {
-            continue;
-        }
-        tokio::spawn(transfer::accept_at_b(
-            stream,
-            tx.clone(),
-            logic_version.clone(),
-        ));
+        let tx = tx.clone();
+        let logic_version = logic_version.clone();
+        let security = security.clone();
+        tokio::spawn(async move {
+            match transport::accept(stream, &security, ClientAuth::Roles(TRANSFER_ROLES)).await {
+                Ok((stream, _)) => transfer::accept_at_b(stream, tx, logic_version).await,
+                Err(e) => warn!(%from, "state-transfer session refused: {e}"),
+            }
+        });
     }
 }
 

@@ -21,12 +21,13 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tandem_mds::frame::BULK_FRAME_PAYLOAD_BYTES_MAX;
+use tandem_mds::tls::{Role, Security};
 use tandem_mds::transport::{self, FrameReader};
+use tandem_mds::transport::{ClientAuth, Stream};
 use tandem_mds::{LogicVersion, SyncCut, TransferMessage};
 use tandem_router::records::{self, StateImport};
 use tandem_router::{ImportError, State, STATE_FORMAT_VERSION};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
@@ -77,9 +78,10 @@ pub(crate) async fn open_from_a(
     a_receives: bool,
     tx: mpsc::Sender<CoreEvent>,
     logic_version: LogicVersion,
+    security: Security,
 ) {
     let outcome = async {
-        let stream = transport::connect(addr, 2_000)
+        let stream = transport::connect(addr, 2_000, &security, Role::Central)
             .await
             .map_err(|e| e.to_string())?;
         let (read, mut write) = stream.into_split();
@@ -99,7 +101,7 @@ pub(crate) async fn open_from_a(
 
 /// Side B takes a session A opened.
 pub(crate) async fn accept_at_b(
-    stream: TcpStream,
+    stream: Stream,
     tx: mpsc::Sender<CoreEvent>,
     logic_version: LogicVersion,
 ) {
@@ -469,10 +471,12 @@ async fn receive_from<R: tokio::io::AsyncRead + Unpin>(
 /// One state transfer of `state` through the real sessions over loopback TCP, side A sending to
 /// side B, each end with a stand-in for its core: the benchmark of the transfer pipeline alone
 /// (export, framing, the socket, import and the digest check). Returns the sender's and the
-/// receiver's records.
+/// receiver's records. `security` is both ends' (a TLS context of role `central`, or
+/// plaintext).
 pub async fn measure_loopback(
     state: State,
     logic_version: LogicVersion,
+    security: Security,
 ) -> Result<(SyncRecord, SyncRecord), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -482,12 +486,23 @@ pub async fn measure_loopback(
     let (tx_a, mut core_a) = mpsc::channel::<CoreEvent>(1_024);
     let (tx_b, mut core_b) = mpsc::channel::<CoreEvent>(1_024);
     let lv = logic_version.clone();
+    let server_security = security.clone();
     tokio::spawn(async move {
         if let Ok((stream, _)) = listener.accept().await {
-            accept_at_b(stream, tx_b, lv).await;
+            let auth = ClientAuth::Roles(&[Role::Central]);
+            if let Ok((stream, _)) = transport::accept(stream, &server_security, auth).await {
+                accept_at_b(stream, tx_b, lv).await;
+            }
         }
     });
-    tokio::spawn(open_from_a(addr, nonce, false, tx_a, logic_version));
+    tokio::spawn(open_from_a(
+        addr,
+        nonce,
+        false,
+        tx_a,
+        logic_version,
+        security,
+    ));
     let mut state = Some(state);
     let mut sent = None;
     let mut received = None;

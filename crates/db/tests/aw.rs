@@ -113,6 +113,7 @@ async fn frames_and_configuration_round_trip(fx: &Fixture) {
             ConfigOp::Upsert(ConfigObject::Agent(agent.clone())),
             ConfigOp::Delete(ObjectRef::Label(deleted.id)),
         ],
+        author: String::new(),
     };
     db.write(AwWrite {
         upserts: &changed,

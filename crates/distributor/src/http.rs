@@ -1,9 +1,11 @@
-//! A minimal HTTP GET for the distributors' own APIs: `tandem aw status` and the system page's
+//! A minimal HTTP client for the distributors' own APIs: `tandem aw status` and the system page's
 //! view of the other distributors. The answers are small JSON bodies that axum sends with a
 //! length, so a whole HTTP client library would add nothing.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+use tandem_mds::tls::{Role, Security};
+use tandem_mds::transport;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -31,12 +33,58 @@ pub enum HttpGetError {
     },
 }
 
-/// A GET of `path` on `addr`: the body of a 200 answer. The body ends at its Content-Length
-/// when the answer gives one (some servers keep the connection open), else at the close.
-pub async fn get(addr: SocketAddr, path: &str, timeout_ms: u64) -> Result<String, HttpGetError> {
+/// A GET of `path` on the distributor at `addr`: the body of a 200 answer. In TLS the client
+/// proves who it is with its certificate, or else with `token`.
+pub async fn get(
+    addr: SocketAddr,
+    path: &str,
+    timeout_ms: u64,
+    security: &Security,
+    token: Option<&str>,
+) -> Result<String, HttpGetError> {
+    let (status_line, body) = request(addr, "GET", path, None, timeout_ms, security, token).await?;
+    if !status_line.contains(" 200 ") {
+        return Err(HttpGetError::Status {
+            addr,
+            path: path.to_string(),
+            status_line,
+            body,
+        });
+    }
+    Ok(body)
+}
+
+/// One request: its status line and body, whatever the status. The body ends at its
+/// Content-Length when the answer gives one (some servers keep the connection open), else at
+/// the close.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout_ms: u64,
+    security: &Security,
+    token: Option<&str>,
+) -> Result<(String, String), HttpGetError> {
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut stream = transport::connect(addr, timeout_ms, security, Role::Aw)
+            .await
+            .map_err(std::io::Error::other)?;
+        let authorization = token
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
+        let content = body
+            .map(|b| {
+                format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                    b.len()
+                )
+            })
+            .unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}{content}Connection: close\r\n\r\n{}",
+            body.unwrap_or("")
+        );
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
@@ -73,16 +121,8 @@ pub async fn get(addr: SocketAddr, path: &str, timeout_ms: u64) -> Result<String
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         return Err(HttpGetError::NotHttp { addr });
     };
-    let status_line = head.lines().next().unwrap_or("");
-    if !status_line.contains(" 200 ") {
-        return Err(HttpGetError::Status {
-            addr,
-            path: path.to_string(),
-            status_line: status_line.to_string(),
-            body: body.to_string(),
-        });
-    }
-    Ok(body.to_string())
+    let status_line = head.lines().next().unwrap_or("").to_string();
+    Ok((status_line, body.to_string()))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

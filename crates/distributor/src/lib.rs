@@ -2,6 +2,7 @@
 //! updateaw keeps the local copy of the configuration, both are written to the local AW
 //! database, and rtclient serves client AWs over HTTP and WebSocket.
 
+pub mod auth;
 pub mod freshness;
 pub mod http;
 pub mod rtclient;

@@ -15,19 +15,24 @@
 //! - `GET /api/status`, `/api/events` and `/api/site` feed `tandem aw status` and the web
 //!   client's system page; `/metrics` is Prometheus text.
 
+use crate::auth::{TokenEntry, TokenRole};
 use crate::run::{wall_ms, ClientUpdate, Shared, CLIENT_UPDATES_QUEUED_MAX};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tandem_mds::admin;
+use tandem_mds::tls::PeerIdentity;
+use tandem_mds::transport::{self, ClientAuth};
 use tandem_mds::{AdminReply, AdminRequest};
 use tandem_model::config::ConfigChange;
 use tandem_model::feed::{FeedKey, FeedRow, FeedTable};
@@ -51,6 +56,128 @@ pub const CONFIG_APPLY_TIMEOUT_MS: u64 = 10_000;
 
 const WEB_CLIENT: &str = include_str!("web/index.html");
 
+/// HTTP and WebSocket connections rtclient holds at once; one more is closed at once.
+pub const HTTP_CONNECTIONS_MAX: usize = 4_096;
+/// How long a client may take to send a request's head (a slow sender holds a connection no
+/// longer).
+pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// The WebSocket subprotocol of the API; a browser offers its token as a second one,
+/// `tandem.bearer.<token>`, since it cannot set a header on a WebSocket.
+pub const WS_PROTOCOL: &str = "tandem.v1";
+const WS_BEARER_PROTOCOL_PREFIX: &str = "tandem.bearer.";
+
+/// The TCP connection a request came on.
+#[derive(Clone, Debug)]
+struct Connection {
+    from: SocketAddr,
+    /// The client's certificate, if it presented one.
+    peer: Option<PeerIdentity>,
+}
+
+/// Who made a request.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    Token(TokenEntry),
+    /// A client certificate from the cluster CA (another distributor, an operator's tools).
+    Certificate(PeerIdentity),
+    /// No credentials, on a distributor running with `--insecure-plaintext`.
+    Plaintext,
+}
+
+impl Caller {
+    fn is_admin(&self) -> bool {
+        matches!(self, Caller::Token(entry) if entry.role == TokenRole::Admin)
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Token(entry) => write!(
+                f,
+                "{} token {:?} ({})",
+                entry.role.as_str(),
+                entry.name,
+                entry.id
+            ),
+            Caller::Certificate(peer) => write!(f, "certificate {peer}"),
+            Caller::Plaintext => f.write_str("an unauthenticated plaintext client"),
+        }
+    }
+}
+
+/// The token a request carries: `Authorization: Bearer <token>`, or for a browser's
+/// WebSocket the subprotocol `tandem.bearer.<token>`.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        return value.to_str().ok()?.strip_prefix("Bearer ").map(str::trim);
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WS_BEARER_PROTOCOL_PREFIX))
+}
+
+/// Lets a request through with its `Caller`, or answers 401 (no or a bad token), 403 (a
+/// change without the admin role) or 429 (too many bad tokens from this address). The web
+/// client's page itself holds no data and is served to anyone.
+async fn authorize(
+    State(shared): State<Arc<Shared>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path() == "/" && request.method() == Method::GET {
+        return next.run(request).await;
+    }
+    let connection = request.extensions().get::<Connection>().cloned();
+    let ip = connection.as_ref().map(|c| c.from.ip());
+    let now = std::time::Instant::now();
+    if let Some(ip) = ip {
+        if let Some(wait_s) = shared.auth_failures.blocked(ip, now) {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed authentications from {ip}; try again in {wait_s} s"),
+            );
+        }
+    }
+    let caller = match bearer(request.headers()) {
+        Some(token) => match shared.tokens.verify(token) {
+            Some(entry) => Caller::Token(entry),
+            None => {
+                if let Some(ip) = ip {
+                    shared.auth_failures.record(ip, now);
+                }
+                return unauthorized("the token is not valid");
+            }
+        },
+        None => match connection.and_then(|c| c.peer) {
+            Some(peer) => Caller::Certificate(peer),
+            None if !shared.settings.security.is_tls() => Caller::Plaintext,
+            None => return unauthorized("a token is required (Authorization: Bearer <token>)"),
+        },
+    };
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !reads && !caller.is_admin() {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{caller} may read but not change anything: that needs an admin token"),
+        );
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+fn unauthorized(reason: &str) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, reason.to_string());
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
 pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     let app = Router::new()
         .route("/", get(|| async { Html(WEB_CLIENT) }))
@@ -62,17 +189,66 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
         .route("/api/config", get(config_get).post(config_post))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws_upgrade))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            authorize,
+        ))
         .layer(DefaultBodyLimit::max(CONFIG_BODY_BYTES_MAX))
         // A web client that failed over to another distributor of its site reads from it
-        // across origins; only reads are allowed so.
+        // across origins, with its token; only reads are allowed so. Outside `authorize`, so
+        // that a preflight needs no token.
         .layer(
             tower_http::cors::CorsLayer::new()
                 .allow_origin(tower_http::cors::Any)
-                .allow_methods([axum::http::Method::GET]),
+                .allow_methods([Method::GET])
+                .allow_headers([header::AUTHORIZATION]),
         )
         .with_state(shared.clone());
-    if let Err(e) = axum::serve(listener, app).await {
-        warn!(distributor = %shared.settings.name, "rtclient stopped: {e}");
+    let slots = Arc::new(tokio::sync::Semaphore::new(HTTP_CONNECTIONS_MAX));
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, most likely: let some close.
+                warn!(distributor = %shared.settings.name, "accepting: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%from, "refused: {HTTP_CONNECTIONS_MAX} connections are open");
+            continue;
+        };
+        let app = app.clone();
+        let security = shared.settings.security.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (stream, peer) =
+                match transport::accept(stream, &security, ClientAuth::Optional).await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::debug!(%from, "HTTP connection refused: {e}");
+                        return;
+                    }
+                };
+            let connection = Connection { from, peer };
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(connection.clone());
+                    tower::ServiceExt::oneshot(app.clone(), request)
+                },
+            );
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_millis(HTTP_HEADER_READ_TIMEOUT_MS));
+            let _ = builder
+                .http1_only()
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 
@@ -255,11 +431,17 @@ async fn config_get(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn config_post(State(shared): State<Arc<Shared>>, body: String) -> Response {
-    let change: ConfigChange = match serde_json::from_str(&body) {
+async fn config_post(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    body: String,
+) -> Response {
+    let mut change: ConfigChange = match serde_json::from_str(&body) {
         Ok(change) => change,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the change: {e}")),
     };
+    // The side adds the certificate it came with (this distributor's).
+    change.author = caller.to_string();
     // Edits wait while updateaw initializes or rebuilds the local database.
     let mut initialized = shared.initialized.subscribe();
     let ready = matches!(
@@ -282,6 +464,7 @@ async fn config_post(State(shared): State<Arc<Shared>>, body: String) -> Respons
         shared.settings.side_addrs(),
         &AdminRequest::ApplyConfig(change),
         CONFIG_APPLY_TIMEOUT_MS,
+        &shared.settings.security,
     )
     .await;
     match reply {
@@ -357,7 +540,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn ws_upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(WS_MESSAGE_BYTES_MAX)
+    // A browser offered its token as a second subprotocol; the answer names only this one.
+    ws.protocols([WS_PROTOCOL])
+        .max_message_size(WS_MESSAGE_BYTES_MAX)
         .max_frame_size(WS_MESSAGE_BYTES_MAX)
         .on_upgrade(move |socket| ws_client(shared, socket))
 }

@@ -11,10 +11,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use tandem_mds::protocol::{PublicHello, SideToDistributor};
-use tandem_mds::transport::{self, FrameReader};
+use tandem_mds::tls::{Role, Security};
+use tandem_mds::transport::{self, FrameReader, ReadHalf};
 use tandem_model::feed::{FeedDelta, FeedFrameHeader, FeedRow, FEED_PARTS_MAX};
 use thiserror::Error;
-use tokio::net::tcp::OwnedReadHalf;
 use tracing::{info, warn};
 
 /// A side that sends nothing for this long is taken as gone (frames come every 100 ms).
@@ -203,20 +203,27 @@ pub struct FeedClient {
     /// The preferred side first.
     sides: [SocketAddr; 2],
     current: usize,
-    reader: Option<FrameReader<OwnedReadHalf, SideToDistributor>>,
+    reader: Option<FrameReader<ReadHalf, SideToDistributor>>,
     assembler: FeedAssembler,
+    security: Security,
     /// Subscriptions made: the first, then one per failover or resubscription.
     pub subscriptions: u64,
 }
 
 impl FeedClient {
-    pub fn new(name: impl Into<String>, preferred: SocketAddr, other: SocketAddr) -> FeedClient {
+    pub fn new(
+        name: impl Into<String>,
+        preferred: SocketAddr,
+        other: SocketAddr,
+        security: Security,
+    ) -> FeedClient {
         FeedClient {
             name: name.into(),
             sides: [preferred, other],
             current: 0,
             reader: None,
             assembler: FeedAssembler::default(),
+            security,
             subscriptions: 0,
         }
     }
@@ -277,8 +284,14 @@ impl FeedClient {
 
     async fn subscribe(
         &mut self,
-    ) -> Result<FrameReader<OwnedReadHalf, SideToDistributor>, transport::TransportError> {
-        let stream = transport::connect(self.sides[self.current], FEED_CONNECT_TIMEOUT_MS).await?;
+    ) -> Result<FrameReader<ReadHalf, SideToDistributor>, transport::TransportError> {
+        let stream = transport::connect(
+            self.sides[self.current],
+            FEED_CONNECT_TIMEOUT_MS,
+            &self.security,
+            Role::Central,
+        )
+        .await?;
         let (read, mut write) = stream.into_split();
         let (generation, last_frame) = match self.assembler.position() {
             Some((generation, frame)) => (generation, Some(frame)),

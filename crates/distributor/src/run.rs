@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tandem_db::aw::{AwDb, AwWrite, FeedState};
 use tandem_db::{DbError, DbLocation};
 use tandem_mds::admin::{self, AdminError};
+use tandem_mds::tls::Security;
 use tandem_mds::{AdminReply, AdminRequest};
 use tandem_model::config::{ConfigChange, ContactCenter};
 use tandem_model::feed::{FeedFrameHeader, FeedKey, FeedRow};
@@ -62,6 +63,10 @@ pub struct DistributorSettings {
     pub site_peers: Vec<(String, SocketAddr)>,
     /// Every other distributor of the topology (name, HTTP address), for the system page.
     pub distributors: Vec<(String, SocketAddr)>,
+    /// TLS with this distributor's certificate, or plaintext with `--insecure-plaintext`.
+    pub security: Security,
+    /// The installation's HTTP tokens (`tandem token create`).
+    pub tokens_file: std::path::PathBuf,
 }
 
 impl DistributorSettings {
@@ -152,6 +157,8 @@ pub struct Shared {
     /// The system page's last view of the sides and the other distributors.
     pub system: tokio::sync::Mutex<crate::system::SystemView>,
     pub aw_db_freshness: Mutex<crate::freshness::FreshnessWindow>,
+    pub tokens: crate::auth::TokenStore,
+    pub auth_failures: crate::auth::AuthFailures,
 }
 
 impl Shared {
@@ -242,6 +249,8 @@ pub async fn run(settings: DistributorSettings) -> Result<(), DistributorError> 
             updateaw: "initializing".into(),
             ..DistributorStatus::default()
         }),
+        tokens: crate::auth::TokenStore::new(settings.tokens_file.clone()),
+        auth_failures: Default::default(),
         settings,
         image: RwLock::new(Image::default()),
         updates,
@@ -300,6 +309,7 @@ async fn initialize(
             shared.settings.side_addrs(),
             &AdminRequest::ExportConfig,
             EXPORT_TIMEOUT_MS,
+            &shared.settings.security,
         )
         .await;
         let (contact_center, config_version, recovery_key) = match reply {
@@ -376,6 +386,7 @@ async fn feed(
         settings.name.clone(),
         settings.sides[0].1,
         settings.sides[1].1,
+        settings.security.clone(),
     );
     let mut rebuild_not_before: Option<Instant> = None;
     loop {

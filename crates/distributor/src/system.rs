@@ -8,6 +8,7 @@ use crate::run::{wall_ms, DistributorStatus, Shared};
 use serde::Serialize;
 use std::net::SocketAddr;
 use tandem_mds::admin;
+use tandem_mds::tls::Security;
 use tandem_mds::{AdminReply, AdminRequest, SideReport};
 use tokio::task::JoinSet;
 
@@ -41,9 +42,15 @@ pub struct SystemView {
     pub distributors: Vec<DistributorView>,
 }
 
-async fn side_view(name: String, addr: SocketAddr) -> SideView {
-    let (report, error) = match admin::ask(addr, &AdminRequest::Report, SYSTEM_ASK_TIMEOUT_MS).await
-    {
+async fn side_view(name: String, addr: SocketAddr, security: Security) -> SideView {
+    let asked = admin::ask(
+        addr,
+        &AdminRequest::Report,
+        SYSTEM_ASK_TIMEOUT_MS,
+        &security,
+    )
+    .await;
+    let (report, error) = match asked {
         Ok(AdminReply::Report(report)) => (Some(*report), None),
         Ok(other) => (None, Some(format!("unexpected answer: {other:?}"))),
         Err(e) => (None, Some(e.to_string())),
@@ -56,8 +63,10 @@ async fn side_view(name: String, addr: SocketAddr) -> SideView {
     }
 }
 
-async fn distributor_view(name: String, addr: SocketAddr) -> DistributorView {
-    let status = match http::get(addr, "/api/status", SYSTEM_ASK_TIMEOUT_MS).await {
+async fn distributor_view(name: String, addr: SocketAddr, security: Security) -> DistributorView {
+    // This distributor's certificate is its proof to the others.
+    let status = match http::get(addr, "/api/status", SYSTEM_ASK_TIMEOUT_MS, &security, None).await
+    {
         Ok(body) => serde_json::from_str::<serde_json::Value>(&body)
             .and_then(|v| serde_json::from_value::<DistributorStatus>(v["status"].clone()))
             .map_err(|e| format!("its status: {e}")),
@@ -81,11 +90,13 @@ async fn gather(shared: &Shared) -> SystemView {
     sides.sort();
     let mut side_tasks = JoinSet::new();
     for (i, (name, addr)) in sides.into_iter().enumerate() {
-        side_tasks.spawn(async move { (i, side_view(name, addr).await) });
+        let security = shared.settings.security.clone();
+        side_tasks.spawn(async move { (i, side_view(name, addr, security).await) });
     }
     let mut distributor_tasks = JoinSet::new();
     for (i, (name, addr)) in shared.settings.distributors.iter().cloned().enumerate() {
-        distributor_tasks.spawn(async move { (i, distributor_view(name, addr).await) });
+        let security = shared.settings.security.clone();
+        distributor_tasks.spawn(async move { (i, distributor_view(name, addr, security).await) });
     }
     let mut sides: Vec<(usize, SideView)> = side_tasks.join_all().await;
     sides.sort_by_key(|(i, _)| *i);

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tandem_mds::transport::{self, FrameReader};
+use tandem_mds::tls::{Role, Security};
+use tandem_mds::transport::{self, ClientAuth, FrameReader, ReadHalf, WriteHalf};
 use tandem_mds::Side;
 use tandem_model::config::ContactCenter;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -72,7 +72,8 @@ pub async fn listen(addr: SocketAddr) -> Result<TcpListener, LoggerError> {
 }
 
 /// Serves the peer logger's requests until the process ends.
-pub async fn serve(db: CentralDb, side: Side, listener: TcpListener) {
+/// Only the other side's logger (a `central` certificate) may connect.
+pub async fn serve(db: CentralDb, side: Side, listener: TcpListener, security: Security) {
     if let Ok(addr) = listener.local_addr() {
         info!(%side, %addr, "listening for the peer logger");
     }
@@ -89,11 +90,17 @@ pub async fn serve(db: CentralDb, side: Side, listener: TcpListener) {
             continue;
         };
         let db = db.clone();
+        let security = security.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if transport::accepted(&stream).is_err() {
-                return;
-            }
+            let auth = ClientAuth::Roles(&[Role::Central]);
+            let stream = match transport::accept(stream, &security, auth).await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    warn!(%side, %from, "peer logger connection refused: {e}");
+                    return;
+                }
+            };
             let (read, write) = stream.into_split();
             if let Err(e) = serve_connection(&db, side, read, write).await {
                 warn!(%side, %from, "peer logger connection: {e}");
@@ -105,8 +112,8 @@ pub async fn serve(db: CentralDb, side: Side, listener: TcpListener) {
 async fn serve_connection(
     db: &CentralDb,
     side: Side,
-    read: OwnedReadHalf,
-    mut write: OwnedWriteHalf,
+    read: ReadHalf,
+    mut write: WriteHalf,
 ) -> Result<(), LoggerError> {
     let mut reader = FrameReader::<_, PeerHello>::new(read);
     let Some(hello) = reader.next().await? else {
@@ -196,13 +203,17 @@ fn cut_to_reply_size(rows: &mut Vec<Row>) {
 
 /// A connection to the peer logger.
 pub struct PeerClient {
-    reader: FrameReader<OwnedReadHalf, PeerReply>,
-    write: OwnedWriteHalf,
+    reader: FrameReader<ReadHalf, PeerReply>,
+    write: WriteHalf,
 }
 
 impl PeerClient {
-    pub async fn connect(addr: SocketAddr, side: Side) -> Result<PeerClient, LoggerError> {
-        let stream = transport::connect(addr, CONNECT_TIMEOUT_MS).await?;
+    pub async fn connect(
+        addr: SocketAddr,
+        side: Side,
+        security: &Security,
+    ) -> Result<PeerClient, LoggerError> {
+        let stream = transport::connect(addr, CONNECT_TIMEOUT_MS, security, Role::Central).await?;
         let (read, mut write) = stream.into_split();
         transport::write_message(&mut write, &PeerHello { from: side }).await?;
         Ok(PeerClient {

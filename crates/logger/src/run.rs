@@ -9,6 +9,7 @@ use crate::peer::PeerClient;
 use crate::schema::{self, TableKind};
 use std::path::Path;
 use std::time::Duration;
+use tandem_mds::tls::{Role, Security};
 use tandem_mds::transport::{self, FrameReader, TransportError};
 use tandem_mds::{LoggerToSide, PublicHello, Side, SideToLogger};
 use tandem_model::logged::LoggedMessage;
@@ -66,7 +67,7 @@ fn other(side: Side) -> Side {
 }
 
 /// Runs the logger of `side` until the process is stopped.
-pub async fn run(topology: Topology, side: Side) -> Result<(), LoggerError> {
+pub async fn run(topology: Topology, side: Side, security: Security) -> Result<(), LoggerError> {
     let own = location(&topology, side);
     if let DbLocation::Sqlite(path) = &own {
         if let Some(dir) = path.parent() {
@@ -76,11 +77,16 @@ pub async fn run(topology: Topology, side: Side) -> Result<(), LoggerError> {
     let db = CentralDb::open(&own).await?;
     let public = addresses(&topology, side).public;
     let listener = crate::peer::listen(addresses(&topology, side).logger_peer).await?;
-    tokio::spawn(crate::peer::serve(db.clone(), side, listener));
+    tokio::spawn(crate::peer::serve(
+        db.clone(),
+        side,
+        listener,
+        security.clone(),
+    ));
     info!(%side, backend = db.backend_name(), "logger starting");
     let mut said_waiting = false;
     loop {
-        match serve_side(&db, &topology, side, public).await {
+        match serve_side(&db, &topology, side, public, &security).await {
             Ok(()) => {}
             Err(LoggerError::Link(e)) => {
                 if !said_waiting {
@@ -112,9 +118,10 @@ async fn serve_side(
     topology: &Topology,
     side: Side,
     public: std::net::SocketAddr,
+    security: &Security,
 ) -> Result<(), LoggerError> {
     let progress = db.progress().await?;
-    let stream = transport::connect(public, 1_000).await?;
+    let stream = transport::connect(public, 1_000, security, Role::Central).await?;
     let (read, mut write) = stream.into_split();
     transport::write_message(
         &mut write,
@@ -178,7 +185,16 @@ async fn serve_side(
                     SideToLogger::Gap { resumes_after } => {
                         // What was already read follows the gap: it is buffered with the rest.
                         let already: Vec<SideToLogger> = queue.drain(..).collect();
-                        recover_gap(db, topology, side, resumes_after, already, &mut rx).await?;
+                        recover_gap(
+                            db,
+                            topology,
+                            side,
+                            resumes_after,
+                            already,
+                            &mut rx,
+                            security,
+                        )
+                        .await?;
                         let progress = db.progress().await?;
                         acknowledge(&mut write, progress).await?;
                     }
@@ -203,7 +219,7 @@ async fn serve_side(
 }
 
 async fn acknowledge(
-    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    write: &mut transport::WriteHalf,
     progress: Progress,
 ) -> Result<(), LoggerError> {
     transport::write_message(
@@ -257,6 +273,7 @@ async fn recover_gap(
     resumes_after: u64,
     already: Vec<SideToLogger>,
     rx: &mut mpsc::Receiver<SideToLogger>,
+    security: &Security,
 ) -> Result<(), LoggerError> {
     let ours = db.progress().await?;
     if ours.committed_through >= resumes_after {
@@ -301,7 +318,7 @@ async fn recover_gap(
     let mut said_unreachable = false;
     let (mut peer, peer_progress) = loop {
         if link.is_none() {
-            match PeerClient::connect(peer_addr, side).await {
+            match PeerClient::connect(peer_addr, side, security).await {
                 Ok(connected) => link = Some(connected),
                 Err(e) if !said_unreachable => {
                     said_unreachable = true;

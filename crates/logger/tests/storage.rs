@@ -279,7 +279,10 @@ fn message(
         time_ms: 1_700_000_000_000 + recovery_key,
         config: config.map(|(config_version, ops)| LoggedConfigChange {
             config_version,
-            change: ConfigChange { ops },
+            change: ConfigChange {
+                ops,
+                ..Default::default()
+            },
         }),
         records,
         events,

@@ -2,6 +2,7 @@
 //! distributor's configuration API and updateaw's export all ask a side this way.
 
 use crate::protocol::{AdminReply, AdminRequest, PublicHello};
+use crate::tls::{Role, Security};
 use crate::transport::{self, FrameReader, TransportError};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,9 +29,12 @@ pub async fn ask(
     addr: SocketAddr,
     request: &AdminRequest,
     timeout_ms: u64,
+    security: &Security,
 ) -> Result<AdminReply, AdminError> {
     let failed = |source| AdminError::Transport { addr, source };
-    let stream = transport::connect(addr, timeout_ms).await.map_err(failed)?;
+    let stream = transport::connect(addr, timeout_ms, security, Role::Central)
+        .await
+        .map_err(failed)?;
     let (read, mut write) = stream.into_split();
     transport::write_message(&mut write, &PublicHello::Admin(request.clone()))
         .await
@@ -52,10 +56,11 @@ pub async fn ask_ordering_side(
     sides: [(&str, SocketAddr); 2],
     request: &AdminRequest,
     timeout_ms: u64,
+    security: &Security,
 ) -> Result<AdminReply, AdminError> {
     let mut reasons = Vec::new();
     for (name, addr) in sides {
-        match ask(addr, request, timeout_ms).await {
+        match ask(addr, request, timeout_ms, security).await {
             Ok(AdminReply::NotOrdering { reason }) => {
                 reasons.push(format!("side {name}: {reason}"))
             }

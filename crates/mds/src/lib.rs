@@ -10,7 +10,8 @@
 //! - `simulation`: both sides and their PGs on a simulated clock and network, with faults drawn
 //!   from a seed, and the invariants checked after every step.
 //!
-//! - `transport`: frames over TCP (tokio), the one transport of every link.
+//! - `transport`: frames over TCP (tokio), the one transport of every link, in TLS (`tls`)
+//!   with mutual authentication from the cluster CA.
 //!
 //! Apart from `transport`, nothing reads a clock, opens a socket or draws a random number, and
 //! the simulation's clock and random numbers are its own, from its seed. The side's process
@@ -23,6 +24,7 @@ pub mod protocol;
 pub mod quarantine;
 pub mod simulation;
 pub mod sync;
+pub mod tls;
 pub mod transport;
 
 pub use protocol::{

@@ -1,18 +1,22 @@
 //! The one transport of every tandem TCP link: frames (`frame.rs`) over a byte stream, a
 //! reader that yields whole messages, and a writer task fed through a bounded queue.
 //!
-//! Everything here is generic over `AsyncRead`/`AsyncWrite`, so that the same links run over
-//! TLS once the streams are wrapped. A slow reader on the far end never grows memory here: the
+//! Every link is a `Stream`: TLS with mutual authentication from the cluster CA (`tls.rs`), or
+//! plaintext only when a process runs with `--insecure-plaintext`. `connect` verifies the
+//! server's role; `accept` verifies the client's certificate and role. A slow reader on the far end never grows memory here: the
 //! queue to each writer is bounded (`OUTBOUND_FRAMES_MAX`) and a full queue is an error the
 //! caller handles (usually by closing the link with a reason).
 
 use crate::frame::{self, FrameError, FRAME_HEADER_BYTES};
+use crate::tls::{self, PeerIdentity, Role, Security, TlsContext, TLS_HANDSHAKE_TIMEOUT_MS};
 use serde::{de::DeserializeOwned, Serialize};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -35,6 +39,14 @@ pub enum TransportError {
     Closed,
     #[error("connecting to {addr} timed out after {timeout_ms} ms")]
     ConnectTimeout { addr: SocketAddr, timeout_ms: u64 },
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+    #[error("the TLS handshake took longer than {0} ms")]
+    HandshakeTimeout(u64),
+    #[error("{peer} may not use this listener (it takes {allowed})")]
+    WrongRole { peer: PeerIdentity, allowed: String },
+    #[error("this process has no certificate of its own to serve TLS with")]
+    NoServerCertificate,
 }
 
 /// Reads whole messages of type `T` from a byte stream.
@@ -151,6 +163,9 @@ pub async fn write_message_with_max<W: AsyncWrite + Unpin, T: Serialize>(
     let mut bytes = Vec::with_capacity(FRAME_HEADER_BYTES + 64);
     frame::encode_with_max(message, &mut bytes, max)?;
     write.write_all(&bytes).await?;
+    // A TLS stream returns from a write with the end of it still held when the socket is
+    // full; the flush hands everything to the socket, as a plain TCP write does.
+    write.flush().await?;
     Ok(())
 }
 
@@ -185,7 +200,9 @@ impl<T: Serialize> Outbound<T> {
                         Err(_) => break,
                     }
                 }
-                if write.write_all(&bytes).await.is_err() {
+                // Flushed each time: a TLS stream would otherwise hold the end of a write
+                // until the next one, and the last message of a burst would wait for it.
+                if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
                     return;
                 }
             }
@@ -219,20 +236,167 @@ impl<T: Serialize> Outbound<T> {
     }
 }
 
-/// Connects with a timeout, with Nagle's algorithm off: every link carries small, urgent
-/// messages (heartbeats, acks, route responses).
-pub async fn connect(addr: SocketAddr, timeout_ms: u64) -> Result<TcpStream, TransportError> {
+/// One TCP connection of a tandem link, in TLS unless the process runs with
+/// `--insecure-plaintext`.
+pub enum Stream {
+    Plain(TcpStream),
+    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// The reading half of a `Stream`.
+pub type ReadHalf = tokio::io::ReadHalf<Stream>;
+/// The writing half of a `Stream`.
+pub type WriteHalf = tokio::io::WriteHalf<Stream>;
+
+impl Stream {
+    /// The two halves, for a reader task and a writer task.
+    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+        tokio::io::split(self)
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects with a timeout, with Nagle's algorithm off (every link carries small, urgent
+/// messages: heartbeats, acks, route responses), and in TLS verifies that the server holds a
+/// certificate of `server_role` from the cluster CA.
+pub async fn connect(
+    addr: SocketAddr,
+    timeout_ms: u64,
+    security: &Security,
+    server_role: Role,
+) -> Result<Stream, TransportError> {
     let stream = tokio::time::timeout(Duration::from_millis(timeout_ms), TcpStream::connect(addr))
         .await
         .map_err(|_| TransportError::ConnectTimeout { addr, timeout_ms })??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    secure(stream, security, server_role).await
 }
 
-/// Prepares an accepted stream like a connected one.
-pub fn accepted(stream: &TcpStream) -> Result<(), TransportError> {
+/// The client's half of `connect` on a TCP connection made some other way (one with socket
+/// options of its own).
+pub async fn secure(
+    stream: TcpStream,
+    security: &Security,
+    server_role: Role,
+) -> Result<Stream, TransportError> {
     stream.set_nodelay(true)?;
-    Ok(())
+    match security {
+        Security::InsecurePlaintext => Ok(Stream::Plain(stream)),
+        Security::Tls(context) => {
+            let connector = tokio_rustls::TlsConnector::from(context.client_config());
+            let handshake = connector.connect(TlsContext::server_name(server_role), stream);
+            let tls =
+                tokio::time::timeout(Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS), handshake)
+                    .await
+                    .map_err(|_| TransportError::HandshakeTimeout(TLS_HANDSHAKE_TIMEOUT_MS))?
+                    .map_err(|e| TransportError::Handshake(e.to_string()))?;
+            Ok(Stream::Client(Box::new(tls)))
+        }
+    }
+}
+
+/// Who may use a listener.
+#[derive(Clone, Copy, Debug)]
+pub enum ClientAuth {
+    /// A certificate from the cluster CA of one of these roles.
+    Roles(&'static [Role]),
+    /// A certificate is optional (HTTP: a browser authenticates with a token instead); one
+    /// presented is still verified.
+    Optional,
+}
+
+/// Completes the TLS handshake of an accepted connection (within `TLS_HANDSHAKE_TIMEOUT_MS`)
+/// and checks the client's role. Returns the stream and, in TLS, the identity its
+/// certificate names (`None` for a client without one on an `Optional` listener, and always in
+/// plaintext).
+pub async fn accept(
+    stream: TcpStream,
+    security: &Security,
+    auth: ClientAuth,
+) -> Result<(Stream, Option<PeerIdentity>), TransportError> {
+    stream.set_nodelay(true)?;
+    let context = match security {
+        Security::InsecurePlaintext => return Ok((Stream::Plain(stream), None)),
+        Security::Tls(context) => context,
+    };
+    let required = matches!(auth, ClientAuth::Roles(_));
+    let config = context
+        .server_config(required)
+        .ok_or(TransportError::NoServerCertificate)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let tls = tokio::time::timeout(
+        Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS),
+        acceptor.accept(stream),
+    )
+    .await
+    .map_err(|_| TransportError::HandshakeTimeout(TLS_HANDSHAKE_TIMEOUT_MS))?
+    .map_err(|e| TransportError::Handshake(e.to_string()))?;
+    let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => {
+            Some(tls::identity_of(cert).map_err(|e| TransportError::Handshake(e.to_string()))?)
+        }
+        None => None,
+    };
+    if let ClientAuth::Roles(roles) = auth {
+        // The verifier required a certificate; a role outside the listener's is refused here.
+        let identity = identity.as_ref().ok_or(TransportError::Handshake(
+            "the client presented no certificate".into(),
+        ))?;
+        if !roles.contains(&identity.role) {
+            return Err(TransportError::WrongRole {
+                peer: identity.clone(),
+                allowed: roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    Ok((Stream::Server(Box::new(tls)), identity))
 }
 
 #[cfg(test)]
@@ -253,7 +417,9 @@ mod tests {
             }
             got
         });
-        let stream = connect(addr, 1_000).await.unwrap();
+        let stream = connect(addr, 1_000, &Security::InsecurePlaintext, Role::Central)
+            .await
+            .unwrap();
         let (_read, write) = stream.into_split();
         let outbound = Outbound::<(u64, Vec<u8>)>::spawn(write);
         let sent: Vec<(u64, Vec<u8>)> = (0..2_000u64)
@@ -292,6 +458,147 @@ mod tests {
         assert_eq!(reader.read_raw(&mut got, 0).await.unwrap(), 0);
         assert_eq!(reader.next().await.unwrap(), Some(8));
         assert_eq!(reader.next().await.unwrap(), None);
+    }
+
+    use crate::tls::{generate_ca, issued_security, PemPair};
+
+    fn context(ca: &PemPair, role: Role, name: &str) -> Security {
+        issued_security(ca, role, name).unwrap()
+    }
+
+    /// A listener that takes one connection with `auth` and reports the outcome, echoing one
+    /// message back when it was accepted.
+    async fn listener(
+        security: Security,
+        auth: ClientAuth,
+    ) -> (
+        SocketAddr,
+        tokio::task::JoinHandle<Result<Option<PeerIdentity>, TransportError>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (stream, peer) = accept(tcp, &security, auth).await?;
+            let (read, mut write) = stream.into_split();
+            let mut reader = FrameReader::<_, u64>::new(read);
+            if let Some(n) = reader.next().await? {
+                write_message(&mut write, &(n + 1)).await?;
+            }
+            Ok(peer)
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_carries_messages_and_names_the_peer() {
+        let ca = generate_ca().unwrap();
+        let (addr, server) = listener(
+            context(&ca, Role::Central, "side-b"),
+            ClientAuth::Roles(&[Role::Central]),
+        )
+        .await;
+        let client = context(&ca, Role::Central, "side-a");
+        let stream = connect(addr, 1_000, &client, Role::Central).await.unwrap();
+        let (read, mut write) = stream.into_split();
+        write_message(&mut write, &41u64).await.unwrap();
+        let mut reader = FrameReader::<_, u64>::new(read);
+        assert_eq!(reader.next().await.unwrap(), Some(42));
+        drop(write);
+        let peer = server
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("a client certificate");
+        assert_eq!(
+            peer,
+            PeerIdentity {
+                role: Role::Central,
+                name: "side-a".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_role_the_listener_does_not_take_is_refused() {
+        let ca = generate_ca().unwrap();
+        let (addr, server) = listener(
+            context(&ca, Role::Central, "side-b"),
+            ClientAuth::Roles(&[Role::Central]),
+        )
+        .await;
+        let pg = context(&ca, Role::Pg, "pg1");
+        // The handshake itself succeeds (the certificate is the cluster's); the listener then
+        // closes the connection without reading a byte of it.
+        if let Ok(stream) = connect(addr, 1_000, &pg, Role::Central).await {
+            let (read, mut write) = stream.into_split();
+            let _ = write_message(&mut write, &1u64).await;
+            let mut reader = FrameReader::<_, u64>::new(read);
+            assert!(!matches!(reader.next().await, Ok(Some(_))));
+        }
+        let refused = server.await.unwrap();
+        assert!(
+            matches!(refused, Err(TransportError::WrongRole { ref peer, .. }) if peer.role == Role::Pg),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_certificate_of_another_ca_and_a_plaintext_client_are_refused() {
+        let ca = generate_ca().unwrap();
+        let stranger = generate_ca().unwrap();
+        for client in [
+            context(&stranger, Role::Central, "side-a"),
+            Security::InsecurePlaintext,
+        ] {
+            let (addr, server) = listener(
+                context(&ca, Role::Central, "side-b"),
+                ClientAuth::Roles(&[Role::Central]),
+            )
+            .await;
+            // A plaintext client connects and writes a frame the listener never takes.
+            if let Ok(stream) = connect(addr, 1_000, &client, Role::Central).await {
+                let (read, mut write) = stream.into_split();
+                let _ = write_message(&mut write, &1u64).await;
+                let mut reader = FrameReader::<_, u64>::new(read);
+                assert!(!matches!(reader.next().await, Ok(Some(_))));
+            }
+            let refused = server.await.unwrap();
+            assert!(
+                matches!(refused, Err(TransportError::Handshake(_))),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_checks_the_servers_role() {
+        let ca = generate_ca().unwrap();
+        // A PG certificate listening where a side should be.
+        let (addr, _server) =
+            listener(context(&ca, Role::Pg, "pg1"), ClientAuth::Roles(&Role::ALL)).await;
+        let client = context(&ca, Role::Pg, "pg2");
+        let refused = connect(addr, 1_000, &client, Role::Central).await;
+        assert!(
+            matches!(refused, Err(TransportError::Handshake(ref e)) if e.contains("certificate")),
+            "{:?}",
+            refused.err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_completes_the_handshake_is_dropped() {
+        let ca = generate_ca().unwrap();
+        let (addr, server) = listener(
+            context(&ca, Role::Central, "side-b"),
+            ClientAuth::Roles(&[Role::Central]),
+        )
+        .await;
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        let refused = server.await.unwrap();
+        assert!(matches!(refused, Err(TransportError::HandshakeTimeout(_))));
+        assert!(started.elapsed() >= Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS - 100));
     }
 
     #[tokio::test]

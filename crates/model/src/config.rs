@@ -500,6 +500,12 @@ pub enum ConfigOp {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigChange {
     pub ops: Vec<ConfigOp>,
+    /// Who made the change, as the side that ordered it established: the certificate that
+    /// sent it and, through a distributor, the token's holder. Recorded in the event log.
+    /// (No `skip_serializing_if`: the change travels in postcard, which is not
+    /// self-describing.)
+    #[serde(default)]
+    pub author: String,
 }
 
 impl ContactCenter {
@@ -584,6 +590,7 @@ impl ContactCenter {
     pub fn to_change(&self) -> ConfigChange {
         ConfigChange {
             ops: self.objects().map(ConfigOp::Upsert).collect(),
+            author: String::new(),
         }
     }
 

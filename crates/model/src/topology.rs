@@ -130,6 +130,26 @@ impl Default for MdsTimers {
     }
 }
 
+/// Where the installation's certificates and HTTP tokens are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecuritySettings {
+    /// The cluster CA and every process's certificate (`tandem certs`); relative paths are
+    /// from the topology file.
+    pub certs_dir: PathBuf,
+    /// The HTTP and WebSocket tokens, stored hashed (`tandem token create`).
+    pub tokens_file: PathBuf,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> SecuritySettings {
+        SecuritySettings {
+            certs_dir: "certs".into(),
+            tokens_file: "tokens.toml".into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     /// The contact-center configuration; relative paths are from the topology file.
@@ -143,6 +163,8 @@ pub struct Topology {
     pub mds: MdsTimers,
     #[serde(default)]
     pub logger: LoggerSettings,
+    #[serde(default)]
+    pub security: SecuritySettings,
     /// Where the file was read from: relative paths resolve against its directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -176,6 +198,16 @@ impl Topology {
                     "no distributor is named {name:?} (the topology has {known:?})"
                 ))
             })
+    }
+
+    /// The certificates directory, resolved.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.resolve(&self.security.certs_dir)
+    }
+
+    /// The tokens file, resolved.
+    pub fn tokens_file(&self) -> PathBuf {
+        self.resolve(&self.security.tokens_file)
     }
 
     pub fn to_toml_string(&self) -> String {
@@ -284,6 +316,7 @@ mod tests {
             distributors: vec![],
             mds: MdsTimers::default(),
             logger: LoggerSettings::default(),
+            security: Default::default(),
             base_dir: PathBuf::new(),
         }
     }

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tandem_mds::lease::LeaseGranter;
+use tandem_mds::tls::{Role, Security};
 use tandem_mds::transport::{self, FrameReader, Outbound};
 use tandem_mds::{PgToSide, PublicHello, Side, SideToPg};
 use tandem_model::config::ContactCenter;
@@ -116,6 +117,8 @@ pub struct GatewayOptions {
     /// Round trips of route requests sent in this first stretch are not recorded: the login
     /// storm of a starting peripheral is not the steady state a benchmark measures.
     pub rtt_warmup_ms: u64,
+    /// TLS with this PG's certificate, or plaintext with `--insecure-plaintext`.
+    pub security: Security,
 }
 
 fn wall_ms() -> u64 {
@@ -167,6 +170,7 @@ struct Gateway {
     silence_max: Duration,
     lease_ms: u64,
     addresses: [SocketAddr; 2],
+    security: Security,
     paths: [Option<Path>; 2],
     connecting: [bool; 2],
     generation: u64,
@@ -231,6 +235,7 @@ pub async fn run(
             options.topology.side_a.public,
             options.topology.side_b.public,
         ],
+        security: options.security.clone(),
         paths: [None, None],
         connecting: [false; 2],
         generation: 0,
@@ -316,13 +321,15 @@ impl Gateway {
             self.generation += 1;
             let generation = self.generation;
             let addr = self.addresses[i];
+            let security = self.security.clone();
             let tx = self.tx.clone();
             let hello = PublicHello::Pg {
                 pg: self.pg,
                 incarnation: self.incarnation,
             };
             tokio::spawn(async move {
-                let Ok(stream) = transport::connect(addr, 1_000).await else {
+                let Ok(stream) = transport::connect(addr, 1_000, &security, Role::Central).await
+                else {
                     let _ = tx.send(PathEvent::Down { side, generation }).await;
                     return;
                 };

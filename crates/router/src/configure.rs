@@ -20,6 +20,15 @@ fn fail<T>(message: String) -> Result<T> {
     Err(Rejection(message))
 }
 
+/// " by <author>" for an event's text, when the change names one.
+fn by(change: &ConfigChange) -> String {
+    if change.author.is_empty() {
+        String::new()
+    } else {
+        format!(" by {}", change.author)
+    }
+}
+
 impl Router {
     /// A configuration change from the ordered stream: applied or rejected whole, and answered
     /// with a ConfigResult either way.
@@ -34,8 +43,9 @@ impl Router {
                     Severity::Info,
                     EventCode::ConfigApplied,
                     format!(
-                        "configuration version {version}: {} operations applied",
-                        change.ops.len()
+                        "configuration version {version}: {} operations applied{}",
+                        change.ops.len(),
+                        by(change)
                     ),
                 );
                 ctx.out.push(Output::ConfigResult {
@@ -48,7 +58,7 @@ impl Router {
                 ctx.event(
                     Severity::Warning,
                     EventCode::ConfigRejected,
-                    format!("configuration change rejected: {message}"),
+                    format!("configuration change rejected{}: {message}", by(change)),
                 );
                 ctx.out.push(Output::ConfigResult {
                     config_version: self.state.scalars.config_version,

@@ -206,7 +206,10 @@ fn time_never_goes_backwards() {
 }
 
 fn change(ops: Vec<ConfigOp>) -> Input {
-    Input::ConfigChange(ConfigChange { ops })
+    Input::ConfigChange(ConfigChange {
+        ops,
+        ..Default::default()
+    })
 }
 
 fn config_error(out: &[Output]) -> Option<String> {

@@ -125,7 +125,7 @@ proptest! {
                 })
                 .collect();
             let version = router.config_version();
-            let out = apply(&mut router, Input::ConfigChange(ConfigChange { ops }));
+            let out = apply(&mut router, Input::ConfigChange(ConfigChange { ops, ..Default::default() }));
             let accepted = out.iter().any(|o| matches!(o, Output::ConfigResult { error: None, .. }));
             prop_assert_eq!(router.config_version(), version + accepted as u64);
             if let Err(e) = router.check_invariants() {

@@ -302,6 +302,7 @@ fn a_configuration_change_shows_in_the_next_frame() {
                 ConfigOp::Upsert(ConfigObject::SkillGroup(added.clone())),
                 ConfigOp::Upsert(ConfigObject::Service(service.clone())),
             ],
+            author: String::new(),
         }),
     });
     l.next_tick();

@@ -222,6 +222,7 @@ fn step() -> impl Strategy<Value = (u64, Input)> {
             } else {
                 ConfigOp::Delete(ObjectRef::SkillGroupMember(agent, skill_group))
             }],
+            author: String::new(),
         })),
     ];
     (prop_oneof![3 => 0u64..500, 1 => 0u64..20_000], input)

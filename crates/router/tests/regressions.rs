@@ -21,7 +21,10 @@ fn queue_script() -> Vec<tandem_model::script::Node> {
 }
 
 fn change(ops: Vec<ConfigOp>) -> Input {
-    Input::ConfigChange(ConfigChange { ops })
+    Input::ConfigChange(ConfigChange {
+        ops,
+        ..Default::default()
+    })
 }
 
 fn config_error(out: &[Output]) -> Option<String> {

@@ -62,9 +62,10 @@ pub fn logger_command(command: LoggerCommand) -> Result<()> {
     match command {
         LoggerCommand::Run { config, side } => {
             let topology = Topology::load(&config)?;
+            let security = crate::certs::security(&topology, crate::certs::side_cert_name(side))?;
             runtime()?.block_on(async move {
                 tokio::select! {
-                    result = logger::run(topology, side) => result.map_err(anyhow::Error::from),
+                    result = logger::run(topology, side, security) => result.map_err(anyhow::Error::from),
                     _ = crate::processes::stopped() => Ok(()),
                 }
             })
@@ -121,7 +122,8 @@ pub async fn ask(
     request: &AdminRequest,
     timeout_ms: u64,
 ) -> Result<AdminReply> {
-    Ok(tandem_mds::admin::ask(public(topology, side), request, timeout_ms).await?)
+    let security = crate::certs::operator_security(topology)?;
+    Ok(tandem_mds::admin::ask(public(topology, side), request, timeout_ms, &security).await?)
 }
 
 /// Asks side A, then side B when A does not order input.
@@ -130,12 +132,15 @@ pub async fn ask_ordering_side(topology: &Topology, request: &AdminRequest) -> R
         ("a", public(topology, Side::A)),
         ("b", public(topology, Side::B)),
     ];
-    Ok(tandem_mds::admin::ask_ordering_side(sides, request, 5_000).await?)
+    let security = crate::certs::operator_security(topology)?;
+    Ok(tandem_mds::admin::ask_ordering_side(sides, request, 5_000, &security).await?)
 }
 
 /// A side's logger status line, parsed: (committed config version, router config version).
 pub async fn logged_config_version(topology: &Topology, side: Side) -> Result<u64> {
-    let text = tandem_central::rttest::query(public(topology, side), "logger", 1_000).await?;
+    let security = crate::certs::operator_security(topology)?;
+    let text =
+        tandem_central::rttest::query(public(topology, side), "logger", 1_000, &security).await?;
     text.split_whitespace()
         .find_map(|w| w.strip_prefix("config_version="))
         .and_then(|v| v.parse().ok())
@@ -161,7 +166,12 @@ pub fn config_command(command: ConfigCommand) -> Result<()> {
             wait_logged_ms,
         } => {
             let topology = Topology::load(&config)?;
-            let change = parse_change(&file)?;
+            let mut change = parse_change(&file)?;
+            // The side adds the certificate this tool presents.
+            change.author = format!(
+                "operator {}",
+                std::env::var("USER").unwrap_or_else(|_| "(unknown user)".into())
+            );
             runtime()?.block_on(async {
                 match ask_ordering_side(&topology, &AdminRequest::ApplyConfig(change)).await? {
                     AdminReply::Applied {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use tandem_db::aw::AwDb;
 use tandem_db::DbLocation;
 use tandem_distributor::run::{DistributorSettings, DistributorStatus};
+use tandem_mds::tls::Security;
 use tandem_model::topology::{DistributorEntry, SideName, Topology};
 
 /// The SQLite file of an AW database in the distributor's data directory.
@@ -72,6 +73,8 @@ pub fn settings(topology: &Topology, name: &str) -> Result<DistributorSettings> 
         .map(|d| (d.name.clone(), d.public))
         .collect();
     Ok(DistributorSettings {
+        security: crate::certs::security(topology, &entry.name)?,
+        tokens_file: topology.tokens_file(),
         name: entry.name.clone(),
         sides,
         db: aw_location(topology, entry),
@@ -93,20 +96,27 @@ pub fn distributor(args: DistributorArgs) -> Result<()> {
         distributor = %settings.name,
         http = %settings.http,
         preferred = %settings.sides[0].0,
-        "the distributor starts; its web client is at http://{}/",
+        "the distributor starts; its web client is at {}://{}/",
+        settings.security.http_scheme(),
         settings.http
     );
     runtime()?.block_on(tandem_distributor::run::run(settings))?;
     Ok(())
 }
 
-/// A GET on a distributor's HTTP API: the body of a 200 answer.
-pub async fn http_get(addr: SocketAddr, path: &str, timeout_ms: u64) -> Result<String> {
-    Ok(tandem_distributor::http::get(addr, path, timeout_ms).await?)
+/// A GET on a distributor's HTTP API with the operator's certificate: the body of a 200
+/// answer.
+pub async fn http_get(
+    security: &Security,
+    addr: SocketAddr,
+    path: &str,
+    timeout_ms: u64,
+) -> Result<String> {
+    Ok(tandem_distributor::http::get(addr, path, timeout_ms, security, None).await?)
 }
 
-pub async fn status(addr: SocketAddr) -> Result<DistributorStatus> {
-    let body = http_get(addr, "/api/status", 3_000).await?;
+pub async fn status(security: &Security, addr: SocketAddr) -> Result<DistributorStatus> {
+    let body = http_get(security, addr, "/api/status", 3_000).await?;
     let value: serde_json::Value = serde_json::from_str(&body)?;
     Ok(serde_json::from_value(value["status"].clone())?)
 }
@@ -116,8 +126,9 @@ pub fn aw_command(command: AwCommand) -> Result<()> {
         AwCommand::Status { config, name, json } => {
             let topology = Topology::load(&config)?;
             let entry = topology.distributor(&name)?;
+            let security = crate::certs::operator_security(&topology)?;
             let body = runtime()?
-                .block_on(http_get(entry.public, "/api/status", 3_000))
+                .block_on(http_get(&security, entry.public, "/api/status", 3_000))
                 .with_context(|| format!("asking distributor {name} at {}", entry.public))?;
             if json {
                 println!("{body}");

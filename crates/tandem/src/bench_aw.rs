@@ -13,7 +13,7 @@
 
 use crate::bench_duplex::{gen_config, product_timers, PG_NAMES};
 use crate::cluster::Installation;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_distributor::run::wall_ms;
+use tandem_mds::tls::Security;
 use tandem_mds::Side;
 use tandem_model::topology::SideName;
 use tokio_tungstenite::tungstenite::Message;
@@ -100,20 +101,11 @@ impl Clients {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = crate::watch::WebSocket;
 
-async fn connect(addr: SocketAddr, subscribe: Value) -> Result<Socket> {
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(CLIENT_MESSAGE_BYTES_MAX))
-        .max_frame_size(Some(CLIENT_MESSAGE_BYTES_MAX));
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(
-        format!("ws://{addr}/ws"),
-        Some(config),
-        false,
-    )
-    .await
-    .with_context(|| format!("a WebSocket to {addr}"))?;
+async fn connect(security: &Security, addr: SocketAddr, subscribe: Value) -> Result<Socket> {
+    let mut socket =
+        crate::watch::websocket(security, addr, None, CLIENT_MESSAGE_BYTES_MAX).await?;
     socket
         .send(Message::Text(subscribe.to_string().into()))
         .await?;
@@ -259,6 +251,7 @@ fn one_run(bin: &Path, dir: &Path, cc: &Path, args: &AwBenchArgs, cps: f64) -> R
         });
     }
     let first = install.topology.distributors[0].public;
+    let security = install.security.clone();
     let skill_groups: Vec<u64> = {
         let cc = tandem_model::config::ContactCenter::from_toml_str(&std::fs::read_to_string(cc)?)?;
         cc.skill_groups.iter().map(|g| u64::from(g.id.0)).collect()
@@ -276,7 +269,8 @@ fn one_run(bin: &Path, dir: &Path, cc: &Path, args: &AwBenchArgs, cps: f64) -> R
         .build()?;
     rt.block_on(async {
         if args.agent_client {
-            let socket = connect(first, json!({ "subscribe": { "table": "agents" } })).await?;
+            let socket = connect(&security, first, json!({ "subscribe": { "table": "agents" } }))
+                .await?;
             tokio::spawn(agent_client(socket, clients.clone()));
         }
         for batch in (0..args.wallboards)
@@ -286,10 +280,15 @@ fn one_run(bin: &Path, dir: &Path, cc: &Path, args: &AwBenchArgs, cps: f64) -> R
             let mut connecting = tokio::task::JoinSet::new();
             for &i in batch {
                 let group = skill_groups[i % skill_groups.len()];
-                connecting.spawn(connect(
-                    first,
-                    json!({ "subscribe": { "table": "skill_groups", "filter": { "id": group } } }),
-                ));
+                let security = security.clone();
+                connecting.spawn(async move {
+                    connect(
+                        &security,
+                        first,
+                        json!({ "subscribe": { "table": "skill_groups", "filter": { "id": group } } }),
+                    )
+                    .await
+                });
             }
             for socket in connecting.join_all().await {
                 tokio::spawn(wallboard(socket?, clients.clone()));

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use tandem_mds::tls::Security;
 use tandem_mds::Side;
 
 #[derive(clap::Args)]
@@ -288,20 +289,30 @@ fn transfer_pipeline(agents: u32) -> Result<()> {
         .enable_all()
         .build()?;
     let version = tandem_central::side::logic_version(env!("CARGO_PKG_VERSION"));
-    let (sent, received) = runtime
-        .block_on(tandem_central::transfer::measure_loopback(state, version))
-        .map_err(anyhow::Error::msg)?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": "transfer-pipeline-loopback",
-            "agents": agents,
-            "state_bytes": state_bytes,
-            "sender_ms": sent.duration_ms,
-            "end_to_end_ms": received.duration_ms,
-            "mb_per_s": ((state_bytes as f64 / 1e6) / (received.duration_ms.max(1) as f64 / 1e3) * 10.0).round() / 10.0,
-        })
-    );
+    // The same state through plaintext and through TLS with a central certificate of a CA of
+    // its own, in one run.
+    let tls = crate::certs::ephemeral_security(tandem_mds::tls::Role::Central, "side-a")?;
+    for (name, security) in [("plaintext", Security::InsecurePlaintext), ("tls", tls)] {
+        let (sent, received) = runtime
+            .block_on(tandem_central::transfer::measure_loopback(
+                state.clone(),
+                version.clone(),
+                security,
+            ))
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "transfer-pipeline-loopback",
+                "link": name,
+                "agents": agents,
+                "state_bytes": state_bytes,
+                "sender_ms": sent.duration_ms,
+                "end_to_end_ms": received.duration_ms,
+                "mb_per_s": ((state_bytes as f64 / 1e6) / (received.duration_ms.max(1) as f64 / 1e3) * 10.0).round() / 10.0,
+            })
+        );
+    }
     Ok(())
 }
 

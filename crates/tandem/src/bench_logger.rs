@@ -239,6 +239,7 @@ fn config(bin: &Path, dir: &Path, cc: &Path, args: &LoggerBenchArgs) -> Result<(
         agent.name = format!("renamed {n}");
         let change = ConfigChange {
             ops: vec![ConfigOp::Upsert(ConfigObject::Agent(agent.clone()))],
+            author: String::new(),
         };
         let path = install.dir.join("bench-change.toml");
         std::fs::write(&path, toml::to_string(&change)?)?;

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tandem_mds::tls::{Role, Security};
 use tandem_mds::Side;
 use tandem_model::topology::{PgEntry, Topology};
 
@@ -134,6 +135,9 @@ pub struct Installation {
     pub topology: Topology,
     processes: BTreeMap<String, Child>,
     runtime: tokio::runtime::Runtime,
+    /// The operator's certificate (or plaintext, when this process runs with
+    /// `--insecure-plaintext`, as every process of the installation then does).
+    pub security: Security,
 }
 
 static INSTALLATIONS: AtomicU64 = AtomicU64::new(0);
@@ -173,6 +177,12 @@ pub fn add_distributor(
         });
 }
 
+/// `--insecure-plaintext` for the processes an installation starts, when this process runs
+/// with it.
+fn plaintext_flag() -> Option<&'static str> {
+    crate::certs::insecure_plaintext().then_some("--insecure-plaintext")
+}
+
 impl Installation {
     /// `tandem init` (with `bin`) in a new directory under `parent`, with the topology then
     /// changed by `edit`. DigestChecks run every second unless `edit` says otherwise.
@@ -188,6 +198,7 @@ impl Installation {
         let _ = std::fs::remove_dir_all(&dir);
         let mut init = Command::new(bin);
         init.args(["init", "--dir"]).arg(&dir);
+        init.args(plaintext_flag());
         if let Some(cc) = contact_center {
             init.arg("--contact-center").arg(cc);
         }
@@ -201,6 +212,8 @@ impl Installation {
         edit(&mut topology);
         std::fs::write(&config, topology.to_toml_string()).unwrap();
         std::fs::create_dir_all(dir.join("logs")).unwrap();
+        // PGs and distributors the edit added need certificates too.
+        crate::certs::issue_missing(&topology).expect("certificates for the topology");
         // A central database the edit moved (to PostgreSQL) is seeded as init seeded the first.
         for (side, name, was, is) in [
             ("a", "A", &before.side_a, &topology.side_a),
@@ -208,6 +221,7 @@ impl Installation {
         ] {
             if was.central_db_url != is.central_db_url {
                 let out = Command::new(bin)
+                    .args(plaintext_flag())
                     .args(["logger", "seed", "--side", side, "--config"])
                     .arg(&config)
                     .output()
@@ -215,7 +229,10 @@ impl Installation {
                 assert!(out.status.success(), "seeding side {name}: {out:?}");
             }
         }
+        let security =
+            crate::certs::operator_security(&topology).expect("the operator's certificate");
         Installation {
+            security,
             bin: bin.to_path_buf(),
             dir,
             config,
@@ -242,6 +259,7 @@ impl Installation {
             std::fs::File::create(self.dir.join("logs").join(format!("{name}.{ext}"))).unwrap()
         };
         let child = Command::new(&self.bin)
+            .args(plaintext_flag())
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -322,7 +340,9 @@ impl Installation {
     /// A distributor's status from its HTTP API; None while it does not answer.
     pub fn aw_status(&self, name: &str) -> Option<tandem_distributor::run::DistributorStatus> {
         let entry = self.topology.distributor(name).ok()?;
-        self.runtime.block_on(crate::aw::status(entry.public)).ok()
+        self.runtime
+            .block_on(crate::aw::status(&self.security, entry.public))
+            .ok()
     }
 
     /// Waits until a distributor's status satisfies `ready`.
@@ -495,6 +515,7 @@ impl Installation {
     /// Runs `tandem` with `args` and this installation's `--config` after them.
     pub fn tandem(&self, args: &[&str]) -> std::process::Output {
         Command::new(&self.bin)
+            .args(plaintext_flag())
             .args(args)
             .arg("--config")
             .arg(&self.config)
@@ -561,7 +582,12 @@ impl Installation {
     pub fn rttest(&self, side: Side, command: &str) -> Option<String> {
         let addr = self.public(side);
         self.runtime
-            .block_on(tandem_central::rttest::query(addr, command, 1_000))
+            .block_on(tandem_central::rttest::query(
+                addr,
+                command,
+                1_000,
+                &self.security,
+            ))
             .ok()
     }
 
@@ -569,24 +595,27 @@ impl Installation {
         self.rttest(side, "status").map(|text| Status { text })
     }
 
-    /// The side's Prometheus page.
+    /// The side's Prometheus page, read with the operator's certificate.
     pub fn metrics(&self, side: Side) -> String {
         let addr = match side {
             Side::A => self.topology.side_a.metrics,
             Side::B => self.topology.side_b.metrics,
         };
-        let mut stream = TcpStream::connect(addr).expect("the metrics endpoint");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut page = String::new();
-        let _ = stream.read_to_string(&mut page);
-        page
+        self.runtime.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream =
+                tandem_mds::transport::connect(addr, 5_000, &self.security, Role::Central)
+                    .await
+                    .expect("the metrics endpoint");
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut page = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut page)).await;
+            String::from_utf8_lossy(&page).into_owned()
+        })
     }
 
     pub fn events(&self, side: Side) -> String {

@@ -54,6 +54,7 @@ impl Children {
         };
         let child = Command::new(std::env::current_exe()?)
             .args(args)
+            .args(crate::certs::insecure_plaintext().then_some("--insecure-plaintext"))
             .stdin(Stdio::null())
             .stdout(log("out")?)
             .stderr(log("err")?)
@@ -123,6 +124,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     let status = Command::new(std::env::current_exe()?)
         .args(&init)
+        .args(crate::certs::insecure_plaintext().then_some("--insecure-plaintext"))
         .stdout(Stdio::null())
         .status()?;
     anyhow::ensure!(status.success(), "tandem init failed");
@@ -207,7 +209,25 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "rttest: tandem rttest --config {} --side a status",
         config.display()
     );
-    println!("dashboard: http://{}/", distributor.public);
+    // The demo's own admin token, handed to the web client in the URL's fragment (which the
+    // browser never sends); the page keeps it and removes it from the address bar.
+    let (_, token) = tandem_distributor::auth::create(
+        &topology.tokens_file(),
+        tandem_distributor::auth::TokenRole::Admin,
+        "demo",
+    )?;
+    let security = crate::certs::operator_security(&topology)?;
+    println!(
+        "dashboard: {}://{}/#token={token}",
+        security.http_scheme(),
+        distributor.public
+    );
+    if security.is_tls() {
+        println!(
+            "TLS from the demo's own CA: a browser warns until {} is trusted",
+            tandem_mds::tls::ca_cert_path(&topology.certs_dir()).display()
+        );
+    }
     println!("Ctrl-C stops it.");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -243,7 +263,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
             };
             let ask = |command: &str| {
                 runtime
-                    .block_on(tandem_central::rttest::query(addr, command, 1_000))
+                    .block_on(tandem_central::rttest::query(
+                        addr, command, 1_000, &security,
+                    ))
                     .ok()
             };
             let line = match (ask("status"), ask("summary")) {
@@ -268,7 +290,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             };
             println!("{:>4}s  side {side}  {line}", elapsed.as_secs());
         }
-        let aw = match runtime.block_on(crate::aw::status(distributor.public)) {
+        let aw = match runtime.block_on(crate::aw::status(&security, distributor.public)) {
             Ok(s) => format!(
                 "{:<17} frame {:<7} feed lag {} ms  AW DB frame {} lag {} ms  updateaw {}  clients {}",
                 format!("feed from side {}", s.side.as_deref().unwrap_or("-").to_uppercase()),

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use tandem::{admin, aw, bench, demo, processes, sim_sync, watch};
+use tandem::{admin, aw, bench, certs, demo, processes, sim_sync, token, watch};
 use tandem_model::config::ContactCenter;
 use tandem_model::generate::{generate, GenerateParams};
 
@@ -34,6 +34,10 @@ fn keep_freed_memory() {
     about = "A duplexed contact-center central controller"
 )]
 struct Cli {
+    /// Run without TLS: links are neither encrypted nor authenticated, and HTTP readers need
+    /// no token. Every process of an installation must agree.
+    #[arg(long, global = true)]
+    insecure_plaintext: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,6 +90,16 @@ enum Command {
     Aw {
         #[command(subcommand)]
         which: aw::AwCommand,
+    },
+    /// The cluster CA and the processes' certificates.
+    Certs {
+        #[command(subcommand)]
+        which: certs::CertsCommand,
+    },
+    /// Tokens for the distributors' HTTP and WebSocket API.
+    Token {
+        #[command(subcommand)]
+        which: token::TokenCommand,
     },
 }
 
@@ -146,7 +160,9 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    certs::set_insecure_plaintext(cli.insecure_plaintext);
+    match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::GenConfig(args) => {
             let cc = generate(&args.params()?);
@@ -187,6 +203,8 @@ fn main() -> Result<()> {
         Command::Distributor(args) => aw::distributor(args),
         Command::Watch(args) => watch::watch(args),
         Command::Aw { which } => aw::aw_command(which),
+        Command::Certs { which } => certs::certs_command(which),
+        Command::Token { which } => token::token_command(which),
     }
 }
 

@@ -193,11 +193,14 @@ pub fn init(args: InitArgs) -> Result<()> {
         }],
         mds: MdsTimers::default(),
         logger: LoggerSettings::default(),
+        security: Default::default(),
         base_dir: args.dir.clone(),
     };
     topology.validate()?;
     std::fs::write(args.dir.join("contact-center.toml"), &cc_text)?;
     std::fs::write(&topology_path, topology.to_toml_string())?;
+    // TLS is the default: the installation gets its CA and every process its certificate.
+    crate::certs::init_installation(&topology)?;
     // Each side's central database starts with the contact center: the only time it is read
     // from the file rather than the database.
     let cc_path = topology.resolve(&topology.contact_center);
@@ -238,7 +241,9 @@ fn load_topology(path: &Path) -> Result<Topology> {
 
 pub fn central(args: CentralArgs) -> Result<()> {
     let topology = load_topology(&args.config)?;
+    let security = crate::certs::security(&topology, crate::certs::side_cert_name(args.side))?;
     let options = SideOptions {
+        security,
         topology,
         side: args.side,
         cold_start: args.cold_start,
@@ -272,6 +277,7 @@ pub fn pg(args: PgArgs) -> Result<()> {
     };
     load.check().map_err(anyhow::Error::msg)?;
     let options = GatewayOptions {
+        security: crate::certs::security(&topology, &entry.name)?,
         topology,
         cc,
         pg: entry.id,
@@ -332,8 +338,14 @@ pub fn rttest(args: RtTestArgs) -> Result<()> {
         Side::A => topology.side_a.public,
         Side::B => topology.side_b.public,
     };
+    let security = crate::certs::operator_security(&topology)?;
     let text = runtime()?
-        .block_on(tandem_central::rttest::query(addr, &args.command, 3_000))
+        .block_on(tandem_central::rttest::query(
+            addr,
+            &args.command,
+            3_000,
+            &security,
+        ))
         .with_context(|| format!("asking side {} at {addr}", args.side))?;
     print!("{text}");
     Ok(())

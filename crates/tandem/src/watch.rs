@@ -12,6 +12,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tandem_mds::tls::{Role, Security, TlsContext};
+use tandem_mds::transport::{self, Stream};
 use tandem_model::topology::Topology;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -77,6 +79,61 @@ pub struct WatchArgs {
     /// Stop after this many refreshes.
     #[arg(long)]
     refreshes: Option<u64>,
+    /// A viewer or admin token (`tandem token create`); without one, the operator's
+    /// certificate from the topology's certificates directory proves who watches.
+    #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// A WebSocket to a distributor's `/ws` over `stream` (made by `transport::connect` or
+/// `transport::secure`), with `token` if given.
+pub async fn websocket_over(
+    stream: Stream,
+    security: &Security,
+    addr: SocketAddr,
+    token: Option<&str>,
+    message_bytes_max: usize,
+) -> Result<WebSocket> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}://{addr}/ws", security.ws_scheme()).into_client_request()?;
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+    }
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(message_bytes_max))
+        .max_frame_size(Some(message_bytes_max));
+    let (socket, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .with_context(|| format!("a WebSocket to {addr}"))?;
+    Ok(socket)
+}
+
+/// A WebSocket to the distributor at `addr`.
+pub async fn websocket(
+    security: &Security,
+    addr: SocketAddr,
+    token: Option<&str>,
+    message_bytes_max: usize,
+) -> Result<WebSocket> {
+    let stream = transport::connect(addr, CONNECT_TIMEOUT_MS, security, Role::Aw).await?;
+    websocket_over(stream, security, addr, token, message_bytes_max).await
+}
+
+/// A WebSocket of the distributors' API.
+pub type WebSocket = tokio_tungstenite::WebSocketStream<Stream>;
+
+/// How `tandem watch` reaches distributors: the token over TLS from the CA alone, or the
+/// operator's certificate.
+fn watch_security(topology: &Topology, token: Option<&str>) -> Result<Security> {
+    if crate::certs::insecure_plaintext() || token.is_none() {
+        return crate::certs::operator_security(topology);
+    }
+    let ca = tandem_mds::tls::ca_cert_path(&topology.certs_dir());
+    Ok(Security::Tls(std::sync::Arc::new(
+        TlsContext::load_client_only(&ca).with_context(|| format!("the CA in {}", ca.display()))?,
+    )))
 }
 
 /// The rows one watch holds, and what it shows about where they come from.
@@ -312,8 +369,14 @@ enum SessionEnd {
     Failed(String),
 }
 
-async fn load_names(addr: SocketAddr, list: &str) -> BTreeMap<u64, String> {
-    let Ok(body) = tandem_distributor::http::get(addr, "/api/config", NAMES_TIMEOUT_MS).await
+async fn load_names(
+    security: &Security,
+    token: Option<&str>,
+    addr: SocketAddr,
+    list: &str,
+) -> BTreeMap<u64, String> {
+    let Ok(body) =
+        tandem_distributor::http::get(addr, "/api/config", NAMES_TIMEOUT_MS, security, token).await
     else {
         return BTreeMap::new();
     };
@@ -333,23 +396,21 @@ async fn session(
     name: &str,
     addr: SocketAddr,
     watched: &mut Watched,
+    security: &Security,
 ) -> SessionEnd {
-    let url = format!("ws://{addr}/ws");
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(MESSAGE_BYTES_MAX))
-        .max_frame_size(Some(MESSAGE_BYTES_MAX));
-    let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false);
+    let token = args.token.as_deref();
+    let connect = websocket(security, addr, token, MESSAGE_BYTES_MAX);
     let mut socket =
         match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connect).await {
-            Ok(Ok((socket, _))) => socket,
-            Ok(Err(e)) => return SessionEnd::Failed(format!("{name} ({addr}): {e}")),
+            Ok(Ok(socket)) => socket,
+            Ok(Err(e)) => return SessionEnd::Failed(format!("{name} ({addr}): {e:#}")),
             Err(_) => {
                 return SessionEnd::Failed(format!(
                     "{name} ({addr}): no connection within {CONNECT_TIMEOUT_MS} ms"
                 ))
             }
         };
-    watched.names = load_names(addr, watched.table.key_and_names().1).await;
+    watched.names = load_names(security, token, addr, watched.table.key_and_names().1).await;
     let filter = match (watched.table, args.peripheral) {
         (WatchTable::Agents, Some(p)) => json!({ "peripheral_id": p }),
         _ => json!({}),
@@ -410,6 +471,7 @@ async fn session(
 
 pub fn watch(args: WatchArgs) -> Result<()> {
     let topology = Topology::load(&args.config)?;
+    let security = watch_security(&topology, args.token.as_deref())?;
     let first = match &args.name {
         Some(name) => topology.distributor(name)?,
         None => topology
@@ -437,7 +499,7 @@ pub fn watch(args: WatchArgs) -> Result<()> {
         let mut at = 0;
         loop {
             let (name, addr) = &candidates[at];
-            match session(&args, name, *addr, &mut watched).await {
+            match session(&args, name, *addr, &mut watched, &security).await {
                 SessionEnd::Done => return Ok(()),
                 SessionEnd::Failed(reason) => {
                     at = (at + 1) % candidates.len();

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tandem::cluster::{add_distributor, Installation};
+use tandem_mds::tls::{Security, TlsContext};
 use tandem_model::topology::SideName;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -155,6 +156,8 @@ async fn open_browser(binary: &str, profile: &Path) -> (Stopped, Page) {
             "--disable-sync",
             "--hide-scrollbars",
             "--window-size=1600,1000",
+            // The installation's CA is its own: the browser is not told to trust it.
+            "--ignore-certificate-errors",
             "--remote-debugging-port=0",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -180,7 +183,10 @@ async fn open_browser(binary: &str, profile: &Path) -> (Stopped, Page) {
     };
     let devtools = SocketAddr::from(([127, 0, 0, 1], port));
     let page_url = loop {
-        if let Ok(body) = tandem_distributor::http::get(devtools, "/json/list", 2_000).await {
+        let plain = Security::InsecurePlaintext;
+        if let Ok(body) =
+            tandem_distributor::http::get(devtools, "/json/list", 2_000, &plain, None).await
+        {
             let targets: Value = serde_json::from_str(&body).expect("DevTools targets");
             let page = targets
                 .as_array()
@@ -263,6 +269,12 @@ fn the_web_client_fails_over_to_another_distributor_of_its_site() {
         });
     }
     let aw1 = install.topology.distributor("aw1").unwrap().public;
+    let created = install.tandem(&["token", "create", "--role", "viewer", "--name", "browser"]);
+    assert!(created.status.success(), "token create: {created:?}");
+    let token = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
     let profile = install.dir.join("chromium-profile");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -272,7 +284,7 @@ fn the_web_client_fails_over_to_another_distributor_of_its_site() {
     runtime.block_on(async {
         page.call(
             "Page.navigate",
-            json!({ "url": format!("http://{aw1}/#skill_groups") }),
+            json!({ "url": format!("https://{aw1}/#skill_groups&token={token}") }),
         )
         .await;
         page.wait_for("aw1's rows", ROWS_WITH_NAMES).await;
@@ -354,11 +366,25 @@ fn the_dashboard_shows_live_values_equal_to_the_rest_api() {
     let dashboard = found_rx
         .recv_timeout(Duration::from_millis(DEMO_START_MS))
         .expect("the demo printed its dashboard address");
-    let http: SocketAddr = dashboard
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("the dashboard's address");
+    // https://ADDRESS/#token=TOKEN
+    let (address, token) = dashboard
+        .strip_prefix("https://")
+        .and_then(|rest| rest.split_once("/#token="))
+        .expect("an https dashboard address with its token");
+    let http: SocketAddr = address.parse().expect("the dashboard's address");
+    let token = token.to_string();
+    let ca = tandem_mds::tls::ca_cert_path(&dir.join("certs"));
+    let security = Security::Tls(std::sync::Arc::new(
+        TlsContext::load_client_only(&ca).expect("the demo's CA"),
+    ));
+    let get = |path: &'static str| {
+        let (security, token) = (security.clone(), token.clone());
+        async move {
+            tandem_distributor::http::get(http, path, 5_000, &security, Some(&token))
+                .await
+                .unwrap()
+        }
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -371,8 +397,7 @@ fn the_dashboard_shows_live_values_equal_to_the_rest_api() {
             json!({ "width": 1600, "height": 1000, "deviceScaleFactor": 1, "mobile": false }),
         )
         .await;
-        page.call("Page.navigate", json!({ "url": format!("{dashboard}#skill_groups") }))
-            .await;
+        page.call("Page.navigate", json!({ "url": dashboard })).await;
 
         // The table fills from the WebSocket, with names from the configuration.
         page.wait_for("skill group rows with names", ROWS_WITH_NAMES)
@@ -390,7 +415,7 @@ fn the_dashboard_shows_live_values_equal_to_the_rest_api() {
 
         // The page against REST, at one frame: read both until they are of the same frame.
         let names: Value = serde_json::from_str(
-            &tandem_distributor::http::get(http, "/api/config", 5_000).await.unwrap(),
+            &get("/api/config").await,
         )
         .unwrap();
         let name_of = |id: u64| {
@@ -405,12 +430,7 @@ fn the_dashboard_shows_live_values_equal_to_the_rest_api() {
         let mut compared = false;
         for _ in 0..200 {
             let shown = page.eval(READ_TABLE).await;
-            let rest: Value = serde_json::from_str(
-                &tandem_distributor::http::get(http, "/api/rt/skill_groups", 5_000)
-                    .await
-                    .unwrap(),
-            )
-            .unwrap();
+            let rest: Value = serde_json::from_str(&get("/api/rt/skill_groups").await).unwrap();
             let after = page.eval(READ_TABLE).await;
             let frame = rest["frame"]["number"].as_u64().unwrap();
             if shown["frame"].as_u64() != Some(frame) || after["frame"].as_u64() != Some(frame) {

@@ -92,7 +92,14 @@ fn a_distributor_resumes_on_the_other_side_with_no_frame_missing_or_repeated() {
         .enable_all()
         .build()
         .unwrap();
-    let mut client = FeedClient::new("aw1", install.public(Side::A), install.public(Side::B));
+    // The feed takes a distributor's certificate.
+    let security = tandem::certs::security(&install.topology, "aw1").unwrap();
+    let mut client = FeedClient::new(
+        "aw1",
+        install.public(Side::A),
+        install.public(Side::B),
+        security,
+    );
     let mut rows = Rows::default();
     let next = |client: &mut FeedClient| {
         rt.block_on(async {

@@ -194,6 +194,7 @@ fn configuration_changes(install: &mut Installation) {
     agent.name = "added by config apply".into();
     let change = ConfigChange {
         ops: vec![ConfigOp::Upsert(ConfigObject::Agent(agent.clone()))],
+        author: String::new(),
     };
     let file = write_change(install, "add-agent.toml", &change);
     let out = install.tandem(&["config", "apply", &file]);
@@ -229,6 +230,7 @@ fn configuration_changes(install: &mut Installation) {
             ConfigOp::Delete(ObjectRef::Agent(agent.id)),
             ConfigOp::Delete(ObjectRef::Peripheral(peripheral)),
         ],
+        author: String::new(),
     };
     let file = write_change(install, "bad.toml", &bad);
     let out = install.tandem(&["config", "apply", &file]);
@@ -458,6 +460,7 @@ fn a_central_database_restored_from_an_old_copy_recovers_from_its_peer() {
     agent.name = "added after the backup".into();
     let change = ConfigChange {
         ops: vec![ConfigOp::Upsert(ConfigObject::Agent(agent.clone()))],
+        author: String::new(),
     };
     let file = write_change(&install, "after-backup.toml", &change);
     let out = install.tandem(&["config", "apply", &file]);

@@ -11,6 +11,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem::cluster::{add_distributor, Installation};
+use tandem_distributor::auth::TokenRole;
+use tandem_mds::tls::{Role, Security, TlsContext};
+use tandem_mds::transport;
 use tandem_model::topology::SideName;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -22,11 +25,33 @@ const FRAMES_KEPT: usize = 200;
 /// Snapshots of the agents table the slow client asks for and never reads.
 const SLOW_CLIENT_SUBSCRIBES: usize = 400;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = tandem::watch::WebSocket;
 
-async fn subscribe(addr: SocketAddr, table: &str) -> Socket {
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+/// A client workstation: the cluster CA and a viewer token, no certificate of its own.
+#[derive(Clone)]
+struct Viewer {
+    security: Security,
+    token: String,
+}
+
+impl Viewer {
+    fn new(install: &Installation) -> Viewer {
+        let (_, token) = tandem_distributor::auth::create(
+            &install.topology.tokens_file(),
+            TokenRole::Viewer,
+            "rtclient-test",
+        )
+        .unwrap();
+        let ca = tandem_mds::tls::ca_cert_path(&install.topology.certs_dir());
+        Viewer {
+            security: Security::Tls(Arc::new(TlsContext::load_client_only(&ca).unwrap())),
+            token,
+        }
+    }
+}
+
+async fn subscribe(viewer: &Viewer, addr: SocketAddr, table: &str) -> Socket {
+    let mut socket = tandem::watch::websocket(&viewer.security, addr, Some(&viewer.token), 1 << 24)
         .await
         .expect("a WebSocket to the distributor");
     let message = json!({ "subscribe": { "table": table } });
@@ -92,10 +117,12 @@ async fn follow(mut socket: Socket, seen: Arc<Mutex<Seen>>) {
     }
 }
 
-async fn rest_skill_groups(addr: SocketAddr) -> (u64, BTreeMap<u64, Value>) {
-    let body = tandem_distributor::http::get(addr, "/api/rt/skill_groups", 5_000)
-        .await
-        .unwrap();
+async fn rest_skill_groups(viewer: &Viewer, addr: SocketAddr) -> (u64, BTreeMap<u64, Value>) {
+    let token = Some(viewer.token.as_str());
+    let body =
+        tandem_distributor::http::get(addr, "/api/rt/skill_groups", 5_000, &viewer.security, token)
+            .await
+            .unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
     let rows = v["rows"]
         .as_array()
@@ -134,6 +161,7 @@ fn websocket_clients_see_every_frame_slow_ones_are_closed_and_watch_fails_over()
         });
     }
     let aw1 = install.topology.distributor("aw1").unwrap().public;
+    let viewer = Viewer::new(&install);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -143,7 +171,10 @@ fn websocket_clients_see_every_frame_slow_ones_are_closed_and_watch_fails_over()
     rt.block_on(async {
         // A good client follows the skill groups from the snapshot on.
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let follower = tokio::spawn(follow(subscribe(aw1, "skill_groups").await, seen.clone()));
+        let follower = tokio::spawn(follow(
+            subscribe(&viewer, aw1, "skill_groups").await,
+            seen.clone(),
+        ));
         wait_until("the good client's first frames", || {
             seen.lock().unwrap().frames.len() >= 5
         })
@@ -154,7 +185,7 @@ fn websocket_clients_see_every_frame_slow_ones_are_closed_and_watch_fails_over()
         let deadline = Instant::now() + Duration::from_millis(WAIT_MS);
         while compared < 5 {
             assert!(Instant::now() < deadline, "5 frames compared with REST");
-            let (frame, rest) = rest_skill_groups(aw1).await;
+            let (frame, rest) = rest_skill_groups(&viewer, aw1).await;
             wait_until("the good client at the REST answer's frame", || {
                 seen.lock()
                     .unwrap()
@@ -178,9 +209,18 @@ fn websocket_clients_see_every_frame_slow_ones_are_closed_and_watch_fails_over()
             socket.set_recv_buffer_size(4096).unwrap();
             socket.connect(aw1).await.unwrap()
         };
-        let (mut slow, _) = tokio_tungstenite::client_async(format!("ws://{aw1}/ws"), stream)
+        let stream = transport::secure(stream, &viewer.security, Role::Aw)
             .await
             .unwrap();
+        let mut slow = tandem::watch::websocket_over(
+            stream,
+            &viewer.security,
+            aw1,
+            Some(&viewer.token),
+            1 << 24,
+        )
+        .await
+        .unwrap();
         for _ in 0..SLOW_CLIENT_SUBSCRIBES {
             let message = json!({ "subscribe": { "table": "agents" } });
             slow.send(Message::Text(message.to_string().into()))
@@ -190,7 +230,9 @@ fn websocket_clients_see_every_frame_slow_ones_are_closed_and_watch_fails_over()
         let status_addr = aw1;
         let deadline = Instant::now() + Duration::from_millis(WAIT_MS);
         loop {
-            let status = tandem::aw::status(status_addr).await.unwrap();
+            let status = tandem::aw::status(&install.security, status_addr)
+                .await
+                .unwrap();
             if status.clients_disconnected_slow >= 1 {
                 break;
             }
@@ -237,7 +279,7 @@ fn websocket_clients_see_every_frame_slow_ones_are_closed_and_watch_fails_over()
         assert_eq!(snapshots, 1, "the good client needed no second snapshot");
 
         // Reconnecting gives a snapshot.
-        let mut again = subscribe(aw1, "agents").await;
+        let mut again = subscribe(&viewer, aw1, "agents").await;
         let first = tokio::time::timeout(Duration::from_millis(WAIT_MS), again.next())
             .await
             .unwrap()
