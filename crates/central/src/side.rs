@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tandem_mds::tls::{PeerIdentity, Role, Security};
-use tandem_mds::transport::{self, ClientAuth, FrameReader, Outbound, Stream, TransportError};
+use tandem_mds::transport::{
+    self, ClientAuth, FrameReader, Outbound, RefusalLog, Stream, TransportError,
+};
 use tandem_mds::{
     Action, AdminReply, AdminRequest, Body, Epoch, LoggerToSide, LogicVersion, Ordered,
     PeerMessage, PgToSide, PublicHello, Side, SideReport, SideToLogger, SideToPg, Source,
@@ -35,7 +37,7 @@ use tandem_model::input::Input;
 use tandem_model::input::OrderedInput;
 use tandem_model::logged::{LoggedConfigChange, LoggedMessage};
 use tandem_model::output::Output;
-use tandem_model::topology::Topology;
+use tandem_model::topology::{Limits, Topology};
 use tandem_router::{Router, State};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -327,6 +329,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
         tx.clone(),
         rtsrvr.shared(),
         options.security.clone(),
+        topology.limits.clone(),
     ));
     // A side that builds its state from configuration takes it from its logger's central
     // database; one that takes its peer's state needs none.
@@ -1818,6 +1821,7 @@ fn next_conn() -> u64 {
 /// messages, which it would otherwise drop as coming from no known link.
 fn spawn_link_reader<R, M>(
     mut reader: FrameReader<R, M>,
+    first: Option<M>,
     tx: mpsc::Sender<CoreEvent>,
     up: impl FnOnce(tokio::task::AbortHandle) -> CoreEvent + Send + 'static,
     message: impl Fn(M) -> CoreEvent + Send + 'static,
@@ -1832,6 +1836,11 @@ fn spawn_link_reader<R, M>(
     let task = tokio::spawn(async move {
         if gate.await.is_err() {
             return;
+        }
+        if let Some(m) = first {
+            if reader_tx.send(message(m)).await.is_err() {
+                return;
+            }
         }
         let reason = loop {
             match reader.next().await {
@@ -1854,12 +1863,45 @@ fn spawn_link_reader<R, M>(
     });
 }
 
+/// How long side B waits for a new private-link connection's Hello before closing it.
+const PEER_HELLO_TIMEOUT_MS: u64 = 5_000;
+
+/// Side A's connection to B: the link is up at once, and A's synchronizer says Hello first.
 fn spawn_peer(stream: Stream, tx: mpsc::Sender<CoreEvent>) {
-    let conn = next_conn();
     let (read, write) = stream.into_split();
+    start_peer(FrameReader::new(read), None, write, tx);
+}
+
+/// A connection to side B's private listener becomes the link only once its first message is a
+/// Hello: one that says anything else, or nothing, never displaces the link B has.
+async fn take_peer(stream: Stream, tx: mpsc::Sender<CoreEvent>) -> Result<(), String> {
+    let (read, write) = stream.into_split();
+    let mut reader = FrameReader::<_, PeerMessage>::new(read);
+    let first = tokio::time::timeout(Duration::from_millis(PEER_HELLO_TIMEOUT_MS), reader.next())
+        .await
+        .map_err(|_| format!("no Hello within {PEER_HELLO_TIMEOUT_MS} ms"))?
+        .map_err(|e| e.to_string())?;
+    match first {
+        Some(hello @ PeerMessage::Hello(_)) => {
+            start_peer(reader, Some(hello), write, tx);
+            Ok(())
+        }
+        Some(_) => Err("its first message was not a Hello".into()),
+        None => Err("it closed before its Hello".into()),
+    }
+}
+
+fn start_peer(
+    reader: FrameReader<transport::ReadHalf, PeerMessage>,
+    first: Option<PeerMessage>,
+    write: transport::WriteHalf,
+    tx: mpsc::Sender<CoreEvent>,
+) {
+    let conn = next_conn();
     let out = Outbound::spawn(write);
     spawn_link_reader(
-        FrameReader::<_, PeerMessage>::new(read),
+        reader,
+        first,
         tx,
         move |reader| CoreEvent::PeerUp { conn, out, reader },
         move |message| CoreEvent::PeerMessage { conn, message },
@@ -1877,18 +1919,24 @@ const TRANSFER_ROLES: &[Role] = &[Role::Central];
 const PUBLIC_ROLES: &[Role] = &[Role::Central, Role::Pg, Role::Aw];
 
 async fn accept_private(listener: TcpListener, tx: mpsc::Sender<CoreEvent>, security: Security) {
+    let refusals = Arc::new(RefusalLog::new("the private link"));
     loop {
         let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
         let tx = tx.clone();
         let security = security.clone();
+        let refusals = refusals.clone();
         // The handshake runs in a task of its own, so a client that stalls it delays no other.
         tokio::spawn(async move {
             match transport::accept(stream, &security, ClientAuth::Roles(PRIVATE_LINK_ROLES)).await
             {
-                Ok((stream, _)) => spawn_peer(stream, tx),
-                Err(e) => warn!(%from, "private link refused: {e}"),
+                Ok((stream, _)) => {
+                    if let Err(reason) = take_peer(stream, tx).await {
+                        refusals.refused(format_args!("{from}: {reason}"));
+                    }
+                }
+                Err(e) => refusals.refused(format_args!("{from}: {e}")),
             }
         });
     }
@@ -1977,31 +2025,45 @@ async fn accept_public(
     tx: mpsc::Sender<CoreEvent>,
     rtsrvr: Arc<FeedShared>,
     security: Security,
+    limits: Limits,
 ) {
+    let refusals = Arc::new(RefusalLog::new("the public listener"));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.public_connections_max));
     loop {
         let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refusals.refused(format_args!(
+                "{from}: limits.public_connections_max ({}) connections are open",
+                limits.public_connections_max
+            ));
             continue;
         };
         let tx = tx.clone();
         let rtsrvr = rtsrvr.clone();
         let security = security.clone();
+        let refusals = refusals.clone();
+        let frame_max = limits.frame_payload_bytes_max;
         tokio::spawn(async move {
+            // Held as long as the connection: the feed and admin answers end with this task,
+            // and a PG or logger link hands it to its reader below.
             let (stream, peer) =
                 match transport::accept(stream, &security, ClientAuth::Roles(PUBLIC_ROLES)).await {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        warn!(%from, "public connection refused: {e}");
+                        refusals.refused(format_args!("{from}: {e}"));
                         return;
                     }
                 };
             let (read, write) = stream.into_split();
-            let mut reader = FrameReader::<_, PublicHello>::new(read);
+            let mut reader = FrameReader::<_, PublicHello>::new(read).with_payload_max(frame_max);
             let hello = match tokio::time::timeout(Duration::from_secs(5), reader.next()).await {
                 Ok(Ok(Some(hello))) => hello,
                 _ => return,
             };
             if let Err(reason) = hello_allowed(&hello, peer.as_ref()) {
-                warn!(%from, "public connection refused: {reason}");
+                refusals.refused(format_args!("{from}: {reason}"));
                 return;
             }
             match hello {
@@ -2011,6 +2073,7 @@ async fn accept_public(
                     // The rest of the stream is PG messages.
                     spawn_link_reader(
                         reader.retype::<PgToSide>(),
+                        None,
                         tx,
                         move |reader| CoreEvent::PgUp {
                             conn,
@@ -2020,7 +2083,11 @@ async fn accept_public(
                             reader,
                         },
                         move |message| CoreEvent::PgMessage { conn, message },
-                        move |reason| CoreEvent::PgDown { conn, reason },
+                        // The link's reader holds the connection's slot until the link ends.
+                        move |reason| {
+                            drop(slot);
+                            CoreEvent::PgDown { conn, reason }
+                        },
                         "the PG closed the connection",
                     );
                 }
@@ -2035,6 +2102,7 @@ async fn accept_public(
                         reader
                             .retype::<LoggerToSide>()
                             .with_payload_max(tandem_mds::frame::BULK_FRAME_PAYLOAD_BYTES_MAX),
+                        None,
                         tx,
                         move |reader| CoreEvent::LoggerUp {
                             conn,
@@ -2044,7 +2112,10 @@ async fn accept_public(
                             reader,
                         },
                         move |message| CoreEvent::LoggerMessage { conn, message },
-                        move |reason| CoreEvent::LoggerDown { conn, reason },
+                        move |reason| {
+                            drop(slot);
+                            CoreEvent::LoggerDown { conn, reason }
+                        },
                         "the logger closed the connection",
                     );
                 }
@@ -2096,6 +2167,7 @@ async fn accept_transfers(
     logic_version: LogicVersion,
     security: Security,
 ) {
+    let refusals = Arc::new(RefusalLog::new("the state-transfer listener"));
     loop {
         let Ok((stream, from)) = listener.accept().await else {
             continue;
@@ -2103,10 +2175,11 @@ async fn accept_transfers(
         let tx = tx.clone();
         let logic_version = logic_version.clone();
         let security = security.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
             match transport::accept(stream, &security, ClientAuth::Roles(TRANSFER_ROLES)).await {
                 Ok((stream, _)) => transfer::accept_at_b(stream, tx, logic_version).await,
-                Err(e) => warn!(%from, "state-transfer session refused: {e}"),
+                Err(e) => refusals.refused(format_args!("{from}: {e}")),
             }
         });
     }

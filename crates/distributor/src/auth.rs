@@ -8,8 +8,9 @@
 //! - A viewer reads real-time data and the configuration; an admin may also change the
 //!   configuration. A client certificate from the cluster CA (another distributor, an
 //!   operator's tools) reads like a viewer.
-//! - Failed authentications are counted per address: beyond `AUTH_FAILURES_PER_MINUTE_MAX` in
+//! - Failed authentications are counted per address: beyond a bound of them in
 //!   a minute, that address is answered 429 until the minute ends, however good its token.
+//!   The bound is `limits.auth_failures_per_minute_max` of the topology.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -30,8 +31,6 @@ pub const TOKENS_RELOAD_MS: u64 = 1_000;
 pub const TOKENS_MAX: usize = 10_000;
 /// The longest tokens file read.
 pub const TOKENS_FILE_BYTES_MAX: u64 = 4 << 20;
-/// Failed authentications one address may make in a minute before it is refused outright.
-pub const AUTH_FAILURES_PER_MINUTE_MAX: u32 = 20;
 /// Addresses whose failures are remembered; beyond this the oldest windows are forgotten.
 pub const AUTH_FAILURE_ADDRESSES_MAX: usize = 10_000;
 const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -276,18 +275,26 @@ impl TokenStore {
 }
 
 /// Failed authentications per address, in one-minute windows.
-#[derive(Default)]
 pub struct AuthFailures {
+    per_minute_max: u32,
     windows: Mutex<BTreeMap<IpAddr, (Instant, u32)>>,
 }
 
 impl AuthFailures {
+    /// At most `per_minute_max` failures per address and minute.
+    pub fn new(per_minute_max: u32) -> AuthFailures {
+        AuthFailures {
+            per_minute_max,
+            windows: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     /// Whether `addr` used up its failures for this minute (and for how many more seconds).
     pub fn blocked(&self, addr: IpAddr, now: Instant) -> Option<u64> {
         let windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
         let (started, failures) = windows.get(&addr)?;
         let elapsed = now.duration_since(*started);
-        (elapsed < AUTH_FAILURE_WINDOW && *failures >= AUTH_FAILURES_PER_MINUTE_MAX)
+        (elapsed < AUTH_FAILURE_WINDOW && *failures >= self.per_minute_max)
             .then(|| (AUTH_FAILURE_WINDOW - elapsed).as_secs().max(1))
     }
 
@@ -345,11 +352,12 @@ mod tests {
 
     #[test]
     fn failures_beyond_the_limit_block_the_address_for_the_minute() {
-        let failures = AuthFailures::default();
+        const MAX: u32 = 20;
+        let failures = AuthFailures::new(MAX);
         let addr: IpAddr = "192.0.2.7".parse().unwrap();
         let other: IpAddr = "192.0.2.8".parse().unwrap();
         let start = Instant::now();
-        for _ in 0..AUTH_FAILURES_PER_MINUTE_MAX - 1 {
+        for _ in 0..MAX - 1 {
             failures.record(addr, start);
         }
         assert!(failures.blocked(addr, start).is_none());

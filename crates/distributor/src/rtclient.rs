@@ -32,23 +32,17 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tandem_mds::admin;
 use tandem_mds::tls::PeerIdentity;
-use tandem_mds::transport::{self, ClientAuth};
+use tandem_mds::transport::{self, ClientAuth, RefusalLog};
 use tandem_mds::{AdminReply, AdminRequest};
 use tandem_model::config::ConfigChange;
 use tandem_model::feed::{FeedKey, FeedRow, FeedTable};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{info, warn};
 
-/// The longest WebSocket message a client may send (subscriptions are small).
-pub const WS_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// A send to a client that takes longer closes it as too slow.
 pub const WS_SEND_TIMEOUT_MS: u64 = 5_000;
 /// How long a closed client has to answer the close before its connection is dropped.
 pub const WS_CLOSE_WAIT_MS: u64 = 2_000;
-/// Tables one WebSocket client may subscribe to at once.
-pub const WS_SUBSCRIPTIONS_MAX: usize = 16;
-/// The largest configuration change `POST /api/config` takes.
-pub const CONFIG_BODY_BYTES_MAX: usize = 4 << 20;
 /// How long a configuration edit waits for the local database to be initialized.
 pub const CONFIG_WAIT_INITIALIZED_MS: u64 = 60_000;
 /// How long a configuration edit waits for the side's answer.
@@ -56,8 +50,6 @@ pub const CONFIG_APPLY_TIMEOUT_MS: u64 = 10_000;
 
 const WEB_CLIENT: &str = include_str!("web/index.html");
 
-/// HTTP and WebSocket connections rtclient holds at once; one more is closed at once.
-pub const HTTP_CONNECTIONS_MAX: usize = 4_096;
 /// How long a client may take to send a request's head (a slow sender holds a connection no
 /// longer).
 pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
@@ -193,7 +185,9 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
             shared.clone(),
             authorize,
         ))
-        .layer(DefaultBodyLimit::max(CONFIG_BODY_BYTES_MAX))
+        .layer(DefaultBodyLimit::max(
+            shared.settings.limits.http_body_bytes_max,
+        ))
         // A web client that failed over to another distributor of its site reads from it
         // across origins, with its token; only reads are allowed so. Outside `authorize`, so
         // that a preflight needs no token.
@@ -204,7 +198,9 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
                 .allow_headers([header::AUTHORIZATION]),
         )
         .with_state(shared.clone());
-    let slots = Arc::new(tokio::sync::Semaphore::new(HTTP_CONNECTIONS_MAX));
+    let connections_max = shared.settings.limits.http_connections_max;
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections_max));
+    let refusals = Arc::new(RefusalLog::new("rtclient"));
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -216,18 +212,21 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%from, "refused: {HTTP_CONNECTIONS_MAX} connections are open");
+            refusals.refused(format_args!(
+                "{from}: limits.http_connections_max ({connections_max}) connections are open"
+            ));
             continue;
         };
         let app = app.clone();
         let security = shared.settings.security.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let (stream, peer) =
                 match transport::accept(stream, &security, ClientAuth::Optional).await {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        tracing::debug!(%from, "HTTP connection refused: {e}");
+                        refusals.refused(format_args!("{from}: {e}"));
                         return;
                     }
                 };
@@ -238,15 +237,13 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
                     tower::ServiceExt::oneshot(app.clone(), request)
                 },
             );
-            let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            builder
-                .http1()
+            // HTTP/1.1 only, served by hyper's own connection: its header read timeout runs
+            // from the connection's start, so a client that sends nothing is closed too.
+            let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_millis(HTTP_HEADER_READ_TIMEOUT_MS));
-            let _ = builder
-                .http1_only()
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .header_read_timeout(Duration::from_millis(HTTP_HEADER_READ_TIMEOUT_MS))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades()
                 .await;
         });
     }
@@ -542,15 +539,15 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 async fn ws_upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
     // A browser offered its token as a second subprotocol; the answer names only this one.
     ws.protocols([WS_PROTOCOL])
-        .max_message_size(WS_MESSAGE_BYTES_MAX)
-        .max_frame_size(WS_MESSAGE_BYTES_MAX)
+        .max_message_size(shared.settings.limits.ws_message_bytes_max)
+        .max_frame_size(shared.settings.limits.ws_message_bytes_max)
         .on_upgrade(move |socket| ws_client(shared, socket))
 }
 
 /// What a WebSocket client sends.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMessage {
+pub enum ClientMessage {
     Subscribe {
         table: String,
         #[serde(default)]
@@ -559,6 +556,11 @@ enum ClientMessage {
     Unsubscribe {
         table: String,
     },
+}
+
+/// A WebSocket client's message, as the distributor reads it.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, serde_json::Error> {
+    serde_json::from_str(text)
 }
 
 async fn send(socket: &mut WebSocket, value: &Value) -> Result<(), String> {
@@ -610,6 +612,7 @@ fn snapshot_message(shared: &Shared, table: FeedTable, filter: &Filter) -> Value
 }
 
 async fn ws_client(shared: Arc<Shared>, mut socket: WebSocket) {
+    let subscriptions_max = shared.settings.limits.ws_subscriptions_max;
     let mut updates = shared.updates.subscribe();
     let mut subscriptions: BTreeMap<FeedTable, Filter> = BTreeMap::new();
     let outcome: Result<(), String> = loop {
@@ -621,14 +624,16 @@ async fn ws_client(shared: Arc<Shared>, mut socket: WebSocket) {
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => break Err(e.to_string()),
                 };
-                let reply = match serde_json::from_str::<ClientMessage>(&text) {
+                let reply = match parse_client_message(&text) {
                     Err(e) => json!({ "type": "error", "message": format!("not understood: {e}") }),
                     Ok(ClientMessage::Subscribe { table, filter }) => match table_of(&table) {
                         None => json!({ "type": "error", "message": format!("no real-time table {table:?}") }),
                         Some(t) if !subscriptions.contains_key(&t)
-                            && subscriptions.len() >= WS_SUBSCRIPTIONS_MAX => json!({
+                            && subscriptions.len() >= subscriptions_max => json!({
                                 "type": "error",
-                                "message": format!("at most {WS_SUBSCRIPTIONS_MAX} subscriptions"),
+                                "message": format!(
+                                    "at most limits.ws_subscriptions_max ({subscriptions_max}) subscriptions"
+                                ),
                             }),
                         Some(t) => {
                             let message = snapshot_message(&shared, t, &filter);

@@ -67,6 +67,8 @@ pub struct DistributorSettings {
     pub security: Security,
     /// The installation's HTTP tokens (`tandem token create`).
     pub tokens_file: std::path::PathBuf,
+    /// What one client may hold or send.
+    pub limits: tandem_model::topology::Limits,
 }
 
 impl DistributorSettings {
@@ -250,7 +252,7 @@ pub async fn run(settings: DistributorSettings) -> Result<(), DistributorError> 
             ..DistributorStatus::default()
         }),
         tokens: crate::auth::TokenStore::new(settings.tokens_file.clone()),
-        auth_failures: Default::default(),
+        auth_failures: crate::auth::AuthFailures::new(settings.limits.auth_failures_per_minute_max),
         settings,
         image: RwLock::new(Image::default()),
         updates,

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_mds::tls::{Role, Security};
-use tandem_mds::transport::{self, ClientAuth, FrameReader, ReadHalf, WriteHalf};
+use tandem_mds::transport::{self, ClientAuth, FrameReader, ReadHalf, RefusalLog, WriteHalf};
 use tandem_mds::Side;
 use tandem_model::config::ContactCenter;
 use tokio::net::TcpListener;
@@ -34,7 +34,7 @@ pub struct PeerHello {
     pub from: Side,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub enum PeerRequest {
     Progress,
     Configuration,
@@ -48,7 +48,7 @@ pub enum PeerRequest {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub enum PeerReply {
     Progress {
         committed_through: u64,
@@ -78,6 +78,7 @@ pub async fn serve(db: CentralDb, side: Side, listener: TcpListener, security: S
         info!(%side, %addr, "listening for the peer logger");
     }
     let slots = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
+    let refusals = Arc::new(RefusalLog::new("the peer-logger listener"));
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -91,13 +92,14 @@ pub async fn serve(db: CentralDb, side: Side, listener: TcpListener, security: S
         };
         let db = db.clone();
         let security = security.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let auth = ClientAuth::Roles(&[Role::Central]);
             let stream = match transport::accept(stream, &security, auth).await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    warn!(%side, %from, "peer logger connection refused: {e}");
+                    refusals.refused(format_args!("{from}: {e}"));
                     return;
                 }
             };

@@ -338,6 +338,52 @@ pub async fn secure(
     }
 }
 
+/// How often a listener reports refused connections, at most: a flood of bad clients does not
+/// fill the log.
+pub const REFUSAL_LOG_INTERVAL_MS: u64 = 10_000;
+
+/// Reports one listener's refused connections: the first at once, then at most one line per
+/// `REFUSAL_LOG_INTERVAL_MS`, saying how many more were refused meanwhile.
+pub struct RefusalLog {
+    listener: &'static str,
+    /// When the last line was written, and the refusals since then not reported.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl RefusalLog {
+    pub fn new(listener: &'static str) -> RefusalLog {
+        RefusalLog {
+            listener,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    pub fn refused(&self, why: std::fmt::Arguments<'_>) {
+        let now = std::time::Instant::now();
+        let suppressed = {
+            let mut state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let interval = Duration::from_millis(REFUSAL_LOG_INTERVAL_MS);
+            if state.0.is_some_and(|at| now.duration_since(at) < interval) {
+                state.1 += 1;
+                return;
+            }
+            state.0 = Some(now);
+            std::mem::take(&mut state.1)
+        };
+        if suppressed > 0 {
+            tracing::warn!(
+                "{} refused a connection: {why} ({suppressed} more refused since the last report)",
+                self.listener
+            );
+        } else {
+            tracing::warn!("{} refused a connection: {why}", self.listener);
+        }
+    }
+}
+
 /// Who may use a listener.
 #[derive(Clone, Copy, Debug)]
 pub enum ClientAuth {

@@ -600,6 +600,11 @@ impl ContactCenter {
         self.settings
             .check()
             .map_err(|e| invalid(format!("settings: {e}")))?;
+        // A topology needs a PG for the split-brain guard, and a router needs something to
+        // route for; an empty file is a mistake, not a contact center.
+        if self.pgs.is_empty() {
+            return Err(invalid("a contact center needs at least one PG".into()));
+        }
         let mut known: BTreeMap<ObjectRef, ()> = BTreeMap::new();
         for object in self.objects() {
             let key = object.object_ref();
@@ -607,6 +612,20 @@ impl ContactCenter {
                 return Err(invalid(format!("duplicate {key}")));
             }
         }
+        // The cross-object rules the router enforces on a change, so that a configuration that
+        // validates always builds a router.
+        let agent_peripheral: BTreeMap<AgentId, PeripheralId> =
+            self.agents.iter().map(|a| (a.id, a.peripheral)).collect();
+        let group_peripheral: BTreeMap<SkillGroupId, PeripheralId> = self
+            .skill_groups
+            .iter()
+            .map(|g| (g.id, g.peripheral))
+            .collect();
+        let label_client: BTreeMap<LabelId, RoutingClientId> = self
+            .labels
+            .iter()
+            .map(|l| (l.id, l.routing_client))
+            .collect();
         let mut member_count: BTreeMap<AgentId, usize> = BTreeMap::new();
         let mut digits: BTreeMap<(RoutingClientId, &str), DialedNumberId> = BTreeMap::new();
         for object in self.objects() {
@@ -619,6 +638,18 @@ impl ContactCenter {
             }
             match &object {
                 ConfigObject::SkillGroupMember(m) => {
+                    let (agent_on, group_on) = (
+                        agent_peripheral.get(&m.agent),
+                        group_peripheral.get(&m.skill_group),
+                    );
+                    if let (Some(agent_on), Some(group_on)) = (agent_on, group_on) {
+                        if agent_on != group_on {
+                            return Err(invalid(format!(
+                                "agent {} is on peripheral {agent_on} but skill group {} is on peripheral {group_on}",
+                                m.agent, m.skill_group
+                            )));
+                        }
+                    }
                     let count = member_count.entry(m.agent).or_default();
                     *count += 1;
                     if *count > SKILL_GROUPS_PER_AGENT_MAX {
@@ -630,8 +661,16 @@ impl ContactCenter {
                 }
                 ConfigObject::RoutingClient(rc) => {
                     if let Some(label) = rc.default_label {
-                        if !known.contains_key(&ObjectRef::Label(label)) {
-                            return Err(invalid(format!("{key} refers to unknown label {label}")));
+                        match label_client.get(&label) {
+                            None => {
+                                return Err(invalid(format!(
+                                    "{key} refers to unknown label {label}"
+                                )))
+                            }
+                            Some(client) if *client != rc.id => return Err(invalid(format!(
+                                "{key}: default label {label} belongs to routing client {client}"
+                            ))),
+                            Some(_) => {}
                         }
                     }
                 }

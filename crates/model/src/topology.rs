@@ -150,6 +150,73 @@ impl Default for SecuritySettings {
     }
 }
 
+/// What any one client may hold or send (SECURITY.md): each a named bound, refused with an error
+/// that names it when exceeded. `[limits]` in the topology; every process reads the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Connections a side's public listener holds at once (PGs, loggers, distributors,
+    /// operators' tools); one more is closed at once.
+    pub public_connections_max: usize,
+    /// The largest frame payload a side takes on its public listener (PG links and every
+    /// client's first message). The links that carry whole configurations have their own,
+    /// larger bound.
+    pub frame_payload_bytes_max: usize,
+    /// HTTP and WebSocket connections one distributor holds at once.
+    pub http_connections_max: usize,
+    /// The largest HTTP request body a distributor takes (a configuration change).
+    pub http_body_bytes_max: usize,
+    /// The longest WebSocket message a client may send.
+    pub ws_message_bytes_max: usize,
+    /// Tables one WebSocket client may subscribe to at once.
+    pub ws_subscriptions_max: usize,
+    /// Failed token authentications one address may make in a minute; beyond them it is
+    /// refused (429) until the minute ends.
+    pub auth_failures_per_minute_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            public_connections_max: 1_024,
+            frame_payload_bytes_max: 4 << 20,
+            http_connections_max: 4_096,
+            http_body_bytes_max: 4 << 20,
+            ws_message_bytes_max: 64 << 10,
+            ws_subscriptions_max: 16,
+            auth_failures_per_minute_max: 20,
+        }
+    }
+}
+
+/// The most any limit may be raised to: a bound of gigabytes or billions is no bound.
+const LIMIT_MAX: usize = 1 << 30;
+
+impl Limits {
+    fn validate(&self) -> Result<(), TopologyError> {
+        let sizes = [
+            ("public_connections_max", self.public_connections_max),
+            ("frame_payload_bytes_max", self.frame_payload_bytes_max),
+            ("http_connections_max", self.http_connections_max),
+            ("http_body_bytes_max", self.http_body_bytes_max),
+            ("ws_message_bytes_max", self.ws_message_bytes_max),
+            ("ws_subscriptions_max", self.ws_subscriptions_max),
+            (
+                "auth_failures_per_minute_max",
+                self.auth_failures_per_minute_max as usize,
+            ),
+        ];
+        for (name, value) in sizes {
+            if value == 0 || value > LIMIT_MAX {
+                return Err(TopologyError::Invalid(format!(
+                    "limits.{name} is {value}; it must lie within 1..={LIMIT_MAX}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     /// The contact-center configuration; relative paths are from the topology file.
@@ -165,6 +232,8 @@ pub struct Topology {
     pub logger: LoggerSettings,
     #[serde(default)]
     pub security: SecuritySettings,
+    #[serde(default)]
+    pub limits: Limits,
     /// Where the file was read from: relative paths resolve against its directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -232,6 +301,7 @@ impl Topology {
 
     pub fn validate(&self) -> Result<(), TopologyError> {
         let invalid = |m: String| Err(TopologyError::Invalid(m));
+        self.limits.validate()?;
         if self.pgs.is_empty() {
             return invalid("at least one PG is needed for the split-brain guard".into());
         }
@@ -317,6 +387,7 @@ mod tests {
             mds: MdsTimers::default(),
             logger: LoggerSettings::default(),
             security: Default::default(),
+            limits: Default::default(),
             base_dir: PathBuf::new(),
         }
     }

@@ -75,6 +75,7 @@ pub fn settings(topology: &Topology, name: &str) -> Result<DistributorSettings> 
     Ok(DistributorSettings {
         security: crate::certs::security(topology, &entry.name)?,
         tokens_file: topology.tokens_file(),
+        limits: topology.limits.clone(),
         name: entry.name.clone(),
         sides,
         db: aw_location(topology, entry),

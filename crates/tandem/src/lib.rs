@@ -12,6 +12,7 @@ pub mod certs;
 pub mod cluster;
 pub mod demo;
 pub mod driver;
+pub mod fuzzing;
 pub mod processes;
 pub mod sim_sync;
 pub mod token;

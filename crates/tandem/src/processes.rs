@@ -194,6 +194,7 @@ pub fn init(args: InitArgs) -> Result<()> {
         mds: MdsTimers::default(),
         logger: LoggerSettings::default(),
         security: Default::default(),
+        limits: Default::default(),
         base_dir: args.dir.clone(),
     };
     topology.validate()?;

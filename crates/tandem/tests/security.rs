@@ -9,14 +9,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem::cluster::Installation;
-use tandem_distributor::auth::{self, TokenRole, AUTH_FAILURES_PER_MINUTE_MAX};
+use tandem_distributor::auth::{self, TokenRole};
 use tandem_distributor::http;
+use tandem_distributor::rtclient::HTTP_HEADER_READ_TIMEOUT_MS;
 use tandem_mds::tls::{self, Role, Security, TlsContext};
 use tandem_mds::transport::{self, FrameReader};
 use tandem_mds::{PublicHello, Side};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const START_MS: u64 = 30_000;
+const PUBLIC_CONNECTIONS_MAX: usize = 8;
+const HTTP_BODY_BYTES_MAX: usize = 64 << 10;
+const HTTP_CONNECTIONS_MAX: usize = 4;
 const WAIT_MS: u64 = 20_000;
 
 /// A client that trusts the installation's CA (`ca_pem`), so that it goes through with the
@@ -67,7 +71,13 @@ fn only_the_clusters_certificates_and_valid_tokens_get_in() {
         Path::new(env!("CARGO_TARGET_TMPDIR")),
         "security",
         None,
-        |_| {},
+        |topology| {
+            // Small enough to reach in a test: the sides' own clients (two PGs, a logger and a
+            // distributor) take 4 of the 8.
+            topology.limits.public_connections_max = PUBLIC_CONNECTIONS_MAX;
+            topology.limits.http_body_bytes_max = HTTP_BODY_BYTES_MAX;
+            topology.limits.http_connections_max = HTTP_CONNECTIONS_MAX;
+        },
     );
     install.start_paired_under_load(5.0, START_MS);
     install.start_distributor("aw1");
@@ -257,12 +267,114 @@ fn only_the_clusters_certificates_and_valid_tokens_get_in() {
             "the event log records who changed the configuration: {events}"
         );
 
+        // A body over limits.http_body_bytes_max is refused whole.
+        let huge = format!(
+            "{{\"ops\": [], \"author\": \"{}\"}}",
+            "x".repeat(HTTP_BODY_BYTES_MAX)
+        );
+        let (status, _) = http::request(
+            aw1,
+            "POST",
+            "/api/config",
+            Some(&huge),
+            10_000,
+            &anonymous,
+            Some(&admin),
+        )
+        .await
+        .unwrap();
+        assert!(status.contains(" 413 "), "an oversized body: {status}");
+
+        // The public listener holds limits.public_connections_max connections: idle clients
+        // fill the slots the sides' own clients leave, and the next one is closed at once.
+        let mut idle = Vec::new();
+        for _ in 0..PUBLIC_CONNECTIONS_MAX {
+            match transport::connect(topology.side_a.public, 2_000, &operator, Role::Central).await
+            {
+                Ok(stream) => idle.push(stream),
+                Err(_) => break,
+            }
+        }
+        assert!(
+            !answered(topology.side_a.public, &operator, Role::Central, &hello).await,
+            "a connection past limits.public_connections_max was served"
+        );
+        drop(idle);
+        let deadline = Instant::now() + Duration::from_millis(WAIT_MS);
+        while !answered(topology.side_a.public, &operator, Role::Central, &hello).await {
+            assert!(
+                Instant::now() < deadline,
+                "the slots came back when the clients left"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // The distributor holds limits.http_connections_max connections; the next is closed at
+        // once. Clients that never send a request head are closed after
+        // HTTP_HEADER_READ_TIMEOUT_MS (slowloris), and their slots come back.
+        let mut idle = Vec::new();
+        for _ in 0..HTTP_CONNECTIONS_MAX {
+            idle.push(
+                transport::connect(aw1, 2_000, &anonymous, Role::Aw)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let (status, _) = http::request(
+            aw1,
+            "GET",
+            "/api/status",
+            None,
+            5_000,
+            &anonymous,
+            Some(&viewer),
+        )
+        .await
+        .unwrap_or_else(|e| (format!("refused: {e}"), String::new()));
+        assert!(
+            !status.contains(" 200 "),
+            "a connection past the limit was served: {status}"
+        );
+        let started = Instant::now();
+        for mut stream in idle {
+            let mut buffer = [0u8; 256];
+            let closed = tokio::time::timeout(
+                Duration::from_millis(HTTP_HEADER_READ_TIMEOUT_MS + WAIT_MS),
+                async {
+                    loop {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                },
+            )
+            .await;
+            assert!(
+                closed.is_ok(),
+                "a client that sent no request head was kept"
+            );
+        }
+        assert!(started.elapsed() >= Duration::from_millis(HTTP_HEADER_READ_TIMEOUT_MS / 2));
+        let (status, _) = http::request(
+            aw1,
+            "GET",
+            "/api/status",
+            None,
+            5_000,
+            &anonymous,
+            Some(&viewer),
+        )
+        .await
+        .unwrap();
+        assert!(status.contains(" 200 "), "the slots came back: {status}");
+
         // Bad tokens: each is 401 until the address used up its minute, then 429 even with
         // a good token.
         let mut bad = viewer.clone();
         bad.pop();
         bad.push(if viewer.ends_with('0') { '1' } else { '0' });
-        for n in 0..AUTH_FAILURES_PER_MINUTE_MAX {
+        for n in 0..topology.limits.auth_failures_per_minute_max {
             let (status, _) = http::request(
                 aw1,
                 "GET",

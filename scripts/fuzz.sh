@@ -1,0 +1,20 @@
+#!/bin/bash
+# Runs every fuzz target for SECONDS (default 60) each with cargo-fuzz on the nightly
+# toolchain, growing the committed corpora in fuzz/corpus. A crash is written to
+# fuzz/artifacts/TARGET/; once fixed, copy it to fuzz/regressions/TARGET/ so that
+# `cargo test` replays it for good (crates/tandem/tests/fuzz_corpora.rs).
+#   scripts/fuzz.sh [SECONDS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+seconds=${1:-60}
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+for target in "${targets[@]}"; do
+    mkdir -p "corpus/$target"
+    cargo +nightly fuzz run "$target" "corpus/$target" -- \
+        -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=4096
+done
