@@ -667,9 +667,11 @@ impl ContactCenter {
                                     "{key} refers to unknown label {label}"
                                 )))
                             }
-                            Some(client) if *client != rc.id => return Err(invalid(format!(
+                            Some(client) if *client != rc.id => {
+                                return Err(invalid(format!(
                                 "{key}: default label {label} belongs to routing client {client}"
-                            ))),
+                            )))
+                            }
                             Some(_) => {}
                         }
                     }

@@ -122,7 +122,10 @@ fn a_distributor_resumes_on_the_other_side_with_no_frame_missing_or_repeated() {
         Some(1),
         "side B serves the feed after A died"
     );
-    assert_eq!(client.subscriptions, 2, "one failover");
+    // At least the failover's; on a loaded machine the new side may stay silent longer than
+    // FEED_SILENCE_MS while it takes over, and the client subscribes once more. What must hold
+    // either way is below: every frame once, in order.
+    assert!(client.subscriptions >= 2, "a failover");
     // One snapshot, first; then every frame once, in order, across the failover.
     let (first, snapshot) = rows.applied[0];
     assert!(snapshot, "the feed begins with a snapshot");

@@ -52,6 +52,21 @@ async fn answered(addr: SocketAddr, security: &Security, server_role: Role, byte
     )
 }
 
+/// One HTTP request to `addr` as `security` with `token`: its status line and body.
+async fn ask(
+    addr: SocketAddr,
+    security: &Security,
+    token: Option<&String>,
+    method: &str,
+    path: &str,
+    body: Option<&String>,
+) -> (String, String) {
+    let (token, body) = (token.map(String::as_str), body.map(String::as_str));
+    http::request(addr, method, path, body, 10_000, security, token)
+        .await
+        .unwrap()
+}
+
 fn rttest_hello() -> Vec<u8> {
     let mut bytes = Vec::new();
     tandem_mds::frame::encode(
@@ -173,26 +188,12 @@ fn only_the_clusters_certificates_and_valid_tokens_get_in() {
         assert!(!answered(topology.side_a.public, &pg, Role::Central, &hello).await);
 
         // HTTP: no token, a bad token, a viewer, an admin.
-        let (status, _) = http::request(aw1, "GET", "/api/status", None, 5_000, &anonymous, None)
-            .await
-            .unwrap();
+        let (status, _) = ask(aw1, &anonymous, None, "GET", "/api/status", None).await;
         assert!(status.contains(" 401 "), "no token: {status}");
-        let (status, _) = http::request(
-            aw1,
-            "GET",
-            "/api/status",
-            None,
-            5_000,
-            &anonymous,
-            Some(&viewer),
-        )
-        .await
-        .unwrap();
+        let (status, _) = ask(aw1, &anonymous, Some(&viewer), "GET", "/api/status", None).await;
         assert!(status.contains(" 200 "), "a viewer reads: {status}");
         // The web client's page itself is served without a token (it holds no data).
-        let (status, body) = http::request(aw1, "GET", "/", None, 5_000, &anonymous, None)
-            .await
-            .unwrap();
+        let (status, body) = ask(aw1, &anonymous, None, "GET", "/", None).await;
         assert!(
             status.contains(" 200 ") && body.contains("<html"),
             "{status}"
@@ -211,48 +212,34 @@ fn only_the_clusters_certificates_and_valid_tokens_get_in() {
         object.insert("table".into(), "agent".into());
         let change =
             serde_json::json!({ "ops": [{ "op": "upsert", "object": object }] }).to_string();
-        let (status, body) = http::request(
+        let (status, body) = ask(
             aw1,
+            &anonymous,
+            Some(&viewer),
             "POST",
             "/api/config",
             Some(&change),
-            10_000,
-            &anonymous,
-            Some(&viewer),
         )
-        .await
-        .unwrap();
+        .await;
         assert!(
             status.contains(" 403 "),
             "a viewer changes nothing: {status} {body}"
         );
         // A distributor's or an operator's certificate reads, and changes nothing either.
-        let (status, _) = http::request(
-            aw1,
-            "POST",
-            "/api/config",
-            Some(&change),
-            10_000,
-            &operator,
-            None,
-        )
-        .await
-        .unwrap();
+        let (status, _) = ask(aw1, &operator, None, "POST", "/api/config", Some(&change)).await;
         assert!(
             status.contains(" 403 "),
             "a certificate changes nothing: {status}"
         );
-        let (status, body) = http::request(
+        let (status, body) = ask(
             aw1,
+            &anonymous,
+            Some(&admin),
             "POST",
             "/api/config",
             Some(&change),
-            10_000,
-            &anonymous,
-            Some(&admin),
         )
-        .await
-        .unwrap();
+        .await;
         assert!(
             status.contains(" 200 "),
             "an admin changes: {status} {body}"
@@ -272,17 +259,15 @@ fn only_the_clusters_certificates_and_valid_tokens_get_in() {
             "{{\"ops\": [], \"author\": \"{}\"}}",
             "x".repeat(HTTP_BODY_BYTES_MAX)
         );
-        let (status, _) = http::request(
+        let (status, _) = ask(
             aw1,
+            &anonymous,
+            Some(&admin),
             "POST",
             "/api/config",
             Some(&huge),
-            10_000,
-            &anonymous,
-            Some(&admin),
         )
-        .await
-        .unwrap();
+        .await;
         assert!(status.contains(" 413 "), "an oversized body: {status}");
 
         // The public listener holds limits.public_connections_max connections: idle clients
@@ -356,17 +341,7 @@ fn only_the_clusters_certificates_and_valid_tokens_get_in() {
             );
         }
         assert!(started.elapsed() >= Duration::from_millis(HTTP_HEADER_READ_TIMEOUT_MS / 2));
-        let (status, _) = http::request(
-            aw1,
-            "GET",
-            "/api/status",
-            None,
-            5_000,
-            &anonymous,
-            Some(&viewer),
-        )
-        .await
-        .unwrap();
+        let (status, _) = ask(aw1, &anonymous, Some(&viewer), "GET", "/api/status", None).await;
         assert!(status.contains(" 200 "), "the slots came back: {status}");
 
         // Bad tokens: each is 401 until the address used up its minute, then 429 even with
@@ -375,30 +350,10 @@ fn only_the_clusters_certificates_and_valid_tokens_get_in() {
         bad.pop();
         bad.push(if viewer.ends_with('0') { '1' } else { '0' });
         for n in 0..topology.limits.auth_failures_per_minute_max {
-            let (status, _) = http::request(
-                aw1,
-                "GET",
-                "/api/status",
-                None,
-                5_000,
-                &anonymous,
-                Some(&bad),
-            )
-            .await
-            .unwrap();
+            let (status, _) = ask(aw1, &anonymous, Some(&bad), "GET", "/api/status", None).await;
             assert!(status.contains(" 401 "), "bad token {n}: {status}");
         }
-        let (status, body) = http::request(
-            aw1,
-            "GET",
-            "/api/status",
-            None,
-            5_000,
-            &anonymous,
-            Some(&viewer),
-        )
-        .await
-        .unwrap();
+        let (status, body) = ask(aw1, &anonymous, Some(&viewer), "GET", "/api/status", None).await;
         assert!(status.contains(" 429 "), "rate-limited: {status} {body}");
     });
 
