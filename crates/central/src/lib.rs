@@ -3,6 +3,9 @@
 //!
 //! - `side`: the process: its core task, its listeners and the private link.
 //! - `transfer`: state-transfer sessions, always opened by side A's MDS.
+//! - `apply`: the deterministic half of delivery: an applied input's outputs, sorted and
+//!   numbered.
+//! - `pg_link`: a side's end of its PG paths: PG messages to the synchronizer, actions to PGs.
 //! - `outputs`: per-PG output numbers and the bounded replay log.
 //! - `quarantine`: the suspect file of inputs that panicked the router, and what it
 //!   quarantines.
@@ -11,10 +14,12 @@
 //! - `metrics`: the side's Prometheus metrics and their endpoint.
 //! - `rttest`: the rttest client.
 
+pub mod apply;
 pub mod dumps;
 pub mod logger_feed;
 pub mod metrics;
 pub mod outputs;
+pub mod pg_link;
 pub mod quarantine;
 pub mod rtsrvr;
 pub mod rttest;

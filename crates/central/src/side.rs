@@ -8,10 +8,12 @@
 //! Sockets: the public listener (PGs and rttest), the private MDS link (side B listens, side
 //! A connects), and state-transfer sessions (side B listens, side A's MDS always opens them).
 
+use crate::apply::{self, ConfigResult};
 use crate::dumps;
 use crate::logger_feed::{Dropped, LoggerFeed, PeerLogger};
 use crate::metrics::{self, MetricsSnapshot, TransferCounts};
 use crate::outputs::OutputLog;
+use crate::pg_link::{self, PathChange, PgAddress};
 use crate::quarantine::{self, Suspect};
 use crate::rtsrvr::{FeedCore, FeedShared};
 use crate::status::{self, StatusInputs, SyncRecord};
@@ -35,7 +37,6 @@ use tandem_model::feed::VersionedConfigChange;
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
 use tandem_model::input::OrderedInput;
-use tandem_model::logged::{LoggedConfigChange, LoggedMessage};
 use tandem_model::output::Output;
 use tandem_model::topology::{Limits, Topology};
 use tandem_router::{Router, State};
@@ -884,49 +885,20 @@ impl Core {
         };
         path.last_heard = Instant::now();
         let pg = path.pg;
-        match message {
-            PgToSide::Input {
-                incarnation,
-                input_no,
-                input,
-            } => self.sync.on_pg_input(now, pg, incarnation, input_no, input),
-            PgToSide::Active { last_output_no } => {
+        match pg_link::on_pg_message(&mut self.sync, &self.outputs, now, pg, message) {
+            PathChange::None => {}
+            PathChange::Idle => path.active = false,
+            PathChange::Active { replay, lost } => {
                 path.active = true;
-                let replay = self.outputs.replay(pg, last_output_no);
-                if replay.lost > 0 {
-                    let lost = replay.lost;
+                for message in &replay {
+                    let _ = path.out.send(message);
+                }
+                if lost {
                     self.event(format!(
-                        "PG {pg} asked for outputs after {last_output_no}; {lost} are no longer kept"
+                        "PG {pg} asked for outputs this side no longer keeps: they are lost"
                     ));
                 }
-                let path = &self.paths[&conn];
-                for (output_no, time_ms, output) in self.outputs.replay(pg, last_output_no).outputs
-                {
-                    let _ = path.out.send(&SideToPg::Output {
-                        generation: self.outputs.generation,
-                        output_no: *output_no,
-                        time_ms: *time_ms,
-                        output: output.clone(),
-                    });
-                }
             }
-            PgToSide::Idle => path.active = false,
-            PgToSide::LeaseAnswer {
-                epoch,
-                requested_ms,
-                answer,
-            } => match answer {
-                tandem_mds::lease::LeaseAnswer::Granted => {
-                    self.sync.on_lease_granted(now, pg, epoch, requested_ms)
-                }
-                tandem_mds::lease::LeaseAnswer::Refused { granted } => {
-                    self.sync.on_lease_refused(now, granted)
-                }
-            },
-            PgToSide::TestAnswer { other_enabled } => {
-                self.sync.on_test_other_side(now, pg, other_enabled)
-            }
-            PgToSide::Heartbeat => {}
         }
     }
 
@@ -972,53 +944,16 @@ impl Core {
                     self.close_peer();
                 }
                 Action::Deliver(ordered) => self.deliver(ordered),
-                Action::AckPg {
-                    pg,
-                    incarnation,
-                    input_no,
-                    durable,
-                } => self.send_pg(
-                    pg,
-                    false,
-                    SideToPg::Ack {
-                        incarnation,
-                        input_no,
-                        durable,
-                    },
-                ),
-                Action::ResendFrom {
-                    pg,
-                    incarnation,
-                    input_no,
-                } => self.send_pg(
-                    pg,
-                    false,
-                    SideToPg::ResendFrom {
-                        incarnation,
-                        input_no,
-                    },
-                ),
-                Action::RefuseInput { pg, reason } => self.send_pg(
-                    pg,
-                    false,
-                    SideToPg::Refuse {
-                        reason: reason.to_string(),
-                    },
-                ),
-                Action::RequestLease {
-                    epoch,
-                    requested_ms,
-                } => {
+                Action::AckPg { .. }
+                | Action::ResendFrom { .. }
+                | Action::RefuseInput { .. }
+                | Action::RequestLease { .. }
+                | Action::TestOtherSide => {
+                    let (address, message) = pg_link::to_pgs(&action).expect("an action for PGs");
                     for path in self.paths.values() {
-                        let _ = path.out.send(&SideToPg::LeaseRequest {
-                            epoch,
-                            requested_ms,
-                        });
-                    }
-                }
-                Action::TestOtherSide => {
-                    for path in self.paths.values() {
-                        let _ = path.out.send(&SideToPg::TestOtherSide);
+                        if address == PgAddress::Every || address == PgAddress::Pg(path.pg) {
+                            let _ = path.out.send(&message);
+                        }
                     }
                 }
                 Action::PersistEpoch(epoch) => self.persist_epoch(epoch),
@@ -1345,72 +1280,42 @@ impl Core {
             error!(side = %self.side, seq = ordered.seq, "{poisoned}; stopping");
             std::process::exit(EXIT_POISONED);
         }
-        let mut logged = LoggedMessage {
-            recovery_key: ordered.seq,
-            time_ms: ordered.time_ms,
-            config: None,
-            records: Vec::new(),
-            events: Vec::new(),
-            dropped: None,
-        };
-        for output in outputs.drain(..) {
-            let pg = match output {
-                Output::Historical(record) => {
-                    logged.records.push(record);
-                    continue;
-                }
-                Output::Event(event) => {
-                    logged.events.push(event);
-                    continue;
-                }
-                Output::ConfigResult {
-                    config_version,
-                    error,
-                } => {
-                    let reply = match error {
-                        None => {
-                            if let Input::ConfigChange(change) = &input.input {
-                                logged.config = Some(LoggedConfigChange {
-                                    config_version,
-                                    change: change.clone(),
-                                });
-                                self.rtsrvr.config_applied(VersionedConfigChange {
-                                    config_version,
-                                    recovery_key: ordered.seq,
-                                    change: change.clone(),
-                                });
-                            }
-                            AdminReply::Applied {
-                                config_version,
-                                recovery_key: ordered.seq,
-                            }
-                        }
-                        Some(reason) => AdminReply::Rejected { reason },
-                    };
-                    if let Some(waiting) = admin_request.and_then(|r| self.admin_pending.remove(&r))
-                    {
-                        let _ = waiting.send(reply);
+        let sorted = apply::sort_outputs(ordered.seq, &input, &mut outputs, &mut self.outputs);
+        self.outputs_scratch = outputs;
+        if let Some(result) = sorted.config_result {
+            let reply = match result {
+                ConfigResult::Applied { config_version } => {
+                    if let Some(config) = &sorted.logged.config {
+                        self.rtsrvr.config_applied(VersionedConfigChange {
+                            config_version,
+                            recovery_key: ordered.seq,
+                            change: config.change.clone(),
+                        });
                     }
-                    continue;
+                    AdminReply::Applied {
+                        config_version,
+                        recovery_key: ordered.seq,
+                    }
                 }
-                ref other => match output_pg(other) {
-                    Some(pg) => pg,
-                    None => continue,
-                },
+                ConfigResult::Rejected { reason } => AdminReply::Rejected { reason },
             };
-            let output_no = self.outputs.record(pg, ordered.time_ms, output.clone());
+            if let Some(waiting) = admin_request.and_then(|r| self.admin_pending.remove(&r)) {
+                let _ = waiting.send(reply);
+            }
+        }
+        for numbered in sorted.pg_outputs {
             self.send_pg(
-                pg,
+                numbered.pg,
                 true,
                 SideToPg::Output {
                     generation: self.outputs.generation,
-                    output_no,
-                    time_ms: ordered.time_ms,
-                    output,
+                    id: numbered.id,
+                    prev: numbered.prev,
+                    time_ms: numbered.time_ms,
+                    output: numbered.output,
                 },
             );
         }
-        self.outputs_scratch = outputs;
         if matches!(input.input, Input::TimeTick) {
             self.rtsrvr.tick(
                 &mut self.router,
@@ -1419,7 +1324,7 @@ impl Core {
                 ordered.seq,
             );
         }
-        let dropped = self.feed.delivered(ordered.seq, Some(logged));
+        let dropped = self.feed.delivered(ordered.seq, Some(sorted.logged));
         self.report_local_drop(dropped);
     }
 
@@ -1503,18 +1408,8 @@ impl Core {
     }
 
     fn on_transfer_requested(&mut self, request: TransferRequest) {
-        if request.client != transfer::ROUTER_CLIENT
-            || request.state_version != tandem_router::STATE_FORMAT_VERSION
-            || request.logic_version != self.logic_version
-        {
-            self.event(format!(
-                "state transfer refused: the peer reads {} state version {} with logic {}, this side sends version {} with logic {}",
-                request.client,
-                request.state_version,
-                request.logic_version,
-                tandem_router::STATE_FORMAT_VERSION,
-                self.logic_version
-            ));
+        if let Some(reason) = transfer::refusal(&request, &self.logic_version) {
+            self.event(format!("state transfer refused: {reason}"));
             self.transfer_counts.refused += 1;
             return;
         }
@@ -1799,16 +1694,6 @@ impl Core {
 }
 
 /// The PG an output goes to, if it goes to one.
-fn output_pg(output: &Output) -> Option<PgId> {
-    match output {
-        Output::RouteResponse { pg, .. }
-        | Output::DeliverQueuedCall { pg, .. }
-        | Output::ReserveAgent { pg, .. }
-        | Output::ReleaseAgent { pg, .. } => Some(*pg),
-        Output::ConfigResult { .. } | Output::Historical(_) | Output::Event(_) => None,
-    }
-}
-
 static CONNECTION_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn next_conn() -> u64 {

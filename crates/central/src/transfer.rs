@@ -24,7 +24,7 @@ use tandem_mds::frame::BULK_FRAME_PAYLOAD_BYTES_MAX;
 use tandem_mds::tls::{Role, Security};
 use tandem_mds::transport::{self, FrameReader};
 use tandem_mds::transport::{ClientAuth, Stream};
-use tandem_mds::{LogicVersion, SyncCut, TransferMessage};
+use tandem_mds::{LogicVersion, SyncCut, TransferMessage, TransferRequest};
 use tandem_router::records::{self, StateImport};
 use tandem_router::{ImportError, State, STATE_FORMAT_VERSION};
 use tokio::io::AsyncWriteExt;
@@ -69,6 +69,24 @@ pub enum TransferOutcome {
         record: SyncRecord,
     },
     Failed(String),
+}
+
+/// Why a source refuses to send its state for `request`, if it does: the receiver must read
+/// the router's state format and run the same logic.
+pub fn refusal(request: &TransferRequest, logic_version: &LogicVersion) -> Option<String> {
+    (request.client != ROUTER_CLIENT
+        || request.state_version != tandem_router::STATE_FORMAT_VERSION
+        || request.logic_version != *logic_version)
+        .then(|| {
+            format!(
+                "the peer reads {} state version {} with logic {}, this side sends version {} with logic {}",
+                request.client,
+                request.state_version,
+                request.logic_version,
+                tandem_router::STATE_FORMAT_VERSION,
+                logic_version
+            )
+        })
 }
 
 /// Side A opens a session to B's transfer listener: to receive (`a_receives`) or to send.

@@ -24,6 +24,15 @@ pub enum LeaseAnswer {
 /// lapse and take over rather than give up.
 pub const TEST_OTHER_SIDE_SILENCE_MS_MAX: u64 = 300;
 
+/// Bugs planted for the whole-system simulation to catch; only its tests turn them on.
+#[cfg(feature = "planted-bugs")]
+pub mod planted {
+    use std::sync::atomic::AtomicBool;
+
+    /// The PG grants a lease on an epoch lower than the one it granted last.
+    pub static SKIP_EPOCH_CHECK: AtomicBool = AtomicBool::new(false);
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct LeaseGranter {
     /// The epoch granted last, and when its lease lapses on this PG's clock.
@@ -53,6 +62,11 @@ impl LeaseGranter {
             None => true,
             Some((held, expires_ms)) => {
                 if epoch < held {
+                    #[cfg(feature = "planted-bugs")]
+                    {
+                        planted::SKIP_EPOCH_CHECK.load(std::sync::atomic::Ordering::Relaxed)
+                    }
+                    #[cfg(not(feature = "planted-bugs"))]
                     false
                 } else if epoch == held {
                     true

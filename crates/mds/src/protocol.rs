@@ -470,12 +470,68 @@ pub enum LoggerToSide {
     NoConfiguration { reason: String },
 }
 
+/// An output's place in its PG's output stream: the epoch range (`Epoch::seq_range`) of the
+/// ordered message that produced it, and its number within that range (from 1). Ids order
+/// lexicographically. Each epoch range numbers from 1 again, and two sides never own the same
+/// range, so the outputs of a history that a takeover abandoned (an isolated side's, which its
+/// peer never held) never share an id with the outputs that follow it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct OutputId {
+    pub epoch: u64,
+    pub no: u64,
+}
+
+/// The epoch range a sequence number was ordered in.
+pub fn seq_epoch_range(seq: u64) -> u64 {
+    seq >> SEQ_EPOCH_SHIFT
+}
+
+/// What a PG does with an output, given the last one it took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputTake {
+    /// Take it: it follows what the PG holds.
+    Next,
+    /// Already taken.
+    Repeat,
+    /// From an epoch lower than the PG's last output's: a side that has not yet learnt it was
+    /// replaced. Refused.
+    Stale,
+    /// Outputs are missing before it: ask for a replay.
+    Gap,
+}
+
+impl OutputId {
+    /// What a PG whose last output is `self` does with output `id` whose predecessor in the
+    /// side's log is `prev`. It takes `id` once it holds `prev`: in one epoch that is the next
+    /// number; across epochs the PG may hold more of `prev`'s epoch than the side does, when
+    /// it took outputs of a history the takeover abandoned.
+    pub fn take(self, id: OutputId, prev: OutputId) -> OutputTake {
+        if id.epoch < self.epoch {
+            OutputTake::Stale
+        } else if id <= self {
+            OutputTake::Repeat
+        } else if prev <= self {
+            OutputTake::Next
+        } else {
+            OutputTake::Gap
+        }
+    }
+}
+
+impl std::fmt::Display for OutputId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.epoch, self.no)
+    }
+}
+
 /// What a PG says to a side on one of its two paths.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PgToSide {
-    /// This path is now the PG's active one: send outputs after `last_output_no`.
+    /// This path is now the PG's active one: send outputs after `last_output`.
     Active {
-        last_output_no: u64,
+        last_output: OutputId,
     },
     /// This path is now idle: send no outputs on it.
     Idle,
@@ -522,12 +578,15 @@ pub enum SideToPg {
         requested_ms: u64,
     },
     TestOtherSide,
-    /// The PG's output number `output_no`, in the ordered stream's order.
+    /// The PG's output `id`, in the ordered stream's order.
     Output {
         /// The output log's generation: a new one begins when both sides start from
-        /// configuration, and the PG then takes numbers from 1 again.
+        /// configuration, and the PG then takes ids from the start again.
         generation: u64,
-        output_no: u64,
+        id: OutputId,
+        /// The id of the output before this one in the side's log (the default id for the
+        /// first): a PG takes `id` only once it holds `prev`, or more of `prev`'s epoch.
+        prev: OutputId,
         time_ms: u64,
         output: Output,
     },
@@ -558,6 +617,30 @@ pub struct SyncCut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pg_takes_the_output_that_follows_what_it_holds() {
+        let id = |epoch, no| OutputId { epoch, no };
+        let last = id(2, 5);
+        assert_eq!(last.take(id(2, 6), id(2, 5)), OutputTake::Next);
+        assert_eq!(last.take(id(2, 5), id(2, 4)), OutputTake::Repeat);
+        assert_eq!(last.take(id(2, 8), id(2, 7)), OutputTake::Gap);
+        // A lower epoch's output is a replaced side's.
+        assert_eq!(last.take(id(1, 9), id(1, 8)), OutputTake::Stale);
+        // The first output of a later epoch follows the end of the one before it...
+        assert_eq!(last.take(id(4, 1), id(2, 5)), OutputTake::Next);
+        // ...or an earlier point of it, when the PG took outputs of a history the takeover
+        // abandoned (outputs 2.4 and 2.5 that the new side never had).
+        assert_eq!(last.take(id(4, 1), id(2, 3)), OutputTake::Next);
+        // It waits while outputs of the epoch before are missing.
+        assert_eq!(last.take(id(4, 1), id(2, 7)), OutputTake::Gap);
+        assert_eq!(last.take(id(4, 2), id(4, 1)), OutputTake::Gap);
+        // A new PG takes the very first output.
+        assert_eq!(
+            OutputId::default().take(id(2, 1), OutputId::default()),
+            OutputTake::Next
+        );
+    }
 
     #[test]
     fn each_epoch_numbers_within_its_own_range() {

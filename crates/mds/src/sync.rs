@@ -122,8 +122,8 @@ pub struct SyncSettings {
     pub planted_bug: Option<PlantedBug>,
 }
 
-/// Bugs the synchronizer simulation must catch, compiled in only with the `planted-bugs`
-/// feature (which the crate's own tests turn on), never in a product build.
+/// Bugs the whole-system simulation must catch, compiled in only with the `planted-bugs`
+/// feature (which its tests turn on), never in a product build.
 #[cfg(feature = "planted-bugs")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
@@ -423,6 +423,9 @@ pub struct Synchronizer {
     transfer_buffer_messages_max: usize,
     /// As a state source: the cut after which every ordered message goes to the peer.
     forwarding_from: Option<u64>,
+    /// The epoch this process last ordered in. A side that restarted does not know what its
+    /// earlier process ordered in the epoch it owned, so it never orders in it again.
+    ordered_in: Option<Epoch>,
     pg_cursors: BTreeMap<PgId, PgCursor>,
     forwarded: BTreeMap<(PgId, u64), Forwarded>,
     /// Per PG: the input number this side last asked it to resend from, and when.
@@ -478,6 +481,7 @@ impl Synchronizer {
             join: Join::None,
             transfer_buffer_messages_max: TRANSFER_BUFFER_MESSAGES_FLOOR,
             forwarding_from: None,
+            ordered_in: None,
             pg_cursors: BTreeMap::new(),
             forwarded: BTreeMap::new(),
             resend_asked: BTreeMap::new(),
@@ -863,7 +867,12 @@ impl Synchronizer {
 
     /// A PG granted (or renewed) a lease on `epoch`, asked for at `requested_ms`.
     pub fn on_lease_granted(&mut self, now_ms: u64, pg: PgId, epoch: Epoch, requested_ms: u64) {
-        if Some(epoch) != self.lease_epoch || !self.reachable_pgs.contains(&pg) {
+        // A grant for an epoch below one this side has learnt since it asked is worthless: the
+        // higher epoch's owner may be ordering in its range.
+        if Some(epoch) != self.lease_epoch
+            || epoch < self.epoch
+            || !self.reachable_pgs.contains(&pg)
+        {
             return;
         }
         let entry = self.leases.entry(pg).or_insert(requested_ms);
@@ -881,7 +890,14 @@ impl Synchronizer {
 
     /// A PG refused a lease because it has granted a higher epoch.
     pub fn on_lease_refused(&mut self, now_ms: u64, granted: Epoch) {
+        let before = self.epoch;
         self.learn_epoch(now_ms, granted);
+        if self.epoch != before && self.peer.up && !self.state.is_paired() {
+            // The Hello this connection began with named the old epoch: the peer learns the
+            // new one, so that the Hellos decide the pairing again.
+            let hello = self.hello();
+            self.send_peer(now_ms, PeerMessage::Hello(hello));
+        }
         self.flush(now_ms);
     }
 
@@ -1144,8 +1160,12 @@ impl Synchronizer {
         self.peer.hello = Some(hello.clone());
         // Two sides that never paired nor ordered (epoch 0) have no common history: each built
         // its state alone (from configuration), so the other takes the source's by transfer.
+        // The same holds for a side that learnt an epoch from a PG's lease refusal but still
+        // holds only its own configuration: equal epochs and sequence numbers prove nothing.
         let in_sync = !mine.needs_state
             && !hello.needs_state
+            && mine.from_configuration.is_none()
+            && hello.from_configuration.is_none()
             && mine.epoch.owner.is_some()
             && mine.epoch == hello.epoch
             && mine.held_through == hello.held_through;
@@ -1188,7 +1208,7 @@ impl Synchronizer {
     /// Pairs with the peer, which holds every message through `peer_held_through` and has seen
     /// `peer_epoch`: the pair's epoch is ours, or a new one above both.
     fn pair_as_enabled(&mut self, now_ms: u64, peer_epoch: Epoch, peer_held_through: u64) {
-        if !self.owns_epoch() || peer_epoch > self.epoch {
+        if !self.owns_epoch() || peer_epoch > self.epoch || self.ordered_in != Some(self.epoch) {
             let number = self.epoch.number.max(peer_epoch.number) + 1;
             self.adopt_epoch(Epoch::new(number.min(EPOCH_NUMBER_MAX), self.settings.side));
         }
@@ -1568,9 +1588,18 @@ impl Synchronizer {
 
     fn become_isolated_enabled(&mut self, now_ms: u64, epoch: Epoch) {
         self.adopt_epoch(epoch);
+        // Ordering in another side's epoch would number messages in its range.
+        assert_eq!(self.epoch, epoch, "a side orders only in an epoch it owns");
         // Now the authority: nothing to receive from the other side.
         self.state_wanted = false;
         self.set_state(now_ms, SyncState::IsolatedEnabled);
+        if self.peer.up {
+            // A connection whose Hellos crossed before this side took over (delayed on a
+            // clogged network) would otherwise never pair: the peer learns from this Hello
+            // that it must take this side's state, or, if it still orders, that it is fenced.
+            let hello = self.hello();
+            self.send_peer(now_ms, PeerMessage::Hello(hello));
+        }
         // Inputs this side forwarded that the old enabled side never ordered.
         let forwarded = std::mem::take(&mut self.forwarded);
         for ((pg, input_no), f) in forwarded {
@@ -1633,6 +1662,11 @@ impl Synchronizer {
         let ours = self.epoch;
         let was_enabled = self.state.is_enabled();
         self.adopt_epoch(theirs);
+        if self.lease_epoch.is_some_and(|leased| leased < theirs) {
+            // Leases asked for a lower epoch can no longer make this side enabled.
+            self.lease_epoch = None;
+            self.leases.clear();
+        }
         if was_enabled {
             self.actions
                 .push_back(Action::Event(SyncEvent::Fenced { ours, theirs }));
@@ -1693,6 +1727,7 @@ impl Synchronizer {
             self.from_configuration = None;
         }
         if to.is_enabled() {
+            self.ordered_in = Some(self.epoch);
             self.next_tick_ms = now_ms;
             if !from.is_enabled() {
                 // Slewing starts now, from the offset seen in the last ordered message held.

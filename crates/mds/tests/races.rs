@@ -260,13 +260,10 @@ fn pairing_bump_and_pg_grant_share_an_epoch_number() {
         h.st(Side::B),
         h.s[1].epoch()
     );
-    assert_eq!(h.st(Side::A), SyncState::PairedEnabled);
+    // B's fresh Hello as it takes over fences A at once: only B orders.
+    assert_eq!(h.st(Side::A), SyncState::IsolatedDisabled);
     assert_eq!(h.st(Side::B), SyncState::IsolatedEnabled);
-    assert_eq!(
-        h.s[0].epoch().number,
-        h.s[1].epoch().number,
-        "two sides ordering in one epoch number"
-    );
+    assert_eq!(h.s[0].epoch(), h.s[1].epoch());
     let now = h.now;
     h.s[1].on_pg_input(now, PgId(1), 1, 1, input(1)); // B orders a PG input at (2<<40)|2
     h.settle();
@@ -317,7 +314,10 @@ fn woken_side_orders_on_pg_input_without_checking_its_leases() {
     h.paused[0] = true; // SIGSTOP A
     h.advance(3_000);
     assert_eq!(h.st(Side::B), SyncState::IsolatedEnabled);
-    assert_eq!(h.s[1].epoch(), ep(2, Side::B));
+    // A paired in epoch 2 (a started process never orders in its persisted epoch 1), so B
+    // takes over in epoch 3.
+    assert_eq!(h.s[0].epoch(), ep(2, Side::A));
+    assert_eq!(h.s[1].epoch(), ep(3, Side::B));
     // SIGCONT: the first event A handles is a PG input queued during the pause.
     h.paused[0] = false;
     let now = h.now;
@@ -413,24 +413,16 @@ fn peer_message_leads_to_overflow() {
     let mut h = H::new(1, ep(1, Side::A), 0);
     h.link_up();
     h.advance(5);
-    let seq = tandem_mds::next_seq(
-        h.s[1].held_through(),
-        tandem_mds::Epoch {
-            number: 1,
-            owner: Some(tandem_mds::Side::A),
-        },
-    )
-    .unwrap();
+    // The epoch A paired in (a new one: a started process never orders in its persisted one).
+    let epoch = h.s[0].epoch();
+    let seq = tandem_mds::next_seq(h.s[1].held_through(), epoch).unwrap();
     let now = h.now;
     h.s[1].on_peer_message(
         now,
         PeerMessage::Ordered {
             messages: vec![Ordered {
                 seq,
-                epoch: tandem_mds::Epoch {
-                    number: 1,
-                    owner: Some(tandem_mds::Side::A),
-                },
+                epoch,
                 time_ms: now,
                 body: Body::Input {
                     source: Source::Pg {

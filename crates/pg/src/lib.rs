@@ -71,6 +71,7 @@
 mod client;
 mod dist;
 pub mod gateway;
+pub mod gateway_core;
 mod load;
 mod sim;
 mod stats;

@@ -14,6 +14,6 @@ pub mod demo;
 pub mod driver;
 pub mod fuzzing;
 pub mod processes;
-pub mod sim_sync;
+pub mod sim;
 pub mod token;
 pub mod watch;

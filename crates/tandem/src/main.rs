@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use tandem::{admin, aw, bench, certs, demo, processes, sim_sync, token, watch};
+use tandem::{admin, aw, bench, certs, demo, processes, sim, token, watch};
 use tandem_model::config::ContactCenter;
 use tandem_model::generate::{generate, GenerateParams};
 
@@ -67,9 +67,9 @@ enum Command {
     Pg(processes::PgArgs),
     /// Ask a side for its status, state-transfer history or events.
     Rttest(processes::RtTestArgs),
-    /// Simulate the synchronizer protocol (both sides and their PGs) over many seeds with
-    /// faults; a failing seed prints its trace and replays with `--replay SEED`.
-    SimSync(sim_sync::SimSyncArgs),
+    /// Simulate the whole system (both sides with their routers, PGs with their traffic) over
+    /// many seeds with faults; a failing seed prints its trace and replays with `--replay SEED`.
+    Sim(sim::SimArgs),
     /// A side's logger and central database.
     Logger {
         #[command(subcommand)]
@@ -193,7 +193,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Bench { which } => bench::run(which),
-        Command::SimSync(args) => sim_sync::run(args),
+        Command::Sim(args) => sim::run(args),
         Command::Init(args) => processes::init(args),
         Command::Central(args) => processes::central(args),
         Command::Pg(args) => processes::pg(args),
