@@ -4,6 +4,7 @@
 //! The feed is plain data driven by the core; it reads no clock and does no I/O.
 
 use std::collections::VecDeque;
+use tandem_mds::protocol::seq_epoch_range;
 use tandem_mds::SideToLogger;
 use tandem_model::logged::{DroppedRange, HistoricalDrop, LoggedMessage};
 use tandem_model::output::{EventCode, RouterEvent, Severity};
@@ -23,6 +24,11 @@ pub const DROP_DECISION_TARGET_PERCENT: usize = 75;
 /// (the enabled side's own logger still holds its rows), it drops its oldest rows itself past
 /// this many times its bound.
 pub const LOCAL_DROP_CEILING_FACTOR: usize = 2;
+/// How many epoch ranges the feed remembers its stream passing through after `held_after`.
+/// Each takeover starts a range, so this is reached only by many takeovers while a logger is
+/// away; a logger whose mark lies in a forgotten range is sent a gap, which it closes without
+/// losing a row.
+pub const STREAM_RANGES_MAX: usize = 64;
 
 #[derive(Debug)]
 pub struct LoggerFeed {
@@ -33,6 +39,11 @@ pub struct LoggerFeed {
     held_after: u64,
     /// The last ordered message delivered to the router.
     delivered_through: u64,
+    /// The first and last message delivered in each epoch range the stream passed through
+    /// after `held_after`, oldest first. A logger's committed mark is on this stream only if
+    /// it is `held_after` or lies in one of these spans: a mark from a history this side
+    /// abandoned at a state transfer can be numerically larger and still not be on it.
+    stream_ranges: VecDeque<(u64, u64)>,
     /// What the connected logger was sent through; `None` while no logger is connected.
     sent_through: Option<u64>,
     sent_rows_unacked: usize,
@@ -72,6 +83,7 @@ impl LoggerFeed {
             rows_max: rows_max.max(1),
             held_after: seq,
             delivered_through: seq,
+            stream_ranges: VecDeque::new(),
             sent_through: None,
             sent_rows_unacked: 0,
             committed_through: 0,
@@ -90,6 +102,7 @@ impl LoggerFeed {
         self.rows = 0;
         self.held_after = seq;
         self.delivered_through = seq;
+        self.stream_ranges.clear();
         if self.sent_through.is_some() {
             // The connected logger is told of the gap when it next connects; it is dropped so.
             self.sent_through = None;
@@ -113,6 +126,7 @@ impl LoggerFeed {
     pub fn delivered(&mut self, seq: u64, message: Option<LoggedMessage>) -> Option<Dropped> {
         debug_assert!(seq > self.delivered_through);
         self.delivered_through = seq;
+        self.note_on_stream(seq);
         let message = message.filter(|m| !m.is_empty())?;
         self.rows += message.row_count();
         self.messages.push_back(message);
@@ -128,6 +142,7 @@ impl LoggerFeed {
             let rows = oldest.row_count();
             self.rows -= rows;
             self.held_after = oldest.recovery_key;
+            self.forget_ranges_before_held();
             self.dropped_rows += rows as u64;
             let d = dropped.get_or_insert(Dropped {
                 rows: 0,
@@ -169,11 +184,11 @@ impl LoggerFeed {
             return None;
         }
         let peer_committed = self.peer_logger.map_or(0, |p| p.committed_through);
-        let after = self
+        let mut after = self
             .held_after
             .max(self.committed_through)
             .max(peer_committed);
-        let target = self.rows_max - self.rows_max / 100 * (100 - DROP_DECISION_TARGET_PERCENT);
+        let target = self.rows_max * DROP_DECISION_TARGET_PERCENT / 100;
         let mut remaining = self.rows;
         let mut through = None;
         let mut rows_by_table: Vec<(String, u64)> = Vec::new();
@@ -181,6 +196,15 @@ impl LoggerFeed {
         for message in self.messages.range(start..) {
             if remaining <= target {
                 break;
+            }
+            if message.dropped.is_some() {
+                // An earlier decision's event is the record of a loss: never dropped, so a range
+                // never spans a decision. One at the start moves the range past it.
+                if through.is_some() {
+                    break;
+                }
+                after = message.recovery_key;
+                continue;
             }
             let droppable = message.records.len() + message.events.len();
             if droppable == 0 {
@@ -202,6 +226,30 @@ impl LoggerFeed {
             range: DroppedRange { after, through },
             rows_by_table,
         })
+    }
+
+    /// Orders a drop decision through `sync` when this side is enabled and `drop_proposal`
+    /// makes one: returns whether it was submitted (its actions then wait in `sync`), or the
+    /// synchronizer's reason for refusing it. A side that is not enabled forgets its proposal.
+    pub fn order_drop(
+        &mut self,
+        sync: &mut tandem_mds::sync::Synchronizer,
+        now_ms: u64,
+    ) -> Result<bool, &'static str> {
+        if !sync.state().is_enabled() {
+            self.proposal_lost();
+            return Ok(false);
+        }
+        let Some(drop) = self.drop_proposal() else {
+            return Ok(false);
+        };
+        match sync.submit_historical_drop(now_ms, drop) {
+            Ok(_) => Ok(true),
+            Err(reason) => {
+                self.proposal_lost();
+                Err(reason)
+            }
+        }
     }
 
     /// The ordered drop decision `seq` was delivered: every record and ordered event held in
@@ -258,14 +306,22 @@ impl LoggerFeed {
         committed_through: u64,
         config_version: u64,
     ) -> Option<SideToLogger> {
-        self.committed_through = committed_through;
         self.committed_config_version = config_version;
         self.sent_rows_unacked = 0;
-        self.trim(committed_through);
-        if committed_through >= self.held_after {
+        if committed_through >= self.held_after && self.is_on_stream(committed_through) {
+            self.committed_through = committed_through;
+            self.trim(committed_through);
             self.sent_through = Some(committed_through);
             None
         } else {
+            // A mark behind the stream, or one from a history this side no longer continues,
+            // says nothing of what the logger holds of this stream: the peer must not count
+            // on it, and the logger recovers everything through `held_after`.
+            self.committed_through = if self.is_on_stream(committed_through) {
+                committed_through
+            } else {
+                0
+            };
             self.sent_through = Some(self.held_after);
             Some(SideToLogger::Gap {
                 resumes_after: self.held_after,
@@ -304,21 +360,68 @@ impl LoggerFeed {
             self.rows -= m.row_count();
         }
         self.held_after = self.held_after.max(through.min(self.delivered_through));
+        self.forget_ranges_before_held();
+    }
+
+    fn note_on_stream(&mut self, seq: u64) {
+        let range = seq_epoch_range(seq);
+        match self.stream_ranges.back_mut() {
+            Some((_, last)) if seq_epoch_range(*last) == range => *last = seq,
+            _ => {
+                if self.stream_ranges.len() == STREAM_RANGES_MAX {
+                    self.stream_ranges.pop_front();
+                }
+                self.stream_ranges.push_back((seq, seq));
+            }
+        }
+    }
+
+    fn forget_ranges_before_held(&mut self) {
+        while self
+            .stream_ranges
+            .front()
+            .is_some_and(|&(_, last)| last < self.held_after)
+        {
+            self.stream_ranges.pop_front();
+        }
+    }
+
+    /// Whether `mark` is `held_after` or a message this stream delivered after it.
+    fn is_on_stream(&self, mark: u64) -> bool {
+        mark == self.held_after
+            || self
+                .stream_ranges
+                .iter()
+                .any(|&(first, last)| first <= mark && mark <= last)
     }
 
     /// The next batch for the connected logger: the messages after what it was sent, bounded
     /// by `LOGGER_BATCH_ROWS_MAX` and by the unacknowledged window. With `progress_only`, a
     /// batch without messages is sent too, to move the logger's committed mark past ordered
     /// messages that produced no rows.
+    ///
+    /// A batch never passes the last message the stream delivered in an epoch range it then
+    /// left: it ends there, so the logger's mark for that range reaches the range's end on
+    /// this stream even when the last messages in it produced no rows, and its peer can
+    /// recover a gap through any key of it.
     pub fn next_batch(&mut self, progress_only: bool) -> Option<SideToLogger> {
         let sent = self.sent_through?;
         if sent >= self.delivered_through {
             return None;
         }
+        let range_end = self
+            .stream_ranges
+            .iter()
+            .map(|&(_, last)| last)
+            .find(|&last| last > sent)
+            .unwrap_or(self.delivered_through);
         let start = self.messages.partition_point(|m| m.recovery_key <= sent);
+        let stop = self
+            .messages
+            .partition_point(|m| m.recovery_key <= range_end);
         let mut rows = 0;
         let mut end = start;
-        while end < self.messages.len() {
+        while end < stop {
             let r = self.messages[end].row_count();
             if end > start
                 && (rows + r > LOGGER_BATCH_ROWS_MAX
@@ -335,11 +438,13 @@ impl LoggerFeed {
             rows += r;
             end += 1;
         }
-        if end == start && !progress_only {
+        // Without rows to send, a batch still closes a range the stream left, so the messages
+        // after it are not held back until the next progress batch.
+        if end == start && !progress_only && range_end == self.delivered_through {
             return None;
         }
-        let through = if end == self.messages.len() {
-            self.delivered_through
+        let through = if end == stop {
+            range_end
         } else {
             self.messages[end - 1].recovery_key
         };
@@ -501,6 +606,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_decision_never_drops_an_earlier_decision_nor_feeds_on_its_own_event() {
+        // A small bound, where the decision's own event row could keep the buffer above it.
+        for rows_max in [1, 2, 3, 5, 30] {
+            let mut feed = LoggerFeed::new(rows_max, 0);
+            feed.peer_logger(Some(PeerLogger {
+                connected: false,
+                committed_through: 0,
+            }));
+            let mut seq = 0;
+            let mut decisions = Vec::new();
+            for _ in 0..50 {
+                seq += 1;
+                feed.delivered(seq, Some(message(seq, 1)));
+                // As the core does: propose until nothing more is proposed, each decision
+                // delivered before the next proposal.
+                let mut proposals = 0;
+                while let Some(drop) = feed.drop_proposal() {
+                    proposals += 1;
+                    // Each decision drops rows that are not decisions, and adds one that is:
+                    // without new input the proposals end.
+                    assert!(
+                        proposals <= 3,
+                        "bound {rows_max}: decisions feed each other"
+                    );
+                    for earlier in &decisions {
+                        assert!(
+                            !(drop.range.after < *earlier && *earlier <= drop.range.through),
+                            "bound {rows_max}: {:?} spans the decision at {earlier}",
+                            drop.range
+                        );
+                    }
+                    seq += 1;
+                    feed.decided_drop(seq, seq, &drop);
+                    decisions.push(seq);
+                }
+            }
+            assert!(!decisions.is_empty(), "bound {rows_max}: no decision");
+        }
+    }
+
     fn config_message(seq: u64) -> LoggedMessage {
         use tandem_model::config::ConfigChange;
         use tandem_model::logged::LoggedConfigChange;
@@ -618,6 +764,38 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_ends_where_the_stream_left_a_range() {
+        let range = |r: u64, n: u64| (r << tandem_mds::protocol::SEQ_EPOCH_SHIFT) | n;
+        let mut feed = LoggerFeed::new(100, range(2, 0));
+        feed.delivered(range(2, 1), Some(message(range(2, 1), 1)));
+        feed.delivered(range(2, 2), None);
+        feed.delivered(range(2, 3), None);
+        feed.delivered(range(6, 1), None);
+        feed.delivered(range(6, 2), Some(message(range(6, 2), 1)));
+        assert_eq!(feed.logger_connected(range(2, 0), 0), None);
+        assert_eq!(
+            batch(&mut feed, false),
+            Some((vec![range(2, 1)], range(2, 3)))
+        );
+        assert_eq!(
+            batch(&mut feed, false),
+            Some((vec![range(6, 2)], range(6, 2)))
+        );
+        assert_eq!(batch(&mut feed, true), None);
+
+        // Without rows in the range's tail, the batch that closes it goes at once.
+        let mut feed = LoggerFeed::new(100, range(2, 0));
+        feed.delivered(range(2, 1), None);
+        feed.delivered(range(6, 1), Some(message(range(6, 1), 1)));
+        assert_eq!(feed.logger_connected(range(2, 0), 0), None);
+        assert_eq!(batch(&mut feed, false), Some((vec![], range(2, 1))));
+        assert_eq!(
+            batch(&mut feed, false),
+            Some((vec![range(6, 1)], range(6, 1)))
+        );
+    }
+
+    #[test]
     fn batches_are_bounded_and_a_large_message_goes_alone() {
         let mut feed = LoggerFeed::new(usize::MAX, 0);
         feed.delivered(1, Some(message(1, LOGGER_BATCH_ROWS_MAX + 10)));
@@ -640,5 +818,46 @@ mod tests {
             Some(SideToLogger::Gap { resumes_after: 50 })
         );
         assert_eq!(batch(&mut feed, false), Some((vec![51], 51)));
+    }
+
+    #[test]
+    fn a_mark_from_an_abandoned_history_is_not_trusted() {
+        let range = |r: u64, n: u64| (r << tandem_mds::protocol::SEQ_EPOCH_SHIFT) | n;
+        let mut feed = LoggerFeed::new(100, 0);
+        feed.restart_at(range(2, 630));
+        for n in 631..=643 {
+            feed.delivered(range(2, n), Some(message(range(2, n), 1)));
+        }
+        feed.delivered(range(6, 1), Some(message(range(6, 1), 1)));
+        // The logger committed part of range 5, which this side ordered while isolated and
+        // then abandoned: it is numerically past the whole of range 2, yet not on the stream.
+        assert_eq!(
+            feed.logger_connected(range(5, 77), 0),
+            Some(SideToLogger::Gap {
+                resumes_after: range(2, 630)
+            })
+        );
+        assert_eq!(feed.status().committed_through, 0);
+        assert_eq!(feed.status().held_messages, 14);
+        let (keys, _) = batch(&mut feed, false).expect("the stream is resent");
+        assert_eq!(keys.first(), Some(&range(2, 631)));
+
+        // A feed whose stream begins at 0 sends the whole stream after a gap at 0, which the
+        // logger closes at once and which moves its mark back out of the other history.
+        let mut fresh = LoggerFeed::new(100, 0);
+        fresh.delivered(range(7, 1), Some(message(range(7, 1), 1)));
+        assert_eq!(
+            fresh.logger_connected(range(5, 77), 0),
+            Some(SideToLogger::Gap { resumes_after: 0 })
+        );
+        assert_eq!(
+            batch(&mut fresh, false),
+            Some((vec![range(7, 1)], range(7, 1)))
+        );
+
+        // A mark on the stream, in the later range, is trusted.
+        feed.logger_disconnected();
+        assert_eq!(feed.logger_connected(range(6, 1), 0), None);
+        assert_eq!(feed.status().held_messages, 0);
     }
 }

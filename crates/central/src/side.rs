@@ -986,18 +986,10 @@ impl Core {
     /// orders a drop decision, so that both sides drop the same records. Returns whether it
     /// ordered one (its actions then wait to be carried out).
     fn propose_drop(&mut self) -> bool {
-        if !self.sync.state().is_enabled() {
-            self.feed.proposal_lost();
-            return false;
-        }
-        let Some(drop) = self.feed.drop_proposal() else {
-            return false;
-        };
         let now = self.now();
-        match self.sync.submit_historical_drop(now, drop) {
-            Ok(_) => true,
+        match self.feed.order_drop(&mut self.sync, now) {
+            Ok(ordered) => ordered,
             Err(reason) => {
-                self.feed.proposal_lost();
                 self.event(format!(
                     "a historical drop decision was not ordered: {reason}"
                 ));

@@ -23,7 +23,8 @@ mod sqlite;
 pub mod test_postgres;
 
 use schema::{ColumnType, Row, SqlValue, TableDef, TableKind, Write};
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 use tandem_model::config::{ConfigObject, ContactCenter};
 use tandem_model::logged::LoggedMessage;
@@ -45,7 +46,8 @@ pub const BATCH_WRITES_MAX: usize = 1_000_000;
 /// Where the central database is.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DbLocation {
-    /// A SQLite file, created if missing.
+    /// A SQLite file, created if missing; `DbLocation::SQLITE_IN_MEMORY` for a database that
+    /// lives only as long as its handle.
     Sqlite(std::path::PathBuf),
     /// A libpq-style URL, e.g. `postgres://user:pw@127.0.0.1:5432/db`.
     Postgres(String),
@@ -58,6 +60,16 @@ impl std::fmt::Debug for DbLocation {
             DbLocation::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
             DbLocation::Postgres(url) => f.debug_tuple("Postgres").field(&redact(url)).finish(),
         }
+    }
+}
+
+impl DbLocation {
+    /// SQLite's name for a private in-memory database.
+    pub const SQLITE_IN_MEMORY: &'static str = ":memory:";
+
+    /// A SQLite database in memory, private to the handle that opens it.
+    pub fn sqlite_in_memory() -> DbLocation {
+        DbLocation::Sqlite(Self::SQLITE_IN_MEMORY.into())
     }
 }
 
@@ -111,6 +123,9 @@ pub enum DbError {
         backend: &'static str,
         message: String,
     },
+    /// What this backend does not do.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// A table name the schema does not have.
     #[error("unknown table {0:?}")]
     UnknownTable(String),
@@ -146,6 +161,82 @@ pub struct Progress {
     pub committed_through: u64,
     /// The configuration version the configuration tables hold (0 before any change).
     pub config_version: u64,
+}
+
+/// RecoveryKeys are numbered within epoch ranges: a key's range is its bits from this one up
+/// (the MDS's `SEQ_EPOCH_SHIFT`, which the logger checks is the same). Two sides never own one
+/// range, so the keys of one range form one linear history.
+pub const RECOVERY_KEY_RANGE_SHIFT: u32 = 40;
+
+/// The epoch range of a RecoveryKey.
+pub fn recovery_key_range(recovery_key: u64) -> u64 {
+    recovery_key >> RECOVERY_KEY_RANGE_SHIFT
+}
+
+/// A row of Logger_Ranges: the database holds every row of `epoch_range` through
+/// `last_committed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeMark {
+    pub epoch_range: u64,
+    pub last_committed: u64,
+}
+
+/// The marks that committing these RecoveryKeys sets: per range, the highest.
+fn range_marks(keys: impl IntoIterator<Item = u64>) -> Vec<RangeMark> {
+    let mut highest: BTreeMap<u64, u64> = BTreeMap::new();
+    for key in keys {
+        let mark = highest.entry(recovery_key_range(key)).or_default();
+        *mark = (*mark).max(key);
+    }
+    highest
+        .into_iter()
+        .map(|(epoch_range, last_committed)| RangeMark {
+            epoch_range,
+            last_committed,
+        })
+        .collect()
+}
+
+/// Logger_Ranges' rows as marks.
+fn marks_of_rows(rows: Vec<Row>) -> Result<Vec<RangeMark>, DbError> {
+    rows.into_iter()
+        .map(|row| match row.as_slice() {
+            [SqlValue::Int(range), SqlValue::Int(last)] => Ok(RangeMark {
+                epoch_range: *range as u64,
+                last_committed: *last as u64,
+            }),
+            _ => Err(DbError::Corrupt(format!(
+                "{}: the row is {row:?}",
+                schema::LOGGER_RANGES
+            ))),
+        })
+        .collect()
+}
+
+/// Whether a database with these Logger_Ranges marks holds every row of record through
+/// `recovery_key` (see `CentralDb::holds_through`); everything holds through 0.
+pub fn marks_hold_through(marks: &[RangeMark], recovery_key: u64) -> bool {
+    let range = recovery_key_range(recovery_key);
+    recovery_key == 0
+        || marks
+            .iter()
+            .any(|m| m.epoch_range == range && m.last_committed >= recovery_key)
+}
+
+/// Logger_State's committed mark once a gap through `resumes_after` is closed. Past the gap the
+/// side's stream continues its history from `resumes_after`; a mark in another range is on a
+/// history the side abandoned (or behind), and would make the logger skip the keys of record
+/// below it, so the mark goes back. A mark beyond `resumes_after` in its range stays: a key names
+/// one message, so what the logger holds there is what the stream would send again.
+pub(crate) fn committed_after_gap(committed: Option<u64>, resumes_after: u64) -> u64 {
+    match committed {
+        Some(c)
+            if c >= resumes_after && recovery_key_range(c) == recovery_key_range(resumes_after) =>
+        {
+            c
+        }
+        _ => resumes_after,
+    }
 }
 
 /// Which database a connection holds: each has its own catalog of tables and migrations.
@@ -205,10 +296,16 @@ pub(crate) struct Migration {
 /// `schema::tables()` as they are; when the schema changes, migration 1 must keep creating what it
 /// created (write its statements out) and a new migration must change an existing database to
 /// the new schema. The test `schema_is_unchanged_since_the_last_migration` notices a change.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    statements: create_every_table,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        statements: create_the_first_tables,
+    },
+    Migration {
+        version: 2,
+        statements: add_the_gap_tables,
+    },
+];
 
 /// The AW database's migrations, under the same rule.
 pub(crate) const AW_MIGRATIONS: &[Migration] = &[Migration {
@@ -219,6 +316,40 @@ pub(crate) const AW_MIGRATIONS: &[Migration] = &[Migration {
 /// The central database's schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
+/// The tables added by a later migration, which migration 1 does not create.
+const TABLES_ADDED_LATER: [&str; 2] = [schema::LOGGER_RANGES, schema::HISTORICAL_DROP];
+
+/// Migration 1: every table the schema had then.
+fn create_the_first_tables(dialect: sql::Dialect) -> Vec<String> {
+    Schema::Central
+        .tables()
+        .iter()
+        .filter(|def| !TABLES_ADDED_LATER.contains(&def.name))
+        .map(|def| sql::create_table(dialect, def))
+        .collect()
+}
+
+/// Migration 2: the tables a gap recovery across histories needs. Logger_Ranges, holding for
+/// the range of Logger_State's committed mark that mark: ranges below it get no row, since what
+/// a logger of schema 1 holds in them is not known, and a gap recovery would copy them again
+/// (rows are inserted unless present). Historical_Drop, empty: the decisions written before
+/// are in Event.
+fn add_the_gap_tables(dialect: sql::Dialect) -> Vec<String> {
+    let ranges = table_def(schema::LOGGER_RANGES).expect("a table of the schema");
+    let drops = table_def(schema::HISTORICAL_DROP).expect("a table of the schema");
+    vec![
+        sql::create_table(dialect, ranges),
+        sql::create_table(dialect, drops),
+        format!(
+            "INSERT INTO {} SELECT \"committed_through\" / {}, \"committed_through\" FROM {}",
+            sql::quote(schema::LOGGER_RANGES),
+            1u64 << RECOVERY_KEY_RANGE_SHIFT,
+            sql::quote(schema::LOGGER_STATE)
+        ),
+    ]
+}
+
+#[cfg(test)]
 fn create_every_table(dialect: sql::Dialect) -> Vec<String> {
     create_tables(dialect, Schema::Central)
 }
@@ -506,6 +637,8 @@ pub(crate) struct Batch {
     /// The configuration version after the batch's last configuration change, if it has one.
     pub config_version: Option<u64>,
     pub committed_through: u64,
+    /// Logger_Ranges' marks the batch raises.
+    pub range_marks: Vec<RangeMark>,
 }
 
 /// The writes of the messages not yet committed. A message at or below `committed_through` is
@@ -515,7 +648,9 @@ fn batch_after(messages: Vec<MessageOps>, committed: Option<u64>, through: u64) 
     let fresh = |m: &MessageOps| committed.is_none_or(|c| m.recovery_key > c);
     let mut config_version = None;
     let mut ops = Vec::new();
+    let mut keys = vec![through];
     for message in messages.into_iter().filter(fresh) {
+        keys.push(message.recovery_key);
         if message.config_version.is_some() {
             config_version = message.config_version;
         }
@@ -525,6 +660,7 @@ fn batch_after(messages: Vec<MessageOps>, committed: Option<u64>, through: u64) 
         runs: plan(ops),
         config_version,
         committed_through: advance(committed, Some(through)),
+        range_marks: range_marks(keys),
     }
 }
 
@@ -867,8 +1003,55 @@ impl CentralDb {
             .await
     }
 
+    /// Logger_Ranges in range order.
+    pub async fn committed_ranges(&self) -> Result<Vec<RangeMark>, DbError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.committed_ranges().await,
+            Backend::Postgres(db) => db.committed_ranges().await,
+        }
+    }
+
+    /// Whether the database holds every row of record through `recovery_key`: its range's mark
+    /// reaches it. A range's first keys come either from the side's stream, which reached the
+    /// range along a history the logger held, or from a gap recovery that copied every range
+    /// below, so holding the range through the key is holding the history through it.
+    pub async fn holds_through(&self, recovery_key: u64) -> Result<bool, DbError> {
+        Ok(marks_hold_through(
+            &self.committed_ranges().await?,
+            recovery_key,
+        ))
+    }
+
+    /// Closes a gap through `resumes_after` once its rows are copied, in one transaction: raises
+    /// Logger_Ranges to the `copied` marks and to `resumes_after`, and sets Logger_State's mark
+    /// to where the side's stream continues (`committed_after_gap`), back if need be.
+    ///
+    /// `drops` are the ranges of the drop decisions the copied rows hold (Historical_Drop): the
+    /// gap's writes never reached this database, so it may hold rows a decision emptied in the
+    /// peer's, written before; they are deleted in the same transaction.
+    pub async fn close_gap(
+        &self,
+        resumes_after: u64,
+        copied: &[RangeMark],
+        drops: &[(u64, u64)],
+    ) -> Result<(), DbError> {
+        let mut marks = copied.to_vec();
+        marks.extend(range_marks([resumes_after]));
+        let ops = drops
+            .iter()
+            .flat_map(|&(after, through)| schema::drop_writes(after, through))
+            .map(op_of)
+            .collect::<Result<Vec<Op>, DbError>>()?;
+        let runs = plan(ops);
+        match &self.backend {
+            Backend::Sqlite(db) => db.close_gap(resumes_after, marks, runs).await,
+            Backend::Postgres(db) => db.close_gap(resumes_after, marks, runs).await,
+        }
+    }
+
     /// Inserts rows into an ordered table unless their key exists, in one transaction, and
-    /// advances Logger_State's `committed_through` to `committed_through` (never back) in it.
+    /// advances Logger_State's `committed_through` to `committed_through` (never back) in it,
+    /// raising its range's mark.
     pub async fn insert_rows(
         &self,
         table: &str,
@@ -907,6 +1090,18 @@ impl CentralDb {
     /// The number of rows of a table.
     pub async fn row_count(&self, table: &str) -> Result<u64, DbError> {
         self.backend.row_count(table_def(table)?).await
+    }
+
+    /// Caps a SQLite database at its current size, or lifts the cap: while capped, a write that
+    /// needs more space fails as on a full disk and changes nothing. This is how the
+    /// whole-system simulation makes a database refuse writes; PostgreSQL has no such cap.
+    pub async fn cap_growth(&self, capped: bool) -> Result<(), DbError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.cap_growth(capped).await,
+            Backend::Postgres(_) => Err(DbError::Unsupported(
+                "a growth cap is a SQLite database's only".into(),
+            )),
+        }
     }
 }
 
@@ -976,11 +1171,61 @@ mod tests {
         let fingerprint = xxhash_rust::xxh3::xxh3_64(ddl.as_bytes());
         assert_eq!(
             (SCHEMA_VERSION, fingerprint),
-            (1, SCHEMA_FINGERPRINT),
+            (2, SCHEMA_FINGERPRINT),
             "the schema changed without a migration:\n{ddl}"
         );
     }
-    const SCHEMA_FINGERPRINT: u64 = 9924491072996801280;
+    const SCHEMA_FINGERPRINT: u64 = 14578500524760457708;
+
+    /// Migration 1 still creates what it created when it was the last.
+    #[test]
+    fn migration_1_is_unchanged() {
+        let ddl = create_the_first_tables(sql::Dialect::Postgres).join(";\n");
+        assert_eq!(
+            xxhash_rust::xxh3::xxh3_64(ddl.as_bytes()),
+            9924491072996801280,
+            "migration 1 changed:\n{ddl}"
+        );
+    }
+
+    #[test]
+    fn a_gap_moves_the_committed_mark_back_only_to_leave_another_range() {
+        let range = |r: u64, n: u64| (r << RECOVERY_KEY_RANGE_SHIFT) | n;
+        // Ahead in the range the stream resumes in: the keys there are the same messages.
+        assert_eq!(
+            committed_after_gap(Some(range(3, 9)), range(3, 5)),
+            range(3, 9)
+        );
+        // In a range of an abandoned history above it: back.
+        assert_eq!(
+            committed_after_gap(Some(range(4, 2)), range(3, 5)),
+            range(3, 5)
+        );
+        // Behind: forward.
+        assert_eq!(
+            committed_after_gap(Some(range(3, 2)), range(3, 5)),
+            range(3, 5)
+        );
+        assert_eq!(committed_after_gap(None, range(3, 5)), range(3, 5));
+    }
+
+    #[test]
+    fn a_batch_marks_each_range_it_commits_at_its_highest_key() {
+        let range = |r: u64, n: u64| (r << RECOVERY_KEY_RANGE_SHIFT) | n;
+        assert_eq!(
+            range_marks([range(2, 7), range(2, 9), range(5, 1), range(2, 8)]),
+            vec![
+                RangeMark {
+                    epoch_range: 2,
+                    last_committed: range(2, 9)
+                },
+                RangeMark {
+                    epoch_range: 5,
+                    last_committed: range(5, 1)
+                },
+            ]
+        );
+    }
 
     /// The same rule for the AW database.
     #[test]

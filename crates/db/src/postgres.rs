@@ -8,9 +8,9 @@
 
 use super::sql::{self, Dialect};
 use super::{
-    advance, batch_after, configuration_tables, object_tables, table_def, wall_ms, Batch, DbError,
-    MessageOps, OpKind, Progress, Query, Run, Schema, StoredConfiguration,
-    INSERT_ROWS_PER_STATEMENT_MAX, STATE_ROW_ID,
+    advance, batch_after, committed_after_gap, configuration_tables, marks_of_rows, object_tables,
+    range_marks, table_def, wall_ms, Batch, DbError, MessageOps, OpKind, Progress, Query,
+    RangeMark, Run, Schema, StoredConfiguration, INSERT_ROWS_PER_STATEMENT_MAX, STATE_ROW_ID,
 };
 use crate::schema::{self, Column, ColumnType, Row, SqlValue, TableDef};
 use bytes::BytesMut;
@@ -261,6 +261,7 @@ impl PostgresDb {
             runs,
             config_version: version,
             committed_through: through,
+            range_marks,
         } = batch_after(messages, committed, through);
         if let Some(version) = version {
             if config_version(&tx).await?.is_none() {
@@ -270,6 +271,7 @@ impl PostgresDb {
         }
         execute_runs(&tx, &runs).await?;
         set_committed_through(&tx, through).await?;
+        raise_range_marks(&tx, &range_marks).await?;
         tx.commit().await.map_err(failed("committing a batch"))
     }
 
@@ -375,10 +377,32 @@ impl PostgresDb {
         let tx = begin(&mut client).await?;
         let existing = committed_through_for_update(&tx).await?;
         execute_runs(&tx, &runs).await?;
-        if committed.is_some() {
-            set_committed_through(&tx, advance(existing, committed)).await?;
+        if let Some(committed) = committed {
+            set_committed_through(&tx, advance(existing, Some(committed))).await?;
+            raise_range_marks(&tx, &range_marks([committed])).await?;
         }
         tx.commit().await.map_err(failed("committing copied rows"))
+    }
+
+    pub async fn committed_ranges(&self) -> Result<Vec<RangeMark>, DbError> {
+        let client = self.client().await?;
+        let def = table_def(schema::LOGGER_RANGES)?;
+        marks_of_rows(select(&client, def, &sql::select_all(def), &[]).await?)
+    }
+
+    pub async fn close_gap(
+        &self,
+        resumes_after: u64,
+        marks: Vec<RangeMark>,
+        drops: Vec<Run>,
+    ) -> Result<(), DbError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let existing = committed_through_for_update(&tx).await?;
+        execute_runs(&tx, &drops).await?;
+        set_committed_through(&tx, committed_after_gap(existing, resumes_after)).await?;
+        raise_range_marks(&tx, &marks).await?;
+        tx.commit().await.map_err(failed("closing a gap"))
     }
 
     pub async fn row_count(&self, def: &'static TableDef) -> Result<u64, DbError> {
@@ -520,6 +544,30 @@ async fn set_committed_through(client: &impl GenericClient, through: u64) -> Res
         )
         .await
         .map_err(failed("writing Logger_State"))?;
+    Ok(())
+}
+
+async fn raise_range_marks(
+    client: &impl GenericClient,
+    marks: &[RangeMark],
+) -> Result<(), DbError> {
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let def = table_def(schema::LOGGER_RANGES)?;
+    let statement = client
+        .prepare_cached(sql::raise_mark(DIALECT, def).as_str())
+        .await
+        .map_err(failed("preparing a write of Logger_Ranges"))?;
+    for mark in marks {
+        client
+            .execute(
+                &statement,
+                &[&(mark.epoch_range as i64), &(mark.last_committed as i64)],
+            )
+            .await
+            .map_err(failed("writing Logger_Ranges"))?;
+    }
     Ok(())
 }
 

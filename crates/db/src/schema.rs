@@ -119,10 +119,19 @@ pub const CALL_TYPE_INTERVAL: &str = "Call_Type_Interval";
 pub const AGENT_SKILL_GROUP_INTERVAL: &str = "Agent_Skill_Group_Interval";
 pub const EVENT: &str = "Event";
 pub const CONFIG_MESSAGE_LOG: &str = "Config_Message_Log";
+/// Each drop decision written: the RecoveryKey range `(after_recovery_key,
+/// through_recovery_key]` it emptied. A logger that recovers a gap holding a decision copies
+/// this row and empties the range in its own database too, which it may have written before.
+pub const HISTORICAL_DROP: &str = "Historical_Drop";
 /// The global settings and the dense configuration version, one row.
 pub const CONFIGURATION_STATE: &str = "Configuration_State";
 /// How far this logger has committed the ordered stream, one row.
 pub const LOGGER_STATE: &str = "Logger_State";
+/// Per epoch range of RecoveryKeys (`recovery_key_range`), the highest key of that range this
+/// database holds every row through. One committed mark cannot say this once a side abandoned a
+/// history: its logger holds keys of a range the record never continued, and misses the tail
+/// of a lower range that the record did continue.
+pub const LOGGER_RANGES: &str = "Logger_Ranges";
 pub const LOCAL_EVENT: &str = "Local_Event";
 
 /// Every table of the schema, configuration first, in a fixed order.
@@ -229,11 +238,25 @@ pub fn tables() -> Vec<TableDef> {
             text("message"),
         ],
     ));
+    tables.push(ordered(
+        HISTORICAL_DROP,
+        vec![
+            int("date_time_ms"),
+            int("after_recovery_key"),
+            int("through_recovery_key"),
+        ],
+    ));
     tables.push(TableDef {
         name: LOGGER_STATE,
         kind: TableKind::Local,
         key_len: 1,
         columns: vec![int("id"), int("committed_through")],
+    });
+    tables.push(TableDef {
+        name: LOGGER_RANGES,
+        kind: TableKind::Local,
+        key_len: 1,
+        columns: vec![int("epoch_range"), int("last_committed")],
     });
     tables.push(TableDef {
         name: LOCAL_EVENT,
@@ -490,18 +513,43 @@ pub const DROPPABLE_TABLES: [&str; 6] = [
     EVENT,
 ];
 
+/// The writes that empty a drop decision's range `(after, through]`.
+pub fn drop_writes(after: u64, through: u64) -> impl Iterator<Item = Write> {
+    DROPPABLE_TABLES
+        .into_iter()
+        .map(move |table| Write::DeleteRange {
+            table,
+            after,
+            through,
+        })
+}
+
+/// The range `(after, through]` a Historical_Drop row names.
+pub fn drop_range_of(row: &Row) -> Option<(u64, u64)> {
+    match row.as_slice() {
+        [_, _, _, SqlValue::Int(after), SqlValue::Int(through)] => {
+            Some((*after as u64, *through as u64))
+        }
+        _ => None,
+    }
+}
+
 /// The writes one logged message makes, in order.
 pub fn writes_of(message: &LoggedMessage, out: &mut Vec<Write>) {
     if let Some(range) = message.dropped {
         // Rows of the range written before the decision reached this logger are removed, so
         // that both databases lack exactly the rows the decision counted.
-        for table in DROPPABLE_TABLES {
-            out.push(Write::DeleteRange {
-                table,
-                after: range.after,
-                through: range.through,
-            });
-        }
+        out.extend(drop_writes(range.after, range.through));
+        out.push(Write::Insert {
+            table: HISTORICAL_DROP,
+            row: vec![
+                u64_value(message.recovery_key),
+                id(0),
+                u64_value(message.time_ms),
+                u64_value(range.after),
+                u64_value(range.through),
+            ],
+        });
     }
     if let Some(config) = &message.config {
         for (index, op) in config.change.ops.iter().enumerate() {

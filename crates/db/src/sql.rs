@@ -147,6 +147,30 @@ pub fn upsert_row(dialect: Dialect, def: &TableDef) -> String {
     )
 }
 
+/// Inserts a row of a table of marks (a key, then one value) or raises its value to the new one
+/// if that is higher; a mark never goes back.
+pub fn raise_mark(dialect: Dialect, def: &TableDef) -> String {
+    assert_eq!(
+        def.columns.len(),
+        def.key_len + 1,
+        "{} is not a table of marks",
+        def.name
+    );
+    let value = quote(&def.columns[def.key_len].name);
+    let greatest = match dialect {
+        Dialect::Sqlite => "MAX",
+        Dialect::Postgres => "GREATEST",
+    };
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET \
+         {value} = {greatest}({table}.{value}, excluded.{value})",
+        column_list(def),
+        placeholders(dialect, 1, def.columns.len()),
+        key_list(def),
+        table = quote(def.name),
+    )
+}
+
 fn key_condition(dialect: Dialect, def: &TableDef) -> String {
     def.key_columns()
         .iter()

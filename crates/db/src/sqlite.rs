@@ -6,8 +6,9 @@
 
 use super::sql::{self, Dialect};
 use super::{
-    advance, batch_after, configuration_tables, object_tables, table_def, wall_ms, Batch, DbError,
-    MessageOps, OpKind, Progress, Query, Run, Schema, StoredConfiguration, STATE_ROW_ID,
+    advance, batch_after, committed_after_gap, configuration_tables, marks_of_rows, object_tables,
+    range_marks, table_def, wall_ms, Batch, DbError, MessageOps, OpKind, Progress, Query,
+    RangeMark, Run, Schema, StoredConfiguration, STATE_ROW_ID,
 };
 use crate::schema::{self, ColumnType, Row, SqlValue, TableDef};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -20,6 +21,8 @@ pub(super) const BACKEND: &str = "sqlite";
 const DIALECT: Dialect = Dialect::Sqlite;
 /// How long a statement waits for a lock another connection holds before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// SQLite's own default for `max_page_count`: no cap short of its format's limit.
+const PAGE_COUNT_UNCAPPED: i64 = 4_294_967_294;
 /// Prepared statements kept: a few per table and kind, with room to spare.
 const STATEMENT_CACHE_CAPACITY: usize = 256;
 
@@ -117,6 +120,7 @@ impl SqliteDb {
                 runs,
                 config_version: version,
                 committed_through: through,
+                range_marks,
             } = batch_after(messages, committed, through);
             if let Some(version) = version {
                 if config_version(&tx)?.is_none() {
@@ -126,6 +130,7 @@ impl SqliteDb {
             }
             execute_runs(&tx, &runs)?;
             set_committed_through(&tx, through)?;
+            raise_range_marks(&tx, &range_marks)?;
             tx.commit().map_err(failed("committing a batch"))
         })
         .await
@@ -226,11 +231,53 @@ impl SqliteDb {
         self.call(move |c| {
             let tx = write_transaction(c)?;
             execute_runs(&tx, &runs)?;
-            if committed.is_some() {
-                let through = advance(committed_through(&tx)?, committed);
+            if let Some(committed) = committed {
+                let through = advance(committed_through(&tx)?, Some(committed));
                 set_committed_through(&tx, through)?;
+                raise_range_marks(&tx, &range_marks([committed]))?;
             }
             tx.commit().map_err(failed("committing copied rows"))
+        })
+        .await
+    }
+
+    pub async fn committed_ranges(&self) -> Result<Vec<RangeMark>, DbError> {
+        self.call(|c| {
+            let def = table_def(schema::LOGGER_RANGES)?;
+            marks_of_rows(select(c, def, &sql::select_all(def), &[])?)
+        })
+        .await
+    }
+
+    pub async fn close_gap(
+        &self,
+        resumes_after: u64,
+        marks: Vec<RangeMark>,
+        drops: Vec<Run>,
+    ) -> Result<(), DbError> {
+        self.call(move |c| {
+            let tx = write_transaction(c)?;
+            execute_runs(&tx, &drops)?;
+            let committed = committed_after_gap(committed_through(&tx)?, resumes_after);
+            set_committed_through(&tx, committed)?;
+            raise_range_marks(&tx, &marks)?;
+            tx.commit().map_err(failed("closing a gap"))
+        })
+        .await
+    }
+
+    /// Caps the database at its current size (`Some`) or lifts the cap (`None`): a write that
+    /// needs another page then fails as it would on a full disk.
+    pub async fn cap_growth(&self, capped: bool) -> Result<(), DbError> {
+        self.call(move |c| {
+            let pages: i64 = if capped {
+                c.pragma_query_value(None, "page_count", |r| r.get(0))
+                    .map_err(failed("reading page_count"))?
+            } else {
+                PAGE_COUNT_UNCAPPED
+            };
+            c.pragma_update(None, "max_page_count", pages)
+                .map_err(failed("setting max_page_count"))
         })
         .await
     }
@@ -254,7 +301,8 @@ fn configure(connection: &Connection, shown: &str, durable: bool) -> Result<(), 
     let mode: String = connection
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(failed(format!("setting WAL mode on {shown}")))?;
-    if !mode.eq_ignore_ascii_case("wal") {
+    // An in-memory database (the whole-system simulation's) keeps its journal in memory.
+    if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
         tracing::warn!(file = shown, mode, "SQLite did not take WAL mode");
     }
     let synchronous = if durable { "FULL" } else { "NORMAL" };
@@ -408,6 +456,19 @@ fn set_committed_through(c: &Connection, through: u64) -> Result<(), DbError> {
     c.prepare_cached(&sql::upsert_row(DIALECT, def))
         .and_then(|mut s| s.execute([STATE_ROW_ID, through as i64]))
         .map_err(failed("writing Logger_State"))?;
+    Ok(())
+}
+
+fn raise_range_marks(c: &Connection, marks: &[RangeMark]) -> Result<(), DbError> {
+    let def = table_def(schema::LOGGER_RANGES)?;
+    let mut statement = c
+        .prepare_cached(&sql::raise_mark(DIALECT, def))
+        .map_err(failed("preparing a write of Logger_Ranges"))?;
+    for mark in marks {
+        statement
+            .execute([mark.epoch_range as i64, mark.last_committed as i64])
+            .map_err(failed("writing Logger_Ranges"))?;
+    }
     Ok(())
 }
 

@@ -3,11 +3,12 @@
 //! transfer of the configuration) and pages of its ordered tables' rows. Each logger listens on
 //! its side's `logger_peer` address; the one recovering connects.
 
-use crate::db::{CentralDb, Progress};
+use crate::db::{CentralDb, Progress, RangeMark};
 use crate::run::LoggerError;
 use crate::schema::{Row, SqlValue};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_mds::tls::{Role, Security};
@@ -46,6 +47,43 @@ pub enum PeerRequest {
         through_recovery_key: u64,
         limit: u32,
     },
+    /// What the peer holds of each epoch range, and whether it is itself recovering a gap.
+    Holdings,
+}
+
+/// What a logger holds, as its peer reads it before recovering a gap from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHoldings {
+    /// Its Logger_Ranges: how far it holds each epoch range.
+    pub marks: Vec<RangeMark>,
+    /// The gap it is itself recovering, if any: its side's stream resumes after this key.
+    pub recovering_through: Option<u64>,
+}
+
+/// The gap a logger is recovering (0 while none), shared between its link to the side, which
+/// recovers, and the peer listener, which reports it.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveringThrough(Arc<AtomicU64>);
+
+impl RecoveringThrough {
+    pub fn get(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::Acquire)).filter(|&k| k != 0)
+    }
+
+    /// Marks a recovery through `resumes_after` under way until the returned guard drops.
+    pub fn start(&self, resumes_after: u64) -> RecoveringGuard<'_> {
+        self.0.store(resumes_after, Ordering::Release);
+        RecoveringGuard(self)
+    }
+}
+
+/// Clears the recovery mark however the recovery ends.
+pub struct RecoveringGuard<'a>(&'a RecoveringThrough);
+
+impl Drop for RecoveringGuard<'_> {
+    fn drop(&mut self) {
+        self.0 .0.store(0, Ordering::Release);
+    }
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -59,6 +97,7 @@ pub enum PeerReply {
         config_version: u64,
     },
     Rows(Vec<Row>),
+    Holdings(PeerHoldings),
     Failed {
         reason: String,
     },
@@ -73,7 +112,13 @@ pub async fn listen(addr: SocketAddr) -> Result<TcpListener, LoggerError> {
 
 /// Serves the peer logger's requests until the process ends.
 /// Only the other side's logger (a `central` certificate) may connect.
-pub async fn serve(db: CentralDb, side: Side, listener: TcpListener, security: Security) {
+pub async fn serve(
+    db: CentralDb,
+    side: Side,
+    listener: TcpListener,
+    security: Security,
+    recovering: RecoveringThrough,
+) {
     if let Ok(addr) = listener.local_addr() {
         info!(%side, %addr, "listening for the peer logger");
     }
@@ -93,6 +138,7 @@ pub async fn serve(db: CentralDb, side: Side, listener: TcpListener, security: S
         let db = db.clone();
         let security = security.clone();
         let refusals = refusals.clone();
+        let recovering = recovering.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let auth = ClientAuth::Roles(&[Role::Central]);
@@ -104,7 +150,7 @@ pub async fn serve(db: CentralDb, side: Side, listener: TcpListener, security: S
                 }
             };
             let (read, write) = stream.into_split();
-            if let Err(e) = serve_connection(&db, side, read, write).await {
+            if let Err(e) = serve_connection(&db, side, &recovering, read, write).await {
                 warn!(%side, %from, "peer logger connection: {e}");
             }
         });
@@ -114,6 +160,7 @@ pub async fn serve(db: CentralDb, side: Side, listener: TcpListener, security: S
 async fn serve_connection(
     db: &CentralDb,
     side: Side,
+    recovering: &RecoveringThrough,
     read: ReadHalf,
     mut write: WriteHalf,
 ) -> Result<(), LoggerError> {
@@ -130,7 +177,7 @@ async fn serve_connection(
     }
     let mut reader = reader.retype::<PeerRequest>();
     while let Some(request) = reader.next().await? {
-        let reply = match answer(db, request).await {
+        let reply = match answer(db, recovering, request).await {
             Ok(reply) => reply,
             Err(e) => PeerReply::Failed {
                 reason: e.to_string(),
@@ -146,7 +193,11 @@ async fn serve_connection(
     Ok(())
 }
 
-async fn answer(db: &CentralDb, request: PeerRequest) -> Result<PeerReply, LoggerError> {
+async fn answer(
+    db: &CentralDb,
+    recovering: &RecoveringThrough,
+    request: PeerRequest,
+) -> Result<PeerReply, LoggerError> {
     Ok(match request {
         PeerRequest::Progress => {
             let p = db.progress().await?;
@@ -178,6 +229,13 @@ async fn answer(db: &CentralDb, request: PeerRequest) -> Result<PeerReply, Logge
             cut_to_reply_size(&mut rows);
             PeerReply::Rows(rows)
         }
+        PeerRequest::Holdings => PeerReply::Holdings(PeerHoldings {
+            // Read before the marks: a recovery that ends between the two reads is then
+            // reported with its marks as they were at its end or later, never as ongoing
+            // with marks older than its gap.
+            recovering_through: recovering.get(),
+            marks: db.committed_ranges().await?,
+        }),
     })
 }
 
@@ -252,8 +310,10 @@ impl PeerClient {
     fn unexpected(reply: PeerReply) -> LoggerError {
         LoggerError::Protocol(format!("the peer logger answered out of turn: {reply:?}"))
     }
+}
 
-    pub async fn progress(&mut self) -> Result<Progress, LoggerError> {
+impl crate::run::PeerSource for PeerClient {
+    async fn progress(&mut self) -> Result<Progress, LoggerError> {
         match self.ask(&PeerRequest::Progress).await? {
             PeerReply::Progress {
                 committed_through,
@@ -266,7 +326,7 @@ impl PeerClient {
         }
     }
 
-    pub async fn configuration(&mut self) -> Result<Option<(ContactCenter, u64)>, LoggerError> {
+    async fn configuration(&mut self) -> Result<Option<(ContactCenter, u64)>, LoggerError> {
         match self.ask(&PeerRequest::Configuration).await? {
             PeerReply::Configuration {
                 contact_center,
@@ -276,7 +336,7 @@ impl PeerClient {
         }
     }
 
-    pub async fn rows_page(
+    async fn rows_page(
         &mut self,
         table: &str,
         after: Option<Vec<SqlValue>>,
@@ -291,6 +351,13 @@ impl PeerClient {
         };
         match self.ask(&request).await? {
             PeerReply::Rows(rows) => Ok(rows),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
+    async fn holdings(&mut self) -> Result<PeerHoldings, LoggerError> {
+        match self.ask(&PeerRequest::Holdings).await? {
+            PeerReply::Holdings(holdings) => Ok(holdings),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -309,5 +376,59 @@ mod tests {
         let mut huge = vec![vec![SqlValue::Text("x".repeat(PEER_REPLY_BYTES_MAX * 2))]];
         cut_to_reply_size(&mut huge);
         assert_eq!(huge.len(), 1);
+    }
+    fn mark(epoch_range: u64, n: u64) -> RangeMark {
+        RangeMark {
+            epoch_range,
+            last_committed: key(epoch_range, n),
+        }
+    }
+
+    fn key(epoch_range: u64, n: u64) -> u64 {
+        (epoch_range << crate::db::RECOVERY_KEY_RANGE_SHIFT) | n
+    }
+
+    #[test]
+    fn a_gap_is_copied_when_the_peer_holds_it_and_settled_when_it_never_will() {
+        use crate::run::{gap_source, GapSource};
+        let holding = |marks: Vec<RangeMark>, recovering_through: Option<u64>| PeerHoldings {
+            marks,
+            recovering_through,
+        };
+        // The peer holds the gap's range through its end.
+        let peer = holding(vec![mark(2, 900), mark(5, 400)], None);
+        assert_eq!(gap_source(&peer, key(5, 371)), GapSource::Copy);
+        // A higher mark in another range (a history the peer's side abandoned) is not the gap.
+        let peer = holding(vec![mark(2, 600), mark(7, 10)], None);
+        assert_eq!(gap_source(&peer, key(5, 371)), GapSource::Wait);
+        // The peer's stream may still bring the gap: it is behind, and not recovering.
+        let peer = holding(vec![mark(5, 226)], None);
+        assert_eq!(gap_source(&peer, key(5, 371)), GapSource::Wait);
+        // The peer recovers a gap before this one: its stream brings the rest of ours later.
+        let peer = holding(vec![mark(5, 226)], Some(key(5, 300)));
+        assert_eq!(gap_source(&peer, key(5, 371)), GapSource::Wait);
+        // The peer recovers a gap at or past this one, from this logger: it will never hold
+        // more of ours, and waiting would stop both.
+        let peer = holding(vec![mark(5, 226)], Some(key(6, 749)));
+        assert_eq!(gap_source(&peer, key(5, 371)), GapSource::CopyWhatRemains);
+        let peer = holding(vec![mark(5, 226)], Some(key(5, 371)));
+        assert_eq!(gap_source(&peer, key(5, 371)), GapSource::CopyWhatRemains);
+    }
+
+    #[test]
+    fn a_recovery_is_reported_until_it_ends_however_it_ends() {
+        let recovering = RecoveringThrough::default();
+        assert_eq!(recovering.get(), None);
+        {
+            let _guard = recovering.start(key(5, 371));
+            assert_eq!(recovering.clone().get(), Some(key(5, 371)));
+        }
+        assert_eq!(recovering.get(), None);
+        let failed = || -> Result<(), LoggerError> {
+            let _guard = recovering.start(key(6, 1));
+            Err(LoggerError::Protocol("the peer went away".into()))
+        };
+        assert!(failed().is_err());
+        assert_eq!(recovering.get(), None);
     }
 }

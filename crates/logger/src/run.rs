@@ -4,9 +4,10 @@
 //! missed, it recovers that part from the peer logger (`crate::peer`), buffering the live
 //! stream meanwhile, so no row falls between the two; it serves its peer the same way.
 
-use crate::db::{CentralDb, DbError, DbLocation, Progress};
-use crate::peer::PeerClient;
+use crate::db::{CentralDb, DbError, DbLocation, Progress, RangeMark};
+use crate::peer::{PeerClient, PeerHoldings, RecoveringThrough};
 use crate::schema::{self, TableKind};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use tandem_mds::tls::{Role, Security};
@@ -77,16 +78,23 @@ pub async fn run(topology: Topology, side: Side, security: Security) -> Result<(
     let db = CentralDb::open(&own).await?;
     let public = addresses(&topology, side).public;
     let listener = crate::peer::listen(addresses(&topology, side).logger_peer).await?;
+    let recovering = RecoveringThrough::default();
     tokio::spawn(crate::peer::serve(
         db.clone(),
         side,
         listener,
         security.clone(),
+        recovering.clone(),
     ));
     info!(%side, backend = db.backend_name(), "logger starting");
+    let peer = PeerLink {
+        addr: addresses(&topology, other(side)).logger_peer,
+        security: &security,
+        recovering: &recovering,
+    };
     let mut said_waiting = false;
     loop {
-        match serve_side(&db, &topology, side, public, &security).await {
+        match serve_side(&db, side, public, &peer).await {
             Ok(()) => {}
             Err(LoggerError::Link(e)) => {
                 if !said_waiting {
@@ -112,16 +120,22 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How this logger reaches its peer logger to recover a gap, and where it says that it does.
+struct PeerLink<'a> {
+    addr: std::net::SocketAddr,
+    security: &'a Security,
+    recovering: &'a RecoveringThrough,
+}
+
 /// One connection to the side, until it closes.
 async fn serve_side(
     db: &CentralDb,
-    topology: &Topology,
     side: Side,
     public: std::net::SocketAddr,
-    security: &Security,
+    peer: &PeerLink<'_>,
 ) -> Result<(), LoggerError> {
     let progress = db.progress().await?;
-    let stream = transport::connect(public, 1_000, security, Role::Central).await?;
+    let stream = transport::connect(public, 1_000, peer.security, Role::Central).await?;
     let (read, mut write) = stream.into_split();
     transport::write_message(
         &mut write,
@@ -185,16 +199,7 @@ async fn serve_side(
                     SideToLogger::Gap { resumes_after } => {
                         // What was already read follows the gap: it is buffered with the rest.
                         let already: Vec<SideToLogger> = queue.drain(..).collect();
-                        recover_gap(
-                            db,
-                            topology,
-                            side,
-                            resumes_after,
-                            already,
-                            &mut rx,
-                            security,
-                        )
-                        .await?;
+                        recover_gap(db, side, resumes_after, already, &mut rx, peer).await?;
                         let progress = db.progress().await?;
                         acknowledge(&mut write, progress).await?;
                     }
@@ -235,7 +240,7 @@ async fn acknowledge(
 
 /// Writes the batches in order, in transactions of at most `WRITE_ROWS_MAX` rows (a single
 /// batch is never split).
-async fn write_batches(db: &CentralDb, batches: Vec<SideToLogger>) -> Result<(), LoggerError> {
+pub async fn write_batches(db: &CentralDb, batches: Vec<SideToLogger>) -> Result<(), LoggerError> {
     let mut messages: Vec<LoggedMessage> = Vec::new();
     let mut rows = 0;
     let mut through = None;
@@ -248,8 +253,15 @@ async fn write_batches(db: &CentralDb, batches: Vec<SideToLogger>) -> Result<(),
             continue;
         };
         let batch_rows: usize = batch_messages.iter().map(LoggedMessage::row_count).sum();
-        if rows > 0 && rows + batch_rows > WRITE_ROWS_MAX {
-            db.write(&messages, through.unwrap_or(0)).await?;
+        // A batch that ends where the stream left an epoch range is committed on its own: one
+        // write through a later key would mark that range only through its last row.
+        let leaves_range = through.is_some_and(|t| {
+            tandem_db::recovery_key_range(t) != tandem_db::recovery_key_range(batch_through)
+        });
+        if let Some(through) =
+            through.filter(|_| leaves_range || (rows > 0 && rows + batch_rows > WRITE_ROWS_MAX))
+        {
+            db.write(&messages, through).await?;
             messages.clear();
             rows = 0;
         }
@@ -268,19 +280,20 @@ async fn write_batches(db: &CentralDb, batches: Vec<SideToLogger>) -> Result<(),
 /// it. Live batches arriving meanwhile are buffered, then written.
 async fn recover_gap(
     db: &CentralDb,
-    topology: &Topology,
     side: Side,
     resumes_after: u64,
     already: Vec<SideToLogger>,
     rx: &mut mpsc::Receiver<SideToLogger>,
-    security: &Security,
+    peer_link: &PeerLink<'_>,
 ) -> Result<(), LoggerError> {
-    let ours = db.progress().await?;
-    if ours.committed_through >= resumes_after {
+    if db.holds_through(resumes_after).await? {
+        db.close_gap(resumes_after, &[], &[]).await?;
         write_batches(db, already).await?;
         return Ok(());
     }
-    let peer_addr = addresses(topology, other(side)).logger_peer;
+    let _recovering = peer_link.recovering.start(resumes_after);
+    let ours = db.progress().await?;
+    let peer_addr = peer_link.addr;
     info!(
         %side,
         from = ours.committed_through,
@@ -313,12 +326,12 @@ async fn recover_gap(
     for message in already {
         buffer(message)?;
     }
-    // Wait for the peer to have committed the whole gap.
+    // Wait for the peer to hold the whole gap, or for it to be clear that it never will.
     let mut link: Option<PeerClient> = None;
     let mut said_unreachable = false;
-    let (mut peer, peer_progress) = loop {
+    let (mut peer, source) = loop {
         if link.is_none() {
-            match PeerClient::connect(peer_addr, side, security).await {
+            match PeerClient::connect(peer_addr, side, peer_link.security).await {
                 Ok(connected) => link = Some(connected),
                 Err(e) if !said_unreachable => {
                     said_unreachable = true;
@@ -328,11 +341,9 @@ async fn recover_gap(
             }
         }
         if let Some(peer) = link.as_mut() {
-            match peer.progress().await {
-                Ok(p) if p.committed_through >= resumes_after => {
-                    break (link.take().expect("connected"), p);
-                }
-                Ok(_) => {}
+            match peer.holdings().await.map(|h| gap_source(&h, resumes_after)) {
+                Ok(GapSource::Wait) => {}
+                Ok(source) => break (link.take().expect("connected"), source),
                 Err(e) => {
                     warn!(%side, "reading the peer logger's progress: {e}");
                     link = None;
@@ -351,42 +362,29 @@ async fn recover_gap(
             }
         }
     };
-    // The configuration: the peer's, if newer. Replaying the buffered changes after it
-    // changes nothing that is already there, since every operation sets a whole object.
-    if peer_progress.config_version > ours.config_version {
-        if let Some((cc, version)) = peer.configuration().await? {
-            db.replace_configuration(&cc, version).await?;
-        }
+    if source == GapSource::CopyWhatRemains {
+        warn!(
+            %side,
+            through = resumes_after,
+            "the peer logger is recovering past this gap and does not hold all of it: the \
+             rows neither logger holds are lost"
+        );
+        db.local_event(
+            wall_ms(),
+            &format!(
+                "rows through RecoveryKey {resumes_after} that the peer logger does not hold \
+                 either are lost (both sides' buffers lost them)"
+            ),
+        )
+        .await?;
     }
-    let ordered: Vec<&'static str> = schema::tables()
-        .into_iter()
-        .filter(|t| t.kind == TableKind::Ordered)
-        .map(|t| t.name)
-        .collect();
-    let mut copied = 0usize;
-    for table in &ordered {
-        let mut after = Some(vec![
-            schema::u64_value(ours.committed_through),
-            schema::SqlValue::Int(i64::MAX),
-        ]);
-        loop {
-            let rows = peer
-                .rows_page(table, after.take(), resumes_after, RECOVERY_PAGE_ROWS)
-                .await?;
-            if rows.is_empty() {
-                break;
-            }
-            db.insert_rows(table, &rows, None).await?;
-            copied += rows.len();
-            let last = rows.last().expect("not empty");
-            after = Some(last[..2].to_vec());
-            while let Ok(m) = rx.try_recv() {
-                buffer(m)?;
-            }
+    let copied = copy_gap(db, &mut peer, resumes_after, || {
+        while let Ok(m) = rx.try_recv() {
+            buffer(m)?;
         }
-    }
-    // Only now is the gap closed: the committed mark moves past it.
-    db.insert_rows(ordered[0], &[], Some(resumes_after)).await?;
+        Ok(())
+    })
+    .await?;
     info!(%side, rows = copied, "recovered from the peer");
     db.local_event(
         wall_ms(),
@@ -395,6 +393,148 @@ async fn recover_gap(
     .await?;
     write_batches(db, buffered).await?;
     Ok(())
+}
+
+/// Where a recovering logger reads the rows it missed: its peer logger (`PeerClient` over the
+/// peer link; the whole-system simulation reads the peer's database through its own link).
+#[allow(async_fn_in_trait)] // Callers use one concrete source, whose futures keep their bounds.
+pub trait PeerSource {
+    async fn progress(&mut self) -> Result<Progress, LoggerError>;
+    async fn configuration(
+        &mut self,
+    ) -> Result<Option<(tandem_model::config::ContactCenter, u64)>, LoggerError>;
+    async fn rows_page(
+        &mut self,
+        table: &str,
+        after: Option<Vec<schema::SqlValue>>,
+        through_recovery_key: u64,
+        limit: usize,
+    ) -> Result<Vec<schema::Row>, LoggerError>;
+    /// How far the peer holds each epoch range (its Logger_Ranges), and the gap it is itself
+    /// recovering, if any.
+    async fn holdings(&mut self) -> Result<PeerHoldings, LoggerError>;
+}
+
+// The database marks ranges of RecoveryKeys as the MDS numbers them.
+const _: () = assert!(tandem_db::RECOVERY_KEY_RANGE_SHIFT == tandem_mds::protocol::SEQ_EPOCH_SHIFT);
+
+/// What a logger recovering a gap through `resumes_after` does, given what its peer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GapSource {
+    /// The peer holds the whole gap: copy it.
+    Copy,
+    /// The peer does not hold the gap and will hold more of it later (its side's stream, or
+    /// its own recovery, has yet to bring it): wait.
+    Wait,
+    /// The peer does not hold the whole gap and never will: it is itself recovering a gap
+    /// through a key at or past this one, so its stream resumes past this gap, and what it
+    /// lacks it would copy from this logger. Both sides' buffers lost those rows (a double
+    /// failure); waiting would only stop both loggers for good. Copy what the peer holds.
+    CopyWhatRemains,
+}
+
+/// Decides how to recover a gap through `resumes_after` from a peer holding `peer`.
+pub fn gap_source(peer: &PeerHoldings, resumes_after: u64) -> GapSource {
+    if tandem_db::marks_hold_through(&peer.marks, resumes_after) {
+        GapSource::Copy
+    } else if peer
+        .recovering_through
+        .is_some_and(|theirs| theirs >= resumes_after)
+    {
+        GapSource::CopyWhatRemains
+    } else {
+        GapSource::Wait
+    }
+}
+
+/// Copies what this logger missed from its peer, which holds it through `resumes_after` or
+/// never will (`gap_source`): the peer's configuration, then, for each epoch range the peer holds
+/// further than this logger (up to `resumes_after`), every ordered table's rows after this
+/// logger's mark in that range, page by page (`between_pages` runs after each, to keep up with
+/// the live stream), and only then closes the gap (`CentralDb::close_gap`). Comparing range by
+/// range, not one committed mark, is what recovers the tail of record of a lower range after
+/// this logger's side ran on in a history of its own that it then abandoned. Returns the rows
+/// copied.
+pub async fn copy_gap(
+    db: &CentralDb,
+    peer: &mut impl PeerSource,
+    resumes_after: u64,
+    mut between_pages: impl FnMut() -> Result<(), LoggerError>,
+) -> Result<usize, LoggerError> {
+    // The configuration: the peer's, whatever this logger's version. The peer has committed
+    // through the gap, so its configuration is the one of record as of a point at or after
+    // it; this logger's may hold changes of a history its side abandoned (it ran isolated and
+    // then took the other side's state), numbered like different changes of record. The
+    // buffered stream then applies the changes after the gap again, which converges, since
+    // every operation sets a whole object.
+    if let Some((cc, version)) = peer.configuration().await? {
+        db.replace_configuration(&cc, version).await?;
+    }
+    let ours: BTreeMap<u64, u64> = db
+        .committed_ranges()
+        .await?
+        .into_iter()
+        .map(|m| (m.epoch_range, m.last_committed))
+        .collect();
+    let last_range = tandem_db::recovery_key_range(resumes_after);
+    let ordered: Vec<&'static str> = schema::tables()
+        .into_iter()
+        .filter(|t| t.kind == TableKind::Ordered)
+        .map(|t| t.name)
+        .collect();
+    let mut copied_marks = Vec::new();
+    let mut copied_drops = Vec::new();
+    let mut copied = 0usize;
+    for theirs in peer.holdings().await?.marks {
+        if theirs.epoch_range > last_range {
+            continue;
+        }
+        let through = theirs.last_committed.min(resumes_after);
+        // From this logger's mark in the range, or from the range's start.
+        let after = ours.get(&theirs.epoch_range).copied().unwrap_or(
+            (theirs.epoch_range << tandem_db::RECOVERY_KEY_RANGE_SHIFT).saturating_sub(1),
+        );
+        if through <= after {
+            continue;
+        }
+        for table in &ordered {
+            let mut page_after = Some(vec![
+                schema::u64_value(after),
+                schema::SqlValue::Int(i64::MAX),
+            ]);
+            loop {
+                let rows = peer
+                    .rows_page(table, page_after.take(), through, RECOVERY_PAGE_ROWS)
+                    .await?;
+                if rows.is_empty() {
+                    break;
+                }
+                db.insert_rows(table, &rows, None).await?;
+                if *table == schema::HISTORICAL_DROP {
+                    for row in &rows {
+                        copied_drops.push(schema::drop_range_of(row).ok_or_else(|| {
+                            LoggerError::Protocol(format!(
+                                "the peer sent a malformed {} row: {row:?}",
+                                schema::HISTORICAL_DROP
+                            ))
+                        })?);
+                    }
+                }
+                copied += rows.len();
+                let last = rows.last().expect("not empty");
+                page_after = Some(last[..2].to_vec());
+                between_pages()?;
+            }
+        }
+        copied_marks.push(RangeMark {
+            epoch_range: theirs.epoch_range,
+            last_committed: through,
+        });
+    }
+    // Only now is the gap closed: the marks move past it.
+    db.close_gap(resumes_after, &copied_marks, &copied_drops)
+        .await?;
+    Ok(copied)
 }
 
 /// Seeds a side's empty central database from a contact-center file.

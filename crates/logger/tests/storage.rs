@@ -8,10 +8,12 @@
 //! set, when it fails.
 
 use tandem_logger::db::{
-    CentralDb, DbError, DbLocation, Progress, ROWS_PAGE_MAX, SCHEMA_VERSION, SCHEMA_VERSION_TABLE,
+    CentralDb, DbError, DbLocation, Progress, RangeMark, RECOVERY_KEY_RANGE_SHIFT, ROWS_PAGE_MAX,
+    SCHEMA_VERSION, SCHEMA_VERSION_TABLE,
 };
 use tandem_logger::schema::{self, Row, SqlValue, TableKind};
 use tandem_logger::test_postgres::{postgres_admin_url, PostgresDatabase};
+use tandem_mds::SideToLogger;
 use tandem_model::config::{
     ConfigChange, ConfigObject, ConfigOp, ContactCenter, LabelTarget, ObjectRef, Pg,
 };
@@ -128,6 +130,11 @@ on_both_backends!(
     bad_input,
     local_events,
     batch_of_5000_rows,
+    schema_1_gets_its_range_mark,
+    range_marks_and_gaps,
+    a_gap_holding_a_drop_decision_empties_its_range,
+    batches_written_together_mark_where_the_stream_left_each_range,
+    a_capped_database_refuses_writes,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1085,4 +1092,218 @@ async fn batch_of_5000_rows(fx: &Fixture) {
         assert_eq!(count(db, table).await, 1_000, "{table}");
     }
     assert_eq!(db.progress().await.unwrap().committed_through, 1_000);
+}
+
+/// RecoveryKey `n` of epoch range `range`.
+fn in_range(range: u64, n: u64) -> u64 {
+    (range << RECOVERY_KEY_RANGE_SHIFT) | n
+}
+
+fn mark(epoch_range: u64, last_committed: u64) -> RangeMark {
+    RangeMark {
+        epoch_range,
+        last_committed,
+    }
+}
+
+/// A database of schema 1 (the tables of migration 2 dropped, the migration forgotten) gets, on
+/// opening, the range of its committed mark.
+async fn schema_1_gets_its_range_mark(fx: &Fixture) {
+    let key = in_range(3, 17);
+    fx.db
+        .write(&[message(key, None, vec![], vec![event("x")])], key)
+        .await
+        .unwrap();
+    fx.raw_execute(&format!(
+        "DROP TABLE \"{}\"; DROP TABLE \"{}\"; \
+         DELETE FROM \"{SCHEMA_VERSION_TABLE}\" WHERE \"version\" = 2",
+        schema::LOGGER_RANGES,
+        schema::HISTORICAL_DROP
+    ))
+    .await;
+    let reopened = fx.reopen().await;
+    assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
+    assert_eq!(
+        reopened.committed_ranges().await.unwrap(),
+        vec![mark(3, key)]
+    );
+}
+
+/// Batches mark each range they commit; closing a gap raises the copied ranges' marks and moves
+/// the committed mark back out of an abandoned range, so the keys of record below it are
+/// written, not skipped.
+async fn range_marks_and_gaps(fx: &Fixture) {
+    let db = &fx.db;
+    let batch: Vec<LoggedMessage> = (1..=5)
+        .map(|n| message(in_range(1, n), None, vec![], vec![event("one")]))
+        .collect();
+    db.write(&batch, in_range(1, 5)).await.unwrap();
+    // A history abandoned later: range 2, above what the record continues in range 1.
+    db.write(
+        &[message(
+            in_range(2, 1),
+            None,
+            vec![],
+            vec![event("abandoned")],
+        )],
+        in_range(2, 3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        db.committed_ranges().await.unwrap(),
+        vec![mark(1, in_range(1, 5)), mark(2, in_range(2, 3))]
+    );
+    assert!(db.holds_through(in_range(1, 5)).await.unwrap());
+    assert!(!db.holds_through(in_range(1, 6)).await.unwrap());
+    assert!(!db.holds_through(in_range(4, 1)).await.unwrap());
+
+    // The peer's rows of range 1 through 8 were copied; the stream resumes after 8.
+    db.insert_rows(schema::EVENT, &[event_row(in_range(1, 7) as i64, 0)], None)
+        .await
+        .unwrap();
+    db.close_gap(in_range(1, 8), &[mark(1, in_range(1, 8))], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        db.progress().await.unwrap().committed_through,
+        in_range(1, 8)
+    );
+    assert_eq!(
+        db.committed_ranges().await.unwrap(),
+        vec![mark(1, in_range(1, 8)), mark(2, in_range(2, 3))]
+    );
+    // The next key of record, below the abandoned mark, is written.
+    db.write(
+        &[message(in_range(1, 9), None, vec![], vec![event("record")])],
+        in_range(1, 9),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(db, schema::EVENT).await, 5 + 1 + 1 + 1);
+    assert_eq!(
+        db.progress().await.unwrap().committed_through,
+        in_range(1, 9)
+    );
+    // A mark never goes back: an older gap through a lower key leaves range 1 at 9.
+    db.close_gap(in_range(1, 2), &[], &[]).await.unwrap();
+    assert_eq!(
+        db.committed_ranges().await.unwrap()[0],
+        mark(1, in_range(1, 9))
+    );
+    assert_eq!(
+        db.progress().await.unwrap().committed_through,
+        in_range(1, 9)
+    );
+}
+
+/// A drop decision is recorded in Historical_Drop; a gap whose copied rows hold one empties
+/// its range here too, where rows were written before the decision was taken.
+async fn a_gap_holding_a_drop_decision_empties_its_range(fx: &Fixture) {
+    let db = &fx.db;
+    let batch: Vec<LoggedMessage> = (1..=5)
+        .map(|n| message(in_range(1, n), None, vec![], vec![event("before")]))
+        .collect();
+    db.write(&batch, in_range(1, 5)).await.unwrap();
+    let mut decision = message(in_range(1, 9), None, vec![], vec![event("the drop")]);
+    decision.dropped = Some(DroppedRange {
+        after: in_range(1, 1),
+        through: in_range(1, 2),
+    });
+    db.write(&[decision], in_range(1, 9)).await.unwrap();
+    assert_eq!(count(db, schema::EVENT).await, 4 + 1);
+    let drops = db
+        .rows_page(schema::HISTORICAL_DROP, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(drops.len(), 1);
+    assert_eq!(
+        schema::drop_range_of(&drops[0]),
+        Some((in_range(1, 1), in_range(1, 2)))
+    );
+
+    // The peer's decision through 4, copied in a gap through 12, empties 3 and 4 here.
+    db.close_gap(
+        in_range(1, 12),
+        &[mark(1, in_range(1, 12))],
+        &[(in_range(1, 2), in_range(1, 4))],
+    )
+    .await
+    .unwrap();
+    let keys: Vec<SqlValue> = db
+        .rows_page(schema::EVENT, None, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row[0].clone())
+        .collect();
+    assert_eq!(
+        keys,
+        [1, 5, 9]
+            .map(|n| schema::u64_value(in_range(1, n)))
+            .to_vec()
+    );
+    assert_eq!(
+        db.progress().await.unwrap().committed_through,
+        in_range(1, 12)
+    );
+}
+
+/// Batches that queued up while the logger was busy are written together, yet the end of a
+/// range the stream left is marked exactly, though no row came with it.
+async fn batches_written_together_mark_where_the_stream_left_each_range(fx: &Fixture) {
+    let batch = |keys: &[u64], through: u64| SideToLogger::Batch {
+        messages: keys
+            .iter()
+            .map(|&k| message(k, None, vec![], vec![event("row")]))
+            .collect(),
+        through,
+    };
+    tandem_logger::run::write_batches(
+        &fx.db,
+        vec![
+            batch(&[in_range(5, 1)], in_range(5, 3)),
+            batch(&[], in_range(5, 7)),
+            batch(&[in_range(7, 2)], in_range(7, 2)),
+            batch(&[], in_range(7, 4)),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fx.db.committed_ranges().await.unwrap(),
+        vec![mark(5, in_range(5, 7)), mark(7, in_range(7, 4))]
+    );
+    assert!(fx.db.holds_through(in_range(5, 7)).await.unwrap());
+    assert_eq!(count(&fx.db, schema::EVENT).await, 2);
+}
+
+/// A SQLite database capped at its size refuses a write that needs room and changes nothing,
+/// then takes it once the cap is lifted; PostgreSQL says it has no cap.
+async fn a_capped_database_refuses_writes(fx: &Fixture) {
+    let db = &fx.db;
+    if let DbLocation::Postgres(_) = fx.location {
+        assert!(matches!(
+            db.cap_growth(true).await,
+            Err(DbError::Unsupported(_))
+        ));
+        return;
+    }
+    db.write(&[message(1, None, vec![], vec![event("before")])], 1)
+        .await
+        .unwrap();
+    db.cap_growth(true).await.unwrap();
+    let big: Vec<LoggedMessage> = (2..=400)
+        .map(|n| message(n, None, records_of_every_kind(n, 3), vec![event("after")]))
+        .collect();
+    let before = dump(db).await;
+    assert!(
+        db.write(&big, 400).await.is_err(),
+        "a capped database took the batch"
+    );
+    assert_eq!(dump(db).await, before);
+    assert_eq!(db.progress().await.unwrap().committed_through, 1);
+    db.cap_growth(false).await.unwrap();
+    db.write(&big, 400).await.unwrap();
+    assert_eq!(db.progress().await.unwrap().committed_through, 400);
 }

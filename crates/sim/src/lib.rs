@@ -115,6 +115,17 @@ pub struct SimReport {
     /// Route requests answered again because a takeover abandoned the history of their first
     /// answer (an isolated side's, after a double fault).
     pub answers_after_abandoned_history: u64,
+    /// Historical drop decisions ordered (neither logger took rows while a feed was full).
+    pub drop_decisions: u64,
+    /// Logger writes or recoveries that failed (a database that refused to grow).
+    pub logger_write_failures: u64,
+    /// Gaps a logger recovered from its peer.
+    pub logger_gaps_recovered: u64,
+    /// Of those, gaps the peer logger held only part of and never would hold more of: rows
+    /// both sides lost (a double failure), which the loggers then agree to lack.
+    pub logger_gaps_held_by_neither: u64,
+    /// Ordered rows in side A's central database at the end.
+    pub rows_logged: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u32>,
     pub violation: Option<Violation>,

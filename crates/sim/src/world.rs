@@ -7,7 +7,10 @@
 //! process's) is dropped on arrival. A paused process's inbound messages wait in its socket
 //! buffer (`inbox`) until it resumes.
 
+mod loggers;
+
 use crate::{SimOptions, SimReport, Violation};
+use loggers::{SideLogger, SimLogger};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -79,6 +82,10 @@ enum Fault {
     LatencySpike(u64),
     /// Links clogged one by one, then unclogged in random order.
     Swizzle(u64),
+    CrashLogger(usize, u64),
+    PauseLogger(usize, u64),
+    /// A side's central database refuses to grow for a while (a full disk).
+    DbWriteFailure(usize, u64),
 }
 
 impl Fault {
@@ -94,6 +101,9 @@ impl Fault {
             Fault::CutPgLink(..) => "PG link cut",
             Fault::LatencySpike(..) => "latency spike",
             Fault::Swizzle(..) => "swizzle clog",
+            Fault::CrashLogger(..) => "logger crashed and restarted",
+            Fault::PauseLogger(..) => "logger paused",
+            Fault::DbWriteFailure(..) => "central database write failure",
         }
     }
 }
@@ -149,6 +159,33 @@ enum Event {
         logic_ok: bool,
     },
     HealPgLink(usize, usize),
+    /// The side's end of its logger link sends to the logger.
+    ToLogger {
+        side: usize,
+        generation: u64,
+        message: tandem_mds::SideToLogger,
+    },
+    /// A logger's connection reaches its side, with the logger's progress.
+    LoggerHello {
+        side: usize,
+        generation: u64,
+        committed_through: u64,
+        config_version: u64,
+    },
+    FromLogger {
+        side: usize,
+        generation: u64,
+        message: tandem_mds::LoggerToSide,
+    },
+    /// One end of a logger link closed it; the other (the logger, if `to_logger`) sees it.
+    LoggerLinkReset {
+        side: usize,
+        generation: u64,
+        to_logger: bool,
+    },
+    LoggerRestart(usize),
+    LoggerResume(usize),
+    DbHasRoom(usize),
     Clog(LinkId),
     Unclog(LinkId),
     Fault(Fault),
@@ -245,6 +282,14 @@ struct World {
     hasher: Xxh3,
     faults: BTreeMap<&'static str, u32>,
     violation: Option<Violation>,
+    /// The logger tier: each side's logger with its database, and each side's end of the link.
+    loggers: [SimLogger; 2],
+    side_loggers: [SideLogger; 2],
+    /// The rows a side's logger feed holds at most in this run.
+    logger_rows_max: usize,
+    logger_rng: ChaCha8Rng,
+    next_logger_generation: u64,
+    drop_decisions: u64,
 }
 
 fn side_of(i: usize) -> Side {
@@ -292,6 +337,14 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
     #[cfg(feature = "planted-bugs")]
     plant(options.planted_bug);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut logger_rng = ChaCha8Rng::seed_from_u64(seed ^ loggers::LOGGER_STREAM);
+    // Half the runs hold few rows for their loggers, so that a logger down for a second or two
+    // makes its side release rows or order a drop decision.
+    let logger_rows_max = if logger_rng.random_bool(0.5) {
+        logger_rng.random_range(30..400)
+    } else {
+        tandem_central::logger_feed::LOGGER_BUFFER_ROWS_DEFAULT
+    };
     let pg_count = rng.random_range(1..=3usize);
     let cc = generate(&GenerateParams {
         agents: 12 * pg_count as u32,
@@ -304,6 +357,7 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
     });
     let timers = MdsTimers::default();
     let start_ms = 1_000;
+    let cc_for_loggers = cc.clone();
     let pgs: Vec<SimPg> = (0..pg_count)
         .map(|i| {
             let id = cc.pgs[i].id;
@@ -376,6 +430,18 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         hasher: Xxh3::new(),
         faults: BTreeMap::new(),
         violation: None,
+        loggers: [
+            SimLogger::new(&cc_for_loggers),
+            SimLogger::new(&cc_for_loggers),
+        ],
+        side_loggers: [
+            SideLogger::new(logger_rows_max),
+            SideLogger::new(logger_rows_max),
+        ],
+        logger_rows_max,
+        logger_rng,
+        next_logger_generation: 0,
+        drop_decisions: 0,
     };
     world.run();
     #[cfg(feature = "planted-bugs")]
@@ -401,6 +467,11 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         route_requests: stats(|s| s.route_requests_sent),
         route_requests_answered: stats(|s| s.route_requests_answered),
         answers_after_abandoned_history: world.answers_after_abandoned,
+        drop_decisions: world.drop_decisions,
+        logger_write_failures: world.loggers.iter().map(|l| l.write_failures).sum(),
+        logger_gaps_recovered: world.loggers.iter().map(|l| l.gaps_recovered).sum(),
+        logger_gaps_held_by_neither: world.loggers.iter().map(|l| l.gaps_held_by_neither).sum(),
+        rows_logged: world.rows_logged(),
         faults: world.faults,
         violation: world.violation,
     }
@@ -437,6 +508,20 @@ impl World {
             let fault = self.draw_fault();
             self.schedule(at, Event::Fault(fault));
         }
+        let logger_fault_count = self.logger_rng.random_range(0..=3);
+        for _ in 0..logger_fault_count {
+            let at = self
+                .logger_rng
+                .random_range(self.now_ms + 500..end_ms.max(self.now_ms + 501));
+            let side = self.logger_rng.random_range(0..2);
+            let for_ms = self.logger_rng.random_range(100..3_000);
+            let fault = match self.logger_rng.random_range(0..3) {
+                0 => Fault::CrashLogger(side, for_ms),
+                1 => Fault::PauseLogger(side, for_ms),
+                _ => Fault::DbWriteFailure(side, for_ms),
+            };
+            self.schedule(at, Event::Fault(fault));
+        }
         while self.now_ms < end_ms && self.violation.is_none() {
             self.step();
         }
@@ -470,7 +555,13 @@ impl World {
             .filter(|(_, e)| {
                 matches!(
                     e,
-                    Event::Fault(_) | Event::Restart { .. } | Event::Clog(_) | Event::Unclog(_)
+                    Event::Fault(_)
+                        | Event::Restart { .. }
+                        | Event::Clog(_)
+                        | Event::Unclog(_)
+                        | Event::LoggerRestart(_)
+                        | Event::LoggerResume(_)
+                        | Event::DbHasRoom(_)
                 )
             })
             .map(|(k, _)| *k)
@@ -495,6 +586,13 @@ impl World {
         }
         self.set_private_link(true);
         self.extra_latency_ms = 0;
+        for side in 0..2 {
+            if self.loggers[side].paused {
+                self.resume_logger(side);
+            }
+            self.restart_logger(side);
+            self.set_db_capped(side, false);
+        }
     }
 
     fn draw_fault(&mut self) -> Fault {
@@ -544,9 +642,16 @@ impl World {
             if self.runs(side) {
                 self.sync_mut(side).tick(now);
                 self.side_tick(side);
+                if now.is_multiple_of(loggers::SIDE_LOGGER_TICK_MS) {
+                    self.tell_logger_progress(side);
+                    self.send_logger_batches(side, true);
+                }
             }
         }
         self.drain_sides();
+        for side in 0..2 {
+            self.logger_tick(side);
+        }
         for pg in 0..self.pgs.len() {
             self.pgs[pg].core.tick(now);
             self.carry_out_pg(pg);
@@ -565,7 +670,9 @@ impl World {
         match kind {
             LINK_PEER => self.private_link_up,
             LINK_SIDE_TO_PG => self.reach[from][to],
-            _ => self.reach[to][from],
+            LINK_PG_TO_SIDE => self.reach[to][from],
+            // A side and its logger share their site's network.
+            _ => true,
         }
     }
 
@@ -634,6 +741,53 @@ impl World {
             Event::TransferSession { source, .. } if self.sides[source].paused => {
                 self.sides[source].inbox.push_back(event);
             }
+            Event::LoggerHello { side, .. }
+            | Event::FromLogger { side, .. }
+            | Event::LoggerLinkReset {
+                side,
+                to_logger: false,
+                ..
+            } if self.sides[side].paused => {
+                self.sides[side].inbox.push_back(event);
+            }
+            Event::ToLogger { side, .. }
+            | Event::LoggerLinkReset {
+                side,
+                to_logger: true,
+                ..
+            } if self.loggers[side].paused => {
+                self.loggers[side].inbox.push_back(event);
+            }
+            Event::ToLogger {
+                side,
+                generation,
+                message,
+            } => self.logger_hears_side(side, generation, message),
+            Event::LoggerHello {
+                side,
+                generation,
+                committed_through,
+                config_version,
+            } => self.side_hears_logger_hello(side, generation, committed_through, config_version),
+            Event::FromLogger {
+                side,
+                generation,
+                message,
+            } => self.side_hears_logger(side, generation, message),
+            Event::LoggerLinkReset {
+                side,
+                generation,
+                to_logger,
+            } => {
+                if to_logger {
+                    self.logger_link_reset(side, generation);
+                } else if self.runs(side) && self.side_loggers[side].link == Some(generation) {
+                    self.side_closes_logger(side, false);
+                }
+            }
+            Event::LoggerRestart(side) => self.restart_logger(side),
+            Event::LoggerResume(side) => self.resume_logger(side),
+            Event::DbHasRoom(side) => self.set_db_capped(side, false),
             Event::Peer {
                 to,
                 generation,
@@ -746,6 +900,20 @@ impl World {
                     self.schedule(now + for_ms, Event::HealPgLink(side, pg));
                 }
             }
+            Fault::CrashLogger(side, for_ms) => {
+                self.crash_logger(side);
+                self.schedule(now + for_ms, Event::LoggerRestart(side));
+            }
+            Fault::PauseLogger(side, for_ms) => {
+                if self.loggers[side].runs && !self.loggers[side].paused {
+                    self.loggers[side].paused = true;
+                    self.schedule(now + for_ms, Event::LoggerResume(side));
+                }
+            }
+            Fault::DbWriteFailure(side, for_ms) => {
+                self.set_db_capped(side, true);
+                self.schedule(now + for_ms, Event::DbHasRoom(side));
+            }
             Fault::LatencySpike(extra_ms) => {
                 self.extra_latency_ms = extra_ms;
                 self.latency_spike_until_ms = now + 500;
@@ -816,6 +984,7 @@ impl World {
             .map(|(&pg, p)| (pg, p.generation))
             .collect();
         slot.paths.clear();
+        self.side_closes_logger(side, true);
         for (pg, generation) in paths {
             self.send(
                 (LINK_SIDE_TO_PG, side, pg),
@@ -881,6 +1050,7 @@ impl World {
         slot.last_delivered_seq = 0;
         slot.pg_delivered.clear();
         slot.history.clear();
+        self.side_loggers[side] = SideLogger::new(self.logger_rows_max);
         // A started process marks itself as having run: a restart takes its peer's state.
         slot.persisted_epoch = epoch;
         self.trace_line(format!(
@@ -921,6 +1091,7 @@ impl World {
         for side in 0..2 {
             // A new connection ends any transfer of the old one.
             self.sides[side].transfer = None;
+            self.side_loggers[side].progress_told = None;
             self.sync_mut(side).peer_link_up(now);
         }
     }
@@ -943,6 +1114,7 @@ impl World {
                     self.sides[side].transfer = None;
                 }
                 self.sync_mut(side).peer_link_down(now);
+                self.peer_logger_progress(side, None);
             }
         }
     }
@@ -1187,6 +1359,7 @@ impl World {
     /// Carries out what the sides asked for.
     fn drain_sides(&mut self) {
         loop {
+            let mut more = false;
             for side in 0..2 {
                 while self.runs(side) {
                     let Some(action) = self.sync_mut(side).poll() else {
@@ -1194,8 +1367,14 @@ impl World {
                     };
                     self.carry_out(side, action);
                 }
+                if self.runs(side) && self.side_logger_work(side) {
+                    more = true;
+                }
             }
             if self.digests_due.is_empty() {
+                if more {
+                    continue;
+                }
                 return;
             }
             let now = self.now_ms;
@@ -1246,8 +1425,16 @@ impl World {
                 slot.transfer_retry_ms = TRANSFER_RETRY_MS_MIN;
             }
             Action::TransferRequested(request) => self.on_transfer_requested(side, request),
-            // The simulation runs no loggers yet.
-            Action::PeerLoggerProgress { .. } => {}
+            Action::PeerLoggerProgress {
+                connected,
+                committed_through,
+            } => self.peer_logger_progress(
+                side,
+                Some(tandem_central::logger_feed::PeerLogger {
+                    connected,
+                    committed_through,
+                }),
+            ),
             Action::Event(SyncEvent::TransferBufferOverflow { .. }) => self.transfer_failed(side),
             Action::Event(SyncEvent::DigestMismatch { seq, .. }) => self.violate(
                 "a DigestCheck found different states",
@@ -1288,6 +1475,9 @@ impl World {
                 let sorted =
                     apply::sort_outputs(ordered.seq, &input, &mut outputs, &mut slot.outputs);
                 let generation = slot.outputs.generation;
+                self.side_loggers[side]
+                    .feed
+                    .delivered(ordered.seq, Some(sorted.logged));
                 for numbered in sorted.pg_outputs {
                     let hash = xxh3_64(&output_bytes(&numbered.output));
                     let key = (generation, numbered.pg, numbered.id);
@@ -1341,8 +1531,19 @@ impl World {
                     return;
                 }
                 self.digests_due.push((side, ordered.seq, digest));
+                self.logged(side, ordered.seq, None);
             }
-            Body::Quarantined { .. } | Body::HistoricalDrop(_) => {}
+            Body::Quarantined { .. } => self.logged(side, ordered.seq, None),
+            Body::HistoricalDrop(drop) => {
+                self.trace_line(format!(
+                    "side {} delivers {}",
+                    side_of(side),
+                    drop.describe()
+                ));
+                self.side_loggers[side]
+                    .feed
+                    .decided_drop(ordered.seq, ordered.time_ms, &drop);
+            }
         }
     }
 
@@ -1483,6 +1684,9 @@ impl World {
                 slot.transfers_received += 1;
                 slot.last_delivered_seq = cut.seq;
                 slot.history = history;
+                // The logger stream before the cut is the peer's: this side's logger recovers
+                // what it lacks of it from the peer's logger.
+                self.side_loggers[receiver].feed.restart_at(cut.seq);
                 slot.pg_delivered = cut
                     .pg_cursors
                     .iter()
@@ -1724,7 +1928,9 @@ impl World {
                             through[0], digests[0], digests[1]
                         ),
                     );
+                    return;
                 }
+                self.check_central_databases(through[0]);
                 return;
             }
             self.step();

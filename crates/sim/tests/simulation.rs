@@ -67,6 +67,9 @@ fn two_thousand_seeds_keep_every_invariant() {
         "PG link cut",
         "latency spike",
         "swizzle clog",
+        "logger crashed and restarted",
+        "logger paused",
+        "central database write failure",
     ] {
         assert!(
             faults.get(kind).copied().unwrap_or(0) >= 50,
@@ -88,6 +91,18 @@ fn two_thousand_seeds_keep_every_invariant() {
         "{answered} of {requests} answered"
     );
     assert!(sum(|r| r.answers_after_abandoned_history) > 0);
+    // The loggers logged, recovered gaps from their peers, met full disks, and the sides
+    // ordered drops when neither logger took rows.
+    assert!(sum(|r| r.rows_logged) > 100 * CI_SEEDS, "rows logged");
+    assert!(
+        sum(|r| r.logger_gaps_recovered) > 0,
+        "logger gaps recovered"
+    );
+    assert!(
+        sum(|r| r.logger_write_failures) > 0,
+        "logger write failures"
+    );
+    assert!(sum(|r| r.drop_decisions) > 0, "drop decisions");
     assert!(reports.iter().any(|r| r.pgs == 1) && reports.iter().any(|r| r.pgs == 3));
 }
 

@@ -44,6 +44,11 @@ struct Totals {
     inputs_sent: u64,
     route_requests: u64,
     answers_after_abandoned_history: u64,
+    drop_decisions: u64,
+    logger_write_failures: u64,
+    logger_gaps_recovered: u64,
+    logger_gaps_held_by_neither: u64,
+    rows_logged: u64,
     faults: BTreeMap<&'static str, u64>,
     /// Failing seeds, lowest first.
     failures: BTreeMap<u64, SimReport>,
@@ -80,6 +85,11 @@ pub fn run(args: SimArgs) -> Result<()> {
         totals.inputs_sent += report.inputs_sent;
         totals.route_requests += report.route_requests;
         totals.answers_after_abandoned_history += report.answers_after_abandoned_history;
+        totals.drop_decisions += report.drop_decisions;
+        totals.logger_write_failures += report.logger_write_failures;
+        totals.logger_gaps_recovered += report.logger_gaps_recovered;
+        totals.logger_gaps_held_by_neither += report.logger_gaps_held_by_neither;
+        totals.rows_logged += report.rows_logged;
         for (kind, n) in &report.faults {
             *totals.faults.entry(kind).or_default() += u64::from(*n);
         }
@@ -108,6 +118,11 @@ pub fn run(args: SimArgs) -> Result<()> {
             "inputs_sent": totals.inputs_sent,
             "route_requests": totals.route_requests,
             "answers_after_abandoned_history": totals.answers_after_abandoned_history,
+            "drop_decisions": totals.drop_decisions,
+            "logger_write_failures": totals.logger_write_failures,
+            "logger_gaps_recovered": totals.logger_gaps_recovered,
+            "logger_gaps_held_by_neither": totals.logger_gaps_held_by_neither,
+            "rows_logged": totals.rows_logged,
             "faults": totals.faults,
             "failed": totals.failures.keys().collect::<Vec<_>>(),
         })
@@ -146,6 +161,11 @@ fn replay(seed: u64, duration_ms: u64) -> Result<()> {
         "route_requests": report.route_requests,
         "route_requests_answered": report.route_requests_answered,
         "answers_after_abandoned_history": report.answers_after_abandoned_history,
+        "drop_decisions": report.drop_decisions,
+        "logger_write_failures": report.logger_write_failures,
+        "logger_gaps_recovered": report.logger_gaps_recovered,
+        "logger_gaps_held_by_neither": report.logger_gaps_held_by_neither,
+        "rows_logged": report.rows_logged,
         "faults": report.faults,
     });
     match report.violation {
