@@ -26,8 +26,8 @@ pub const DROP_DECISION_TARGET_PERCENT: usize = 75;
 pub const LOCAL_DROP_CEILING_FACTOR: usize = 2;
 /// How many epoch ranges the feed remembers its stream passing through after `held_after`.
 /// Each takeover starts a range, so this is reached only by many takeovers while a logger is
-/// away; a logger whose mark lies in a forgotten range is sent a gap, which it closes without
-/// losing a row.
+/// behind; a logger still in a forgotten range is made to reconnect, and a logger whose mark
+/// lies in one is sent a gap, which it closes without losing a row.
 pub const STREAM_RANGES_MAX: usize = 64;
 
 #[derive(Debug)]
@@ -369,7 +369,14 @@ impl LoggerFeed {
             Some((_, last)) if seq_epoch_range(*last) == range => *last = seq,
             _ => {
                 if self.stream_ranges.len() == STREAM_RANGES_MAX {
-                    self.stream_ranges.pop_front();
+                    let (_, forgotten_last) =
+                        self.stream_ranges.pop_front().expect("the list is full");
+                    if self.sent_through.is_some_and(|s| s <= forgotten_last) {
+                        // The batches would no longer end where the stream left that range:
+                        // the logger reconnects, and a gap settles where it stands.
+                        self.sent_through = None;
+                        self.sent_rows_unacked = 0;
+                    }
                 }
                 self.stream_ranges.push_back((seq, seq));
             }
@@ -792,6 +799,32 @@ mod tests {
         assert_eq!(
             batch(&mut feed, false),
             Some((vec![range(6, 1)], range(6, 1)))
+        );
+    }
+
+    #[test]
+    fn a_logger_behind_more_ranges_than_remembered_reconnects_to_a_gap() {
+        let range = |r: u64, n: u64| (r << tandem_mds::protocol::SEQ_EPOCH_SHIFT) | n;
+        let mut feed = LoggerFeed::new(10_000, range(1, 0));
+        assert_eq!(feed.logger_connected(range(1, 0), 0), None);
+        feed.delivered(range(1, 1), Some(message(range(1, 1), 1)));
+        assert_eq!(
+            batch(&mut feed, false),
+            Some((vec![range(1, 1)], range(1, 1)))
+        );
+        // The logger commits nothing while the stream passes through as many ranges again.
+        for r in 2..=STREAM_RANGES_MAX as u64 {
+            feed.delivered(range(r, 1), Some(message(range(r, 1), 1)));
+        }
+        assert!(feed.logger_connected_now());
+        feed.delivered(range(100, 1), Some(message(range(100, 1), 1)));
+        assert!(!feed.logger_connected_now());
+        // It reconnects with its mark in the forgotten range, and hears of a gap.
+        assert_eq!(
+            feed.logger_connected(range(1, 1), 0),
+            Some(SideToLogger::Gap {
+                resumes_after: range(1, 0)
+            })
         );
     }
 

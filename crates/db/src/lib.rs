@@ -329,22 +329,38 @@ fn create_the_first_tables(dialect: sql::Dialect) -> Vec<String> {
         .collect()
 }
 
-/// Migration 2: the tables a gap recovery across histories needs. Logger_Ranges, holding for
-/// the range of Logger_State's committed mark that mark: ranges below it get no row, since what
-/// a logger of schema 1 holds in them is not known, and a gap recovery would copy them again
-/// (rows are inserted unless present). Historical_Drop, empty: the decisions written before
-/// are in Event.
+/// Migration 2: the tables a gap recovery across histories needs. Logger_Ranges, marking each
+/// range through the highest key the database holds in it, up to Logger_State's committed mark
+/// (which marks its own range): a logger of schema 1 wrote its stream without holes up to that
+/// mark, so it holds each range it passed through up to its last row there, as its one mark
+/// said. A peer recovering a gap in a lower range then finds it held. Historical_Drop, empty:
+/// the decisions written before are in Event.
 fn add_the_gap_tables(dialect: sql::Dialect) -> Vec<String> {
     let ranges = table_def(schema::LOGGER_RANGES).expect("a table of the schema");
     let drops = table_def(schema::HISTORICAL_DROP).expect("a table of the schema");
+    let mut keys: Vec<String> = Schema::Central
+        .tables()
+        .iter()
+        .filter(|def| def.kind == TableKind::Ordered && !TABLES_ADDED_LATER.contains(&def.name))
+        .map(|def| {
+            format!(
+                "SELECT \"recovery_key\" AS \"k\" FROM {}",
+                sql::quote(def.name)
+            )
+        })
+        .collect();
+    let state = sql::quote(schema::LOGGER_STATE);
+    keys.push(format!("SELECT \"committed_through\" FROM {state}"));
+    let span = 1u64 << RECOVERY_KEY_RANGE_SHIFT;
     vec![
         sql::create_table(dialect, ranges),
         sql::create_table(dialect, drops),
         format!(
-            "INSERT INTO {} SELECT \"committed_through\" / {}, \"committed_through\" FROM {}",
+            "INSERT INTO {} SELECT \"k\" / {span}, MAX(\"k\") FROM ({}) AS \"keys\" \
+             WHERE \"k\" <= (SELECT MAX(\"committed_through\") FROM {state}) \
+             GROUP BY \"k\" / {span}",
             sql::quote(schema::LOGGER_RANGES),
-            1u64 << RECOVERY_KEY_RANGE_SHIFT,
-            sql::quote(schema::LOGGER_STATE)
+            keys.join(" UNION ALL "),
         ),
     ]
 }

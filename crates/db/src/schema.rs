@@ -524,11 +524,13 @@ pub fn drop_writes(after: u64, through: u64) -> impl Iterator<Item = Write> {
         })
 }
 
-/// The range `(after, through]` a Historical_Drop row names.
-pub fn drop_range_of(row: &Row) -> Option<(u64, u64)> {
+/// The decision's RecoveryKey and the range `(after, through]` a Historical_Drop row names;
+/// `None` unless the range is one a decision can name: not empty, and before the decision.
+pub fn drop_range_of(row: &Row) -> Option<(u64, u64, u64)> {
     match row.as_slice() {
-        [_, _, _, SqlValue::Int(after), SqlValue::Int(through)] => {
-            Some((*after as u64, *through as u64))
+        [SqlValue::Int(key), _, _, SqlValue::Int(after), SqlValue::Int(through)] => {
+            let (key, after, through) = (*key as u64, *after as u64, *through as u64);
+            (after < through && through < key).then_some((key, after, through))
         }
         _ => None,
     }

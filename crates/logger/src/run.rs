@@ -31,6 +31,9 @@ pub const FRAMES_QUEUED_MAX: usize = 256;
 pub const RECOVERY_BUFFER_ROWS_MAX: usize = 2_000_000;
 /// Rows copied from the peer per page.
 pub const RECOVERY_PAGE_ROWS: usize = 5_000;
+/// Drop decisions one gap recovery applies at most. A decision is ordered only while neither
+/// logger takes rows, so a gap holds few; more is a peer's fault, refused whole.
+pub const COPIED_DROPS_MAX: usize = 10_000;
 const RECONNECT_MS: u64 = 200;
 const PEER_POLL_MS: u64 = 100;
 
@@ -345,7 +348,7 @@ async fn recover_gap(
                 Ok(GapSource::Wait) => {}
                 Ok(source) => break (link.take().expect("connected"), source),
                 Err(e) => {
-                    warn!(%side, "reading the peer logger's progress: {e}");
+                    warn!(%side, "reading what the peer logger holds: {e}");
                     link = None;
                 }
             }
@@ -512,12 +515,27 @@ pub async fn copy_gap(
                 db.insert_rows(table, &rows, None).await?;
                 if *table == schema::HISTORICAL_DROP {
                     for row in &rows {
-                        copied_drops.push(schema::drop_range_of(row).ok_or_else(|| {
-                            LoggerError::Protocol(format!(
-                                "the peer sent a malformed {} row: {row:?}",
-                                schema::HISTORICAL_DROP
-                            ))
-                        })?);
+                        let (key, after, through) =
+                            schema::drop_range_of(row).ok_or_else(|| {
+                                LoggerError::Protocol(format!(
+                                    "the peer sent a malformed {} row: {row:?}",
+                                    schema::HISTORICAL_DROP
+                                ))
+                            })?;
+                        // Only a decision in the gap's own range is surely of record: the
+                        // stream resumes there, so it passed through every earlier key of that
+                        // range. One in a lower range may lie in a tail the record did not
+                        // continue (its side ran on alone, then took the other's state), and
+                        // must not empty rows of record here.
+                        if tandem_db::recovery_key_range(key) != last_range {
+                            continue;
+                        }
+                        if copied_drops.len() == COPIED_DROPS_MAX {
+                            return Err(LoggerError::Protocol(format!(
+                                "a gap holds more than {COPIED_DROPS_MAX} drop decisions"
+                            )));
+                        }
+                        copied_drops.push((after, through));
                     }
                 }
                 copied += rows.len();

@@ -1107,11 +1107,19 @@ fn mark(epoch_range: u64, last_committed: u64) -> RangeMark {
 }
 
 /// A database of schema 1 (the tables of migration 2 dropped, the migration forgotten) gets, on
-/// opening, the range of its committed mark.
+/// opening, a mark for each range it holds rows of: through its last row there, and through the
+/// committed mark in that mark's range.
 async fn schema_1_gets_its_range_mark(fx: &Fixture) {
     let key = in_range(3, 17);
     fx.db
-        .write(&[message(key, None, vec![], vec![event("x")])], key)
+        .write(
+            &[
+                message(in_range(2, 5), None, vec![], vec![event("x")]),
+                message(in_range(2, 9), None, vec![], vec![event("x")]),
+                message(in_range(3, 2), None, vec![], vec![event("x")]),
+            ],
+            key,
+        )
         .await
         .unwrap();
     fx.raw_execute(&format!(
@@ -1125,7 +1133,7 @@ async fn schema_1_gets_its_range_mark(fx: &Fixture) {
     assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
     assert_eq!(
         reopened.committed_ranges().await.unwrap(),
-        vec![mark(3, key)]
+        vec![mark(2, in_range(2, 9)), mark(3, key)]
     );
 }
 
@@ -1219,8 +1227,14 @@ async fn a_gap_holding_a_drop_decision_empties_its_range(fx: &Fixture) {
     assert_eq!(drops.len(), 1);
     assert_eq!(
         schema::drop_range_of(&drops[0]),
-        Some((in_range(1, 1), in_range(1, 2)))
+        Some((in_range(1, 9), in_range(1, 1), in_range(1, 2)))
     );
+    // A row naming a range that is empty, or not before its decision, is not one.
+    let mut bad = drops[0].clone();
+    bad[4] = schema::u64_value(in_range(1, 10));
+    assert_eq!(schema::drop_range_of(&bad), None);
+    bad[4] = schema::u64_value(in_range(1, 1));
+    assert_eq!(schema::drop_range_of(&bad), None);
 
     // The peer's decision through 4, copied in a gap through 12, empties 3 and 4 here.
     db.close_gap(
