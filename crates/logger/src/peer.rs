@@ -363,6 +363,44 @@ impl crate::run::PeerSource for PeerClient {
     }
 }
 
+/// A peer logger's database read directly, with the gap that logger is recovering: how the
+/// whole-system simulation and the tests give a recovering logger its peer (a process always
+/// reads its peer through `PeerClient`, as the two may be on different machines).
+pub struct DatabasePeer {
+    pub db: CentralDb,
+    pub recovering_through: Option<u64>,
+}
+
+impl crate::run::PeerSource for DatabasePeer {
+    async fn progress(&mut self) -> Result<Progress, LoggerError> {
+        Ok(self.db.progress().await?)
+    }
+
+    async fn configuration(&mut self) -> Result<Option<(ContactCenter, u64)>, LoggerError> {
+        Ok(self.db.load_configuration().await?)
+    }
+
+    async fn rows_page(
+        &mut self,
+        table: &str,
+        after: Option<Vec<SqlValue>>,
+        through_recovery_key: u64,
+        limit: usize,
+    ) -> Result<Vec<Row>, LoggerError> {
+        Ok(self
+            .db
+            .rows_page(table, after.as_deref(), Some(through_recovery_key), limit)
+            .await?)
+    }
+
+    async fn holdings(&mut self) -> Result<PeerHoldings, LoggerError> {
+        Ok(PeerHoldings {
+            marks: self.db.committed_ranges().await?,
+            recovering_through: self.recovering_through,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

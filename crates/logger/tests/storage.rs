@@ -11,6 +11,8 @@ use tandem_logger::db::{
     CentralDb, DbError, DbLocation, Progress, RangeMark, RECOVERY_KEY_RANGE_SHIFT, ROWS_PAGE_MAX,
     SCHEMA_VERSION, SCHEMA_VERSION_TABLE,
 };
+use tandem_logger::peer::DatabasePeer;
+use tandem_logger::run::copy_gap;
 use tandem_logger::schema::{self, Row, SqlValue, TableKind};
 use tandem_logger::test_postgres::{postgres_admin_url, PostgresDatabase};
 use tandem_mds::SideToLogger;
@@ -134,6 +136,7 @@ on_both_backends!(
     range_marks_and_gaps,
     a_gap_holding_a_drop_decision_empties_its_range,
     batches_written_together_mark_where_the_stream_left_each_range,
+    a_recovery_copies_the_gap_and_applies_its_own_ranges_decisions,
     a_capped_database_refuses_writes,
 );
 
@@ -1290,6 +1293,103 @@ async fn batches_written_together_mark_where_the_stream_left_each_range(fx: &Fix
     );
     assert!(fx.db.holds_through(in_range(5, 7)).await.unwrap());
     assert_eq!(count(&fx.db, schema::EVENT).await, 2);
+}
+
+/// A gap recovery copies what it missed range by range and empties the range of a decision it
+/// copied, but only of one in the gap's own epoch range: a lower range may end in a tail the
+/// record never continued.
+async fn a_recovery_copies_the_gap_and_applies_its_own_ranges_decisions(fx: &Fixture) {
+    let events = |keys: &[(u64, u64)]| -> Vec<LoggedMessage> {
+        keys.iter()
+            .map(|&(r, n)| message(in_range(r, n), None, vec![], vec![event("row")]))
+            .collect()
+    };
+    let decision = |key: u64, after: u64, through: u64| {
+        let mut m = message(key, None, vec![], vec![event("the drop")]);
+        m.dropped = Some(DroppedRange { after, through });
+        m
+    };
+    let keys_of = |db: CentralDb| async move {
+        db.rows_page(schema::EVENT, None, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row[0].clone())
+            .collect::<Vec<_>>()
+    };
+    let in_memory = || async {
+        CentralDb::open(&DbLocation::sqlite_in_memory())
+            .await
+            .unwrap()
+    };
+
+    // The peer dropped 2 and 3 by a decision at 9; this logger wrote them before it.
+    let peer = in_memory().await;
+    peer.write(
+        &events(&[(1, 1), (1, 2), (1, 3), (1, 4), (1, 5)]),
+        in_range(1, 5),
+    )
+    .await
+    .unwrap();
+    peer.write(
+        &[decision(in_range(1, 9), in_range(1, 1), in_range(1, 3))],
+        in_range(1, 9),
+    )
+    .await
+    .unwrap();
+    fx.db
+        .write(&events(&[(1, 1), (1, 2), (1, 3)]), in_range(1, 3))
+        .await
+        .unwrap();
+    let mut source = DatabasePeer {
+        db: peer.clone(),
+        recovering_through: None,
+    };
+    let copied = copy_gap(&fx.db, &mut source, in_range(1, 9), || Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(
+        copied,
+        3 + 1,
+        "4, 5 and the decision's event, and its Historical_Drop row"
+    );
+    assert_eq!(keys_of(fx.db.clone()).await, keys_of(peer).await);
+    assert_eq!(
+        fx.db.progress().await.unwrap().committed_through,
+        in_range(1, 9)
+    );
+
+    // A decision in range 1 copied by a gap in range 2 empties nothing here.
+    let peer = in_memory().await;
+    peer.write(&events(&[(1, 1), (1, 2)]), in_range(1, 2))
+        .await
+        .unwrap();
+    peer.write(
+        &[decision(in_range(1, 5), in_range(1, 1), in_range(1, 2))],
+        in_range(1, 5),
+    )
+    .await
+    .unwrap();
+    peer.write(&events(&[(2, 1)]), in_range(2, 1))
+        .await
+        .unwrap();
+    let ours = in_memory().await;
+    ours.write(&events(&[(1, 1), (1, 2)]), in_range(1, 2))
+        .await
+        .unwrap();
+    let mut source = DatabasePeer {
+        db: peer,
+        recovering_through: None,
+    };
+    copy_gap(&ours, &mut source, in_range(2, 1), || Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys_of(ours).await,
+        [(1, 1), (1, 2), (1, 5), (2, 1)]
+            .map(|(r, n)| schema::u64_value(in_range(r, n)))
+            .to_vec()
+    );
 }
 
 /// A SQLite database capped at its size refuses a write that needs room and changes nothing,

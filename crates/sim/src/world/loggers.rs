@@ -9,7 +9,7 @@ use rand::Rng;
 use std::collections::VecDeque;
 use tandem_central::logger_feed::{LoggerFeed, PeerLogger};
 use tandem_logger::db::{CentralDb, DbLocation, Progress};
-use tandem_logger::peer::PeerHoldings;
+use tandem_logger::peer::DatabasePeer;
 use tandem_logger::run::{copy_gap, gap_source, write_batches, GapSource, LoggerError, PeerSource};
 use tandem_logger::schema::{Row, SqlValue, TableKind};
 use tandem_mds::{LoggerToSide, SideToLogger};
@@ -121,42 +121,6 @@ impl SideLogger {
             link: None,
             progress_told: None,
         }
-    }
-}
-
-/// The peer logger as a recovering logger reads it: its database, through the peer link.
-struct DbPeer {
-    db: CentralDb,
-    recovering_through: Option<u64>,
-}
-
-impl PeerSource for DbPeer {
-    async fn progress(&mut self) -> Result<Progress, LoggerError> {
-        Ok(self.db.progress().await?)
-    }
-
-    async fn configuration(&mut self) -> Result<Option<(ContactCenter, u64)>, LoggerError> {
-        Ok(self.db.load_configuration().await?)
-    }
-
-    async fn rows_page(
-        &mut self,
-        table: &str,
-        after: Option<Vec<SqlValue>>,
-        through_recovery_key: u64,
-        limit: usize,
-    ) -> Result<Vec<Row>, LoggerError> {
-        Ok(self
-            .db
-            .rows_page(table, after.as_deref(), Some(through_recovery_key), limit)
-            .await?)
-    }
-
-    async fn holdings(&mut self) -> Result<PeerHoldings, LoggerError> {
-        Ok(PeerHoldings {
-            marks: self.db.committed_ranges().await?,
-            recovering_through: self.recovering_through,
-        })
     }
 }
 
@@ -299,7 +263,7 @@ impl World {
         if !self.peer_logger_reachable(side) {
             return;
         }
-        let mut peer = DbPeer {
+        let mut peer = DatabasePeer {
             db: self.loggers[1 - side].db.clone(),
             recovering_through: self.loggers[1 - side].recovering,
         };
@@ -334,6 +298,20 @@ impl World {
         }
     }
 
+    /// Resets the logger connection `generation` of `side`, as heard at the logger's end
+    /// (`to_logger`) or the side's.
+    fn reset_logger_link(&mut self, side: usize, generation: u64, to_logger: bool) {
+        self.send_logger_link(
+            side,
+            to_logger,
+            Event::LoggerLinkReset {
+                side,
+                generation,
+                to_logger,
+            },
+        );
+    }
+
     /// A write or a recovery failed: the logger records it, drops its link to the side and
     /// connects again, as `tandem logger` does.
     fn logger_fails(&mut self, side: usize, error: LoggerError) {
@@ -359,15 +337,7 @@ impl World {
     fn logger_fails_silently(&mut self, side: usize) {
         let now = self.now_ms;
         if let Some(generation) = self.loggers[side].generation {
-            self.send_logger_link(
-                side,
-                false,
-                Event::LoggerLinkReset {
-                    side,
-                    generation,
-                    to_logger: false,
-                },
-            );
+            self.reset_logger_link(side, generation, false);
         }
         self.loggers[side].drop_connection(now);
     }
@@ -444,27 +414,11 @@ impl World {
     ) {
         if !self.runs(side) {
             // No process listens: the logger's connection is refused.
-            self.send_logger_link(
-                side,
-                true,
-                Event::LoggerLinkReset {
-                    side,
-                    generation,
-                    to_logger: true,
-                },
-            );
+            self.reset_logger_link(side, generation, true);
             return;
         }
         if let Some(old) = self.side_loggers[side].link.take() {
-            self.send_logger_link(
-                side,
-                true,
-                Event::LoggerLinkReset {
-                    side,
-                    generation: old,
-                    to_logger: true,
-                },
-            );
+            self.reset_logger_link(side, old, true);
         }
         let slot = &mut self.side_loggers[side];
         slot.link = Some(generation);
@@ -513,15 +467,7 @@ impl World {
             return;
         };
         if tell_logger {
-            self.send_logger_link(
-                side,
-                true,
-                Event::LoggerLinkReset {
-                    side,
-                    generation,
-                    to_logger: true,
-                },
-            );
+            self.reset_logger_link(side, generation, true);
         }
         self.side_loggers[side].feed.logger_disconnected();
         if self.runs(side) {
