@@ -50,13 +50,16 @@ pub const FEED_WRITE_TIMEOUT_MS: u64 = 10_000;
 #[derive(Debug)]
 pub struct EncodedFrame {
     pub header: FeedFrameHeader,
+    /// The RecoveryKey of the tick the frame follows (None: not known), so that it is written
+    /// only to a reader that holds that tick's rows.
+    pub previous_recovery_key: Option<u64>,
     pub rows: usize,
     pub bytes: Vec<u8>,
 }
 
 /// The frames kept: a run of consecutive numbers of one generation.
 #[derive(Debug, Default)]
-struct History {
+pub struct FeedHistory {
     frames: VecDeque<Arc<EncodedFrame>>,
     bytes: usize,
     /// The tick the feed last started again at (generation, number): it has no frame, and
@@ -64,15 +67,15 @@ struct History {
     started_at: (u64, u64),
 }
 
-impl History {
+impl FeedHistory {
     /// The feed starts again at this tick.
-    fn start_at(&mut self, generation: u64, number: u64) {
+    pub fn start_at(&mut self, generation: u64, number: u64) {
         self.frames.clear();
         self.bytes = 0;
         self.started_at = (generation, number);
     }
 
-    fn push(&mut self, frame: Arc<EncodedFrame>) {
+    pub fn push(&mut self, frame: Arc<EncodedFrame>) {
         if let Some(last) = self.frames.back() {
             // The feed thread pushes consecutive frames only; anything else starts again.
             if last.header.generation != frame.header.generation
@@ -116,6 +119,82 @@ impl History {
         debug_assert_eq!(frame.header.number, number);
         Some(frame.clone())
     }
+
+    /// The frames kept.
+    pub fn frames(&self) -> usize {
+        self.frames.len()
+    }
+}
+
+/// What a subscription does next.
+#[derive(Debug)]
+pub enum ServeStep {
+    /// Write this frame.
+    Send(Arc<EncodedFrame>),
+    /// The next frame is not computed yet: wait for the next tick.
+    Wait,
+    /// This side cannot have the next frame (the feed started again since, or the reader
+    /// came back after a long time): write a snapshot of the image at the next tick.
+    Snapshot,
+    /// The history moved on while the reader read: it is too slow for the feed.
+    TooSlow,
+}
+
+/// Where one subscription stands in the feed: the frame it writes next, and whether it wrote
+/// anything yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedCursor {
+    next: Option<(u64, u64)>,
+    sent_any: bool,
+    /// The RecoveryKey of the frame the reader holds. A frame is written only after the one
+    /// it follows: two ordered histories may number their frames alike (an isolated side's,
+    /// abandoned at a takeover, and the one that took over; or this side's own before and
+    /// after it took its peer's state), and a frame applied to the rows of another history's
+    /// frame would leave the reader's rows wrong for good.
+    held_key: Option<u64>,
+}
+
+impl FeedCursor {
+    /// A subscription from a distributor that holds the frame at `held` (`None`: it holds
+    /// nothing, and gets a snapshot first).
+    pub fn new(held: Option<FeedPosition>) -> FeedCursor {
+        FeedCursor {
+            next: held.map(|h| (h.generation, h.number + 1)),
+            sent_any: false,
+            held_key: held.map(|h| h.recovery_key),
+        }
+    }
+
+    /// What to write next, given the frames kept and the latest frame published.
+    pub fn step(&self, history: &FeedHistory, published: (u64, u64)) -> ServeStep {
+        let Some((generation, number)) = self.next else {
+            return ServeStep::Snapshot;
+        };
+        if let Some(frame) = history.get(generation, number) {
+            return match (self.held_key, frame.previous_recovery_key) {
+                // The reader's frame is of another history.
+                (Some(held), Some(previous)) if held != previous => ServeStep::Snapshot,
+                _ => ServeStep::Send(frame),
+            };
+        }
+        let (latest_generation, latest) = published;
+        if latest_generation == generation && latest < number {
+            ServeStep::Wait
+        } else if history.evicted(generation, number) && self.sent_any {
+            // A reader that falls out of the history after it was sent something is too
+            // slow, while one that came back after a long time gets a snapshot.
+            ServeStep::TooSlow
+        } else {
+            ServeStep::Snapshot
+        }
+    }
+
+    /// The frame or snapshot at `header` was written.
+    pub fn sent(&mut self, header: &FeedFrameHeader) {
+        self.next = Some((header.generation, header.number + 1));
+        self.sent_any = true;
+        self.held_key = Some(header.recovery_key);
+    }
 }
 
 /// The published rows: every row of the feed at the latest tick. Cloned in O(1) for a
@@ -124,7 +203,7 @@ pub type FeedImage = OrdMap<FeedKey, FeedRow>;
 
 /// What the feed thread shares with the subscribers' tasks.
 pub struct FeedShared {
-    history: Mutex<History>,
+    history: Mutex<FeedHistory>,
     /// Subscribers waiting for a snapshot: the feed thread answers each at its next tick with
     /// the image and the tick's header.
     snapshot_requests: Mutex<Vec<oneshot::Sender<(FeedFrameHeader, FeedImage)>>>,
@@ -152,55 +231,25 @@ pub struct FeedStatus {
     pub slow_disconnects: u64,
 }
 
-/// A tick handed to the feed thread.
-struct Tick {
-    header: FeedFrameHeader,
-    changes: FeedChanges,
-    config_changes: Vec<VersionedConfigChange>,
+/// A tick handed to the feed's publisher.
+pub struct FeedTick {
+    pub header: FeedFrameHeader,
+    pub changes: FeedChanges,
+    pub config_changes: Vec<VersionedConfigChange>,
 }
 
-/// The core's half: never blocks, copies nothing but the rows written.
-pub struct FeedCore {
-    ticks: SyncSender<Tick>,
+/// The core's half of the feed, without I/O: what each ordered TimeTick hands the publisher.
+#[derive(Debug, Default)]
+pub struct FeedTicker {
     config_changes: Vec<VersionedConfigChange>,
     /// The generation and ordered time of the last tick handed over; `None` after a restart,
     /// so that the next drain reads every row.
     last_tick: Option<(u64, u64)>,
     /// The sequence number of the last TimeTick seen.
     last_tick_seq: u64,
-    shared: Arc<FeedShared>,
 }
 
-impl FeedCore {
-    /// Starts the feed thread.
-    pub fn start() -> std::io::Result<FeedCore> {
-        let (ticks, received) = sync_channel(FEED_TICKS_QUEUED_MAX);
-        let (published, _) = watch::channel((0, 0));
-        let shared = Arc::new(FeedShared {
-            history: Mutex::new(History::default()),
-            snapshot_requests: Mutex::new(Vec::new()),
-            published,
-            needs_complete: AtomicBool::new(false),
-            subscribers: Mutex::new(0),
-            status: Mutex::new(FeedStatus::default()),
-        });
-        let thread_shared = shared.clone();
-        std::thread::Builder::new()
-            .name("rtsrvr".into())
-            .spawn(move || feed_thread(received, &thread_shared))?;
-        Ok(FeedCore {
-            ticks,
-            config_changes: Vec::new(),
-            last_tick: None,
-            last_tick_seq: 0,
-            shared,
-        })
-    }
-
-    pub fn shared(&self) -> Arc<FeedShared> {
-        self.shared.clone()
-    }
-
+impl FeedTicker {
     /// Follows `router`, a new state (built from configuration or received by transfer): it
     /// logs its changes from now on, and the next tick starts the feed again.
     pub fn attach(&mut self, router: &mut Router) {
@@ -219,14 +268,19 @@ impl FeedCore {
         self.last_tick_seq
     }
 
-    /// The router applied an ordered TimeTick.
-    pub fn tick(&mut self, router: &mut Router, generation: u64, epoch: u64, recovery_key: u64) {
+    /// The router applied an ordered TimeTick: the tick to publish. `start_again` (the
+    /// publisher could not make a frame of an earlier tick) makes it read every row.
+    pub fn tick(
+        &mut self,
+        router: &mut Router,
+        generation: u64,
+        epoch: u64,
+        recovery_key: u64,
+        start_again: bool,
+    ) -> FeedTick {
         self.last_tick_seq = recovery_key;
         let since_ms = match self.last_tick {
-            Some((last_generation, at_ms))
-                if last_generation == generation
-                    && !self.shared.needs_complete.swap(false, Ordering::Relaxed) =>
-            {
+            Some((last_generation, at_ms)) if last_generation == generation && !start_again => {
                 Some(at_ms)
             }
             _ => None,
@@ -240,18 +294,138 @@ impl FeedCore {
             time_ms: router.now_ms(),
             recovery_key,
         };
-        let tick = Tick {
+        self.last_tick = Some((generation, header.time_ms));
+        FeedTick {
             header,
             changes,
             config_changes: std::mem::take(&mut self.config_changes),
-        };
+        }
+    }
+
+    /// The tick was not handed over: its rows are in no frame, so the next drain reads every
+    /// row.
+    pub fn tick_lost(&mut self) {
+        self.last_tick = None;
+    }
+}
+
+/// What the publisher made of a tick.
+#[derive(Debug)]
+pub enum Published {
+    /// The feed starts again at this tick: the image is every row, and the tick has no frame.
+    StartedAgain(FeedFrameHeader),
+    /// Only the rows written since a tick the publisher never saw: no frame can be made. The
+    /// next tick must read every row.
+    Missed(FeedFrameHeader),
+    /// The tick's frame.
+    Frame(Arc<EncodedFrame>),
+}
+
+/// The feed's publisher, without I/O: it keeps the image of every row published, and makes
+/// each tick's frame from what differs from it.
+#[derive(Debug, Default)]
+pub struct FeedPublisher {
+    image: FeedImage,
+    last: Option<FeedFrameHeader>,
+}
+
+impl FeedPublisher {
+    pub fn on_tick(&mut self, tick: FeedTick) -> Published {
+        let header = tick.header;
+        let follows = self.last.is_some_and(|last| {
+            last.generation == header.generation && last.number + 1 == header.number
+        });
+        if tick.changes.complete {
+            self.image = tick
+                .changes
+                .rows
+                .into_iter()
+                .filter_map(|(key, row)| Some((key, row?)))
+                .collect();
+            self.last = Some(header);
+            Published::StartedAgain(header)
+        } else if !follows {
+            self.last = None;
+            Published::Missed(header)
+        } else {
+            let delta = frame_of(&mut self.image, tick.changes, tick.config_changes);
+            let mut frame = encode_frame(header, &delta);
+            frame.previous_recovery_key = self.last.map(|last| last.recovery_key);
+            self.last = Some(header);
+            Published::Frame(Arc::new(frame))
+        }
+    }
+
+    /// Every row published, as of the last tick.
+    pub fn image(&self) -> &FeedImage {
+        &self.image
+    }
+}
+
+/// The core's half: never blocks, copies nothing but the rows written.
+pub struct FeedCore {
+    ticks: SyncSender<FeedTick>,
+    ticker: FeedTicker,
+    shared: Arc<FeedShared>,
+}
+
+impl FeedCore {
+    /// Starts the feed thread.
+    pub fn start() -> std::io::Result<FeedCore> {
+        let (ticks, received) = sync_channel(FEED_TICKS_QUEUED_MAX);
+        let (published, _) = watch::channel((0, 0));
+        let shared = Arc::new(FeedShared {
+            history: Mutex::new(FeedHistory::default()),
+            snapshot_requests: Mutex::new(Vec::new()),
+            published,
+            needs_complete: AtomicBool::new(false),
+            subscribers: Mutex::new(0),
+            status: Mutex::new(FeedStatus::default()),
+        });
+        let thread_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("rtsrvr".into())
+            .spawn(move || feed_thread(received, &thread_shared))?;
+        Ok(FeedCore {
+            ticks,
+            ticker: FeedTicker::default(),
+            shared,
+        })
+    }
+
+    pub fn shared(&self) -> Arc<FeedShared> {
+        self.shared.clone()
+    }
+
+    /// Follows `router`, a new state (built from configuration or received by transfer): it
+    /// logs its changes from now on, and the next tick starts the feed again.
+    pub fn attach(&mut self, router: &mut Router) {
+        self.ticker.attach(router);
+    }
+
+    /// A configuration change the router accepted: it goes with the next frame.
+    pub fn config_applied(&mut self, change: VersionedConfigChange) {
+        self.ticker.config_applied(change);
+    }
+
+    /// The sequence number of the last TimeTick seen.
+    pub fn last_tick_seq(&self) -> u64 {
+        self.ticker.last_tick_seq()
+    }
+
+    /// The router applied an ordered TimeTick.
+    pub fn tick(&mut self, router: &mut Router, generation: u64, epoch: u64, recovery_key: u64) {
+        let start_again = self.shared.needs_complete.swap(false, Ordering::Relaxed);
+        let tick = self
+            .ticker
+            .tick(router, generation, epoch, recovery_key, start_again);
         match self.ticks.try_send(tick) {
-            Ok(()) => self.last_tick = Some((generation, header.time_ms)),
+            Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 // The rows of a skipped tick are in no frame: the next drain reads every row.
                 // Its configuration changes are in no frame either: distributors see the
                 // configuration version move past theirs and rebuild their copy.
-                self.last_tick = None;
+                self.ticker.tick_lost();
                 self.shared.status.lock().unwrap().ticks_skipped += 1;
             }
             Err(TrySendError::Disconnected(_)) => {}
@@ -259,46 +433,36 @@ impl FeedCore {
     }
 }
 
-fn feed_thread(ticks: Receiver<Tick>, shared: &FeedShared) {
-    let mut image = FeedImage::new();
-    let mut last: Option<FeedFrameHeader> = None;
+fn feed_thread(ticks: Receiver<FeedTick>, shared: &FeedShared) {
+    let mut publisher = FeedPublisher::default();
     while let Ok(tick) = ticks.recv() {
-        let header = tick.header;
-        let follows = last.is_some_and(|last| {
-            last.generation == header.generation && last.number + 1 == header.number
-        });
-        if tick.changes.complete {
-            // A new start: the image is every row now, and this tick has no frame.
-            debug!(frame = header.number, "the feed starts again");
-            image = tick
-                .changes
-                .rows
-                .into_iter()
-                .filter_map(|(key, row)| Some((key, row?)))
-                .collect();
-            shared
-                .history
-                .lock()
-                .unwrap()
-                .start_at(header.generation, header.number);
-            shared.status.lock().unwrap().restarts += 1;
-        } else if !follows {
-            // Only the rows written since a tick this thread never saw: no frame can be made
-            // of them. Ask for every row at the next tick.
-            shared.needs_complete.store(true, Ordering::Relaxed);
-            shared
-                .history
-                .lock()
-                .unwrap()
-                .start_at(header.generation, header.number);
-            last = None;
-            continue;
-        } else {
-            let delta = frame_of(&mut image, tick.changes, tick.config_changes);
-            let frame = Arc::new(encode_frame(header, &delta));
-            shared.history.lock().unwrap().push(frame);
-        }
-        last = Some(header);
+        let header = match publisher.on_tick(tick) {
+            Published::StartedAgain(header) => {
+                debug!(frame = header.number, "the feed starts again");
+                shared
+                    .history
+                    .lock()
+                    .unwrap()
+                    .start_at(header.generation, header.number);
+                shared.status.lock().unwrap().restarts += 1;
+                header
+            }
+            Published::Missed(header) => {
+                shared.needs_complete.store(true, Ordering::Relaxed);
+                shared
+                    .history
+                    .lock()
+                    .unwrap()
+                    .start_at(header.generation, header.number);
+                continue;
+            }
+            Published::Frame(frame) => {
+                let header = frame.header;
+                shared.history.lock().unwrap().push(frame);
+                header
+            }
+        };
+        let image = publisher.image();
         for request in std::mem::take(&mut *shared.snapshot_requests.lock().unwrap()) {
             let _ = request.send((header, image.clone()));
         }
@@ -446,6 +610,7 @@ pub fn encode_frame(header: FeedFrameHeader, delta: &FeedDelta) -> EncodedFrame 
     );
     EncodedFrame {
         header,
+        previous_recovery_key: None,
         rows: total,
         bytes,
     }
@@ -477,12 +642,11 @@ impl FeedShared {
     }
 
     /// Serves one subscribed distributor until it goes or falls behind: the frames after
-    /// `last_frame` from the history, or a snapshot, then each new frame.
+    /// the one it holds from the history, or a snapshot, then each new frame.
     pub async fn serve<W: AsyncWrite + Unpin>(
         self: Arc<Self>,
         name: String,
-        generation: u64,
-        last_frame: Option<u64>,
+        held: Option<FeedPosition>,
         mut write: W,
     ) {
         let admitted = {
@@ -498,10 +662,7 @@ impl FeedShared {
             let _ = close(&mut write, reason).await;
             return;
         }
-        let reason = self
-            .clone()
-            .serve_frames(generation, last_frame, &mut write)
-            .await;
+        let reason = self.clone().serve_frames(held, &mut write).await;
         *self.subscribers.lock().unwrap() -= 1;
         if let Some(reason) = reason {
             warn!(distributor = %name, "{reason}");
@@ -514,22 +675,32 @@ impl FeedShared {
     /// Returns why the subscription ended, when the side ends it.
     async fn serve_frames<W: AsyncWrite + Unpin>(
         self: Arc<Self>,
-        generation: u64,
-        last_frame: Option<u64>,
+        held: Option<FeedPosition>,
         write: &mut W,
     ) -> Option<String> {
         let mut published = self.published.subscribe();
-        // The first frame to send: the one after the distributor's, if kept.
-        // The frame after the distributor's; the loop below sends it from the history, waits for
-        // it, or sends a snapshot when this side cannot have it.
-        let mut next = last_frame.map(|last| (generation, last + 1));
-        // Whether this subscription has sent anything: a reader that falls out of the history
-        // after that is too slow, while one that came back after a long time gets a snapshot.
-        let mut sent_any = false;
+        let mut cursor = FeedCursor::new(held);
         loop {
-            let (generation, number) = match next {
-                Some(position) => position,
-                None => {
+            let latest = *published.borrow_and_update();
+            let step = cursor.step(&self.history.lock().unwrap(), latest);
+            match step {
+                ServeStep::Send(frame) => {
+                    if !self.write_timed(write, &frame.bytes).await {
+                        return Some(self.slow(&format!("frame {}", frame.header.number)));
+                    }
+                    cursor.sent(&frame.header);
+                }
+                ServeStep::Wait => {
+                    if published.changed().await.is_err() {
+                        return None;
+                    }
+                }
+                ServeStep::TooSlow => {
+                    return Some(self.slow(&format!(
+                        "frames more than {FEED_HISTORY_FRAMES_MAX} ticks behind"
+                    )));
+                }
+                ServeStep::Snapshot => {
                     // The image at the next tick, then every row of it.
                     let (request, answer) = oneshot::channel();
                     self.snapshot_requests.lock().unwrap().push(request);
@@ -547,38 +718,7 @@ impl FeedShared {
                         return Some(self.slow("a snapshot"));
                     }
                     self.status.lock().unwrap().snapshots_sent += 1;
-                    sent_any = true;
-                    next = Some((header.generation, header.number + 1));
-                    continue;
-                }
-            };
-            let frame = self.history.lock().unwrap().get(generation, number);
-            match frame {
-                Some(frame) => {
-                    if !self.write_timed(write, &frame.bytes).await {
-                        return Some(self.slow(&format!("frame {number}")));
-                    }
-                    sent_any = true;
-                    next = Some((generation, number + 1));
-                }
-                None => {
-                    let (latest_generation, latest) = *published.borrow_and_update();
-                    let evicted = self.history.lock().unwrap().evicted(generation, number);
-                    if latest_generation == generation && latest < number {
-                        // Not computed yet: wait for the next tick.
-                        if published.changed().await.is_err() {
-                            return None;
-                        }
-                    } else if evicted && sent_any {
-                        // The history moved on while this distributor read: it is too slow
-                        // for the feed.
-                        return Some(self.slow(&format!(
-                            "frames more than {FEED_HISTORY_FRAMES_MAX} ticks behind"
-                        )));
-                    } else {
-                        // The feed started again (a new state, or skipped ticks): a snapshot.
-                        next = None;
-                    }
+                    cursor.sent(&header);
                 }
             }
         }
@@ -688,24 +828,55 @@ mod tests {
             self.tick();
         }
 
+        /// Subscribes holding this side's frame `last_frame`.
         fn subscribe(
             &self,
             last_frame: Option<u64>,
         ) -> FrameReader<tokio::io::DuplexStream, SideToDistributor> {
-            self.subscribe_to(GENERATION, last_frame)
+            let held = last_frame.map(|number| FeedPosition {
+                generation: GENERATION,
+                number,
+                recovery_key: self.recovery_key_of(number),
+            });
+            self.subscribe_holding(held)
         }
 
-        fn subscribe_to(
+        /// The RecoveryKey of this side's tick `number`: the sequence number of the TimeTick
+        /// that the frame after it follows.
+        fn recovery_key_of(&self, number: u64) -> u64 {
+            let shared = self.core.shared();
+            let history = shared.history.lock().unwrap();
+            history
+                .get(GENERATION, number + 1)
+                .and_then(|frame| frame.previous_recovery_key)
+                .or_else(|| {
+                    history
+                        .get(GENERATION, number)
+                        .map(|f| f.header.recovery_key)
+                })
+                .expect("the tick is kept")
+        }
+
+        /// Waits until the feed thread has published every tick handed to it, so that only
+        /// the test's next tick answers a snapshot request.
+        fn settled(&self) {
+            let deadline = std::time::Instant::now() + Duration::from_millis(WAIT_MS);
+            while self.core.shared().status().latest_frame != self.router.feed_frame_number() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the feed thread published the last tick within {WAIT_MS} ms"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        fn subscribe_holding(
             &self,
-            generation: u64,
-            last_frame: Option<u64>,
+            held: Option<FeedPosition>,
         ) -> FrameReader<tokio::io::DuplexStream, SideToDistributor> {
+            self.settled();
             let (ours, theirs) = tokio::io::duplex(1 << 20);
-            tokio::spawn(
-                self.core
-                    .shared()
-                    .serve("aw1".into(), generation, last_frame, theirs),
-            );
+            tokio::spawn(self.core.shared().serve("aw1".into(), held, theirs));
             FrameReader::new(ours)
         }
     }
@@ -803,17 +974,35 @@ mod tests {
             SideToDistributor::Frame { header, .. } => assert_eq!(header.number, started + 1),
             other => panic!("expected frame {}, got {other:?}", started + 1),
         }
-        let mut stale = d.subscribe_to(GENERATION + 1, Some(through));
+        let mut stale = d.subscribe_holding(Some(FeedPosition {
+            generation: GENERATION + 1,
+            number: through,
+            recovery_key: 1,
+        }));
         snapshot_requested(&d).await;
         d.step();
         assert!(matches!(
             next(&mut stale).await,
             SideToDistributor::Snapshot { .. }
         ));
+        // One that holds a frame of this number from another history (an isolated side's,
+        // abandoned at a takeover) gets a snapshot, not this side's next frame.
+        let held = through - 5;
+        let mut other_history = d.subscribe_holding(Some(FeedPosition {
+            generation: GENERATION,
+            number: held,
+            recovery_key: d.recovery_key_of(held) + 1_000_000,
+        }));
+        snapshot_requested(&d).await;
+        d.step();
+        assert!(matches!(
+            next(&mut other_history).await,
+            SideToDistributor::Snapshot { .. }
+        ));
         let status = d.core.shared().status();
-        assert_eq!(status.latest_frame, through + 1);
-        assert_eq!(status.subscribers, 4);
-        assert_eq!(status.snapshots_sent, 2);
+        assert_eq!(status.latest_frame, through + 2);
+        assert_eq!(status.subscribers, 5);
+        assert_eq!(status.snapshots_sent, 3);
         assert_eq!(status.restarts, 1);
     }
 
@@ -850,15 +1039,18 @@ mod tests {
         assert_eq!(d.core.shared().status().restarts, 2);
     }
 
-    /// Lets the subscribers' tasks run until one has asked for a snapshot.
+    /// Lets the subscribers' tasks run until one has asked for a snapshot. The feed thread
+    /// publishes the tick the request waits on in its own time, so the wait is bounded by
+    /// time, not by a count of polls.
     async fn snapshot_requested(d: &Driver) {
-        for _ in 0..10_000 {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_MS);
+        while tokio::time::Instant::now() < deadline {
             if !d.core.shared().snapshot_requests.lock().unwrap().is_empty() {
                 return;
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        panic!("no snapshot was asked for");
+        panic!("no snapshot was asked for within {WAIT_MS} ms");
     }
 
     #[test]
@@ -942,5 +1134,95 @@ mod tests {
         }
         assert!(parts >= 2, "{parts} parts");
         assert_eq!(decoded, delta.upserts);
+    }
+
+    fn encoded(number: u64, recovery_key: u64, previous: u64) -> Arc<EncodedFrame> {
+        let header = FeedFrameHeader {
+            generation: GENERATION,
+            number,
+            epoch: 1,
+            config_version: 1,
+            time_ms: number * 100,
+            recovery_key,
+        };
+        let mut frame = encode_frame(header, &FeedDelta::default());
+        frame.previous_recovery_key = Some(previous);
+        Arc::new(frame)
+    }
+
+    #[test]
+    fn a_cursor_writes_a_frame_only_to_a_reader_that_holds_the_frame_it_follows() {
+        let mut history = FeedHistory::default();
+        history.start_at(GENERATION, 10);
+        for number in 11..=13 {
+            history.push(encoded(number, 1_000 + number, 999 + number));
+        }
+        let at = |number, recovery_key| {
+            FeedCursor::new(Some(FeedPosition {
+                generation: GENERATION,
+                number,
+                recovery_key,
+            }))
+        };
+        // Held frames of this history, the tick the feed started at included: the next frame.
+        for held in 10..=12 {
+            match at(held, 1_000 + held).step(&history, (GENERATION, 13)) {
+                ServeStep::Send(frame) => assert_eq!(frame.header.number, held + 1),
+                other => panic!("expected frame {}, got {other:?}", held + 1),
+            }
+        }
+        // The latest frame: wait for the next.
+        assert!(matches!(
+            at(13, 1_013).step(&history, (GENERATION, 13)),
+            ServeStep::Wait
+        ));
+        // A frame of this number from another history, or one this side never kept: a
+        // snapshot.
+        assert!(matches!(
+            at(12, 7).step(&history, (GENERATION, 13)),
+            ServeStep::Snapshot
+        ));
+        assert!(matches!(
+            at(5, 1_005).step(&history, (GENERATION, 13)),
+            ServeStep::Snapshot
+        ));
+        // A reader ahead of this side waits until the frame after its own is computed here,
+        // and gets it only if it follows the reader's.
+        let ahead = at(15, 1_015);
+        assert!(matches!(
+            ahead.step(&history, (GENERATION, 13)),
+            ServeStep::Wait
+        ));
+        history.push(encoded(14, 1_014, 1_013));
+        history.push(encoded(15, 2_015, 1_014));
+        history.push(encoded(16, 1_016, 2_015));
+        assert!(matches!(
+            ahead.step(&history, (GENERATION, 16)),
+            ServeStep::Snapshot
+        ));
+        // A cursor that wrote frames follows them: after this side's state was replaced by a
+        // history whose numbers are behind, it waits, then gets a snapshot rather than the
+        // new history's frame of the next number.
+        let mut cursor = at(13, 1_013);
+        cursor.sent(&encoded(14, 1_014, 1_013).header);
+        match cursor.step(&history, (GENERATION, 16)) {
+            ServeStep::Send(frame) => {
+                assert_eq!(frame.header.number, 15);
+                cursor.sent(&frame.header);
+            }
+            other => panic!("expected frame 15, got {other:?}"),
+        }
+        history.start_at(GENERATION, 11);
+        assert!(matches!(
+            cursor.step(&history, (GENERATION, 11)),
+            ServeStep::Wait
+        ));
+        for number in 12..=16 {
+            history.push(encoded(number, 3_000 + number, 2_999 + number));
+        }
+        assert!(matches!(
+            cursor.step(&history, (GENERATION, 16)),
+            ServeStep::Snapshot
+        ));
     }
 }

@@ -2014,15 +2014,11 @@ async fn accept_public(
                         }
                     }
                 }
-                PublicHello::Distributor {
-                    name,
-                    generation,
-                    last_frame,
-                } => {
+                PublicHello::Distributor { name, held } => {
                     // The distributor sends nothing more; its reader half is dropped, and a
                     // closed socket shows as a failed write.
                     drop(reader);
-                    rtsrvr.serve(name, generation, last_frame, write).await;
+                    rtsrvr.serve(name, held, write).await;
                 }
                 PublicHello::RtTest { command } => {
                     let (reply, answer) = oneshot::channel();

@@ -338,6 +338,16 @@ pub struct FeedState {
 }
 
 impl FeedState {
+    /// The tables now hold the rows of the frame or snapshot at `header`.
+    pub fn follow(&mut self, header: &FeedFrameHeader) {
+        self.generation = header.generation;
+        self.frame_number = header.number;
+        self.epoch = header.epoch;
+        self.config_version = header.config_version;
+        self.frame_time_ms = header.time_ms;
+        self.recovery_key = header.recovery_key;
+    }
+
     fn row(&self) -> Row {
         vec![
             SqlValue::Int(STATE_ROW_ID),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tandem_mds::protocol::{PublicHello, SideToDistributor};
 use tandem_mds::tls::{Role, Security};
 use tandem_mds::transport::{self, FrameReader, ReadHalf};
-use tandem_model::feed::{FeedDelta, FeedFrameHeader, FeedRow, FEED_PARTS_MAX};
+use tandem_model::feed::{FeedDelta, FeedFrameHeader, FeedPosition, FeedRow, FEED_PARTS_MAX};
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -77,14 +77,14 @@ enum Partial {
 /// Puts parts together and checks the order of frames.
 #[derive(Default)]
 pub struct FeedAssembler {
-    /// The generation and number of the last whole snapshot or frame given out.
-    position: Option<(u64, u64)>,
+    /// The last whole snapshot or frame given out.
+    position: Option<FeedPosition>,
     partial: Option<Partial>,
 }
 
 impl FeedAssembler {
-    /// The generation and frame number held, to subscribe with.
-    pub fn position(&self) -> Option<(u64, u64)> {
+    /// The frame held, to subscribe with.
+    pub fn position(&self) -> Option<FeedPosition> {
         self.position
     }
 
@@ -122,7 +122,7 @@ impl FeedAssembler {
                 self.check_part(header.number, next_part, part)?;
                 held.extend(rows);
                 if last {
-                    self.position = Some((header.generation, header.number));
+                    self.position = Some(header.position());
                     return Ok(Some(FeedUpdate::Snapshot { header, rows: held }));
                 }
                 self.partial = Some(Partial::Snapshot {
@@ -140,12 +140,13 @@ impl FeedAssembler {
             } => {
                 match self.position {
                     None => return Err(FeedError::FrameBeforeSnapshot),
-                    Some((generation, held))
-                        if generation != header.generation || held + 1 != header.number =>
+                    Some(held)
+                        if held.generation != header.generation
+                            || held.number + 1 != header.number =>
                     {
                         self.partial = None;
                         return Err(FeedError::NotNext {
-                            held,
+                            held: held.number,
                             got: header.number,
                         });
                     }
@@ -164,7 +165,7 @@ impl FeedAssembler {
                 held.upserts.extend(delta.upserts);
                 held.deletes.extend(delta.deletes);
                 if last {
-                    self.position = Some((header.generation, header.number));
+                    self.position = Some(header.position());
                     return Ok(Some(FeedUpdate::Frame {
                         header,
                         delta: held,
@@ -233,7 +234,7 @@ impl FeedClient {
         self.reader.as_ref().map(|_| self.current)
     }
 
-    pub fn position(&self) -> Option<(u64, u64)> {
+    pub fn position(&self) -> Option<FeedPosition> {
         self.assembler.position()
     }
 
@@ -293,16 +294,11 @@ impl FeedClient {
         )
         .await?;
         let (read, mut write) = stream.into_split();
-        let (generation, last_frame) = match self.assembler.position() {
-            Some((generation, frame)) => (generation, Some(frame)),
-            None => (0, None),
-        };
         transport::write_message(
             &mut write,
             &PublicHello::Distributor {
                 name: self.name.clone(),
-                generation,
-                last_frame,
+                held: self.assembler.position(),
             },
         )
         .await?;
@@ -366,7 +362,7 @@ mod tests {
                 rows: vec![row(1), row(2)],
             }))
         );
-        assert_eq!(a.position(), Some((1, 5)));
+        assert_eq!(a.position(), Some(header(5).position()));
         // Frame 7 after 5: refused, position kept.
         let frame = |number, part, last| SideToDistributor::Frame {
             header: header(number),
@@ -381,7 +377,7 @@ mod tests {
             a.on_message(frame(7, 0, true)),
             Err(FeedError::NotNext { held: 5, got: 7 })
         );
-        assert_eq!(a.position(), Some((1, 5)));
+        assert_eq!(a.position(), Some(header(5).position()));
         // Parts must come in order; a lost connection drops a partial frame.
         assert_eq!(a.on_message(frame(6, 0, false)), Ok(None));
         assert_eq!(

@@ -550,12 +550,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
                         }
                     }
                 }
-                feed_state.generation = last_header.generation;
-                feed_state.frame_number = last_header.number;
-                feed_state.epoch = last_header.epoch;
-                feed_state.config_version = last_header.config_version;
-                feed_state.frame_time_ms = last_header.time_ms;
-                feed_state.recovery_key = last_header.recovery_key;
+                feed_state.follow(&last_header);
                 feed_state.side = Some(last_side);
                 feed_state.snapshots += merged.snapshots;
                 feed_state.frames += merged.frames;
@@ -627,18 +622,20 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
     }
 }
 
-/// Frames merged for one transaction.
+/// Frames merged for one transaction of the AW database.
 #[derive(Default)]
-struct Merged {
-    replace: bool,
+pub struct Merged {
+    /// A snapshot is among them: the transaction replaces every real-time row.
+    pub replace: bool,
     rows: BTreeMap<FeedKey, Option<FeedRow>>,
-    config: Option<(Vec<ConfigChange>, u64)>,
-    snapshots: u64,
-    frames: u64,
+    /// The configuration changes to apply, and the version they bring the database to.
+    pub config: Option<(Vec<ConfigChange>, u64)>,
+    pub snapshots: u64,
+    pub frames: u64,
 }
 
 impl Merged {
-    fn add(&mut self, update: &FeedUpdate, config: Option<(Vec<ConfigChange>, u64)>) {
+    pub fn add(&mut self, update: &FeedUpdate, config: Option<(Vec<ConfigChange>, u64)>) {
         match update {
             FeedUpdate::Snapshot { rows, .. } => {
                 self.replace = true;
@@ -667,7 +664,7 @@ impl Merged {
     }
 
     /// The upserts and deletes; after a snapshot, rows deleted since are simply absent.
-    fn rows(self) -> (Vec<FeedRow>, Vec<FeedKey>) {
+    pub fn rows(self) -> (Vec<FeedRow>, Vec<FeedKey>) {
         let mut upserts = Vec::with_capacity(self.rows.len());
         let mut deletes = Vec::new();
         for (key, row) in self.rows {

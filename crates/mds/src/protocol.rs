@@ -323,13 +323,12 @@ pub enum PublicHello {
     },
     /// A configuration request (`tandem config`); one `AdminReply`, then the side closes.
     Admin(AdminRequest),
-    /// A distributor's rtdist subscribing to the real-time feed: it holds frames through
-    /// `last_frame` of `generation` (`None`: it holds nothing and needs a snapshot).
-    /// `SideToDistributor` messages follow; the distributor sends nothing more.
+    /// A distributor's rtdist subscribing to the real-time feed: it holds the frame at `held`
+    /// (`None`: it holds nothing and needs a snapshot). `SideToDistributor` messages follow;
+    /// the distributor sends nothing more.
     Distributor {
         name: String,
-        generation: u64,
-        last_frame: Option<u64>,
+        held: Option<tandem_model::feed::FeedPosition>,
     },
 }
 

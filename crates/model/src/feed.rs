@@ -271,6 +271,27 @@ pub struct FeedFrameHeader {
     pub recovery_key: u64,
 }
 
+impl FeedFrameHeader {
+    pub fn position(&self) -> FeedPosition {
+        FeedPosition {
+            generation: self.generation,
+            number: self.number,
+            recovery_key: self.recovery_key,
+        }
+    }
+}
+
+/// The frame a distributor holds. Two ordered histories may number their frames alike (an
+/// isolated side's history, abandoned when the other side took over without it); the
+/// RecoveryKey of the tick tells them apart, so a side resumes a distributor only from a frame
+/// of its own history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FeedPosition {
+    pub generation: u64,
+    pub number: u64,
+    pub recovery_key: u64,
+}
+
 /// What changed between two consecutive ticks.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeedDelta {

@@ -126,6 +126,22 @@ pub struct SimReport {
     pub logger_gaps_held_by_neither: u64,
     /// Ordered rows in side A's central database at the end.
     pub rows_logged: u64,
+    /// Configuration changes the administrator got ordered, and those the router applied (the
+    /// others it rejected whole).
+    pub config_changes_ordered: u64,
+    pub config_changes_applied: u64,
+    /// A configuration change was ordered in a history abandoned at a takeover: the central
+    /// databases' configuration tables were not compared (see `check_central_databases`).
+    pub config_change_abandoned: bool,
+    /// Distributors in the run.
+    pub distributors: usize,
+    /// Frames and snapshots the distributors wrote to their AW databases.
+    pub distributor_frames: u64,
+    pub distributor_snapshots: u64,
+    /// Subscriptions the distributors made: the first, then one per failover.
+    pub distributor_subscriptions: u64,
+    /// Times a distributor copied the configuration again after a mismatch.
+    pub distributor_rebuilds: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u32>,
     pub violation: Option<Violation>,

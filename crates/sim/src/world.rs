@@ -7,14 +7,18 @@
 //! process's) is dropped on arrival. A paused process's inbound messages wait in its socket
 //! buffer (`inbox`) until it resumes.
 
+mod admin;
+mod distributors;
 mod loggers;
 
 use crate::{SimOptions, SimReport, Violation};
+use distributors::{SideFeed, SimDistributor};
 use loggers::{SideLogger, SimLogger};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use tandem_central::apply;
+use std::sync::Arc;
+use tandem_central::apply::{self, ConfigResult};
 use tandem_central::outputs::OutputLog;
 use tandem_central::pg_link::{self, PathChange, PgAddress};
 use tandem_central::transfer as central_transfer;
@@ -24,9 +28,10 @@ use tandem_mds::{
     SyncCut, TransferRequest,
 };
 use tandem_model::config::ContactCenter;
+use tandem_model::feed::VersionedConfigChange;
 use tandem_model::generate::{generate, GenerateParams};
 use tandem_model::ids::{PgId, RouteRequestKey};
-use tandem_model::input::OrderedInput;
+use tandem_model::input::{Input, OrderedInput};
 use tandem_model::output::Output;
 use tandem_model::topology::MdsTimers;
 use tandem_pg::gateway_core::{CoreSettings, GatewayCore, PgEffect};
@@ -86,6 +91,9 @@ enum Fault {
     PauseLogger(usize, u64),
     /// A side's central database refuses to grow for a while (a full disk).
     DbWriteFailure(usize, u64),
+    CrashDistributor(usize, u64),
+    /// A distributor reads its feed slowly for a while.
+    SlowDistributor(usize, u64),
 }
 
 impl Fault {
@@ -104,6 +112,8 @@ impl Fault {
             Fault::CrashLogger(..) => "logger crashed and restarted",
             Fault::PauseLogger(..) => "logger paused",
             Fault::DbWriteFailure(..) => "central database write failure",
+            Fault::CrashDistributor(..) => "distributor crashed and restarted",
+            Fault::SlowDistributor(..) => "slow distributor",
         }
     }
 }
@@ -185,6 +195,30 @@ enum Event {
     },
     LoggerRestart(usize),
     LoggerResume(usize),
+    /// Bytes of the feed a side wrote to a distributor's subscription `generation`.
+    ToDistributor {
+        distributor: usize,
+        generation: u64,
+        bytes: Arc<[u8]>,
+    },
+    /// A distributor's subscription reaches a side, with the frame it holds.
+    DistributorHello {
+        side: usize,
+        distributor: usize,
+        generation: u64,
+        position: Option<tandem_model::feed::FeedPosition>,
+    },
+    /// One end of a feed connection closed it; the other (the distributor, if
+    /// `to_distributor`) sees it.
+    DistributorLinkReset {
+        side: usize,
+        distributor: usize,
+        generation: u64,
+        to_distributor: bool,
+    },
+    DistributorRestart(usize),
+    /// The administrator submits a configuration change.
+    ConfigChange,
     DbHasRoom(usize),
     Clog(LinkId),
     Unclog(LinkId),
@@ -290,6 +324,22 @@ struct World {
     logger_rng: ChaCha8Rng,
     next_logger_generation: u64,
     drop_decisions: u64,
+    /// The real-time tier: each side's rtsrvr, and the distributors with their AW databases.
+    side_feeds: [SideFeed; 2],
+    distributors: Vec<SimDistributor>,
+    distributor_rng: ChaCha8Rng,
+    next_distributor_generation: u64,
+    /// Per frame (generation, number, RecoveryKey) published: the hash of its bytes and its
+    /// predecessor's RecoveryKey.
+    frames_published: BTreeMap<(u64, u64, u64), (u64, Option<u64>)>,
+    admin_rng: ChaCha8Rng,
+    next_admin_request: u64,
+    /// The sequence numbers of the configuration changes ordered.
+    config_change_seqs: Vec<u64>,
+    /// Whether one of them was in a history abandoned at a takeover.
+    config_change_abandoned: bool,
+    /// The configuration version the run started at.
+    initial_config_version: u64,
 }
 
 fn side_of(i: usize) -> Side {
@@ -357,6 +407,13 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
     });
     let timers = MdsTimers::default();
     let start_ms = 1_000;
+    let mut distributor_rng = ChaCha8Rng::seed_from_u64(seed ^ distributors::DISTRIBUTOR_STREAM);
+    let config_version = Router::from_contact_center(&cc, start_ms)
+        .expect("the generated contact center loads")
+        .config_version();
+    let distributors: Vec<SimDistributor> = (0..distributor_rng.random_range(1..=2))
+        .map(|_| SimDistributor::new(&cc, config_version, distributor_rng.random_range(0..2)))
+        .collect();
     let cc_for_loggers = cc.clone();
     let pgs: Vec<SimPg> = (0..pg_count)
         .map(|i| {
@@ -442,6 +499,16 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         logger_rng,
         next_logger_generation: 0,
         drop_decisions: 0,
+        side_feeds: Default::default(),
+        distributors,
+        distributor_rng,
+        next_distributor_generation: 0,
+        frames_published: BTreeMap::new(),
+        admin_rng: ChaCha8Rng::seed_from_u64(seed ^ admin::ADMIN_STREAM),
+        next_admin_request: 0,
+        config_change_seqs: Vec::new(),
+        config_change_abandoned: false,
+        initial_config_version: config_version,
     };
     world.run();
     #[cfg(feature = "planted-bugs")]
@@ -472,6 +539,21 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         logger_gaps_recovered: world.loggers.iter().map(|l| l.gaps_recovered).sum(),
         logger_gaps_held_by_neither: world.loggers.iter().map(|l| l.gaps_held_by_neither).sum(),
         rows_logged: world.rows_logged(),
+        distributors: world.distributors.len(),
+        config_changes_ordered: world.config_change_seqs.len() as u64,
+        config_change_abandoned: world.config_change_abandoned,
+        config_changes_applied: world
+            .sides
+            .iter()
+            .filter_map(|s| s.router.as_ref())
+            .map(|r| r.config_version())
+            .max()
+            .unwrap_or(world.initial_config_version)
+            - world.initial_config_version,
+        distributor_frames: world.distributors.iter().map(|d| d.frames).sum(),
+        distributor_snapshots: world.distributors.iter().map(|d| d.snapshots).sum(),
+        distributor_subscriptions: world.distributors.iter().map(|d| d.subscriptions).sum(),
+        distributor_rebuilds: world.distributors.iter().map(|d| d.rebuilds).sum(),
         faults: world.faults,
         violation: world.violation,
     }
@@ -522,6 +604,31 @@ impl World {
             };
             self.schedule(at, Event::Fault(fault));
         }
+        let config_changes = self
+            .admin_rng
+            .random_range(0..=admin::CONFIG_CHANGES_PER_RUN_MAX);
+        for _ in 0..config_changes {
+            let at = self
+                .admin_rng
+                .random_range(self.now_ms + 500..end_ms.max(self.now_ms + 501));
+            self.schedule(at, Event::ConfigChange);
+        }
+        let distributor_fault_count = self.distributor_rng.random_range(0..=2);
+        for _ in 0..distributor_fault_count {
+            let at = self
+                .distributor_rng
+                .random_range(self.now_ms + 500..end_ms.max(self.now_ms + 501));
+            let distributor = self
+                .distributor_rng
+                .random_range(0..self.distributors.len());
+            let for_ms = self.distributor_rng.random_range(100..4_000);
+            let fault = if self.distributor_rng.random_bool(0.5) {
+                Fault::CrashDistributor(distributor, for_ms)
+            } else {
+                Fault::SlowDistributor(distributor, for_ms)
+            };
+            self.schedule(at, Event::Fault(fault));
+        }
         while self.now_ms < end_ms && self.violation.is_none() {
             self.step();
         }
@@ -562,6 +669,7 @@ impl World {
                         | Event::LoggerRestart(_)
                         | Event::LoggerResume(_)
                         | Event::DbHasRoom(_)
+                        | Event::DistributorRestart(_)
                 )
             })
             .map(|(k, _)| *k)
@@ -592,6 +700,10 @@ impl World {
             }
             self.restart_logger(side);
             self.set_db_capped(side, false);
+        }
+        for distributor in 0..self.distributors.len() {
+            self.distributors[distributor].slow_until_ms = 0;
+            self.restart_distributor(distributor);
         }
     }
 
@@ -651,6 +763,9 @@ impl World {
         self.drain_sides();
         for side in 0..2 {
             self.logger_tick(side);
+        }
+        for distributor in 0..self.distributors.len() {
+            self.distributor_tick(distributor);
         }
         for pg in 0..self.pgs.len() {
             self.pgs[pg].core.tick(now);
@@ -741,6 +856,33 @@ impl World {
             Event::TransferSession { source, .. } if self.sides[source].paused => {
                 self.sides[source].inbox.push_back(event);
             }
+            Event::DistributorHello { side, .. }
+            | Event::DistributorLinkReset {
+                side,
+                to_distributor: false,
+                ..
+            } if self.sides[side].paused => {
+                self.sides[side].inbox.push_back(event);
+            }
+            Event::ToDistributor {
+                distributor,
+                generation,
+                bytes,
+            } => self.distributor_hears(distributor, generation, bytes),
+            Event::DistributorHello {
+                side,
+                distributor,
+                generation,
+                position,
+            } => self.side_hears_distributor_hello(side, distributor, generation, position),
+            Event::DistributorLinkReset {
+                side,
+                distributor,
+                generation,
+                to_distributor,
+            } => self.distributor_link_reset(side, distributor, generation, to_distributor),
+            Event::DistributorRestart(distributor) => self.restart_distributor(distributor),
+            Event::ConfigChange => self.submit_config_change(),
             Event::LoggerHello { side, .. }
             | Event::FromLogger { side, .. }
             | Event::LoggerLinkReset {
@@ -914,6 +1056,13 @@ impl World {
                 self.set_db_capped(side, true);
                 self.schedule(now + for_ms, Event::DbHasRoom(side));
             }
+            Fault::CrashDistributor(distributor, for_ms) => {
+                self.crash_distributor(distributor);
+                self.schedule(now + for_ms, Event::DistributorRestart(distributor));
+            }
+            Fault::SlowDistributor(distributor, for_ms) => {
+                self.slow_distributor(distributor, for_ms);
+            }
             Fault::LatencySpike(extra_ms) => {
                 self.extra_latency_ms = extra_ms;
                 self.latency_spike_until_ms = now + 500;
@@ -935,6 +1084,14 @@ impl World {
                     let link = links.remove(self.rng.random_range(0..links.len()));
                     let at = unclog_from + links.len() as u64 * gap_ms;
                     self.schedule(at, Event::Unclog(link));
+                }
+                // The feed's links, from the distributors' own random stream.
+                for link in self.distributor_links() {
+                    let clog_at = now + self.distributor_rng.random_range(0..count as u64) * gap_ms;
+                    let unclog_at =
+                        unclog_from + self.distributor_rng.random_range(0..count as u64) * gap_ms;
+                    self.schedule(clog_at, Event::Clog(link));
+                    self.schedule(unclog_at, Event::Unclog(link));
                 }
             }
         }
@@ -985,6 +1142,7 @@ impl World {
             .collect();
         slot.paths.clear();
         self.side_closes_logger(side, true);
+        self.side_feed_ends(side);
         for (pg, generation) in paths {
             self.send(
                 (LINK_SIDE_TO_PG, side, pg),
@@ -1034,6 +1192,9 @@ impl World {
         if !needs_state {
             sync.set_built_from_configuration(router.config_version());
         }
+        let mut router = router;
+        self.side_feed_ends(side);
+        self.side_feeds[side].attach(&mut router);
         let slot = &mut self.sides[side];
         slot.sync = Some(sync);
         slot.router = Some(router);
@@ -1475,6 +1636,18 @@ impl World {
                 let sorted =
                     apply::sort_outputs(ordered.seq, &input, &mut outputs, &mut slot.outputs);
                 let generation = slot.outputs.generation;
+                if let (Some(ConfigResult::Applied { config_version }), Some(config)) =
+                    (&sorted.config_result, &sorted.logged.config)
+                {
+                    self.side_feeds[side].config_applied(VersionedConfigChange {
+                        config_version: *config_version,
+                        recovery_key: ordered.seq,
+                        change: config.change.clone(),
+                    });
+                }
+                if matches!(input.input, Input::TimeTick) {
+                    self.feed_tick(side, ordered.seq, ordered.epoch.number);
+                }
                 self.side_loggers[side]
                     .feed
                     .delivered(ordered.seq, Some(sorted.logged));
@@ -1675,7 +1848,8 @@ impl World {
             .on_transfer_received(now, cut.clone())
         {
             Ok(()) => {
-                let router = Router::from_state(state).expect("a checked state loads");
+                let mut router = Router::from_state(state).expect("a checked state loads");
+                self.side_feeds[receiver].attach(&mut router);
                 let slot = &mut self.sides[receiver];
                 slot.router = Some(router);
                 slot.outputs = outputs;
@@ -1931,6 +2105,20 @@ impl World {
                     return;
                 }
                 self.check_central_databases(through[0]);
+                if self.violation.is_none() {
+                    let states = self.states();
+                    let enabled = (0..2)
+                        .find(|&s| states[s].is_some_and(|s| s.is_enabled()))
+                        .expect("one side is enabled");
+                    self.check_distributors(enabled);
+                }
+                if self.violation.is_none() {
+                    let states = self.states();
+                    let enabled = (0..2)
+                        .find(|&s| states[s].is_some_and(|s| s.is_enabled()))
+                        .expect("one side is enabled");
+                    self.check_aw_configuration(enabled);
+                }
                 return;
             }
             self.step();

@@ -70,6 +70,8 @@ fn two_thousand_seeds_keep_every_invariant() {
         "logger crashed and restarted",
         "logger paused",
         "central database write failure",
+        "distributor crashed and restarted",
+        "slow distributor",
     ] {
         assert!(
             faults.get(kind).copied().unwrap_or(0) >= 50,
@@ -103,6 +105,34 @@ fn two_thousand_seeds_keep_every_invariant() {
         "logger write failures"
     );
     assert!(sum(|r| r.drop_decisions) > 0, "drop decisions");
+    // The distributors applied frames, took snapshots after their crashes and failovers, and
+    // subscribed again when a side went.
+    assert!(
+        sum(|r| r.distributor_frames) > 100 * CI_SEEDS,
+        "distributor frames"
+    );
+    assert!(
+        sum(|r| r.distributor_snapshots) > CI_SEEDS,
+        "distributor snapshots"
+    );
+    assert!(
+        sum(|r| r.distributor_subscriptions) > sum(|r| r.distributors as u64),
+        "distributor failovers"
+    );
+    assert!(
+        reports.iter().any(|r| r.distributors == 1) && reports.iter().any(|r| r.distributors == 2)
+    );
+    // Configuration changed under the load, some changes were rejected whole, and distributors
+    // that missed changes copied the configuration again.
+    let (ordered, applied) = (
+        sum(|r| r.config_changes_ordered),
+        sum(|r| r.config_changes_applied),
+    );
+    assert!(
+        applied > CI_SEEDS / 2 && applied < ordered,
+        "{applied} of {ordered} applied"
+    );
+    assert!(sum(|r| r.distributor_rebuilds) > 0, "distributor rebuilds");
     assert!(reports.iter().any(|r| r.pgs == 1) && reports.iter().any(|r| r.pgs == 3));
 }
 

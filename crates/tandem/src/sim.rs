@@ -49,6 +49,13 @@ struct Totals {
     logger_gaps_recovered: u64,
     logger_gaps_held_by_neither: u64,
     rows_logged: u64,
+    config_changes_ordered: u64,
+    config_changes_applied: u64,
+    config_change_abandoned: u64,
+    distributor_frames: u64,
+    distributor_snapshots: u64,
+    distributor_subscriptions: u64,
+    distributor_rebuilds: u64,
     faults: BTreeMap<&'static str, u64>,
     /// Failing seeds, lowest first.
     failures: BTreeMap<u64, SimReport>,
@@ -90,6 +97,13 @@ pub fn run(args: SimArgs) -> Result<()> {
         totals.logger_gaps_recovered += report.logger_gaps_recovered;
         totals.logger_gaps_held_by_neither += report.logger_gaps_held_by_neither;
         totals.rows_logged += report.rows_logged;
+        totals.config_changes_ordered += report.config_changes_ordered;
+        totals.config_changes_applied += report.config_changes_applied;
+        totals.config_change_abandoned += u64::from(report.config_change_abandoned);
+        totals.distributor_frames += report.distributor_frames;
+        totals.distributor_snapshots += report.distributor_snapshots;
+        totals.distributor_subscriptions += report.distributor_subscriptions;
+        totals.distributor_rebuilds += report.distributor_rebuilds;
         for (kind, n) in &report.faults {
             *totals.faults.entry(kind).or_default() += u64::from(*n);
         }
@@ -123,6 +137,13 @@ pub fn run(args: SimArgs) -> Result<()> {
             "logger_gaps_recovered": totals.logger_gaps_recovered,
             "logger_gaps_held_by_neither": totals.logger_gaps_held_by_neither,
             "rows_logged": totals.rows_logged,
+            "config_changes_ordered": totals.config_changes_ordered,
+            "config_changes_applied": totals.config_changes_applied,
+            "seeds_with_a_config_change_abandoned": totals.config_change_abandoned,
+            "distributor_frames": totals.distributor_frames,
+            "distributor_snapshots": totals.distributor_snapshots,
+            "distributor_subscriptions": totals.distributor_subscriptions,
+            "distributor_rebuilds": totals.distributor_rebuilds,
             "faults": totals.faults,
             "failed": totals.failures.keys().collect::<Vec<_>>(),
         })
@@ -166,6 +187,14 @@ fn replay(seed: u64, duration_ms: u64) -> Result<()> {
         "logger_gaps_recovered": report.logger_gaps_recovered,
         "logger_gaps_held_by_neither": report.logger_gaps_held_by_neither,
         "rows_logged": report.rows_logged,
+        "config_changes_ordered": report.config_changes_ordered,
+        "config_changes_applied": report.config_changes_applied,
+        "config_change_abandoned": report.config_change_abandoned,
+        "distributors": report.distributors,
+        "distributor_frames": report.distributor_frames,
+        "distributor_snapshots": report.distributor_snapshots,
+        "distributor_subscriptions": report.distributor_subscriptions,
+        "distributor_rebuilds": report.distributor_rebuilds,
         "faults": report.faults,
     });
     match report.violation {

@@ -596,10 +596,26 @@ impl World {
             let range = tandem_mds::seq_epoch_range(key);
             key <= through && history.iter().any(|&(r, last)| r == range && key <= last)
         };
+        // A known limit: a configuration change ordered in a history later abandoned stays in
+        // the configuration tables of the central database of the logger whose side ordered
+        // it, as its ordered rows stay there. Its Config_Message_Log row is not of record and
+        // is left out below; the configuration tables, which hold only the result, cannot be
+        // compared then.
+        let config_abandoned = self.config_change_seqs.iter().any(|&seq| !of_record(seq));
+        if config_abandoned {
+            self.config_change_abandoned = true;
+            self.trace_line(
+                "a configuration change was ordered in an abandoned history: the \
+                 configuration tables are not compared"
+                    .into(),
+            );
+        }
         let dbs = [self.loggers[0].db.clone(), self.loggers[1].db.clone()];
         let compared = block_on(async {
             for def in tandem_logger::schema::tables() {
-                if def.kind == TableKind::Local {
+                if def.kind == TableKind::Local
+                    || (config_abandoned && def.kind == TableKind::Configuration)
+                {
                     continue;
                 }
                 let mut rows = [
