@@ -300,12 +300,9 @@ impl LoggerFeed {
     }
 
     /// A logger connected, having committed through `committed_through`: the stream resumes
-    /// after it, or after a gap the logger must recover from its peer.
-    pub fn logger_connected(
-        &mut self,
-        committed_through: u64,
-        config_version: u64,
-    ) -> Option<SideToLogger> {
+    /// after it, or after a gap the logger must recover from its peer (`Some`: the stream
+    /// resumes after this; the side sends it a `SideToLogger::Gap`).
+    pub fn logger_connected(&mut self, committed_through: u64, config_version: u64) -> Option<u64> {
         self.committed_config_version = config_version;
         self.sent_rows_unacked = 0;
         if committed_through >= self.held_after && self.is_on_stream(committed_through) {
@@ -323,9 +320,7 @@ impl LoggerFeed {
                 0
             };
             self.sent_through = Some(self.held_after);
-            Some(SideToLogger::Gap {
-                resumes_after: self.held_after,
-            })
+            Some(self.held_after)
         }
     }
 
@@ -574,10 +569,7 @@ mod tests {
             (status.held_rows, status.dropped_rows, status.held_after),
             (4, 4, 2)
         );
-        assert_eq!(
-            feed.logger_connected(0, 0),
-            Some(SideToLogger::Gap { resumes_after: 2 })
-        );
+        assert_eq!(feed.logger_connected(0, 0), Some(2));
         assert_eq!(batch(&mut feed, false), Some((vec![3, 4], 4)));
     }
 
@@ -820,12 +812,7 @@ mod tests {
         feed.delivered(range(100, 1), Some(message(range(100, 1), 1)));
         assert!(!feed.logger_connected_now());
         // It reconnects with its mark in the forgotten range, and hears of a gap.
-        assert_eq!(
-            feed.logger_connected(range(1, 1), 0),
-            Some(SideToLogger::Gap {
-                resumes_after: range(1, 0)
-            })
-        );
+        assert_eq!(feed.logger_connected(range(1, 1), 0), Some(range(1, 0)));
     }
 
     #[test]
@@ -846,10 +833,7 @@ mod tests {
         feed.delivered(1, Some(message(1, 1)));
         feed.restart_at(50);
         feed.delivered(51, Some(message(51, 1)));
-        assert_eq!(
-            feed.logger_connected(1, 0),
-            Some(SideToLogger::Gap { resumes_after: 50 })
-        );
+        assert_eq!(feed.logger_connected(1, 0), Some(50));
         assert_eq!(batch(&mut feed, false), Some((vec![51], 51)));
     }
 
@@ -864,12 +848,7 @@ mod tests {
         feed.delivered(range(6, 1), Some(message(range(6, 1), 1)));
         // The logger committed part of range 5, which this side ordered while isolated and
         // then abandoned: it is numerically past the whole of range 2, yet not on the stream.
-        assert_eq!(
-            feed.logger_connected(range(5, 77), 0),
-            Some(SideToLogger::Gap {
-                resumes_after: range(2, 630)
-            })
-        );
+        assert_eq!(feed.logger_connected(range(5, 77), 0), Some(range(2, 630)));
         assert_eq!(feed.status().committed_through, 0);
         assert_eq!(feed.status().held_messages, 14);
         let (keys, _) = batch(&mut feed, false).expect("the stream is resent");
@@ -879,10 +858,7 @@ mod tests {
         // logger closes at once and which moves its mark back out of the other history.
         let mut fresh = LoggerFeed::new(100, 0);
         fresh.delivered(range(7, 1), Some(message(range(7, 1), 1)));
-        assert_eq!(
-            fresh.logger_connected(range(5, 77), 0),
-            Some(SideToLogger::Gap { resumes_after: 0 })
-        );
+        assert_eq!(fresh.logger_connected(range(5, 77), 0), Some(0));
         assert_eq!(
             batch(&mut fresh, false),
             Some((vec![range(7, 1)], range(7, 1)))

@@ -291,6 +291,7 @@ impl FeedTicker {
             number: router.feed_frame_number(),
             epoch,
             config_version: router.config_version(),
+            config_recovery_key: router.config_recovery_key(),
             time_ms: router.now_ms(),
             recovery_key,
         };
@@ -1071,6 +1072,7 @@ mod tests {
             number: 9,
             epoch: 1,
             config_version: 1,
+            config_recovery_key: 0,
             time_ms: 1,
             recovery_key: 1,
         };
@@ -1142,6 +1144,7 @@ mod tests {
             number,
             epoch: 1,
             config_version: 1,
+            config_recovery_key: 0,
             time_ms: number * 100,
             recovery_key,
         };

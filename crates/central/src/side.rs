@@ -32,7 +32,7 @@ use tandem_mds::{
     PeerMessage, PgToSide, PublicHello, Side, SideReport, SideToLogger, SideToPg, Source,
     SyncEvent, SyncReport, SyncSettings, Synchronizer, TransferRequest, SIDE_REPORT_EVENTS_MAX,
 };
-use tandem_model::config::{ContactCenter, Settings};
+use tandem_model::config::{ConfigStamp, ContactCenter, Settings};
 use tandem_model::feed::VersionedConfigChange;
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
@@ -342,7 +342,9 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     };
     let start_ms = wall_ms();
     let router = match &configuration {
-        Some((cc, version)) => Router::from_contact_center_at(cc, *version, start_ms),
+        Some((cc, config)) => {
+            Router::from_contact_center_at(cc, config.version, config.recovery_key, start_ms)
+        }
         None => Router::new(Settings::default(), start_ms),
     }
     .map_err(|e| SideError::Router(e.to_string()))?;
@@ -359,7 +361,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
     settings.digest_check_interval_ms = timers.digest_check_interval_ms;
     let mut sync = Synchronizer::new(settings, epoch, 0, start_ms, needs_state, start_ms)?;
     if let Some((_, version)) = &configuration {
-        sync.set_built_from_configuration(*version);
+        sync.set_built_from_configuration(version.version);
     }
     let suspect_path = data_dir.join(quarantine::SUSPECT_FILE);
     let quarantine = quarantine::read_quarantine(&suspect_path)?;
@@ -487,7 +489,7 @@ pub async fn run(options: SideOptions) -> Result<(), SideError> {
 async fn wait_for_configuration(
     rx: &mut mpsc::Receiver<CoreEvent>,
     side: Side,
-) -> (ContactCenter, u64, Option<(LoggerLink, u64, u64)>) {
+) -> (ContactCenter, ConfigStamp, Option<(LoggerLink, u64, u64)>) {
     let mut link: Option<(LoggerLink, u64, u64)> = None;
     let mut why = "no logger has connected yet".to_string();
     let mut log_due = Instant::now();
@@ -531,9 +533,19 @@ async fn wait_for_configuration(
                     LoggerToSide::Configuration {
                         contact_center,
                         config_version,
+                        config_recovery_key,
                     } => {
-                        info!(%side, config_version, "configuration received from the logger");
-                        return (*contact_center, config_version, link);
+                        info!(
+                            %side,
+                            config_version,
+                            config_recovery_key,
+                            "configuration received from the logger"
+                        );
+                        let config = ConfigStamp {
+                            version: config_version,
+                            recovery_key: config_recovery_key,
+                        };
+                        return (*contact_center, config, link);
                     }
                     LoggerToSide::NoConfiguration { reason } => {
                         why = format!("the logger has none: {reason}");
@@ -1016,17 +1028,33 @@ impl Core {
             old.reader.abort();
         }
         info!(side = %self.side, committed_through, config_version, "logger connected");
-        if let Some(gap) = self
+        if self.sync.needs_state() {
+            // This side holds no state yet (it takes its peer's): it tells its logger nothing,
+            // not even where the stream resumes, as it has no configuration to send with it.
+            // The transfer drops the link; the logger, connecting again, hears of its gap.
+            self.logger = Some(link);
+            return;
+        }
+        if let Some(resumes_after) = self
             .feed
             .logger_connected(committed_through, config_version)
         {
-            if let SideToLogger::Gap { resumes_after } = &gap {
-                self.event(format!(
-                    "the logger committed through {committed_through}; this side holds the \
-                     stream after {resumes_after}: the logger recovers the rest from its peer"
-                ));
+            self.event(format!(
+                "the logger committed through {committed_through}; this side holds the stream \
+                 after {resumes_after}: the logger recovers the rest from its peer"
+            ));
+            let gap = SideToLogger::Gap {
+                resumes_after,
+                contact_center: Box::new(self.router.contact_center()),
+                config: self.router.config_stamp(),
+            };
+            if let Err(e) = link.out.send_bulk(&gap) {
+                // The logger reconnects when its link ends, and hears of the gap again.
+                warn!(side = %self.side, "sending the logger its gap: {e}");
+                self.feed.logger_disconnected();
+                link.reader.abort();
+                return;
             }
-            let _ = link.out.send(&gap);
         }
         self.logger = Some(link);
         self.tell_logger_progress();
@@ -1043,7 +1071,7 @@ impl Core {
 
     /// Sends the logger what it has not been sent, in bounded batches.
     fn send_logger_batches(&mut self, progress_only: bool) {
-        if self.logger.is_none() {
+        if self.logger.is_none() || self.sync.needs_state() {
             return;
         }
         if !self.feed.logger_connected_now() {
@@ -1081,6 +1109,7 @@ impl Core {
                 let _ = reply.send(AdminReply::Configuration {
                     contact_center: Box::new(self.router.contact_center()),
                     config_version: self.router.config_version(),
+                    config_recovery_key: self.router.config_recovery_key(),
                     recovery_key: self.sync.delivered_through(),
                 });
             }

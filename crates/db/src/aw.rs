@@ -17,7 +17,7 @@ use crate::{
     op_of, plan, table_def, Backend, DbError, DbLocation, Op, OpKind, Schema, ROWS_PAGE_MAX,
     STATE_ROW_ID,
 };
-use tandem_model::config::{ConfigChange, ConfigOp, ContactCenter};
+use tandem_model::config::{ConfigChange, ConfigOp, ConfigStamp, ContactCenter};
 use tandem_model::feed::*;
 use tandem_model::realtime::CALL_COUNT_NAMES;
 
@@ -398,8 +398,8 @@ pub struct AwWrite<'a> {
     pub replace: bool,
     pub upserts: &'a [FeedRow],
     pub deletes: &'a [FeedKey],
-    /// Configuration changes to apply, and the version the database holds after them.
-    pub config: Option<(&'a [ConfigChange], u64)>,
+    /// Configuration changes to apply, and the configuration the database holds after them.
+    pub config: Option<(&'a [ConfigChange], ConfigStamp)>,
     /// Feed_State's new row, if the write comes from the feed.
     pub feed_state: Option<&'a FeedState>,
 }
@@ -440,12 +440,12 @@ impl AwDb {
             let (table, row) = row_values(row);
             ops.push(op_of(Write::Upsert { table, row })?);
         }
-        let mut config_version = None;
-        if let Some((changes, version)) = write.config {
+        let mut config = None;
+        if let Some((changes, stamp)) = write.config {
             for change in changes {
                 ops.extend(configuration_change_ops(change)?);
             }
-            config_version = Some(version);
+            config = Some(stamp);
         }
         if let Some(state) = write.feed_state {
             let table = table_def(FEED_STATE)?;
@@ -460,45 +460,50 @@ impl AwDb {
         } else {
             Vec::new()
         };
-        self.backend
-            .write_runs(emptied, plan(ops), config_version)
-            .await
+        self.backend.write_runs(emptied, plan(ops), config).await
     }
 
-    /// Replaces the configuration tables with this configuration at `config_version`, in one
+    /// Replaces the configuration tables with this configuration at `config`, in one
     /// transaction (updateaw's "Initialize Local Database").
     pub async fn replace_configuration(
         &self,
         cc: &ContactCenter,
-        config_version: u64,
+        config: ConfigStamp,
     ) -> Result<(), DbError> {
-        self.backend.replace_configuration(cc, config_version).await
+        self.backend.replace_configuration(cc, config).await
     }
 
-    pub async fn load_configuration(&self) -> Result<Option<(ContactCenter, u64)>, DbError> {
+    pub async fn load_configuration(
+        &self,
+    ) -> Result<Option<(ContactCenter, ConfigStamp)>, DbError> {
         self.backend.load_configuration().await
     }
 
-    /// The configuration version the database holds, None before it was initialized.
-    pub async fn config_version(&self) -> Result<Option<u64>, DbError> {
+    /// The configuration the database holds, None before it was initialized.
+    pub async fn config(&self) -> Result<Option<ConfigStamp>, DbError> {
         let rows = self
             .backend
             .rows_page(schema::CONFIGURATION_STATE, None, None, 1)
             .await?;
-        match rows.first().and_then(|row| row.get(1)) {
-            None => Ok(None),
-            Some(SqlValue::Int(v)) => Ok(Some(*v as u64)),
-            Some(other) => Err(DbError::Corrupt(format!(
-                "{}.config_version is {other:?}",
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        match (row.get(1), row.get(3)) {
+            (Some(SqlValue::Int(version)), Some(SqlValue::Int(key))) => Ok(Some(ConfigStamp {
+                version: *version as u64,
+                recovery_key: *key as u64,
+            })),
+            _ => Err(DbError::Corrupt(format!(
+                "{}: the row is {row:?}",
                 schema::CONFIGURATION_STATE
             ))),
         }
     }
 
-    /// Sets the configuration version alone (a tool to test updateaw's checks with).
-    pub async fn set_config_version(&self, config_version: u64) -> Result<(), DbError> {
+    /// Sets the configuration's stamp alone (a tool to test updateaw's checks with).
+    pub async fn set_config(&self, config: ConfigStamp) -> Result<(), DbError> {
         self.backend
-            .write_runs(Vec::new(), Vec::new(), Some(config_version))
+            .write_runs(Vec::new(), Vec::new(), Some(config))
             .await
     }
 

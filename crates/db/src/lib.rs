@@ -26,6 +26,7 @@ use schema::{ColumnType, Row, SqlValue, TableDef, TableKind, Write};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
+pub use tandem_model::config::ConfigStamp;
 use tandem_model::config::{ConfigObject, ContactCenter};
 use tandem_model::logged::LoggedMessage;
 
@@ -161,6 +162,17 @@ pub struct Progress {
     pub committed_through: u64,
     /// The configuration version the configuration tables hold (0 before any change).
     pub config_version: u64,
+    /// The RecoveryKey of the change that made it (0: loaded whole).
+    pub config_recovery_key: u64,
+}
+
+impl Progress {
+    pub fn config(&self) -> ConfigStamp {
+        ConfigStamp {
+            version: self.config_version,
+            recovery_key: self.config_recovery_key,
+        }
+    }
 }
 
 /// RecoveryKeys are numbered within epoch ranges: a key's range is its bits from this one up
@@ -305,13 +317,23 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         statements: add_the_gap_tables,
     },
+    Migration {
+        version: 3,
+        statements: add_the_config_recovery_key,
+    },
 ];
 
 /// The AW database's migrations, under the same rule.
-pub(crate) const AW_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    statements: create_every_aw_table,
-}];
+pub(crate) const AW_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        statements: create_the_first_aw_tables,
+    },
+    Migration {
+        version: 2,
+        statements: add_the_config_recovery_key,
+    },
+];
 
 /// The central database's schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -319,14 +341,47 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 /// The tables added by a later migration, which migration 1 does not create.
 const TABLES_ADDED_LATER: [&str; 2] = [schema::LOGGER_RANGES, schema::HISTORICAL_DROP];
 
+/// The columns added by a later migration (table, column), which migration 1 does not create.
+const COLUMNS_ADDED_LATER: [(&str, &str); 1] =
+    [(schema::CONFIGURATION_STATE, "config_recovery_key")];
+
+/// A table as migration 1 created it: without the columns added later.
+fn as_first_created(def: &TableDef) -> TableDef {
+    let mut def = def.clone();
+    def.columns
+        .retain(|c| !COLUMNS_ADDED_LATER.contains(&(def.name, c.name.as_str())));
+    def
+}
+
 /// Migration 1: every table the schema had then.
 fn create_the_first_tables(dialect: sql::Dialect) -> Vec<String> {
     Schema::Central
         .tables()
         .iter()
         .filter(|def| !TABLES_ADDED_LATER.contains(&def.name))
-        .map(|def| sql::create_table(dialect, def))
+        .map(|def| sql::create_table(dialect, &as_first_created(def)))
         .collect()
+}
+
+/// The AW database's migration 1: every table its schema had then.
+fn create_the_first_aw_tables(dialect: sql::Dialect) -> Vec<String> {
+    Schema::Aw
+        .tables()
+        .iter()
+        .map(|def| sql::create_table(dialect, &as_first_created(def)))
+        .collect()
+}
+
+/// Central migration 3, AW migration 2: Configuration_State names the change that made its
+/// version. A database of an earlier schema holds a version whose change it cannot name: 0,
+/// as for a configuration loaded whole, which a peer or a feed of another history then does not
+/// take for its own unless it is the seeded one.
+fn add_the_config_recovery_key(dialect: sql::Dialect) -> Vec<String> {
+    vec![sql::add_column(
+        dialect,
+        table_def(schema::CONFIGURATION_STATE).expect("a table of the schema"),
+        "config_recovery_key",
+    )]
 }
 
 /// Migration 2: the tables a gap recovery across histories needs. Logger_Ranges, marking each
@@ -370,10 +425,12 @@ fn create_every_table(dialect: sql::Dialect) -> Vec<String> {
     create_tables(dialect, Schema::Central)
 }
 
+#[cfg(test)]
 fn create_every_aw_table(dialect: sql::Dialect) -> Vec<String> {
     create_tables(dialect, Schema::Aw)
 }
 
+#[cfg(test)]
 fn create_tables(dialect: sql::Dialect, schema: Schema) -> Vec<String> {
     schema
         .tables()
@@ -620,7 +677,7 @@ fn dedup_by_key(run: &mut Run) {
 /// One logged message's checked writes.
 pub(crate) struct MessageOps {
     recovery_key: u64,
-    config_version: Option<u64>,
+    config: Option<ConfigStamp>,
     ops: Vec<Op>,
 }
 
@@ -640,7 +697,10 @@ fn message_ops(messages: &[LoggedMessage]) -> Result<Vec<MessageOps>, DbError> {
         let ops = writes.drain(..).map(op_of).collect::<Result<_, _>>()?;
         out.push(MessageOps {
             recovery_key: message.recovery_key,
-            config_version: message.config.as_ref().map(|c| c.config_version),
+            config: message.config.as_ref().map(|c| ConfigStamp {
+                version: c.config_version,
+                recovery_key: message.recovery_key,
+            }),
             ops,
         });
     }
@@ -650,8 +710,8 @@ fn message_ops(messages: &[LoggedMessage]) -> Result<Vec<MessageOps>, DbError> {
 /// What a `write` transaction does once it knows how far the database is.
 pub(crate) struct Batch {
     pub runs: Vec<Run>,
-    /// The configuration version after the batch's last configuration change, if it has one.
-    pub config_version: Option<u64>,
+    /// The configuration after the batch's last configuration change, if it has one.
+    pub config: Option<ConfigStamp>,
     pub committed_through: u64,
     /// Logger_Ranges' marks the batch raises.
     pub range_marks: Vec<RangeMark>,
@@ -662,19 +722,19 @@ pub(crate) struct Batch {
 /// would put back an older configuration over a newer one, so it is skipped whole.
 fn batch_after(messages: Vec<MessageOps>, committed: Option<u64>, through: u64) -> Batch {
     let fresh = |m: &MessageOps| committed.is_none_or(|c| m.recovery_key > c);
-    let mut config_version = None;
+    let mut config = None;
     let mut ops = Vec::new();
     let mut keys = vec![through];
     for message in messages.into_iter().filter(fresh) {
         keys.push(message.recovery_key);
-        if message.config_version.is_some() {
-            config_version = message.config_version;
+        if message.config.is_some() {
+            config = message.config;
         }
         ops.extend(message.ops);
     }
     Batch {
         runs: plan(ops),
-        config_version,
+        config,
         committed_through: advance(committed, Some(through)),
         range_marks: range_marks(keys),
     }
@@ -686,7 +746,7 @@ fn advance(committed: Option<u64>, to: Option<u64>) -> u64 {
 }
 
 /// The rows of Configuration_State and of every object table that hold this configuration.
-fn configuration_ops(cc: &ContactCenter, config_version: u64) -> Result<Vec<Op>, DbError> {
+fn configuration_ops(cc: &ContactCenter, config: ConfigStamp) -> Result<Vec<Op>, DbError> {
     let mut ops = Vec::new();
     for object in cc.objects() {
         let (table, mut row) = schema::object_key(&object.object_ref());
@@ -700,7 +760,7 @@ fn configuration_ops(cc: &ContactCenter, config_version: u64) -> Result<Vec<Op>,
         });
     }
     let table = table_def(schema::CONFIGURATION_STATE)?;
-    let row = configuration_state_row(cc, config_version);
+    let row = configuration_state_row(cc, config);
     check_row(table, &row)?;
     ops.push(Op {
         table,
@@ -710,11 +770,12 @@ fn configuration_ops(cc: &ContactCenter, config_version: u64) -> Result<Vec<Op>,
     Ok(ops)
 }
 
-fn configuration_state_row(cc: &ContactCenter, config_version: u64) -> Row {
+fn configuration_state_row(cc: &ContactCenter, config: ConfigStamp) -> Row {
     vec![
         SqlValue::Int(STATE_ROW_ID),
-        schema::u64_value(config_version),
+        schema::u64_value(config.version),
         SqlValue::Text(schema::settings_text(&cc.settings)),
+        schema::u64_value(config.recovery_key),
     ]
 }
 
@@ -737,15 +798,20 @@ pub(crate) struct StoredConfiguration {
     tables: Vec<(&'static TableDef, Vec<Row>)>,
 }
 
-fn configuration_of(stored: StoredConfiguration) -> Result<(ContactCenter, u64), DbError> {
+fn configuration_of(stored: StoredConfiguration) -> Result<(ContactCenter, ConfigStamp), DbError> {
     let state = &stored.state;
-    let (Some(version), Some(SqlValue::Text(settings))) = (state.get(1), state.get(2)) else {
+    let (Some(version), Some(SqlValue::Text(settings)), Some(key)) =
+        (state.get(1), state.get(2), state.get(3))
+    else {
         return Err(DbError::Corrupt(format!(
             "{}: the row is {state:?}",
             schema::CONFIGURATION_STATE
         )));
     };
-    let version = u64_of(version, "Configuration_State.config_version")?;
+    let config = ConfigStamp {
+        version: u64_of(version, "Configuration_State.config_version")?,
+        recovery_key: u64_of(key, "Configuration_State.config_recovery_key")?,
+    };
     let settings = schema::parse_settings(settings)
         .map_err(|e| DbError::Corrupt(format!("{}.settings: {e}", schema::CONFIGURATION_STATE)))?;
     let mut cc = ContactCenter {
@@ -757,7 +823,7 @@ fn configuration_of(stored: StoredConfiguration) -> Result<(ContactCenter, u64),
             push_object(&mut cc, object_of(def, &row)?);
         }
     }
-    Ok((cc, version))
+    Ok((cc, config))
 }
 
 /// The object an object table's row defines; its kind and key must be the row's.
@@ -839,20 +905,22 @@ impl Backend {
     }
 
     /// In one transaction: empties `emptied`, executes `runs`, and sets Configuration_State's
-    /// version when given.
+    /// version and its change when given.
     pub(crate) async fn write_runs(
         &self,
         emptied: Vec<&'static TableDef>,
         runs: Vec<Run>,
-        config_version: Option<u64>,
+        config: Option<ConfigStamp>,
     ) -> Result<(), DbError> {
         match self {
-            Backend::Sqlite(db) => db.write_runs(emptied, runs, config_version).await,
-            Backend::Postgres(db) => db.write_runs(emptied, runs, config_version).await,
+            Backend::Sqlite(db) => db.write_runs(emptied, runs, config).await,
+            Backend::Postgres(db) => db.write_runs(emptied, runs, config).await,
         }
     }
 
-    pub(crate) async fn load_configuration(&self) -> Result<Option<(ContactCenter, u64)>, DbError> {
+    pub(crate) async fn load_configuration(
+        &self,
+    ) -> Result<Option<(ContactCenter, ConfigStamp)>, DbError> {
         let stored = match self {
             Backend::Sqlite(db) => db.load_configuration().await?,
             Backend::Postgres(db) => db.load_configuration().await?,
@@ -863,9 +931,9 @@ impl Backend {
     pub(crate) async fn replace_configuration(
         &self,
         cc: &ContactCenter,
-        config_version: u64,
+        config: ConfigStamp,
     ) -> Result<(), DbError> {
-        let runs = plan(configuration_ops(cc, config_version)?);
+        let runs = plan(configuration_ops(cc, config)?);
         match self {
             Backend::Sqlite(db) => db.replace_configuration(runs).await,
             Backend::Postgres(db) => db.replace_configuration(runs).await,
@@ -981,7 +1049,11 @@ impl CentralDb {
     /// Seeds an empty database with a whole contact center at `SEED_CONFIG_VERSION`, in one
     /// transaction; `AlreadySeeded` if it holds a configuration.
     pub async fn seed(&self, cc: &ContactCenter) -> Result<(), DbError> {
-        let runs = plan(configuration_ops(cc, SEED_CONFIG_VERSION)?);
+        let seeded = ConfigStamp {
+            version: SEED_CONFIG_VERSION,
+            recovery_key: 0,
+        };
+        let runs = plan(configuration_ops(cc, seeded)?);
         match &self.backend {
             Backend::Sqlite(db) => db.seed(runs).await,
             Backend::Postgres(db) => db.seed(runs).await,
@@ -990,18 +1062,20 @@ impl CentralDb {
 
     /// The configuration and its version: every object table read in key order, so each
     /// `Vec` of the contact center comes back sorted by key. None if not seeded.
-    pub async fn load_configuration(&self) -> Result<Option<(ContactCenter, u64)>, DbError> {
+    pub async fn load_configuration(
+        &self,
+    ) -> Result<Option<(ContactCenter, ConfigStamp)>, DbError> {
         self.backend.load_configuration().await
     }
 
     /// Replaces every configuration table's rows and Configuration_State with this configuration
-    /// at `config_version`, in one transaction (a logger taking its peer's configuration).
+    /// at `config`, in one transaction (a logger taking its peer's configuration).
     pub async fn replace_configuration(
         &self,
         cc: &ContactCenter,
-        config_version: u64,
+        config: ConfigStamp,
     ) -> Result<(), DbError> {
-        self.backend.replace_configuration(cc, config_version).await
+        self.backend.replace_configuration(cc, config).await
     }
 
     /// A page of a table's rows in key order: those whose key is above `after` (None: from the
@@ -1154,7 +1228,7 @@ mod tests {
     fn the_tables_the_layer_names_exist() {
         state_tables_have_their_columns(
             schema::CONFIGURATION_STATE,
-            &["id", "config_version", "settings"],
+            &["id", "config_version", "settings", "config_recovery_key"],
         );
         state_tables_have_their_columns(schema::LOGGER_STATE, &["id", "committed_through"]);
         state_tables_have_their_columns(
@@ -1187,11 +1261,11 @@ mod tests {
         let fingerprint = xxhash_rust::xxh3::xxh3_64(ddl.as_bytes());
         assert_eq!(
             (SCHEMA_VERSION, fingerprint),
-            (2, SCHEMA_FINGERPRINT),
+            (3, SCHEMA_FINGERPRINT),
             "the schema changed without a migration:\n{ddl}"
         );
     }
-    const SCHEMA_FINGERPRINT: u64 = 14578500524760457708;
+    const SCHEMA_FINGERPRINT: u64 = 2744128275003325129;
 
     /// Migration 1 still creates what it created when it was the last.
     #[test]
@@ -1250,11 +1324,22 @@ mod tests {
         let fingerprint = xxhash_rust::xxh3::xxh3_64(ddl.as_bytes());
         assert_eq!(
             (Schema::Aw.version(), fingerprint),
-            (1, AW_SCHEMA_FINGERPRINT),
+            (2, AW_SCHEMA_FINGERPRINT),
             "the AW schema changed without a migration:\n{ddl}"
         );
     }
-    const AW_SCHEMA_FINGERPRINT: u64 = 7739839645968997074;
+
+    /// The AW database's migration 1 still creates what it created when it was the last.
+    #[test]
+    fn aw_migration_1_is_unchanged() {
+        let ddl = create_the_first_aw_tables(sql::Dialect::Postgres).join(";\n");
+        assert_eq!(
+            xxhash_rust::xxh3::xxh3_64(ddl.as_bytes()),
+            7739839645968997074,
+            "AW migration 1 changed:\n{ddl}"
+        );
+    }
+    const AW_SCHEMA_FINGERPRINT: u64 = 47361154126070247;
 
     #[test]
     fn a_bad_table_or_row_is_an_error() {

@@ -9,8 +9,9 @@
 use super::sql::{self, Dialect};
 use super::{
     advance, batch_after, committed_after_gap, configuration_tables, marks_of_rows, object_tables,
-    range_marks, table_def, wall_ms, Batch, DbError, MessageOps, OpKind, Progress, Query,
-    RangeMark, Run, Schema, StoredConfiguration, INSERT_ROWS_PER_STATEMENT_MAX, STATE_ROW_ID,
+    range_marks, table_def, wall_ms, Batch, ConfigStamp, DbError, MessageOps, OpKind, Progress,
+    Query, RangeMark, Run, Schema, StoredConfiguration, INSERT_ROWS_PER_STATEMENT_MAX,
+    STATE_ROW_ID,
 };
 use crate::schema::{self, Column, ColumnType, Row, SqlValue, TableDef};
 use bytes::BytesMut;
@@ -249,6 +250,9 @@ impl PostgresDb {
         Ok(Progress {
             committed_through: committed_through(&tx).await?.unwrap_or(0),
             config_version: config_version(&tx).await?.unwrap_or(0),
+            config_recovery_key: state_value_at(&tx, schema::CONFIGURATION_STATE, 3)
+                .await?
+                .unwrap_or(0),
         })
     }
 
@@ -259,15 +263,15 @@ impl PostgresDb {
         let committed = committed_through_for_update(&tx).await?;
         let Batch {
             runs,
-            config_version: version,
+            config,
             committed_through: through,
             range_marks,
         } = batch_after(messages, committed, through);
-        if let Some(version) = version {
+        if let Some(config) = config {
             if config_version(&tx).await?.is_none() {
                 return Err(DbError::NotSeeded);
             }
-            set_config_version(&tx, version).await?;
+            set_config(&tx, config).await?;
         }
         execute_runs(&tx, &runs).await?;
         set_committed_through(&tx, through).await?;
@@ -279,7 +283,7 @@ impl PostgresDb {
         &self,
         emptied: Vec<&'static TableDef>,
         runs: Vec<Run>,
-        config_version: Option<u64>,
+        config: Option<ConfigStamp>,
     ) -> Result<(), DbError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client).await?;
@@ -289,8 +293,8 @@ impl PostgresDb {
                 .map_err(failed(format!("emptying {}", def.name)))?;
         }
         execute_runs(&tx, &runs).await?;
-        if let Some(version) = config_version {
-            set_config_version(&tx, version).await?;
+        if let Some(config) = config {
+            set_config(&tx, config).await?;
         }
         tx.commit().await.map_err(failed("committing a write"))
     }
@@ -501,9 +505,27 @@ async fn state_value(
     table: &str,
     for_update: bool,
 ) -> Result<Option<u64>, DbError> {
+    state_value_in(client, table, 1, for_update).await
+}
+
+/// Column `column` of the one row of `table`.
+async fn state_value_at(
+    client: &impl GenericClient,
+    table: &str,
+    column: usize,
+) -> Result<Option<u64>, DbError> {
+    state_value_in(client, table, column, false).await
+}
+
+async fn state_value_in(
+    client: &impl GenericClient,
+    table: &str,
+    column: usize,
+    for_update: bool,
+) -> Result<Option<u64>, DbError> {
     match state_row(client, table, for_update).await? {
         None => Ok(None),
-        Some(row) => match row.get(1) {
+        Some(row) => match row.get(column) {
             Some(SqlValue::Int(v)) => Ok(Some(*v as u64)),
             _ => Err(DbError::Corrupt(format!("{table}: the row is {row:?}"))),
         },
@@ -571,15 +593,20 @@ async fn raise_range_marks(
     Ok(())
 }
 
-async fn set_config_version(client: &impl GenericClient, version: u64) -> Result<(), DbError> {
+async fn set_config(client: &impl GenericClient, config: ConfigStamp) -> Result<(), DbError> {
     let def = table_def(schema::CONFIGURATION_STATE)?;
-    client
-        .execute(
-            sql::update_column(DIALECT, def, "config_version").as_str(),
-            &[&(version as i64), &STATE_ROW_ID],
-        )
-        .await
-        .map_err(failed("writing Configuration_State"))?;
+    for (column, value) in [
+        ("config_version", config.version),
+        ("config_recovery_key", config.recovery_key),
+    ] {
+        client
+            .execute(
+                sql::update_column(DIALECT, def, column).as_str(),
+                &[&(value as i64), &STATE_ROW_ID],
+            )
+            .await
+            .map_err(failed("writing Configuration_State"))?;
+    }
     Ok(())
 }
 

@@ -151,7 +151,13 @@ pub fn tables() -> Vec<TableDef> {
         name: CONFIGURATION_STATE,
         kind: TableKind::Configuration,
         key_len: 1,
-        columns: vec![int("id"), int("config_version"), text("settings")],
+        // config_recovery_key came with migration 3 (central) and 2 (AW).
+        columns: vec![
+            int("id"),
+            int("config_version"),
+            text("settings"),
+            int("config_recovery_key"),
+        ],
     });
     let ordered = |name, rest: Vec<Column>| {
         let mut columns = vec![int("recovery_key"), int("record_index")];

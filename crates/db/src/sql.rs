@@ -287,6 +287,22 @@ pub fn append_row(dialect: Dialect, def: &TableDef) -> String {
 }
 
 /// Sets one column of the row with a one-column key (the value is `$1`, the key `$2`).
+/// Adds an integer column that is 0 in every existing row (a migration).
+pub fn add_column(dialect: Dialect, def: &TableDef, column: &str) -> String {
+    let ty = def
+        .columns
+        .iter()
+        .find(|c| c.name == column)
+        .map_or(ColumnType::Int, |c| c.ty);
+    debug_assert_eq!(ty, ColumnType::Int, "only integer columns are added");
+    format!(
+        "ALTER TABLE {} ADD COLUMN {} {} NOT NULL DEFAULT 0",
+        quote(def.name),
+        quote(column),
+        dialect.type_name(ty)
+    )
+}
+
 pub fn update_column(dialect: Dialect, def: &TableDef, column: &str) -> String {
     format!(
         "UPDATE {} SET {} = {} WHERE {} = {}",

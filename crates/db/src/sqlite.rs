@@ -7,8 +7,8 @@
 use super::sql::{self, Dialect};
 use super::{
     advance, batch_after, committed_after_gap, configuration_tables, marks_of_rows, object_tables,
-    range_marks, table_def, wall_ms, Batch, DbError, MessageOps, OpKind, Progress, Query,
-    RangeMark, Run, Schema, StoredConfiguration, STATE_ROW_ID,
+    range_marks, table_def, wall_ms, Batch, ConfigStamp, DbError, MessageOps, OpKind, Progress,
+    Query, RangeMark, Run, Schema, StoredConfiguration, STATE_ROW_ID,
 };
 use crate::schema::{self, ColumnType, Row, SqlValue, TableDef};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -107,6 +107,7 @@ impl SqliteDb {
             Ok(Progress {
                 committed_through: committed_through(&tx)?.unwrap_or(0),
                 config_version: config_version(&tx)?.unwrap_or(0),
+                config_recovery_key: state_value(&tx, schema::CONFIGURATION_STATE, 3)?.unwrap_or(0),
             })
         })
         .await
@@ -118,15 +119,15 @@ impl SqliteDb {
             let committed = committed_through(&tx)?;
             let Batch {
                 runs,
-                config_version: version,
+                config,
                 committed_through: through,
                 range_marks,
             } = batch_after(messages, committed, through);
-            if let Some(version) = version {
+            if let Some(config) = config {
                 if config_version(&tx)?.is_none() {
                     return Err(DbError::NotSeeded);
                 }
-                set_config_version(&tx, version)?;
+                set_config(&tx, config)?;
             }
             execute_runs(&tx, &runs)?;
             set_committed_through(&tx, through)?;
@@ -140,7 +141,7 @@ impl SqliteDb {
         &self,
         emptied: Vec<&'static TableDef>,
         runs: Vec<Run>,
-        config_version: Option<u64>,
+        config: Option<ConfigStamp>,
     ) -> Result<(), DbError> {
         self.call(move |c| {
             let tx = write_transaction(c)?;
@@ -149,8 +150,8 @@ impl SqliteDb {
                     .map_err(failed(format!("emptying {}", def.name)))?;
             }
             execute_runs(&tx, &runs)?;
-            if let Some(version) = config_version {
-                set_config_version(&tx, version)?;
+            if let Some(config) = config {
+                set_config(&tx, config)?;
             }
             tx.commit().map_err(failed("committing a write"))
         })
@@ -472,11 +473,16 @@ fn raise_range_marks(c: &Connection, marks: &[RangeMark]) -> Result<(), DbError>
     Ok(())
 }
 
-fn set_config_version(c: &Connection, version: u64) -> Result<(), DbError> {
+fn set_config(c: &Connection, config: ConfigStamp) -> Result<(), DbError> {
     let def = table_def(schema::CONFIGURATION_STATE)?;
-    c.prepare_cached(&sql::update_column(DIALECT, def, "config_version"))
-        .and_then(|mut s| s.execute([version as i64, STATE_ROW_ID]))
-        .map_err(failed("writing Configuration_State"))?;
+    for (column, value) in [
+        ("config_version", config.version),
+        ("config_recovery_key", config.recovery_key),
+    ] {
+        c.prepare_cached(&sql::update_column(DIALECT, def, column))
+            .and_then(|mut s| s.execute([value as i64, STATE_ROW_ID]))
+            .map_err(failed("writing Configuration_State"))?;
+    }
     Ok(())
 }
 

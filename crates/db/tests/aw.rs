@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use tandem_db::aw::tests_support::sample_rows_n;
 use tandem_db::aw::{self, AwDb, AwWrite, FeedState};
 use tandem_db::test_postgres::{postgres_admin_url, PostgresDatabase};
-use tandem_db::{schema, DbLocation};
+use tandem_db::{schema, ConfigStamp, DbLocation};
 use tandem_model::config::{ConfigChange, ConfigObject, ConfigOp, ObjectRef};
 use tandem_model::feed::{FeedKey, FeedRow};
 use tandem_model::generate::{generate, GenerateParams};
@@ -52,9 +52,17 @@ fn state(frame_number: u64, config_version: u64) -> FeedState {
     }
 }
 
+/// Version `version`, made by the change at RecoveryKey `version * 100`.
+fn stamp(version: u64) -> ConfigStamp {
+    ConfigStamp {
+        version,
+        recovery_key: version * 100,
+    }
+}
+
 async fn frames_and_configuration_round_trip(fx: &Fixture) {
     let db = AwDb::open(&fx.location).await.unwrap();
-    assert_eq!(db.config_version().await.unwrap(), None);
+    assert_eq!(db.config().await.unwrap(), None);
     assert_eq!(db.feed_state().await.unwrap(), None);
 
     // Initialize Local Database.
@@ -65,8 +73,8 @@ async fn frames_and_configuration_round_trip(fx: &Fixture) {
         peripherals: 1,
         ..GenerateParams::default()
     });
-    db.replace_configuration(&cc, 7).await.unwrap();
-    assert_eq!(db.config_version().await.unwrap(), Some(7));
+    db.replace_configuration(&cc, stamp(7)).await.unwrap();
+    assert_eq!(db.config().await.unwrap(), Some(stamp(7)));
 
     // A snapshot.
     let mut image: BTreeMap<FeedKey, FeedRow> = BTreeMap::new();
@@ -118,7 +126,7 @@ async fn frames_and_configuration_round_trip(fx: &Fixture) {
     db.write(AwWrite {
         upserts: &changed,
         deletes: &gone,
-        config: Some((std::slice::from_ref(&change), 8)),
+        config: Some((std::slice::from_ref(&change), stamp(8))),
         feed_state: Some(&state(6, 8)),
         ..AwWrite::default()
     })
@@ -128,9 +136,9 @@ async fn frames_and_configuration_round_trip(fx: &Fixture) {
         db.real_time_digest().await.unwrap(),
         aw::rows_digest(image.values())
     );
-    assert_eq!(db.config_version().await.unwrap(), Some(8));
+    assert_eq!(db.config().await.unwrap(), Some(stamp(8)));
     let (stored, version) = db.load_configuration().await.unwrap().unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, stamp(8));
     assert!(stored
         .agents
         .iter()
@@ -177,7 +185,7 @@ async fn frames_and_configuration_round_trip(fx: &Fixture) {
 
     // Reopening keeps everything; local events are kept in order.
     let db = AwDb::open(&fx.location).await.unwrap();
-    assert_eq!(db.config_version().await.unwrap(), Some(8));
+    assert_eq!(db.config().await.unwrap(), Some(stamp(8)));
     db.local_event(1, "initialized").await.unwrap();
     db.local_event(2, "rebuilt").await.unwrap();
     let events: Vec<String> = db

@@ -321,6 +321,7 @@ mod tests {
             number,
             epoch: 1,
             config_version: 1,
+            config_recovery_key: 0,
             time_ms: number * 100,
             recovery_key: number,
         }

@@ -21,7 +21,7 @@ use tandem_db::{DbError, DbLocation};
 use tandem_mds::admin::{self, AdminError};
 use tandem_mds::tls::Security;
 use tandem_mds::{AdminReply, AdminRequest};
-use tandem_model::config::{ConfigChange, ContactCenter};
+use tandem_model::config::{ConfigChange, ConfigStamp, ContactCenter};
 use tandem_model::feed::{FeedFrameHeader, FeedKey, FeedRow};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -151,7 +151,7 @@ pub struct Shared {
     pub status: Mutex<DistributorStatus>,
     pub events: Mutex<VecDeque<DistributorEvent>>,
     /// The AW database's configuration, for names.
-    pub configuration: RwLock<Option<Arc<(ContactCenter, u64)>>>,
+    pub configuration: RwLock<Option<Arc<(ContactCenter, ConfigStamp)>>>,
     /// True once the local database holds the central configuration; configuration edits
     /// through this distributor wait for it.
     pub initialized: watch::Sender<bool>,
@@ -226,19 +226,19 @@ pub fn wall_ms() -> u64 {
 enum WriteItem {
     Feed {
         update: Arc<FeedUpdate>,
-        config: Option<(Vec<ConfigChange>, u64)>,
+        config: Option<(Vec<ConfigChange>, ConfigStamp)>,
         side: String,
     },
     Configuration {
         contact_center: Box<ContactCenter>,
-        config_version: u64,
+        config: ConfigStamp,
     },
 }
 
 /// Opens the AW database, starts rtclient, and runs the feed until the process ends.
 pub async fn run(settings: DistributorSettings) -> Result<(), DistributorError> {
     let db = AwDb::open(&settings.db).await?;
-    let local = db.config_version().await?;
+    let local = db.config().await?;
     let listener = tokio::net::TcpListener::bind(settings.http)
         .await
         .map_err(DistributorError::Listener)?;
@@ -247,7 +247,7 @@ pub async fn run(settings: DistributorSettings) -> Result<(), DistributorError> 
         status: Mutex::new(DistributorStatus {
             name: settings.name.clone(),
             backend: db.backend_name().into(),
-            config_version: local,
+            config_version: local.map(|c| c.version),
             updateaw: "initializing".into(),
             ..DistributorStatus::default()
         }),
@@ -314,12 +314,20 @@ async fn initialize(
             &shared.settings.security,
         )
         .await;
-        let (contact_center, config_version, recovery_key) = match reply {
+        let (contact_center, config, recovery_key) = match reply {
             Ok(AdminReply::Configuration {
                 contact_center,
                 config_version,
+                config_recovery_key,
                 recovery_key,
-            }) => (contact_center, config_version, recovery_key),
+            }) => (
+                contact_center,
+                ConfigStamp {
+                    version: config_version,
+                    recovery_key: config_recovery_key,
+                },
+                recovery_key,
+            ),
             Ok(other) => {
                 warn!(distributor = %shared.settings.name, "export: unexpected answer {other:?}");
                 tokio::time::sleep(Duration::from_millis(INITIALIZE_RETRY_MS)).await;
@@ -333,13 +341,14 @@ async fn initialize(
         };
         let objects = contact_center.objects().count();
         bar.inc(1);
+        let config_version = config.version;
         bar.set_message(format!(
             "writing {objects} objects at configuration version {config_version}"
         ));
         if write_tx
             .send(WriteItem::Configuration {
                 contact_center,
-                config_version,
+                config,
             })
             .await
             .is_err()
@@ -356,7 +365,7 @@ async fn initialize(
         }
         bar.inc(1);
         bar.finish_and_clear();
-        updateaw.initialized(config_version, recovery_key, rebuild);
+        updateaw.initialized(config, recovery_key, rebuild);
         shared.update_status(|s| {
             s.config_version = Some(config_version);
             s.updateaw = "ok".into();
@@ -408,8 +417,8 @@ async fn feed(
             ConfigDecision::UpToDate => {}
             ConfigDecision::Apply {
                 changes,
-                config_version,
-            } => config = Some((changes, config_version)),
+                config: stamp,
+            } => config = Some((changes, stamp)),
             ConfigDecision::Rebuild { reason } => {
                 if rebuild_not_before.is_none_or(|t| Instant::now() >= t) {
                     rebuild_not_before = None;
@@ -502,12 +511,12 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
         match first {
             WriteItem::Configuration {
                 contact_center,
-                config_version,
+                config,
             } => {
                 loop {
                     match shared
                         .db
-                        .replace_configuration(&contact_center, config_version)
+                        .replace_configuration(&contact_center, config)
                         .await
                     {
                         Ok(()) => break,
@@ -559,7 +568,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
                 let config = merged.config.take();
                 let replace = merged.replace;
                 let (upserts, deletes) = merged.rows();
-                let config_version = config.as_ref().map(|(_, v)| *v);
+                let config_version = config.as_ref().map(|(_, stamp)| stamp.version);
                 let write = AwWrite {
                     replace,
                     upserts: &upserts,
@@ -629,13 +638,13 @@ pub struct Merged {
     pub replace: bool,
     rows: BTreeMap<FeedKey, Option<FeedRow>>,
     /// The configuration changes to apply, and the version they bring the database to.
-    pub config: Option<(Vec<ConfigChange>, u64)>,
+    pub config: Option<(Vec<ConfigChange>, ConfigStamp)>,
     pub snapshots: u64,
     pub frames: u64,
 }
 
 impl Merged {
-    pub fn add(&mut self, update: &FeedUpdate, config: Option<(Vec<ConfigChange>, u64)>) {
+    pub fn add(&mut self, update: &FeedUpdate, config: Option<(Vec<ConfigChange>, ConfigStamp)>) {
         match update {
             FeedUpdate::Snapshot { rows, .. } => {
                 self.replace = true;
@@ -690,8 +699,16 @@ mod tests {
             number,
             epoch: 1,
             config_version: 1,
+            config_recovery_key: 0,
             time_ms: number * 100,
             recovery_key: number,
+        }
+    }
+
+    fn stamp(version: u64) -> ConfigStamp {
+        ConfigStamp {
+            version,
+            recovery_key: version * 10,
         }
     }
 
@@ -709,7 +726,7 @@ mod tests {
                     config_changes: Vec::new(),
                 },
             },
-            Some((vec![ConfigChange::default()], 4)),
+            Some((vec![ConfigChange::default()], stamp(4))),
         );
         merged.add(
             &FeedUpdate::Frame {
@@ -720,11 +737,11 @@ mod tests {
                     config_changes: Vec::new(),
                 },
             },
-            Some((vec![ConfigChange::default()], 5)),
+            Some((vec![ConfigChange::default()], stamp(5))),
         );
         assert_eq!(
             merged.config.as_ref().map(|(c, v)| (c.len(), *v)),
-            Some((2, 5))
+            Some((2, stamp(5)))
         );
         let (upserts, deletes) = merged.rows();
         assert_eq!(deletes, vec![first[0].key()]);

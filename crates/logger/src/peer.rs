@@ -3,7 +3,7 @@
 //! transfer of the configuration) and pages of its ordered tables' rows. Each logger listens on
 //! its side's `logger_peer` address; the one recovering connects.
 
-use crate::db::{CentralDb, Progress, RangeMark};
+use crate::db::{CentralDb, ConfigStamp, Progress, RangeMark};
 use crate::run::LoggerError;
 use crate::schema::{Row, SqlValue};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,6 @@ use std::time::Duration;
 use tandem_mds::tls::{Role, Security};
 use tandem_mds::transport::{self, ClientAuth, FrameReader, ReadHalf, RefusalLog, WriteHalf};
 use tandem_mds::Side;
-use tandem_model::config::ContactCenter;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -38,7 +37,6 @@ pub struct PeerHello {
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub enum PeerRequest {
     Progress,
-    Configuration,
     /// Rows of an ordered table in key order, after the key `after`, with a recovery key at
     /// most `through_recovery_key`.
     RowsPage {
@@ -90,11 +88,7 @@ impl Drop for RecoveringGuard<'_> {
 pub enum PeerReply {
     Progress {
         committed_through: u64,
-        config_version: u64,
-    },
-    Configuration {
-        contact_center: Option<Box<ContactCenter>>,
-        config_version: u64,
+        config: ConfigStamp,
     },
     Rows(Vec<Row>),
     Holdings(PeerHoldings),
@@ -203,19 +197,9 @@ async fn answer(
             let p = db.progress().await?;
             PeerReply::Progress {
                 committed_through: p.committed_through,
-                config_version: p.config_version,
+                config: p.config(),
             }
         }
-        PeerRequest::Configuration => match db.load_configuration().await? {
-            Some((cc, version)) => PeerReply::Configuration {
-                contact_center: Some(Box::new(cc)),
-                config_version: version,
-            },
-            None => PeerReply::Configuration {
-                contact_center: None,
-                config_version: 0,
-            },
-        },
         PeerRequest::RowsPage {
             table,
             after,
@@ -317,21 +301,12 @@ impl crate::run::PeerSource for PeerClient {
         match self.ask(&PeerRequest::Progress).await? {
             PeerReply::Progress {
                 committed_through,
-                config_version,
+                config,
             } => Ok(Progress {
                 committed_through,
-                config_version,
+                config_version: config.version,
+                config_recovery_key: config.recovery_key,
             }),
-            other => Err(Self::unexpected(other)),
-        }
-    }
-
-    async fn configuration(&mut self) -> Result<Option<(ContactCenter, u64)>, LoggerError> {
-        match self.ask(&PeerRequest::Configuration).await? {
-            PeerReply::Configuration {
-                contact_center,
-                config_version,
-            } => Ok(contact_center.map(|cc| (*cc, config_version))),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -374,10 +349,6 @@ pub struct DatabasePeer {
 impl crate::run::PeerSource for DatabasePeer {
     async fn progress(&mut self) -> Result<Progress, LoggerError> {
         Ok(self.db.progress().await?)
-    }
-
-    async fn configuration(&mut self) -> Result<Option<(ContactCenter, u64)>, LoggerError> {
-        Ok(self.db.load_configuration().await?)
     }
 
     async fn rows_page(

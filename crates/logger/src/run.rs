@@ -4,7 +4,7 @@
 //! missed, it recovers that part from the peer logger (`crate::peer`), buffering the live
 //! stream meanwhile, so no row falls between the two; it serves its peer the same way.
 
-use crate::db::{CentralDb, DbError, DbLocation, Progress, RangeMark};
+use crate::db::{CentralDb, ConfigStamp, DbError, DbLocation, Progress, RangeMark};
 use crate::peer::{PeerClient, PeerHoldings, RecoveringThrough};
 use crate::schema::{self, TableKind};
 use std::collections::BTreeMap;
@@ -153,7 +153,9 @@ async fn serve_side(
     // commits are written together in the next one.
     let (tx, mut rx) = mpsc::channel::<SideToLogger>(FRAMES_QUEUED_MAX);
     let reader = tokio::spawn(async move {
-        let mut reader = FrameReader::<_, SideToLogger>::new(read);
+        // A gap carries the side's whole configuration.
+        let mut reader = FrameReader::<_, SideToLogger>::new(read)
+            .with_payload_max(tandem_mds::frame::BULK_FRAME_PAYLOAD_BYTES_MAX);
         loop {
             match reader.next().await {
                 Ok(Some(message)) => {
@@ -182,9 +184,10 @@ async fn serve_side(
                 match message {
                     SideToLogger::SendConfiguration => {
                         let reply = match db.load_configuration().await? {
-                            Some((contact_center, config_version)) => LoggerToSide::Configuration {
+                            Some((contact_center, config)) => LoggerToSide::Configuration {
                                 contact_center: Box::new(contact_center),
-                                config_version,
+                                config_version: config.version,
+                                config_recovery_key: config.recovery_key,
                             },
                             None => LoggerToSide::NoConfiguration {
                                 reason: "the central database was never seeded (tandem init, \
@@ -199,9 +202,14 @@ async fn serve_side(
                         )
                         .await?;
                     }
-                    SideToLogger::Gap { resumes_after } => {
+                    SideToLogger::Gap {
+                        resumes_after,
+                        contact_center,
+                        config,
+                    } => {
                         // What was already read follows the gap: it is buffered with the rest.
                         let already: Vec<SideToLogger> = queue.drain(..).collect();
+                        take_configuration(db, &contact_center, config).await?;
                         recover_gap(db, side, resumes_after, already, &mut rx, peer).await?;
                         let progress = db.progress().await?;
                         acknowledge(&mut write, progress).await?;
@@ -276,6 +284,23 @@ pub async fn write_batches(db: &CentralDb, batches: Vec<SideToLogger>) -> Result
         db.write(&messages, through).await?;
     }
     Ok(())
+}
+
+/// At a gap: takes the side's configuration (`config` names it) unless the database holds that
+/// very one. Its own may be of another history even when it holds every row through the gap:
+/// a change its side ordered in a history it then abandoned, numbered like a change of record,
+/// leaves rows that are merely not of record, but stays in the configuration tables. Returns
+/// whether it was taken.
+pub async fn take_configuration(
+    db: &CentralDb,
+    contact_center: &tandem_model::config::ContactCenter,
+    config: ConfigStamp,
+) -> Result<bool, tandem_db::DbError> {
+    if db.progress().await?.config() == config {
+        return Ok(false);
+    }
+    db.replace_configuration(contact_center, config).await?;
+    Ok(true)
 }
 
 /// The side holds the stream only after `resumes_after`: the rows between what this logger
@@ -403,9 +428,6 @@ async fn recover_gap(
 #[allow(async_fn_in_trait)] // Callers use one concrete source, whose futures keep their bounds.
 pub trait PeerSource {
     async fn progress(&mut self) -> Result<Progress, LoggerError>;
-    async fn configuration(
-        &mut self,
-    ) -> Result<Option<(tandem_model::config::ContactCenter, u64)>, LoggerError>;
     async fn rows_page(
         &mut self,
         table: &str,
@@ -451,8 +473,7 @@ pub fn gap_source(peer: &PeerHoldings, resumes_after: u64) -> GapSource {
 }
 
 /// Copies what this logger missed from its peer, which holds it through `resumes_after` or
-/// never will (`gap_source`): the peer's configuration, then, for each epoch range the peer holds
-/// further than this logger (up to `resumes_after`), every ordered table's rows after this
+/// never will (`gap_source`): for each epoch range the peer holds further than this logger (up to `resumes_after`), every ordered table's rows after this
 /// logger's mark in that range, page by page (`between_pages` runs after each, to keep up with
 /// the live stream), and only then closes the gap (`CentralDb::close_gap`). Comparing range by
 /// range, not one committed mark, is what recovers the tail of record of a lower range after
@@ -464,15 +485,9 @@ pub async fn copy_gap(
     resumes_after: u64,
     mut between_pages: impl FnMut() -> Result<(), LoggerError>,
 ) -> Result<usize, LoggerError> {
-    // The configuration: the peer's, whatever this logger's version. The peer has committed
-    // through the gap, so its configuration is the one of record as of a point at or after
-    // it; this logger's may hold changes of a history its side abandoned (it ran isolated and
-    // then took the other side's state), numbered like different changes of record. The
-    // buffered stream then applies the changes after the gap again, which converges, since
-    // every operation sets a whole object.
-    if let Some((cc, version)) = peer.configuration().await? {
-        db.replace_configuration(&cc, version).await?;
-    }
+    // The configuration is not copied: the side sent its own with the gap
+    // (`take_configuration`), which is of the history the stream continues; the peer's may
+    // hold a change of a history its side abandoned.
     let ours: BTreeMap<u64, u64> = db
         .committed_ranges()
         .await?

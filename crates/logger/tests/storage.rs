@@ -8,11 +8,11 @@
 //! set, when it fails.
 
 use tandem_logger::db::{
-    CentralDb, DbError, DbLocation, Progress, RangeMark, RECOVERY_KEY_RANGE_SHIFT, ROWS_PAGE_MAX,
-    SCHEMA_VERSION, SCHEMA_VERSION_TABLE,
+    CentralDb, ConfigStamp, DbError, DbLocation, Progress, RangeMark, RECOVERY_KEY_RANGE_SHIFT,
+    ROWS_PAGE_MAX, SCHEMA_VERSION, SCHEMA_VERSION_TABLE,
 };
 use tandem_logger::peer::DatabasePeer;
-use tandem_logger::run::copy_gap;
+use tandem_logger::run::{copy_gap, take_configuration};
 use tandem_logger::schema::{self, Row, SqlValue, TableKind};
 use tandem_logger::test_postgres::{postgres_admin_url, PostgresDatabase};
 use tandem_mds::SideToLogger;
@@ -119,6 +119,8 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     migrations,
+    schema_2_gets_the_config_recovery_key,
+    a_gap_takes_the_sides_configuration_unless_it_is_held,
     seed_and_load,
     configuration_change_before_seed,
     write_batch,
@@ -386,13 +388,76 @@ async fn migrations(fx: &Fixture) {
     }
 }
 
+fn stamp(version: u64, recovery_key: u64) -> ConfigStamp {
+    ConfigStamp {
+        version,
+        recovery_key,
+    }
+}
+
+/// The configuration of a database seeded whole.
+fn seeded() -> ConfigStamp {
+    stamp(tandem_db::SEED_CONFIG_VERSION, 0)
+}
+
+/// A gap's configuration is taken unless the database holds that very one: the same version
+/// made by another change (of a history the side abandoned) is replaced.
+async fn a_gap_takes_the_sides_configuration_unless_it_is_held(fx: &Fixture) {
+    let cc = contact_center(4, 12);
+    fx.db.seed(&cc).await.unwrap();
+    assert!(!take_configuration(&fx.db, &contact_center(5, 3), seeded())
+        .await
+        .unwrap());
+    assert_eq!(
+        fx.db.load_configuration().await.unwrap(),
+        Some((sorted(cc.clone()), seeded()))
+    );
+    fx.db
+        .write(
+            &[message(
+                in_range(1, 4),
+                Some((2, vec![ConfigOp::Upsert(pg(40, "abandoned"))])),
+                vec![],
+                vec![],
+            )],
+            in_range(1, 4),
+        )
+        .await
+        .unwrap();
+    let mut of_record = cc.clone();
+    of_record.pgs.push(Pg {
+        id: PgId(41),
+        name: "of record".into(),
+    });
+    let config = stamp(2, in_range(1, 3));
+    assert!(take_configuration(&fx.db, &of_record, config)
+        .await
+        .unwrap());
+    assert_eq!(
+        fx.db.load_configuration().await.unwrap(),
+        Some((sorted(of_record), config))
+    );
+    // The rows the abandoned change logged stay, not of record; the committed mark too.
+    assert_eq!(count(&fx.db, schema::CONFIG_MESSAGE_LOG).await, 1);
+    assert_eq!(
+        fx.db.progress().await.unwrap().committed_through,
+        in_range(1, 4)
+    );
+}
+
 async fn seed_and_load(fx: &Fixture) {
     let db = &fx.db;
     assert_eq!(db.load_configuration().await.unwrap(), None);
     let cc = contact_center(7, 60);
     db.seed(&cc).await.unwrap();
     let (loaded, version) = db.load_configuration().await.unwrap().expect("seeded");
-    assert_eq!(version, tandem_db::SEED_CONFIG_VERSION);
+    assert_eq!(
+        version,
+        ConfigStamp {
+            version: tandem_db::SEED_CONFIG_VERSION,
+            recovery_key: 0
+        }
+    );
     assert_eq!(loaded, sorted(cc.clone()));
     for (table, _) in schema::CONFIGURATION_TABLES {
         assert_eq!(count(db, table).await, object_count(&cc, table), "{table}");
@@ -485,6 +550,7 @@ async fn write_batch(fx: &Fixture) {
         Progress {
             committed_through: 12,
             config_version: 2,
+            config_recovery_key: 12,
         }
     );
 
@@ -498,7 +564,7 @@ async fn write_batch(fx: &Fixture) {
         });
     }
     let (loaded, version) = db.load_configuration().await.unwrap().unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, stamp(2, 12));
     assert_eq!(loaded, sorted(expected));
 
     // The log names each operation.
@@ -924,9 +990,11 @@ async fn replace_configuration(fx: &Fixture) {
     .unwrap();
     let mut second = contact_center(2, 12);
     second.settings.interval_minutes = 15;
-    db.replace_configuration(&second, 42).await.unwrap();
+    db.replace_configuration(&second, stamp(42, 420))
+        .await
+        .unwrap();
     let (loaded, version) = db.load_configuration().await.unwrap().unwrap();
-    assert_eq!(version, 42);
+    assert_eq!(version, stamp(42, 420));
     assert_eq!(loaded, sorted(second.clone()));
     for (table, _) in schema::CONFIGURATION_TABLES {
         assert_eq!(
@@ -943,10 +1011,14 @@ async fn replace_configuration(fx: &Fixture) {
         DbLocation::Sqlite(_) => Fixture::sqlite().await,
         DbLocation::Postgres(_) => Fixture::postgres("replace_configuration").await.unwrap(),
     };
-    empty.db.replace_configuration(&first, 7).await.unwrap();
+    empty
+        .db
+        .replace_configuration(&first, stamp(7, 70))
+        .await
+        .unwrap();
     assert_eq!(
         empty.db.load_configuration().await.unwrap(),
-        Some((sorted(first), 7))
+        Some((sorted(first), stamp(7, 70)))
     );
 }
 
@@ -975,6 +1047,7 @@ async fn restart(fx: &Fixture) {
         Progress {
             committed_through: 2,
             config_version: 1,
+            config_recovery_key: 1,
         }
     );
     assert_eq!(dump(&reopened).await, before);
@@ -1109,9 +1182,9 @@ fn mark(epoch_range: u64, last_committed: u64) -> RangeMark {
     }
 }
 
-/// A database of schema 1 (the tables of migration 2 dropped, the migration forgotten) gets, on
-/// opening, a mark for each range it holds rows of: through its last row there, and through the
-/// committed mark in that mark's range.
+/// A database of schema 1 (what migrations 2 and 3 added dropped, the migrations forgotten)
+/// gets, on opening, a mark for each range it holds rows of: through its last row there, and
+/// through the committed mark in that mark's range.
 async fn schema_1_gets_its_range_mark(fx: &Fixture) {
     let key = in_range(3, 17);
     fx.db
@@ -1127,9 +1200,11 @@ async fn schema_1_gets_its_range_mark(fx: &Fixture) {
         .unwrap();
     fx.raw_execute(&format!(
         "DROP TABLE \"{}\"; DROP TABLE \"{}\"; \
-         DELETE FROM \"{SCHEMA_VERSION_TABLE}\" WHERE \"version\" = 2",
+         ALTER TABLE \"{}\" DROP COLUMN \"config_recovery_key\"; \
+         DELETE FROM \"{SCHEMA_VERSION_TABLE}\" WHERE \"version\" >= 2",
         schema::LOGGER_RANGES,
-        schema::HISTORICAL_DROP
+        schema::HISTORICAL_DROP,
+        schema::CONFIGURATION_STATE,
     ))
     .await;
     let reopened = fx.reopen().await;
@@ -1138,6 +1213,51 @@ async fn schema_1_gets_its_range_mark(fx: &Fixture) {
         reopened.committed_ranges().await.unwrap(),
         vec![mark(2, in_range(2, 9)), mark(3, key)]
     );
+}
+
+/// A database of schema 2 gets Configuration_State's config_recovery_key, 0 (its version's
+/// change is not known), its version kept; the next change names its own.
+async fn schema_2_gets_the_config_recovery_key(fx: &Fixture) {
+    let cc = contact_center(3, 10);
+    fx.db.seed(&cc).await.unwrap();
+    fx.db
+        .write(
+            &[message(
+                7,
+                Some((2, vec![ConfigOp::Upsert(pg(70, "seventy"))])),
+                vec![],
+                vec![],
+            )],
+            7,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fx.db.progress().await.unwrap().config(), stamp(2, 7));
+    fx.raw_execute(&format!(
+        "ALTER TABLE \"{}\" DROP COLUMN \"config_recovery_key\"; \
+         DELETE FROM \"{SCHEMA_VERSION_TABLE}\" WHERE \"version\" = 3",
+        schema::CONFIGURATION_STATE,
+    ))
+    .await;
+    let reopened = fx.reopen().await;
+    assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
+    assert_eq!(reopened.progress().await.unwrap().config(), stamp(2, 0));
+    let (loaded, config) = reopened.load_configuration().await.unwrap().unwrap();
+    assert_eq!(config, stamp(2, 0));
+    assert!(loaded.pgs.iter().any(|p| p.name == "seventy"));
+    reopened
+        .write(
+            &[message(
+                9,
+                Some((3, vec![ConfigOp::Upsert(pg(90, "ninety"))])),
+                vec![],
+                vec![],
+            )],
+            9,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reopened.progress().await.unwrap().config(), stamp(3, 9));
 }
 
 /// Batches mark each range they commit; closing a gap raises the copied ranges' marks and moves

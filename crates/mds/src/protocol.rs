@@ -3,7 +3,7 @@
 
 use crate::lease::LeaseAnswer;
 use serde::{Deserialize, Serialize};
-use tandem_model::config::{ConfigChange, ContactCenter};
+use tandem_model::config::{ConfigChange, ConfigStamp, ContactCenter};
 use tandem_model::feed::{FeedDelta, FeedFrameHeader, FeedRow};
 use tandem_model::ids::PgId;
 use tandem_model::input::Input;
@@ -383,11 +383,13 @@ pub enum AdminReply {
     NotOrdering {
         reason: String,
     },
-    /// The router's configuration at `config_version`, as it was once the ordered stream was
-    /// applied through `recovery_key`.
+    /// The router's configuration at `config_version` (made by the change at
+    /// `config_recovery_key`), as it was once the ordered stream was applied through
+    /// `recovery_key`.
     Configuration {
         contact_center: Box<ContactCenter>,
         config_version: u64,
+        config_recovery_key: u64,
         recovery_key: u64,
     },
     Failed {
@@ -449,8 +451,18 @@ pub enum SideToLogger {
     /// The side no longer holds the stream between the logger's `committed_through` and
     /// `resumes_after` (it restarted, took its state by transfer, or dropped records): the
     /// batches that follow start after `resumes_after`, and the logger recovers the rows in
-    /// between from its peer.
-    Gap { resumes_after: u64 },
+    /// between from its peer. With it comes this side's configuration now (`config` names its
+    /// version and the change that made it), of the history the stream continues: the logger
+    /// takes it unless it holds that very configuration, and the batches that follow apply the
+    /// changes after `resumes_after` over it again, which converges, as every operation sets
+    /// or removes a whole object. Neither the logger's own configuration (it may hold a
+    /// change of a history this side abandoned, numbered like a change of record) nor its
+    /// peer's (the same, the other way round) is sure to be of this history.
+    Gap {
+        resumes_after: u64,
+        contact_center: Box<ContactCenter>,
+        config: ConfigStamp,
+    },
     /// The side starts cold and asks for the configuration.
     SendConfiguration,
 }
@@ -464,6 +476,7 @@ pub enum LoggerToSide {
     Configuration {
         contact_center: Box<ContactCenter>,
         config_version: u64,
+        config_recovery_key: u64,
     },
     /// The logger cannot give the configuration (its database was never seeded).
     NoConfiguration { reason: String },

@@ -218,6 +218,19 @@ impl<T: Serialize> Outbound<T> {
     pub fn send(&self, message: &T) -> Result<(), TransportError> {
         let mut bytes = Vec::new();
         frame::encode(message, &mut bytes)?;
+        self.try_queue(bytes)
+    }
+
+    /// Queues a message that may be as large as a bulk frame (one carrying a whole
+    /// configuration, up to `frame::BULK_FRAME_PAYLOAD_BYTES_MAX`); the reader must accept
+    /// bulk frames. Fails at once when the queue is full or the writer is gone.
+    pub fn send_bulk(&self, message: &T) -> Result<(), TransportError> {
+        let mut bytes = Vec::new();
+        frame::encode_with_max(message, &mut bytes, frame::BULK_FRAME_PAYLOAD_BYTES_MAX)?;
+        self.try_queue(bytes)
+    }
+
+    fn try_queue(&self, bytes: Vec<u8>) -> Result<(), TransportError> {
         self.queue.try_send(bytes).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => TransportError::QueueFull(OUTBOUND_FRAMES_MAX),
             mpsc::error::TrySendError::Closed(_) => TransportError::Closed,

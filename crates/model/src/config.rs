@@ -496,6 +496,25 @@ pub enum ConfigOp {
     Delete(ObjectRef),
 }
 
+/// Which configuration a database or a router holds: the dense version and the RecoveryKey of
+/// the ordered change that made it (0 for a configuration loaded whole, from a file or a
+/// database seeded from one). The version alone does not name a configuration: two histories
+/// may number different changes alike (an isolated side's, abandoned when the other side took
+/// over without it).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct ConfigStamp {
+    pub version: u64,
+    pub recovery_key: u64,
+}
+
+impl std::fmt::Display for ConfigStamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "version {} (change {})", self.version, self.recovery_key)
+    }
+}
+
 /// A configuration change: applied whole or not at all.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigChange {

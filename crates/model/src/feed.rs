@@ -265,6 +265,9 @@ pub struct FeedFrameHeader {
     pub epoch: u64,
     /// The configuration version the rows were computed under.
     pub config_version: u64,
+    /// The RecoveryKey of the change that made that version (0: a configuration loaded
+    /// whole): two histories may number different changes alike.
+    pub config_recovery_key: u64,
     /// The tick's ordered time.
     pub time_ms: u64,
     /// The tick's sequence number (its RecoveryKey).

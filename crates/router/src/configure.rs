@@ -109,6 +109,7 @@ impl Router {
         match result {
             Ok(()) => {
                 self.state.scalars.config_version += 1;
+                self.state.scalars.config_recovery_key = ctx.seq;
                 Ok(())
             }
             Err(e) => {

@@ -162,14 +162,17 @@ impl Router {
     }
 
     /// A router loaded with a whole contact center that is at configuration version
-    /// `config_version` (the central database's), so the next change is numbered after it.
+    /// `config_version`, made by the change at `config_recovery_key` (the central database's),
+    /// so the next change is numbered after it.
     pub fn from_contact_center_at(
         cc: &ContactCenter,
         config_version: u64,
+        config_recovery_key: u64,
         start_ms: u64,
     ) -> Result<Router, RouterError> {
         let mut router = Router::from_contact_center(cc, start_ms)?;
         router.state.scalars.config_version = config_version;
+        router.state.scalars.config_recovery_key = config_recovery_key;
         router.configuration_size = None;
         Ok(router)
     }
@@ -214,6 +217,19 @@ impl Router {
 
     pub fn config_version(&self) -> u64 {
         self.state.scalars.config_version
+    }
+
+    /// The RecoveryKey of the change that made the configuration version (0: loaded whole).
+    pub fn config_recovery_key(&self) -> u64 {
+        self.state.scalars.config_recovery_key
+    }
+
+    /// The configuration version and the change that made it.
+    pub fn config_stamp(&self) -> tandem_model::config::ConfigStamp {
+        tandem_model::config::ConfigStamp {
+            version: self.state.scalars.config_version,
+            recovery_key: self.state.scalars.config_recovery_key,
+        }
     }
 
     /// Applies one ordered input and returns its outputs.

@@ -25,7 +25,7 @@ use thiserror::Error;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// The version of the state-record format. A receiver refuses any other version.
-pub const STATE_FORMAT_VERSION: u16 = 3;
+pub const STATE_FORMAT_VERSION: u16 = 4;
 pub const MAGIC: &[u8; 8] = b"TNDMRTR1";
 /// The most rows in one table chunk record.
 pub const ROWS_PER_RECORD: usize = 512;

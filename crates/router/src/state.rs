@@ -76,6 +76,10 @@ pub struct Scalars {
     pub now_ms: u64,
     /// Dense configuration version: +1 per accepted change.
     pub config_version: u64,
+    /// The RecoveryKey of the ordered change that made `config_version` (0 for a configuration
+    /// loaded whole). Two histories may number different changes alike (an isolated side's,
+    /// abandoned at a takeover); the key says which change a version is.
+    pub config_recovery_key: u64,
     pub periods: Periods,
     pub next_router_call_key: u64,
     pub next_timer_seq: u64,
@@ -95,6 +99,7 @@ tandem_model::encode_struct!(Scalars {
     last_seq,
     now_ms,
     config_version,
+    config_recovery_key,
     periods,
     next_router_call_key,
     next_timer_seq,

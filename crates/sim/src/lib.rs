@@ -130,8 +130,8 @@ pub struct SimReport {
     /// others it rejected whole).
     pub config_changes_ordered: u64,
     pub config_changes_applied: u64,
-    /// A configuration change was ordered in a history abandoned at a takeover: the central
-    /// databases' configuration tables were not compared (see `check_central_databases`).
+    /// A configuration change was ordered in a history abandoned at a takeover (and the end
+    /// checks found it in no configuration of record).
     pub config_change_abandoned: bool,
     /// Distributors in the run.
     pub distributors: usize,

@@ -408,11 +408,11 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
     let timers = MdsTimers::default();
     let start_ms = 1_000;
     let mut distributor_rng = ChaCha8Rng::seed_from_u64(seed ^ distributors::DISTRIBUTOR_STREAM);
-    let config_version = Router::from_contact_center(&cc, start_ms)
+    let loaded_config = Router::from_contact_center(&cc, start_ms)
         .expect("the generated contact center loads")
-        .config_version();
+        .config_stamp();
     let distributors: Vec<SimDistributor> = (0..distributor_rng.random_range(1..=2))
-        .map(|_| SimDistributor::new(&cc, config_version, distributor_rng.random_range(0..2)))
+        .map(|_| SimDistributor::new(&cc, loaded_config, distributor_rng.random_range(0..2)))
         .collect();
     let cc_for_loggers = cc.clone();
     let pgs: Vec<SimPg> = (0..pg_count)
@@ -508,7 +508,7 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         next_admin_request: 0,
         config_change_seqs: Vec::new(),
         config_change_abandoned: false,
-        initial_config_version: config_version,
+        initial_config_version: loaded_config.version,
     };
     world.run();
     #[cfg(feature = "planted-bugs")]
@@ -836,6 +836,14 @@ impl World {
         self.sides[side].sync.is_some() && !self.sides[side].paused
     }
 
+    /// The side runs and holds no state yet: it takes its peer's.
+    fn needs_state(&self, side: usize) -> bool {
+        self.sides[side]
+            .sync
+            .as_ref()
+            .is_some_and(Synchronizer::needs_state)
+    }
+
     fn sync_mut(&mut self, side: usize) -> &mut Synchronizer {
         self.sides[side].sync.as_mut().expect("a running side")
     }
@@ -1134,13 +1142,28 @@ impl World {
         slot.router = None;
         slot.paused = false;
         slot.transfer = None;
-        slot.inbox.clear();
+        // A connection whose hello the paused process never read resets with it too.
+        let unread: Vec<Event> = slot.inbox.drain(..).collect();
+        let slot = &mut self.sides[side];
         let paths: Vec<(usize, u64)> = slot
             .paths
             .iter()
             .map(|(&pg, p)| (pg, p.generation))
             .collect();
         slot.paths.clear();
+        for event in unread {
+            match event {
+                Event::LoggerHello { generation, .. } => {
+                    self.reset_logger_link(side, generation, true);
+                }
+                Event::DistributorHello {
+                    distributor,
+                    generation,
+                    ..
+                } => self.reset_distributor_link(side, distributor, generation, true),
+                _ => {}
+            }
+        }
         self.side_closes_logger(side, true);
         self.side_feed_ends(side);
         for (pg, generation) in paths {

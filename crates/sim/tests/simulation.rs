@@ -133,6 +133,12 @@ fn two_thousand_seeds_keep_every_invariant() {
         "{applied} of {ordered} applied"
     );
     assert!(sum(|r| r.distributor_rebuilds) > 0, "distributor rebuilds");
+    // Some changes were ordered in a history abandoned later, and left no trace in any
+    // configuration.
+    assert!(
+        reports.iter().any(|r| r.config_change_abandoned),
+        "a configuration change in an abandoned history"
+    );
     assert!(reports.iter().any(|r| r.pgs == 1) && reports.iter().any(|r| r.pgs == 3));
 }
 

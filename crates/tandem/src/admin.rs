@@ -266,7 +266,7 @@ mod tests {
         );
         // Export gives back what the router holds: building from it gives the same state.
         let exported = router.contact_center();
-        let rebuilt = tandem_router::Router::from_contact_center_at(&exported, 2, 0).unwrap();
+        let rebuilt = tandem_router::Router::from_contact_center_at(&exported, 2, 7, 0).unwrap();
         assert_eq!(rebuilt.contact_center(), exported);
     }
 }

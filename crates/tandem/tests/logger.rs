@@ -219,7 +219,7 @@ fn configuration_changes(install: &mut Installation) {
             .block_on(db.load_configuration())
             .unwrap()
             .unwrap();
-        assert_eq!(stored_version, 2, "side {side}");
+        assert_eq!(stored_version.version, 2, "side {side}");
         assert!(stored.agents.contains(&agent), "side {side}");
     }
 
@@ -485,7 +485,7 @@ fn a_central_database_restored_from_an_old_copy_recovers_from_its_peer() {
         .block_on(db.load_configuration())
         .unwrap()
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version.version, 2);
     assert!(stored.agents.contains(&agent));
     assert_eq!(row_count(&install, Side::A, "Config_Message_Log"), 1);
     let events = install.events(Side::A);

@@ -22,17 +22,14 @@ pub(super) const ADMIN_STREAM: u64 = 0x6164_6d69_6e69_7374;
 pub(super) const CONFIG_CHANGES_PER_RUN_MAX: u32 = 4;
 
 impl World {
-    /// The administrator submits a change to the ordering side, if one orders.
+    /// The administrator submits a change to the ordering side, if one orders: paired or
+    /// isolated. An isolated side's change may be ordered in a history abandoned later, and
+    /// reach loggers and AW databases whose version the history of record then reaches with
+    /// another change; the end checks find it gone from every configuration.
     pub(super) fn submit_config_change(&mut self) {
         let states = self.states();
-        // A paired side takes the change. A configuration version does not say which history
-        // it belongs to, so a change an isolated side orders, in a history later abandoned,
-        // may stay in an AW database whose version the history of record then reaches with
-        // another change: a known limit, left out of the load until versions name their
-        // history. A paired side's change is abandoned only when the pair breaks before the
-        // peer holds it (`check_central_databases` allows for that).
         let ordering = (0..2).find(|&s| {
-            states[s] == Some(SyncState::PairedEnabled)
+            states[s].is_some_and(SyncState::is_enabled)
                 && self.sides[s]
                     .sync
                     .as_ref()
@@ -130,10 +127,11 @@ impl World {
         }
     }
 
-    /// At the end: every AW database holds the router's configuration, at its version.
+    /// At the end: every AW database holds the router's configuration, at its version made by
+    /// the same change.
     pub(super) fn check_aw_configuration(&mut self, enabled: usize) {
         let router = self.sides[enabled].router.as_ref().expect("running");
-        let version = router.config_version();
+        let version = router.config_stamp();
         let expected = objects(&router.contact_center());
         for distributor in 0..self.distributors.len() {
             let Some((cc, held_version)) = self.distributors[distributor].configuration() else {
@@ -155,8 +153,8 @@ impl World {
                 return self.violate(
                     "every AW database holds the router's configuration after quiescence",
                     format!(
-                        "distributor {distributor} holds version {held_version} with {differing} \
-                         objects differing; side {}'s router is at version {version}",
+                        "distributor {distributor} holds {held_version} with {differing} objects \
+                         differing; side {}'s router is at {version}",
                         side_of(enabled)
                     ),
                 );
@@ -166,7 +164,7 @@ impl World {
 }
 
 /// Every object of a configuration by its key.
-fn objects(cc: &ContactCenter) -> BTreeMap<ObjectRef, ConfigObject> {
+pub(super) fn objects(cc: &ContactCenter) -> BTreeMap<ObjectRef, ConfigObject> {
     cc.objects()
         .map(|object| (object.object_ref(), object))
         .collect()

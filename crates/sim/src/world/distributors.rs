@@ -27,7 +27,7 @@ use tandem_distributor::run::Merged;
 use tandem_distributor::updateaw::{ConfigDecision, UpdateAw};
 use tandem_mds::frame;
 use tandem_mds::protocol::SideToDistributor;
-use tandem_model::config::ContactCenter;
+use tandem_model::config::{ConfigStamp, ContactCenter};
 use tandem_model::feed::{FeedFrameHeader, FeedPosition, VersionedConfigChange};
 use tandem_router::Router;
 use xxhash_rust::xxh3::xxh3_64;
@@ -120,15 +120,15 @@ pub(super) struct SimDistributor {
 impl SimDistributor {
     /// A distributor whose AW database was initialized from the contact center, as its first
     /// start does.
-    pub(super) fn new(cc: &ContactCenter, config_version: u64, preferred: usize) -> SimDistributor {
+    pub(super) fn new(cc: &ContactCenter, config: ConfigStamp, preferred: usize) -> SimDistributor {
         let db = block_on(async {
             let db = AwDb::open(&DbLocation::sqlite_in_memory()).await?;
-            db.replace_configuration(cc, config_version).await?;
+            db.replace_configuration(cc, config).await?;
             Ok::<_, tandem_db::DbError>(db)
         })
         .expect("an in-memory AW database opens and is initialized");
         let mut updateaw = UpdateAw::new(None);
-        updateaw.initialized(config_version, 0, false);
+        updateaw.initialized(config, 0, false);
         SimDistributor {
             db,
             preferred,
@@ -152,8 +152,8 @@ impl SimDistributor {
         }
     }
 
-    /// The configuration its AW database holds, and its version.
-    pub(super) fn configuration(&self) -> Option<(ContactCenter, u64)> {
+    /// The configuration its AW database holds, and its stamp.
+    pub(super) fn configuration(&self) -> Option<(ContactCenter, ConfigStamp)> {
         block_on(self.db.load_configuration()).expect("an in-memory AW database reads")
     }
 
@@ -370,7 +370,7 @@ impl World {
         }
     }
 
-    fn reset_distributor_link(
+    pub(super) fn reset_distributor_link(
         &mut self,
         side: usize,
         distributor: usize,
@@ -623,8 +623,8 @@ impl World {
             ConfigDecision::UpToDate => {}
             ConfigDecision::Apply {
                 changes,
-                config_version,
-            } => config = Some((changes, config_version)),
+                config: stamp,
+            } => config = Some((changes, stamp)),
             ConfigDecision::Rebuild { reason } | ConfigDecision::RebuildLoop { reason } => {
                 self.trace_line(format!("distributor {distributor} rebuilds: {reason}"));
                 self.distributor_rebuilds(distributor);
@@ -671,11 +671,11 @@ impl World {
         let sync = self.sides[side].sync.as_ref().expect("runs");
         let recovery_key = sync.delivered_through();
         let router = self.sides[side].router.as_ref().expect("runs");
-        let (cc, config_version) = (router.contact_center(), router.config_version());
+        let (cc, config) = (router.contact_center(), router.config_stamp());
         let d = &mut self.distributors[distributor];
-        block_on(d.db.replace_configuration(&cc, config_version))
+        block_on(d.db.replace_configuration(&cc, config))
             .expect("an in-memory AW database takes the configuration");
-        d.updateaw.initialized(config_version, recovery_key, true);
+        d.updateaw.initialized(config, recovery_key, true);
         d.rebuilds += 1;
     }
 
@@ -700,7 +700,7 @@ impl World {
         if d.runs {
             return;
         }
-        let local = block_on(d.db.config_version()).expect("an in-memory AW database reads");
+        let local = block_on(d.db.config()).expect("an in-memory AW database reads");
         d.runs = true;
         d.assembler = FeedAssembler::default();
         d.updateaw = UpdateAw::new(local);

@@ -4,13 +4,16 @@
 //! `LoggerFeed`. The database survives the logger's crash, as its disk would; the peer link the
 //! loggers recover over runs on the private network.
 
+use super::admin::objects;
 use super::{side_of, Event, LinkId, World};
 use rand::Rng;
 use std::collections::VecDeque;
 use tandem_central::logger_feed::{LoggerFeed, PeerLogger};
 use tandem_logger::db::{CentralDb, DbLocation, Progress};
 use tandem_logger::peer::DatabasePeer;
-use tandem_logger::run::{copy_gap, gap_source, write_batches, GapSource, LoggerError, PeerSource};
+use tandem_logger::run::{
+    copy_gap, gap_source, take_configuration, write_batches, GapSource, LoggerError, PeerSource,
+};
 use tandem_logger::schema::{Row, SqlValue, TableKind};
 use tandem_mds::{LoggerToSide, SideToLogger};
 use tandem_model::config::ContactCenter;
@@ -167,16 +170,27 @@ impl World {
                     self.loggers[side].queue.push_front(gap);
                     break;
                 }
-                SideToLogger::Gap { resumes_after } => {
+                SideToLogger::Gap {
+                    resumes_after,
+                    contact_center,
+                    config,
+                } => {
                     let db = self.loggers[side].db.clone();
                     let closed = block_on(async {
+                        let taken = take_configuration(&db, &contact_center, config).await?;
                         if db.holds_through(resumes_after).await? {
                             db.close_gap(resumes_after, &[], &[]).await?;
-                            return Ok(true);
+                            return Ok((taken, true));
                         }
-                        Ok::<bool, tandem_logger::db::DbError>(false)
+                        Ok::<_, tandem_logger::db::DbError>((taken, false))
                     });
-                    match closed {
+                    if let Ok((true, _)) = closed {
+                        self.trace_line(format!(
+                            "logger {} takes its side's configuration, {config}",
+                            side_of(side)
+                        ));
+                    }
+                    match closed.map(|(_, closed)| closed) {
                         Ok(true) => {}
                         Ok(false) => {
                             let committed = self.loggers[side].progress().committed_through;
@@ -300,7 +314,7 @@ impl World {
 
     /// Resets the logger connection `generation` of `side`, as heard at the logger's end
     /// (`to_logger`) or the side's.
-    fn reset_logger_link(&mut self, side: usize, generation: u64, to_logger: bool) {
+    pub(super) fn reset_logger_link(&mut self, side: usize, generation: u64, to_logger: bool) {
         self.send_logger_link(
             side,
             to_logger,
@@ -422,11 +436,27 @@ impl World {
         }
         let slot = &mut self.side_loggers[side];
         slot.link = Some(generation);
-        if let Some(gap) = slot
+        if self.needs_state(side) {
+            // It holds no state yet: it tells its logger nothing until a transfer brings one.
+            return;
+        }
+        let slot = &mut self.side_loggers[side];
+        if let Some(resumes_after) = slot
             .feed
             .logger_connected(committed_through, config_version)
         {
-            self.trace_line(format!("side {} tells its logger {gap:?}", side_of(side)));
+            let router = self.sides[side].router.as_ref().expect("the side runs");
+            let (config, contact_center) = (router.config_stamp(), router.contact_center());
+            self.trace_line(format!(
+                "side {} tells its logger of a gap: the stream resumes after {resumes_after}; \
+                 its configuration is {config}",
+                side_of(side)
+            ));
+            let gap = SideToLogger::Gap {
+                resumes_after,
+                contact_center: Box::new(contact_center),
+                config,
+            };
             self.send_logger_link(
                 side,
                 true,
@@ -480,6 +510,9 @@ impl World {
         let Some(generation) = self.side_loggers[side].link else {
             return;
         };
+        if self.needs_state(side) {
+            return;
+        }
         if !self.side_loggers[side].feed.logger_connected_now() {
             self.trace_line(format!(
                 "side {}: the logger fell behind the buffer: its link is reset",
@@ -596,26 +629,19 @@ impl World {
             let range = tandem_mds::seq_epoch_range(key);
             key <= through && history.iter().any(|&(r, last)| r == range && key <= last)
         };
-        // A known limit: a configuration change ordered in a history later abandoned stays in
-        // the configuration tables of the central database of the logger whose side ordered
-        // it, as its ordered rows stay there. Its Config_Message_Log row is not of record and
-        // is left out below; the configuration tables, which hold only the result, cannot be
-        // compared then.
-        let config_abandoned = self.config_change_seqs.iter().any(|&seq| !of_record(seq));
-        if config_abandoned {
+        // A configuration change ordered in a history later abandoned leaves its
+        // Config_Message_Log rows, not of record, in the central database of the logger that
+        // logged it (left out below, as every ordered row of that history is); the
+        // configuration tables, which hold only the result, hold the configuration of record
+        // all the same: a gap names it, and a logger holding another takes its peer's.
+        if self.config_change_seqs.iter().any(|&seq| !of_record(seq)) {
             self.config_change_abandoned = true;
-            self.trace_line(
-                "a configuration change was ordered in an abandoned history: the \
-                 configuration tables are not compared"
-                    .into(),
-            );
+            self.trace_line("a configuration change was ordered in an abandoned history".into());
         }
         let dbs = [self.loggers[0].db.clone(), self.loggers[1].db.clone()];
         let compared = block_on(async {
             for def in tandem_logger::schema::tables() {
-                if def.kind == TableKind::Local
-                    || (config_abandoned && def.kind == TableKind::Configuration)
-                {
+                if def.kind == TableKind::Local {
                     continue;
                 }
                 let mut rows = [
@@ -651,7 +677,24 @@ impl World {
         })
         .expect("both in-memory databases read");
         if let Some(detail) = compared {
-            self.violate("both central databases equal", detail);
+            return self.violate("both central databases equal", detail);
+        }
+        // And they hold the router's configuration, made by the same change.
+        let router = self.sides[enabled].router.as_ref().expect("running");
+        let expected = (router.config_stamp(), objects(&router.contact_center()));
+        let stored = block_on(dbs[0].load_configuration())
+            .expect("an in-memory database reads")
+            .map(|(cc, config)| (config, objects(&cc)));
+        if stored.as_ref() != Some(&expected) {
+            let held = stored.map_or("none".to_string(), |(config, _)| config.to_string());
+            self.violate(
+                "the central databases hold the router's configuration",
+                format!(
+                    "they hold {held}; side {}'s router holds {}",
+                    side_of(enabled),
+                    expected.0
+                ),
+            );
         }
     }
 
