@@ -2,8 +2,8 @@
 
 use tandem_model::{PeripheralId, RouteRequestKey, RoutingClientId};
 
-/// The PG incarnation every simulated request carries. The simulator never restarts a PG, so
-/// one incarnation suffices; request ids count up from 1 within it.
+/// The PG incarnation a simulator's requests carry unless told another
+/// (`LoadParams::pg_incarnation`); request ids count up from 1 within an incarnation.
 pub const PG_INCARNATION: u32 = 1;
 
 /// One routing client of a simulated PG.
@@ -14,6 +14,8 @@ pub(crate) struct Client {
     pub(crate) peripheral: PeripheralId,
     /// The client's own answer timeout.
     pub(crate) timeout_ms: u64,
+    /// The incarnation its keys carry: a restarted PG numbers its requests from 1 again.
+    pg_incarnation: u32,
     /// The highest request id issued so far (ids start at 1).
     requests_issued: u64,
     /// One bit per issued request id, set once the request was answered. A bit per request
@@ -32,11 +34,17 @@ pub(crate) enum KeyOrigin {
 }
 
 impl Client {
-    pub(crate) fn new(id: RoutingClientId, peripheral: PeripheralId, timeout_ms: u64) -> Client {
+    pub(crate) fn new(
+        id: RoutingClientId,
+        peripheral: PeripheralId,
+        timeout_ms: u64,
+        pg_incarnation: u32,
+    ) -> Client {
         Client {
             id,
             peripheral,
             timeout_ms,
+            pg_incarnation,
             requests_issued: 0,
             answered: Vec::new(),
         }
@@ -47,14 +55,14 @@ impl Client {
         self.requests_issued += 1;
         RouteRequestKey {
             routing_client: self.id,
-            pg_incarnation: PG_INCARNATION,
+            pg_incarnation: self.pg_incarnation,
             request_id: self.requests_issued,
         }
     }
 
     pub(crate) fn origin(&self, key: &RouteRequestKey) -> KeyOrigin {
         let issued = key.routing_client == self.id
-            && key.pg_incarnation == PG_INCARNATION
+            && key.pg_incarnation == self.pg_incarnation
             && (1..=self.requests_issued).contains(&key.request_id);
         if issued {
             KeyOrigin::Issued
@@ -84,7 +92,12 @@ mod tests {
 
     #[test]
     fn keys_count_up_from_one_and_answers_are_remembered() {
-        let mut client = Client::new(RoutingClientId(4), PeripheralId(5000), 5_000);
+        let mut client = Client::new(
+            RoutingClientId(4),
+            PeripheralId(5000),
+            5_000,
+            PG_INCARNATION,
+        );
         let first = client.next_key();
         assert_eq!(first.request_id, 1);
         assert_eq!(first.pg_incarnation, PG_INCARNATION);

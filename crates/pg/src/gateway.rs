@@ -178,6 +178,9 @@ pub async fn run(
     let start_ms = wall_ms();
     let load = LoadParams {
         pg: Some(options.pg),
+        // A new incarnation per process start: its start time in ms, kept to 32 bits (it wraps
+        // every 49.7 days; no request of one process is pending when another starts that late).
+        pg_incarnation: start_ms as u32,
         ..options.load
     };
     let timers = &options.topology.mds;

@@ -72,6 +72,10 @@ pub struct LoadParams {
     /// Arrivals while this many calls are in flight are dropped and counted, never sent.
     /// At most [`CALLS_IN_FLIGHT_MAX`].
     pub calls_in_flight_max: usize,
+    /// The `pg_incarnation` of the route request keys: a PG process numbers its requests from
+    /// 1, so each start of one takes a new incarnation, and an answer to a request of the
+    /// process before is never taken for one of its own.
+    pub pg_incarnation: u32,
 }
 
 impl Default for LoadParams {
@@ -97,6 +101,7 @@ impl Default for LoadParams {
             seed: 1,
             pg: None,
             calls_in_flight_max: CALLS_IN_FLIGHT_MAX,
+            pg_incarnation: crate::client::PG_INCARNATION,
         }
     }
 }

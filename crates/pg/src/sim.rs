@@ -241,7 +241,12 @@ impl TrafficSim {
             .filter(|rc| pgs.contains(&rc.pg))
             .filter_map(|rc| {
                 let peripheral = cc.peripherals.iter().find(|p| p.pg == rc.pg)?;
-                Some(Client::new(rc.id, peripheral.id, u64::from(rc.timeout_ms)))
+                Some(Client::new(
+                    rc.id,
+                    peripheral.id,
+                    u64::from(rc.timeout_ms),
+                    params.pg_incarnation,
+                ))
             })
             .collect();
         // Call types are drawn uniformly; each is dialed on its first dialed number (in

@@ -94,6 +94,9 @@ enum Fault {
     CrashDistributor(usize, u64),
     /// A distributor reads its feed slowly for a while.
     SlowDistributor(usize, u64),
+    /// A PG's process dies and starts again: a new incarnation, which re-reports its
+    /// peripherals.
+    CrashPg(usize, u64),
 }
 
 impl Fault {
@@ -114,6 +117,7 @@ impl Fault {
             Fault::DbWriteFailure(..) => "central database write failure",
             Fault::CrashDistributor(..) => "distributor crashed and restarted",
             Fault::SlowDistributor(..) => "slow distributor",
+            Fault::CrashPg(..) => "PG crashed and restarted",
         }
     }
 }
@@ -217,6 +221,7 @@ enum Event {
         to_distributor: bool,
     },
     DistributorRestart(usize),
+    PgRestart(usize),
     /// The administrator submits a configuration change.
     ConfigChange,
     DbHasRoom(usize),
@@ -273,7 +278,18 @@ struct SimPg {
     core: GatewayCore,
     paths: [Option<u64>; 2],
     last_connect_ms: u64,
+    /// Whether its process runs.
+    runs: bool,
+    settings: CoreSettings,
+    load: LoadParams,
+    /// The statistics of its earlier processes.
+    retired: Vec<tandem_pg::SimStats>,
 }
+
+/// Mixed into the seed for the PG faults' own random stream.
+const PG_STREAM: u64 = 0x7067_5f63_7261_7368;
+/// The chance that a run crashes one of its PGs' processes.
+const PG_CRASH_PROBABILITY: f64 = 0.5;
 
 struct World {
     now_ms: u64,
@@ -328,6 +344,8 @@ struct World {
     side_feeds: [SideFeed; 2],
     distributors: Vec<SimDistributor>,
     distributor_rng: ChaCha8Rng,
+    /// PG process crashes come from their own stream.
+    pg_rng: ChaCha8Rng,
     next_distributor_generation: u64,
     /// Per frame (generation, number, RecoveryKey) published: the hash of its bytes and its
     /// predecessor's RecoveryKey.
@@ -419,7 +437,8 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         .map(|i| {
             let id = cc.pgs[i].id;
             let calls_per_second = rng.random_range(2.0..8.0);
-            let sim = TrafficSim::new(&cc, load(id, seed ^ i as u64, calls_per_second), start_ms);
+            let load = load(id, seed ^ i as u64, calls_per_second);
+            let sim = TrafficSim::new(&cc, load.clone(), start_ms);
             let settings = CoreSettings {
                 pg: id,
                 heartbeat_ms: timers.pg_heartbeat_interval_ms,
@@ -431,9 +450,13 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
             };
             SimPg {
                 id,
-                core: GatewayCore::new(settings, sim, start_ms, start_ms),
+                core: GatewayCore::new(settings.clone(), sim, start_ms, start_ms),
                 paths: [None, None],
                 last_connect_ms: 0,
+                runs: true,
+                settings,
+                load,
+                retired: Vec::new(),
             }
         })
         .collect();
@@ -497,6 +520,7 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         ],
         logger_rows_max,
         logger_rng,
+        pg_rng: ChaCha8Rng::seed_from_u64(seed ^ PG_STREAM),
         next_logger_generation: 0,
         drop_decisions: 0,
         side_feeds: Default::default(),
@@ -514,7 +538,11 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
     #[cfg(feature = "planted-bugs")]
     plant(None);
     let stats = |f: fn(&tandem_pg::SimStats) -> u64| -> u64 {
-        world.pgs.iter().map(|pg| f(pg.core.sim().stats())).sum()
+        world
+            .pgs
+            .iter()
+            .map(|pg| f(pg.core.sim().stats()) + pg.retired.iter().map(f).sum::<u64>())
+            .sum()
     };
     SimReport {
         seed,
@@ -629,6 +657,14 @@ impl World {
             };
             self.schedule(at, Event::Fault(fault));
         }
+        if self.pg_rng.random_bool(PG_CRASH_PROBABILITY) {
+            let at = self
+                .pg_rng
+                .random_range(self.now_ms + 500..end_ms.max(self.now_ms + 501));
+            let pg = self.pg_rng.random_range(0..self.pgs.len());
+            let for_ms = self.pg_rng.random_range(100..3_000);
+            self.schedule(at, Event::Fault(Fault::CrashPg(pg, for_ms)));
+        }
         while self.now_ms < end_ms && self.violation.is_none() {
             self.step();
         }
@@ -670,6 +706,7 @@ impl World {
                         | Event::LoggerResume(_)
                         | Event::DbHasRoom(_)
                         | Event::DistributorRestart(_)
+                        | Event::PgRestart(_)
                 )
             })
             .map(|(k, _)| *k)
@@ -704,6 +741,9 @@ impl World {
         for distributor in 0..self.distributors.len() {
             self.distributors[distributor].slow_until_ms = 0;
             self.restart_distributor(distributor);
+        }
+        for pg in 0..self.pgs.len() {
+            self.restart_pg(pg);
         }
     }
 
@@ -768,8 +808,10 @@ impl World {
             self.distributor_tick(distributor);
         }
         for pg in 0..self.pgs.len() {
-            self.pgs[pg].core.tick(now);
-            self.carry_out_pg(pg);
+            if self.pgs[pg].runs {
+                self.pgs[pg].core.tick(now);
+                self.carry_out_pg(pg);
+            }
         }
         self.drain_sides();
         self.check_step();
@@ -890,6 +932,7 @@ impl World {
                 to_distributor,
             } => self.distributor_link_reset(side, distributor, generation, to_distributor),
             Event::DistributorRestart(distributor) => self.restart_distributor(distributor),
+            Event::PgRestart(pg) => self.restart_pg(pg),
             Event::ConfigChange => self.submit_config_change(),
             Event::LoggerHello { side, .. }
             | Event::FromLogger { side, .. }
@@ -1070,6 +1113,10 @@ impl World {
             }
             Fault::SlowDistributor(distributor, for_ms) => {
                 self.slow_distributor(distributor, for_ms);
+            }
+            Fault::CrashPg(pg, for_ms) => {
+                self.crash_pg(pg);
+                self.schedule(now + for_ms, Event::PgRestart(pg));
             }
             Fault::LatencySpike(extra_ms) => {
                 self.extra_latency_ms = extra_ms;
@@ -1305,12 +1352,62 @@ impl World {
 
     // ----- PG paths -----
 
+    /// The PG's process dies: its paths reset, what it had not sent or had sent unacknowledged
+    /// is gone with it (its peripherals, re-reported by the next process, say what became of
+    /// their calls).
+    fn crash_pg(&mut self, pg: usize) {
+        if !self.pgs[pg].runs {
+            return;
+        }
+        self.trace_line(format!("PG {pg} down"));
+        self.pgs[pg].runs = false;
+        for side in 0..2 {
+            self.pg_closes_path(pg, side);
+        }
+    }
+
+    /// The PG closes its path to `side`, if it has one; the side sees the reset.
+    fn pg_closes_path(&mut self, pg: usize, side: usize) {
+        if let Some(generation) = self.pgs[pg].paths[side].take() {
+            self.send(
+                (LINK_PG_TO_SIDE, pg, side),
+                Event::SidePathReset {
+                    side,
+                    pg,
+                    generation,
+                },
+            );
+        }
+    }
+
+    /// The PG's process starts again: a new incarnation (its start time, as `tandem pg` takes),
+    /// whose simulated peripherals go their own way from a new seed, and whose route requests
+    /// are numbered from 1 under a new `pg_incarnation`.
+    fn restart_pg(&mut self, pg: usize) {
+        if self.pgs[pg].runs {
+            return;
+        }
+        let now = self.now_ms;
+        let slot = &mut self.pgs[pg];
+        slot.load.pg_incarnation += 1;
+        slot.load.seed = slot.load.seed.rotate_left(17) ^ now;
+        let sim = TrafficSim::new(&self.cc, slot.load.clone(), now);
+        let old = std::mem::replace(
+            &mut slot.core,
+            GatewayCore::new(slot.settings.clone(), sim, now, now),
+        );
+        slot.retired.push(old.sim().stats().clone());
+        slot.runs = true;
+        slot.last_connect_ms = 0;
+        self.trace_line(format!("PG {pg} starts again, incarnation {now}"));
+    }
+
     /// Each PG connects a path that is down every `PG_RECONNECT_MS`, when the side runs and
     /// the link carries bytes; the side says Welcome.
     fn connect_pg_paths(&mut self) {
         let now = self.now_ms;
         for pg in 0..self.pgs.len() {
-            if now < self.pgs[pg].last_connect_ms + PG_RECONNECT_MS {
+            if !self.pgs[pg].runs || now < self.pgs[pg].last_connect_ms + PG_RECONNECT_MS {
                 continue;
             }
             self.pgs[pg].last_connect_ms = now;
@@ -1488,7 +1585,12 @@ impl World {
                         ),
                     ),
                     Some((_, seq)) => {
-                        if let Some(key) = answered {
+                        // An answer to a request of the PG's earlier process, replayed to this
+                        // one, answers no request of its own (it ignores it).
+                        let own = |key: &RouteRequestKey| {
+                            key.pg_incarnation == self.pgs[pg].load.pg_incarnation
+                        };
+                        if let Some(key) = answered.filter(own) {
                             self.check_answer(side, id, key, seq);
                         }
                     }
@@ -1519,16 +1621,9 @@ impl World {
                 }
                 PgEffect::Close(side) => {
                     let side = side_index(side);
-                    if let Some(generation) = self.pgs[pg].paths[side].take() {
+                    if self.pgs[pg].paths[side].is_some() {
                         self.trace_line(format!("PG {pg} closes silent path to {}", side_of(side)));
-                        self.send(
-                            (LINK_PG_TO_SIDE, pg, side),
-                            Event::SidePathReset {
-                                side,
-                                pg,
-                                generation,
-                            },
-                        );
+                        self.pg_closes_path(pg, side);
                     }
                 }
                 PgEffect::RouteRequestSent(_)

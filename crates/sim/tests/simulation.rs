@@ -72,6 +72,7 @@ fn two_thousand_seeds_keep_every_invariant() {
         "central database write failure",
         "distributor crashed and restarted",
         "slow distributor",
+        "PG crashed and restarted",
     ] {
         assert!(
             faults.get(kind).copied().unwrap_or(0) >= 50,
