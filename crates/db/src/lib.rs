@@ -1069,7 +1069,7 @@ impl CentralDb {
     }
 
     /// Replaces every configuration table's rows and Configuration_State with this configuration
-    /// at `config`, in one transaction (a logger taking its peer's configuration).
+    /// at `config`, in one transaction (a logger taking its side's configuration at a gap).
     pub async fn replace_configuration(
         &self,
         cc: &ContactCenter,

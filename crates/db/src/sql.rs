@@ -286,7 +286,6 @@ pub fn append_row(dialect: Dialect, def: &TableDef) -> String {
     )
 }
 
-/// Sets one column of the row with a one-column key (the value is `$1`, the key `$2`).
 /// Adds an integer column that is 0 in every existing row (a migration).
 pub fn add_column(dialect: Dialect, def: &TableDef, column: &str) -> String {
     let ty = def
@@ -303,6 +302,7 @@ pub fn add_column(dialect: Dialect, def: &TableDef, column: &str) -> String {
     )
 }
 
+/// Sets one column of the row with a one-column key (the value is `$1`, the key `$2`).
 pub fn update_column(dialect: Dialect, def: &TableDef, column: &str) -> String {
     format!(
         "UPDATE {} SET {} = {} WHERE {} = {}",

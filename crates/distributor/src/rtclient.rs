@@ -418,9 +418,12 @@ async fn config_get(State(shared): State<Arc<Shared>>) -> Response {
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
     match held {
-        Some(held) => {
-            Json(json!({ "config_version": held.1, "contact_center": held.0 })).into_response()
-        }
+        Some(held) => Json(json!({
+            "config_version": held.1.version,
+            "config_recovery_key": held.1.recovery_key,
+            "contact_center": held.0,
+        }))
+        .into_response(),
         None => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the local database is being initialized",

@@ -88,9 +88,15 @@ impl UpdateAw {
         };
         let mut apply = Vec::new();
         for change in changes {
+            if change.config_version == local.version && change.recovery_key != local.recovery_key {
+                return self.mismatch(format!(
+                    "configuration version {} arrived made by the change at {}, the AW database \
+                     holds {local}",
+                    change.config_version, change.recovery_key
+                ));
+            }
             if change.config_version <= local.version {
-                // Already in the export (or applied from an earlier frame); that the database
-                // holds this very change, not another of its version, the frame's stamp checks.
+                // Already in the export (or applied from an earlier frame).
                 continue;
             }
             if change.config_version != local.version + 1 {
@@ -282,6 +288,16 @@ mod tests {
         let decision = u.on_frame(&other, &[]);
         assert!(
             matches!(&decision, ConfigDecision::Rebuild { reason } if reason.contains("change 36")),
+            "{decision:?}"
+        );
+        // A frame bringing that other version 5 and then 6: 6 follows 5 by number, but not the
+        // 5 the database holds.
+        let mut u = UpdateAw::new(Some(stamp(5)));
+        let mut other_five = change(5);
+        other_five.recovery_key = 36;
+        let decision = u.on_frame(&header(10, 6), &[other_five, change(6)]);
+        assert!(
+            matches!(&decision, ConfigDecision::Rebuild { reason } if reason.contains("at 36")),
             "{decision:?}"
         );
         // Exported at a RecoveryKey of epoch range 2: a frame of range 1, numerically before

@@ -1,6 +1,6 @@
 //! The link between the two loggers. A logger that missed part of the ordered stream recovers
-//! it from its peer over this link: the peer's committed mark, its configuration (a state
-//! transfer of the configuration) and pages of its ordered tables' rows. Each logger listens on
+//! it from its peer over this link: the peer's committed mark, its holdings and pages of its
+//! ordered tables' rows (the configuration comes from the side, with the gap). Each logger listens on
 //! its side's `logger_peer` address; the one recovering connects.
 
 use crate::db::{CentralDb, ConfigStamp, Progress, RangeMark};
@@ -26,6 +26,8 @@ pub const PEER_REQUEST_TIMEOUT_MS: u64 = 60_000;
 pub const PEER_PAGE_ROWS_MAX: usize = crate::db::ROWS_PAGE_MAX;
 /// A reply's estimated encoded size at most: a page is cut short past it, well inside a frame.
 pub const PEER_REPLY_BYTES_MAX: usize = 2 << 20;
+// A page, with its envelope, fits in a frame.
+const _: () = assert!(PEER_REPLY_BYTES_MAX * 2 <= tandem_mds::frame::FRAME_PAYLOAD_BYTES_MAX);
 const CONNECT_TIMEOUT_MS: u64 = 1_000;
 
 /// The first message on a connection: who asks.
@@ -261,9 +263,8 @@ impl PeerClient {
         let (read, mut write) = stream.into_split();
         transport::write_message(&mut write, &PeerHello { from: side }).await?;
         Ok(PeerClient {
-            // A configuration reply is a whole configuration.
-            reader: FrameReader::new(read)
-                .with_payload_max(tandem_mds::frame::BULK_FRAME_PAYLOAD_BYTES_MAX),
+            // A page of rows is cut to `PEER_REPLY_BYTES_MAX`, within a frame.
+            reader: FrameReader::new(read),
             write,
         })
     }

@@ -27,7 +27,7 @@ pub const FRAME_HEADER_BYTES: usize = 12;
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = 4 << 20;
 /// The largest payload of a frame on the links that carry bulk messages, and only there: a
 /// whole contact-center configuration (a logger's answer to a cold-starting side, an export to
-/// an administrator or a distributor, a peer logger's copy; 100,000 agents take about 5.5 MB, a
+/// an administrator or a distributor, a side's gap to its logger; 100,000 agents take about 5.5 MB, a
 /// million about 55 MB), and the end of a state transfer with the side's output replay logs
 /// (up to `OUTPUT_REPLAY_LOG_MAX` outputs per PG).
 pub const BULK_FRAME_PAYLOAD_BYTES_MAX: usize = 256 << 20;

@@ -28,7 +28,8 @@
 //! uniformly among those with a dialed number on a simulated routing client, and is dialed on
 //! its first such number. A post-routed call first arrives at the routing client's peripheral
 //! (`CallArrived` without router call key), then asks for a route; a pre-routed call only asks.
-//! Request keys use PG incarnation [`PG_INCARNATION`] and count up from 1 per routing client.
+//! Request keys carry `LoadParams::pg_incarnation` ([`PG_INCARNATION`] unless told another; a
+//! PG process takes its start time) and count up from 1 per routing client.
 //!
 //! - An answer with a reserved simulated agent (`ReserveAgent`, before or after the answer):
 //!   0..=[`OFFER_DELAY_MS_MAX`] ms later the call arrives where the agent is (`CallArrived` with

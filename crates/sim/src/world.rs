@@ -1380,7 +1380,8 @@ impl World {
         }
     }
 
-    /// The PG's process starts again: a new incarnation (its start time, as `tandem pg` takes),
+    /// The PG's process starts again: a new incarnation (its start time, as `tandem pg` takes
+    /// for its inputs; its route request keys take the next `pg_incarnation`),
     /// whose simulated peripherals go their own way from a new seed, and whose route requests
     /// are numbered from 1 under a new `pg_incarnation`.
     fn restart_pg(&mut self, pg: usize) {

@@ -633,7 +633,7 @@ impl World {
         // Config_Message_Log rows, not of record, in the central database of the logger that
         // logged it (left out below, as every ordered row of that history is); the
         // configuration tables, which hold only the result, hold the configuration of record
-        // all the same: a gap names it, and a logger holding another takes its peer's.
+        // all the same: a gap brings the side's, and a logger holding another takes it.
         if self.config_change_seqs.iter().any(|&seq| !of_record(seq)) {
             self.config_change_abandoned = true;
             self.trace_line("a configuration change was ordered in an abandoned history".into());
