@@ -145,6 +145,8 @@ pub struct SimReport {
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u32>,
     pub violation: Option<Violation>,
+    /// The trace's last `SimOptions::trace_tail_lines` lines.
+    pub trace: Vec<String>,
 }
 
 /// Runs one seed to its end, or to its first violated invariant.

@@ -97,6 +97,11 @@ enum Fault {
     /// A PG's process dies and starts again: a new incarnation, which re-reports its
     /// peripherals.
     CrashPg(usize, u64),
+    /// A PG's process stops for a while and goes on (a silent failure): its sockets buffer
+    /// what comes, and it sends nothing.
+    PausePg(usize, u64),
+    /// A distributor's process stops for a while and goes on.
+    PauseDistributor(usize, u64),
 }
 
 impl Fault {
@@ -118,6 +123,8 @@ impl Fault {
             Fault::CrashDistributor(..) => "distributor crashed and restarted",
             Fault::SlowDistributor(..) => "slow distributor",
             Fault::CrashPg(..) => "PG crashed and restarted",
+            Fault::PausePg(..) => "PG paused",
+            Fault::PauseDistributor(..) => "distributor paused",
         }
     }
 }
@@ -221,7 +228,9 @@ enum Event {
         to_distributor: bool,
     },
     DistributorRestart(usize),
+    DistributorResume(usize),
     PgRestart(usize),
+    PgResume(usize),
     /// The administrator submits a configuration change.
     ConfigChange,
     DbHasRoom(usize),
@@ -280,6 +289,9 @@ struct SimPg {
     last_connect_ms: u64,
     /// Whether its process runs.
     runs: bool,
+    /// Whether its process is stopped; what reaches it meanwhile waits in `inbox`.
+    paused: bool,
+    inbox: VecDeque<Event>,
     settings: CoreSettings,
     load: LoadParams,
     /// The statistics of its earlier processes.
@@ -290,6 +302,12 @@ struct SimPg {
 const PG_STREAM: u64 = 0x7067_5f63_7261_7368;
 /// The chance that a run crashes one of its PGs' processes.
 const PG_CRASH_PROBABILITY: f64 = 0.5;
+/// Mixed into the seed for the PG and distributor pauses' own random stream.
+const PAUSE_STREAM: u64 = 0x7061_7573_6573_2121;
+/// The chance that a run pauses one of its PGs' processes.
+const PG_PAUSE_PROBABILITY: f64 = 0.4;
+/// The chance that a run pauses one of its distributors' processes.
+const DISTRIBUTOR_PAUSE_PROBABILITY: f64 = 0.4;
 
 struct World {
     now_ms: u64,
@@ -346,6 +364,8 @@ struct World {
     distributor_rng: ChaCha8Rng,
     /// PG process crashes come from their own stream.
     pg_rng: ChaCha8Rng,
+    /// So do the pauses of PG and distributor processes.
+    pause_rng: ChaCha8Rng,
     next_distributor_generation: u64,
     /// Per frame (generation, number, RecoveryKey) published: the hash of its bytes and its
     /// predecessor's RecoveryKey.
@@ -358,6 +378,11 @@ struct World {
     config_change_abandoned: bool,
     /// The configuration version the run started at.
     initial_config_version: u64,
+}
+
+/// When a fault or change drawn from `rng` comes: after the first half second, before `end_ms`.
+fn draw_time(rng: &mut ChaCha8Rng, now_ms: u64, end_ms: u64) -> u64 {
+    rng.random_range(now_ms + 500..end_ms.max(now_ms + 501))
 }
 
 fn side_of(i: usize) -> Side {
@@ -454,6 +479,8 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
                 paths: [None, None],
                 last_connect_ms: 0,
                 runs: true,
+                paused: false,
+                inbox: VecDeque::new(),
                 settings,
                 load,
                 retired: Vec::new(),
@@ -521,6 +548,7 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         logger_rows_max,
         logger_rng,
         pg_rng: ChaCha8Rng::seed_from_u64(seed ^ PG_STREAM),
+        pause_rng: ChaCha8Rng::seed_from_u64(seed ^ PAUSE_STREAM),
         next_logger_generation: 0,
         drop_decisions: 0,
         side_feeds: Default::default(),
@@ -584,6 +612,7 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         distributor_rebuilds: world.distributors.iter().map(|d| d.rebuilds).sum(),
         faults: world.faults,
         violation: world.violation,
+        trace: world.trace.into(),
     }
 }
 
@@ -612,17 +641,13 @@ impl World {
         let fault_count = self.rng.random_range(0..=6);
         let end_ms = self.now_ms + self.options.duration_ms;
         for _ in 0..fault_count {
-            let at = self
-                .rng
-                .random_range(self.now_ms + 500..end_ms.max(self.now_ms + 501));
+            let at = draw_time(&mut self.rng, self.now_ms, end_ms);
             let fault = self.draw_fault();
             self.schedule(at, Event::Fault(fault));
         }
         let logger_fault_count = self.logger_rng.random_range(0..=3);
         for _ in 0..logger_fault_count {
-            let at = self
-                .logger_rng
-                .random_range(self.now_ms + 500..end_ms.max(self.now_ms + 501));
+            let at = draw_time(&mut self.logger_rng, self.now_ms, end_ms);
             let side = self.logger_rng.random_range(0..2);
             let for_ms = self.logger_rng.random_range(100..3_000);
             let fault = match self.logger_rng.random_range(0..3) {
@@ -636,16 +661,12 @@ impl World {
             .admin_rng
             .random_range(0..=admin::CONFIG_CHANGES_PER_RUN_MAX);
         for _ in 0..config_changes {
-            let at = self
-                .admin_rng
-                .random_range(self.now_ms + 500..end_ms.max(self.now_ms + 501));
+            let at = draw_time(&mut self.admin_rng, self.now_ms, end_ms);
             self.schedule(at, Event::ConfigChange);
         }
         let distributor_fault_count = self.distributor_rng.random_range(0..=2);
         for _ in 0..distributor_fault_count {
-            let at = self
-                .distributor_rng
-                .random_range(self.now_ms + 500..end_ms.max(self.now_ms + 501));
+            let at = draw_time(&mut self.distributor_rng, self.now_ms, end_ms);
             let distributor = self
                 .distributor_rng
                 .random_range(0..self.distributors.len());
@@ -658,12 +679,25 @@ impl World {
             self.schedule(at, Event::Fault(fault));
         }
         if self.pg_rng.random_bool(PG_CRASH_PROBABILITY) {
-            let at = self
-                .pg_rng
-                .random_range(self.now_ms + 500..end_ms.max(self.now_ms + 501));
+            let at = draw_time(&mut self.pg_rng, self.now_ms, end_ms);
             let pg = self.pg_rng.random_range(0..self.pgs.len());
             let for_ms = self.pg_rng.random_range(100..3_000);
             self.schedule(at, Event::Fault(Fault::CrashPg(pg, for_ms)));
+        }
+        if self.pause_rng.random_bool(PG_PAUSE_PROBABILITY) {
+            let at = draw_time(&mut self.pause_rng, self.now_ms, end_ms);
+            let pg = self.pause_rng.random_range(0..self.pgs.len());
+            let for_ms = self.pause_rng.random_range(100..3_000);
+            self.schedule(at, Event::Fault(Fault::PausePg(pg, for_ms)));
+        }
+        if self.pause_rng.random_bool(DISTRIBUTOR_PAUSE_PROBABILITY) {
+            let at = draw_time(&mut self.pause_rng, self.now_ms, end_ms);
+            let distributor = self.pause_rng.random_range(0..self.distributors.len());
+            let for_ms = self.pause_rng.random_range(100..4_000);
+            self.schedule(
+                at,
+                Event::Fault(Fault::PauseDistributor(distributor, for_ms)),
+            );
         }
         while self.now_ms < end_ms && self.violation.is_none() {
             self.step();
@@ -706,7 +740,9 @@ impl World {
                         | Event::LoggerResume(_)
                         | Event::DbHasRoom(_)
                         | Event::DistributorRestart(_)
+                        | Event::DistributorResume(_)
                         | Event::PgRestart(_)
+                        | Event::PgResume(_)
                 )
             })
             .map(|(k, _)| *k)
@@ -740,9 +776,11 @@ impl World {
         }
         for distributor in 0..self.distributors.len() {
             self.distributors[distributor].slow_until_ms = 0;
+            self.resume_distributor(distributor);
             self.restart_distributor(distributor);
         }
         for pg in 0..self.pgs.len() {
+            self.resume_pg(pg);
             self.restart_pg(pg);
         }
     }
@@ -808,7 +846,7 @@ impl World {
             self.distributor_tick(distributor);
         }
         for pg in 0..self.pgs.len() {
-            if self.pgs[pg].runs {
+            if self.pg_runs(pg) {
                 self.pgs[pg].core.tick(now);
                 self.carry_out_pg(pg);
             }
@@ -874,6 +912,11 @@ impl World {
         self.release((LINK_PEER, 1, 0));
     }
 
+    /// Whether the PG's process runs and is not stopped.
+    fn pg_runs(&self, pg: usize) -> bool {
+        self.pgs[pg].runs && !self.pgs[pg].paused
+    }
+
     fn runs(&self, side: usize) -> bool {
         self.sides[side].sync.is_some() && !self.sides[side].paused
     }
@@ -906,6 +949,16 @@ impl World {
             Event::TransferSession { source, .. } if self.sides[source].paused => {
                 self.sides[source].inbox.push_back(event);
             }
+            Event::ToPg { pg, .. } | Event::PgPathReset { pg, .. } if self.pgs[pg].paused => {
+                self.pgs[pg].inbox.push_back(event);
+            }
+            Event::DistributorLinkReset {
+                distributor,
+                to_distributor: true,
+                ..
+            } if self.distributors[distributor].paused => {
+                self.distributors[distributor].held.push_back(event);
+            }
             Event::DistributorHello { side, .. }
             | Event::DistributorLinkReset {
                 side,
@@ -932,7 +985,9 @@ impl World {
                 to_distributor,
             } => self.distributor_link_reset(side, distributor, generation, to_distributor),
             Event::DistributorRestart(distributor) => self.restart_distributor(distributor),
+            Event::DistributorResume(distributor) => self.resume_distributor(distributor),
             Event::PgRestart(pg) => self.restart_pg(pg),
+            Event::PgResume(pg) => self.resume_pg(pg),
             Event::ConfigChange => self.submit_config_change(),
             Event::LoggerHello { side, .. }
             | Event::FromLogger { side, .. }
@@ -1117,6 +1172,16 @@ impl World {
             Fault::CrashPg(pg, for_ms) => {
                 self.crash_pg(pg);
                 self.schedule(now + for_ms, Event::PgRestart(pg));
+            }
+            Fault::PausePg(pg, for_ms) => {
+                if self.pg_runs(pg) {
+                    self.trace_line(format!("PG {pg} stops"));
+                    self.pgs[pg].paused = true;
+                    self.schedule(now + for_ms, Event::PgResume(pg));
+                }
+            }
+            Fault::PauseDistributor(distributor, for_ms) => {
+                self.pause_distributor(distributor, for_ms);
             }
             Fault::LatencySpike(extra_ms) => {
                 self.extra_latency_ms = extra_ms;
@@ -1361,6 +1426,8 @@ impl World {
         }
         self.trace_line(format!("PG {pg} down"));
         self.pgs[pg].runs = false;
+        self.pgs[pg].paused = false;
+        self.pgs[pg].inbox.clear();
         for side in 0..2 {
             self.pg_closes_path(pg, side);
         }
@@ -1403,12 +1470,28 @@ impl World {
         self.trace_line(format!("PG {pg} starts again, incarnation {now}"));
     }
 
+    /// The PG's process goes on: its timers first (a path silent meanwhile closes), then what
+    /// its sockets buffered, in order.
+    fn resume_pg(&mut self, pg: usize) {
+        if !self.pgs[pg].paused {
+            return;
+        }
+        self.pgs[pg].paused = false;
+        self.trace_line(format!("PG {pg} goes on"));
+        let now = self.now_ms;
+        self.pgs[pg].core.tick(now);
+        self.carry_out_pg(pg);
+        while let Some(event) = self.pgs[pg].inbox.pop_front() {
+            self.handle(event);
+        }
+    }
+
     /// Each PG connects a path that is down every `PG_RECONNECT_MS`, when the side runs and
     /// the link carries bytes; the side says Welcome.
     fn connect_pg_paths(&mut self) {
         let now = self.now_ms;
         for pg in 0..self.pgs.len() {
-            if !self.pgs[pg].runs || now < self.pgs[pg].last_connect_ms + PG_RECONNECT_MS {
+            if !self.pg_runs(pg) || now < self.pgs[pg].last_connect_ms + PG_RECONNECT_MS {
                 continue;
             }
             self.pgs[pg].last_connect_ms = now;

@@ -73,6 +73,8 @@ fn two_thousand_seeds_keep_every_invariant() {
         "distributor crashed and restarted",
         "slow distributor",
         "PG crashed and restarted",
+        "PG paused",
+        "distributor paused",
     ] {
         assert!(
             faults.get(kind).copied().unwrap_or(0) >= 50,

@@ -204,6 +204,9 @@ fn replay(seed: u64, duration_ms: u64) -> Result<()> {
             bail!("seed {seed} violated: {}", violation.invariant)
         }
         None => {
+            for line in &report.trace {
+                eprintln!("{line}");
+            }
             println!("{summary}");
             Ok(())
         }

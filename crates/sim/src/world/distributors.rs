@@ -95,6 +95,10 @@ pub(super) struct SimDistributor {
     db: AwDb,
     preferred: usize,
     pub(super) runs: bool,
+    /// Whether its process is stopped: the bytes that come wait in `inbox`, a reset of its
+    /// connection in `held`.
+    pub(super) paused: bool,
+    pub(super) held: VecDeque<Event>,
     /// While slow, the distributor reads one chunk of the feed per `read_interval_ms` (its AW
     /// database's writes stall, say).
     pub(super) slow_until_ms: u64,
@@ -133,6 +137,8 @@ impl SimDistributor {
             db,
             preferred,
             runs: true,
+            paused: false,
+            held: VecDeque::new(),
             slow_until_ms: 0,
             read_interval_ms: 0,
             next_read_ms: 0,
@@ -420,7 +426,7 @@ impl World {
     pub(super) fn distributor_tick(&mut self, distributor: usize) {
         let now = self.now_ms;
         let d = &self.distributors[distributor];
-        if !d.runs {
+        if !d.runs || d.paused {
             return;
         }
         let Some(link) = d.link else {
@@ -686,6 +692,8 @@ impl World {
         self.trace_line(format!("distributor {distributor} down"));
         let d = &mut self.distributors[distributor];
         d.runs = false;
+        d.paused = false;
+        d.held.clear();
         d.inbox.clear();
         d.slow_until_ms = 0;
         if let Some(link) = d.link.take() {
@@ -710,6 +718,35 @@ impl World {
         d.retry_at_ms = 0;
         d.holds = None;
         self.trace_line(format!("distributor {distributor} starts"));
+    }
+
+    pub(super) fn pause_distributor(&mut self, distributor: usize, for_ms: u64) {
+        let d = &mut self.distributors[distributor];
+        if d.runs && !d.paused {
+            d.paused = true;
+            self.trace_line(format!("distributor {distributor} stops"));
+            self.schedule(self.now_ms + for_ms, Event::DistributorResume(distributor));
+        }
+    }
+
+    /// The distributor's process goes on. Its read, waiting with a timeout, finds the bytes that
+    /// came meanwhile before the timeout fires (tokio polls the read first); a reset that came
+    /// after them is seen after them.
+    pub(super) fn resume_distributor(&mut self, distributor: usize) {
+        let now = self.now_ms;
+        let d = &mut self.distributors[distributor];
+        if !d.paused {
+            return;
+        }
+        d.paused = false;
+        if let Some(link) = d.link.as_mut().filter(|_| !d.inbox.is_empty()) {
+            link.last_heard_ms = now;
+        }
+        self.trace_line(format!("distributor {distributor} goes on"));
+        self.distributor_tick(distributor);
+        while let Some(event) = self.distributors[distributor].held.pop_front() {
+            self.handle(event);
+        }
     }
 
     pub(super) fn slow_distributor(&mut self, distributor: usize, for_ms: u64) {
