@@ -546,6 +546,19 @@ impl AwDb {
         self.backend.row_count(table_def(table)?).await
     }
 
+    /// Caps a SQLite database at its current size, or lifts the cap, as
+    /// `CentralDb::cap_growth` does: how tests fill the disk.
+    pub async fn cap_growth(&self, capped: bool) -> Result<(), DbError> {
+        self.backend.cap_growth(capped).await
+    }
+
+    /// Makes a SQLite database refuse every write, or take writes again: how the whole-system
+    /// simulation makes an AW database's disk fail (rows updated in place need no new space,
+    /// so a growth cap alone refuses few of its writes). PostgreSQL has no such switch.
+    pub async fn refuse_writes(&self, refuse: bool) -> Result<(), DbError> {
+        self.backend.refuse_writes(refuse).await
+    }
+
     pub async fn local_event(&self, wall_time_ms: u64, message: &str) -> Result<(), DbError> {
         self.backend.local_event(wall_time_ms, message).await
     }

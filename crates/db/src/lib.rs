@@ -897,6 +897,24 @@ impl Backend {
         }
     }
 
+    pub(crate) async fn cap_growth(&self, capped: bool) -> Result<(), DbError> {
+        match self {
+            Backend::Sqlite(db) => db.cap_growth(capped).await,
+            Backend::Postgres(_) => Err(DbError::Unsupported(
+                "a growth cap is a SQLite database's only".into(),
+            )),
+        }
+    }
+
+    pub(crate) async fn refuse_writes(&self, refuse: bool) -> Result<(), DbError> {
+        match self {
+            Backend::Sqlite(db) => db.refuse_writes(refuse).await,
+            Backend::Postgres(_) => Err(DbError::Unsupported(
+                "refusing writes is a SQLite database's only".into(),
+            )),
+        }
+    }
+
     async fn schema_version(&self) -> Result<u32, DbError> {
         match self {
             Backend::Sqlite(db) => db.schema_version().await,
@@ -1186,12 +1204,7 @@ impl CentralDb {
     /// needs more space fails as on a full disk and changes nothing. This is how the
     /// whole-system simulation makes a database refuse writes; PostgreSQL has no such cap.
     pub async fn cap_growth(&self, capped: bool) -> Result<(), DbError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.cap_growth(capped).await,
-            Backend::Postgres(_) => Err(DbError::Unsupported(
-                "a growth cap is a SQLite database's only".into(),
-            )),
-        }
+        self.backend.cap_growth(capped).await
     }
 }
 

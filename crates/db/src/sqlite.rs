@@ -283,6 +283,16 @@ impl SqliteDb {
         .await
     }
 
+    /// Makes the database refuse every write (`PRAGMA query_only`), or take writes again: as a
+    /// file system that errors remount read-only does.
+    pub async fn refuse_writes(&self, refuse: bool) -> Result<(), DbError> {
+        self.call(move |c| {
+            c.pragma_update(None, "query_only", refuse)
+                .map_err(failed("setting query_only"))
+        })
+        .await
+    }
+
     pub async fn row_count(&self, def: &'static TableDef) -> Result<u64, DbError> {
         self.call(move |c| {
             let count: i64 = c

@@ -8,6 +8,8 @@
 //! whatever is queued, merges it (the last value of each row wins; a snapshot starts over) and
 //! writes it with Feed_State in one transaction, so a slow disk costs larger transactions, not
 //! a growing queue. Configuration copies go through the same queue, so writes stay in order.
+//! A write the database refuses is tried again with what came meanwhile merged in, so the
+//! database never skips a frame.
 
 use crate::rtdist::{FeedClient, FeedUpdate};
 use crate::updateaw::{ConfigDecision, UpdateAw, REBUILD_LOOP_RETRY_MS};
@@ -35,6 +37,11 @@ pub const CLIENT_UPDATES_QUEUED_MAX: usize = 256;
 pub const EXPORT_TIMEOUT_MS: u64 = 30_000;
 /// The pause between failed attempts to initialize the local database.
 pub const INITIALIZE_RETRY_MS: u64 = 1_000;
+/// The pause between failed attempts to write frames to the AW database.
+pub const AW_WRITE_RETRY_MS: u64 = 500;
+/// Configuration changes one AW database transaction takes at most; while a write fails, the
+/// feed waits once this many are merged.
+pub const MERGED_CONFIG_CHANGES_MAX: usize = 10_000;
 /// Events kept in memory for the system page (all go to Local_Event too).
 pub const EVENTS_KEPT_MAX: usize = 200;
 
@@ -103,6 +110,9 @@ pub struct DistributorStatus {
     pub aw_db_writes: u64,
     pub aw_db_rows_written: u64,
     pub aw_db_writes_queued: u64,
+    /// Attempts to write the AW database that failed.
+    #[serde(default)]
+    pub aw_db_write_failures: u64,
     /// Commit time minus ordered time of the agent state changes written in the last
     /// `FRESHNESS_WINDOW_S` seconds.
     #[serde(default)]
@@ -496,137 +506,245 @@ fn apply_to_image(shared: &Shared, update: &FeedUpdate) -> ClientUpdate {
     }
 }
 
-/// Writes what the feed queues, merging what waits into one transaction.
+/// Writes what the feed queues, merging what waits into one transaction. A write that fails
+/// (a full disk, say) is tried again every `AW_WRITE_RETRY_MS` with what came meanwhile merged
+/// in, so that the database never skips a frame: it holds the feed's rows once it takes writes
+/// again, while the image rtclient serves goes on meanwhile.
 async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
     let mut pending: Option<WriteItem> = None;
     let mut feed_state = FeedState::default();
+    let mut unwritten: Option<FeedBatch> = None;
     loop {
-        let first = match pending.take() {
-            Some(item) => item,
-            None => match rx.recv().await {
-                Some(item) => item,
-                None => return,
-            },
-        };
-        match first {
-            WriteItem::Configuration {
-                contact_center,
-                config,
-            } => {
-                loop {
-                    match shared
-                        .db
-                        .replace_configuration(&contact_center, config)
-                        .await
-                    {
-                        Ok(()) => break,
-                        Err(e) => {
-                            warn!(distributor = %shared.settings.name, "writing the configuration: {e}");
-                            tokio::time::sleep(Duration::from_millis(INITIALIZE_RETRY_MS)).await;
-                        }
-                    }
-                }
-                shared.initialized.send_replace(true);
-            }
-            WriteItem::Feed {
-                update,
-                config,
-                side,
-            } => {
-                // Agent rows whose state changed after this time are changes this commit
-                // makes visible.
-                let previous_frame_time_ms = feed_state.frame_time_ms;
-                let mut merged = Merged::default();
-                merged.add(&update, config);
-                let mut last_side = side;
-                let mut last_header = *update.header();
-                // Everything queued behind it, up to a configuration copy, goes in the same
-                // transaction.
-                while let Ok(item) = rx.try_recv() {
-                    match item {
-                        WriteItem::Feed {
-                            update,
-                            config,
-                            side,
-                        } => {
-                            merged.add(&update, config);
-                            last_side = side;
-                            last_header = *update.header();
-                        }
-                        other => {
-                            pending = Some(other);
-                            break;
-                        }
-                    }
-                }
-                feed_state.follow(&last_header);
-                feed_state.side = Some(last_side);
-                feed_state.snapshots += merged.snapshots;
-                feed_state.frames += merged.frames;
-                feed_state.written_wall_ms = wall_ms();
-                feed_state.lag_ms = feed_state.written_wall_ms as i64 - last_header.time_ms as i64;
-                let config = merged.config.take();
-                let replace = merged.replace;
-                let (upserts, deletes) = merged.rows();
-                let config_version = config.as_ref().map(|(_, stamp)| stamp.version);
-                let write = AwWrite {
-                    replace,
-                    upserts: &upserts,
-                    deletes: &deletes,
-                    config: config
-                        .as_ref()
-                        .map(|(changes, version)| (&changes[..], *version)),
-                    feed_state: Some(&feed_state),
+        let mut batch = match unwritten.take() {
+            Some(batch) => batch,
+            None => {
+                let first = match pending.take() {
+                    Some(item) => item,
+                    None => match rx.recv().await {
+                        Some(item) => item,
+                        None => return,
+                    },
                 };
-                let rows = write.rows() as u64;
-                match shared.db.write(write).await {
-                    Ok(()) => {
-                        // The commit is what the lag measures.
-                        let committed_ms = wall_ms();
-                        let lag_ms = committed_ms as i64 - last_header.time_ms as i64;
-                        if !replace {
-                            let mut window = shared
-                                .aw_db_freshness
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner);
-                            for row in &upserts {
-                                if let FeedRow::Agent(a) = row {
-                                    if a.date_time_last_state_change_ms > previous_frame_time_ms {
-                                        window.record(
-                                            committed_ms,
-                                            committed_ms as i64
-                                                - a.date_time_last_state_change_ms as i64,
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                        shared.update_status(|s| {
-                            s.aw_db_frame = last_header.number;
-                            s.aw_db_lag_ms = Some(lag_ms);
-                            s.aw_db_writes += 1;
-                            s.aw_db_rows_written += rows;
-                            if let Some(v) = config_version {
-                                s.config_version = Some(v);
-                            }
-                        });
-                        if config_version.is_some() {
-                            if let Err(e) = shared.reload_configuration().await {
-                                warn!(distributor = %shared.settings.name, "reading the configuration back: {e}");
+                match first {
+                    WriteItem::Configuration {
+                        contact_center,
+                        config,
+                    } => {
+                        write_configuration(&shared, &contact_center, config).await;
+                        continue;
+                    }
+                    WriteItem::Feed {
+                        update,
+                        config,
+                        side,
+                    } => FeedBatch::new(&update, config, side),
+                }
+            }
+        };
+        // Everything queued behind it, up to a configuration copy, goes in the same
+        // transaction.
+        while pending.is_none() && !batch.full() {
+            match rx.try_recv() {
+                Ok(WriteItem::Feed {
+                    update,
+                    config,
+                    side,
+                }) => batch.add(&update, config, side),
+                Ok(other) => pending = Some(other),
+                Err(_) => break,
+            }
+        }
+        // Agent rows whose state changed after this time are changes this commit makes
+        // visible.
+        let previous_frame_time_ms = feed_state.frame_time_ms;
+        let failures = batch.failures;
+        match write_batch(&shared.db, batch, &mut feed_state, wall_ms()).await {
+            Ok(committed) => {
+                if failures > 0 {
+                    shared
+                        .event(format!(
+                            "the AW database takes writes again: frame {} written after {} \
+                             failed attempts",
+                            committed.header.number, failures
+                        ))
+                        .await;
+                }
+                // The commit is what the lag measures.
+                let committed_ms = wall_ms();
+                let lag_ms = committed_ms as i64 - committed.header.time_ms as i64;
+                if !committed.replace {
+                    let mut window = shared
+                        .aw_db_freshness
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    for row in &committed.upserts {
+                        if let FeedRow::Agent(a) = row {
+                            if a.date_time_last_state_change_ms > previous_frame_time_ms {
+                                window.record(
+                                    committed_ms,
+                                    committed_ms as i64 - a.date_time_last_state_change_ms as i64,
+                                );
                             }
                         }
                     }
-                    Err(e) => {
-                        // The database is behind the image now; the next snapshot puts it right.
-                        shared
-                            .event(format!(
-                                "writing frame {} to the AW database failed: {e}",
-                                last_header.number
-                            ))
-                            .await;
+                }
+                shared.update_status(|s| {
+                    s.aw_db_frame = committed.header.number;
+                    s.aw_db_lag_ms = Some(lag_ms);
+                    s.aw_db_writes += 1;
+                    s.aw_db_rows_written += committed.rows;
+                    if let Some(v) = committed.config_version {
+                        s.config_version = Some(v);
+                    }
+                });
+                if committed.config_version.is_some() {
+                    if let Err(e) = shared.reload_configuration().await {
+                        warn!(distributor = %shared.settings.name, "reading the configuration back: {e}");
                     }
                 }
             }
+            Err((batch, e)) => {
+                shared.update_status(|s| s.aw_db_write_failures += 1);
+                if batch.failures == 1 {
+                    shared
+                        .event(format!(
+                            "writing frame {} to the AW database failed: {e}; it is tried \
+                             again every {AW_WRITE_RETRY_MS} ms with what follows",
+                            batch.header.number
+                        ))
+                        .await;
+                }
+                unwritten = Some(batch);
+                tokio::time::sleep(Duration::from_millis(AW_WRITE_RETRY_MS)).await;
+            }
+        }
+    }
+}
+
+/// Replaces the AW database's configuration with a copy of the central one, trying again until
+/// the database takes it.
+async fn write_configuration(shared: &Shared, contact_center: &ContactCenter, config: ConfigStamp) {
+    loop {
+        match shared
+            .db
+            .replace_configuration(contact_center, config)
+            .await
+        {
+            Ok(()) => break,
+            Err(e) => {
+                warn!(distributor = %shared.settings.name, "writing the configuration: {e}");
+                tokio::time::sleep(Duration::from_millis(INITIALIZE_RETRY_MS)).await;
+            }
+        }
+    }
+    shared.initialized.send_replace(true);
+}
+
+/// Snapshots and frames merged for one transaction of the AW database, with the header and
+/// side of the last, and the attempts to write them that failed.
+pub struct FeedBatch {
+    merged: Merged,
+    pub header: FeedFrameHeader,
+    side: String,
+    pub failures: u32,
+}
+
+impl FeedBatch {
+    pub fn new(
+        update: &FeedUpdate,
+        config: Option<(Vec<ConfigChange>, ConfigStamp)>,
+        side: String,
+    ) -> FeedBatch {
+        let mut merged = Merged::default();
+        merged.add(update, config);
+        FeedBatch {
+            merged,
+            header: *update.header(),
+            side,
+            failures: 0,
+        }
+    }
+
+    pub fn add(
+        &mut self,
+        update: &FeedUpdate,
+        config: Option<(Vec<ConfigChange>, ConfigStamp)>,
+        side: String,
+    ) {
+        self.merged.add(update, config);
+        self.header = *update.header();
+        self.side = side;
+    }
+
+    /// Whether it holds `MERGED_CONFIG_CHANGES_MAX` configuration changes: the feed waits then
+    /// (its rows are bounded by the real-time tables' size already).
+    pub fn full(&self) -> bool {
+        self.merged
+            .config
+            .as_ref()
+            .is_some_and(|(changes, _)| changes.len() >= MERGED_CONFIG_CHANGES_MAX)
+    }
+}
+
+/// What a committed batch wrote.
+pub struct Committed {
+    pub header: FeedFrameHeader,
+    pub replace: bool,
+    pub upserts: Vec<FeedRow>,
+    pub rows: u64,
+    /// The configuration version it brought the database to, if it changed it.
+    pub config_version: Option<u64>,
+}
+
+/// Writes the batch with Feed_State in one transaction, and moves `feed_state` on to it. A
+/// write that fails changes nothing and gives the batch back, to be written again with what
+/// comes meanwhile added.
+pub async fn write_batch(
+    db: &AwDb,
+    mut batch: FeedBatch,
+    feed_state: &mut FeedState,
+    wall_ms: u64,
+) -> Result<Committed, (FeedBatch, DbError)> {
+    let header = batch.header;
+    let mut state = feed_state.clone();
+    state.follow(&header);
+    state.side = Some(batch.side.clone());
+    state.snapshots += batch.merged.snapshots;
+    state.frames += batch.merged.frames;
+    state.written_wall_ms = wall_ms;
+    state.lag_ms = wall_ms as i64 - header.time_ms as i64;
+    let config = batch.merged.config.take();
+    let (replace, snapshots, frames) = (
+        batch.merged.replace,
+        batch.merged.snapshots,
+        batch.merged.frames,
+    );
+    let (upserts, deletes) = std::mem::take(&mut batch.merged).rows();
+    let write = AwWrite {
+        replace,
+        upserts: &upserts,
+        deletes: &deletes,
+        config: config
+            .as_ref()
+            .map(|(changes, stamp)| (&changes[..], *stamp)),
+        feed_state: Some(&state),
+    };
+    let rows = write.rows() as u64;
+    match db.write(write).await {
+        Ok(()) => {
+            *feed_state = state;
+            Ok(Committed {
+                header,
+                replace,
+                upserts,
+                rows,
+                config_version: config.map(|(_, stamp)| stamp.version),
+            })
+        }
+        Err(e) => {
+            batch.merged = Merged::unwritten(replace, upserts, deletes, config, snapshots, frames);
+            batch.failures += 1;
+            Err((batch, e))
         }
     }
 }
@@ -672,6 +790,27 @@ impl Merged {
         }
     }
 
+    /// Merged frames as `rows` gave them, for a write that failed.
+    pub fn unwritten(
+        replace: bool,
+        upserts: Vec<FeedRow>,
+        deletes: Vec<FeedKey>,
+        config: Option<(Vec<ConfigChange>, ConfigStamp)>,
+        snapshots: u64,
+        frames: u64,
+    ) -> Merged {
+        let mut rows: BTreeMap<FeedKey, Option<FeedRow>> =
+            deletes.into_iter().map(|key| (key, None)).collect();
+        rows.extend(upserts.into_iter().map(|row| (row.key(), Some(row))));
+        Merged {
+            replace,
+            rows,
+            config,
+            snapshots,
+            frames,
+        }
+    }
+
     /// The upserts and deletes; after a snapshot, rows deleted since are simply absent.
     pub fn rows(self) -> (Vec<FeedRow>, Vec<FeedKey>) {
         let mut upserts = Vec::with_capacity(self.rows.len());
@@ -691,6 +830,7 @@ impl Merged {
 mod tests {
     use super::*;
     use tandem_db::aw::tests_support::sample_rows_n;
+    use tandem_db::DbLocation;
     use tandem_model::feed::FeedDelta;
 
     fn header(number: u64) -> FeedFrameHeader {
@@ -781,5 +921,113 @@ mod tests {
         let (upserts, deletes) = merged.rows();
         assert!(deletes.is_empty());
         assert_eq!(upserts, second[1..].to_vec());
+    }
+
+    fn frame(number: u64, upserts: Vec<FeedRow>, deletes: Vec<FeedKey>) -> FeedUpdate {
+        FeedUpdate::Frame {
+            header: header(number),
+            delta: FeedDelta {
+                upserts,
+                deletes,
+                config_changes: Vec::new(),
+            },
+        }
+    }
+
+    fn rows(numbers: std::ops::RangeInclusive<u32>) -> Vec<FeedRow> {
+        numbers.flat_map(sample_rows_n).collect()
+    }
+
+    #[tokio::test]
+    async fn a_write_the_database_refuses_is_written_again_with_what_followed() {
+        let db = AwDb::open(&DbLocation::sqlite_in_memory()).await.unwrap();
+        let mut image: BTreeMap<FeedKey, FeedRow> = BTreeMap::new();
+        let mut apply = |update: &FeedUpdate| match update {
+            FeedUpdate::Snapshot { rows, .. } => {
+                image = rows.iter().map(|r| (r.key(), r.clone())).collect();
+                tandem_db::aw::rows_digest(image.values())
+            }
+            FeedUpdate::Frame { delta, .. } => {
+                for key in &delta.deletes {
+                    image.remove(key);
+                }
+                for row in &delta.upserts {
+                    image.insert(row.key(), row.clone());
+                }
+                tandem_db::aw::rows_digest(image.values())
+            }
+        };
+        let mut feed_state = FeedState::default();
+        let snapshot = FeedUpdate::Snapshot {
+            header: header(1),
+            rows: rows(1..=100),
+        };
+        let snapshot_digest = apply(&snapshot);
+        let batch = FeedBatch::new(&snapshot, None, "a".into());
+        let committed = write_batch(&db, batch, &mut feed_state, 1_000)
+            .await
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!((committed.header.number, committed.replace), (1, true));
+
+        // The disk fills: a frame that adds rows fails, and changes nothing.
+        db.cap_growth(true).await.unwrap();
+        let added = rows(101..=300);
+        let second = frame(2, added.clone(), vec![sample_rows_n(1)[0].key()]);
+        apply(&second);
+        let batch = FeedBatch::new(&second, None, "a".into());
+        let (mut batch, _) = write_batch(&db, batch, &mut feed_state, 2_000)
+            .await
+            .err()
+            .expect("a full database refuses the frame");
+        assert_eq!(batch.failures, 1);
+        assert_eq!(feed_state.frame_number, 1);
+        assert_eq!(db.feed_state().await.unwrap().unwrap().frame_number, 1);
+        assert_eq!(db.real_time_digest().await.unwrap(), snapshot_digest);
+
+        // The next frame deletes a row the refused one added: merged, it is never written.
+        let third = frame(3, rows(301..=310), vec![added[0].key()]);
+        let expected = apply(&third);
+        batch.add(&third, None, "b".into());
+        let (batch, _) = write_batch(&db, batch, &mut feed_state, 3_000)
+            .await
+            .err()
+            .expect("still full");
+        assert_eq!(batch.failures, 2);
+
+        // Room again: one transaction brings the database to the image.
+        db.cap_growth(false).await.unwrap();
+        let committed = write_batch(&db, batch, &mut feed_state, 4_000)
+            .await
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!(committed.header.number, 3);
+        assert!(!committed.replace);
+        assert_eq!(db.real_time_digest().await.unwrap(), expected);
+        let stored = db.feed_state().await.unwrap().unwrap();
+        assert_eq!(stored, feed_state);
+        assert_eq!(
+            (stored.frame_number, stored.frames, stored.snapshots),
+            (3, 2, 1)
+        );
+        assert_eq!(stored.side.as_deref(), Some("b"));
+
+        // A read-only disk refuses even rows updated in place, until it takes writes again.
+        db.refuse_writes(true).await.unwrap();
+        let fourth = frame(4, sample_rows_n(2), Vec::new());
+        let expected = apply(&fourth);
+        let batch = FeedBatch::new(&fourth, None, "b".into());
+        let (batch, _) = write_batch(&db, batch, &mut feed_state, 5_000)
+            .await
+            .err()
+            .expect("a read-only database refuses the frame");
+        assert_eq!(feed_state.frame_number, 3);
+        db.refuse_writes(false).await.unwrap();
+        write_batch(&db, batch, &mut feed_state, 6_000)
+            .await
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!(db.real_time_digest().await.unwrap(), expected);
+        assert_eq!(db.feed_state().await.unwrap().unwrap().frame_number, 4);
     }
 }

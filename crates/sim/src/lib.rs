@@ -142,6 +142,8 @@ pub struct SimReport {
     pub distributor_subscriptions: u64,
     /// Times a distributor copied the configuration again after a mismatch.
     pub distributor_rebuilds: u64,
+    /// Writes an AW database refused (each tried again later).
+    pub aw_db_write_failures: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u32>,
     pub violation: Option<Violation>,

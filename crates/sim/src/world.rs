@@ -102,6 +102,8 @@ enum Fault {
     PausePg(usize, u64),
     /// A distributor's process stops for a while and goes on.
     PauseDistributor(usize, u64),
+    /// A distributor's AW database refuses writes for a while (its disk went read-only).
+    AwDbWriteFailure(usize, u64),
 }
 
 impl Fault {
@@ -125,6 +127,7 @@ impl Fault {
             Fault::CrashPg(..) => "PG crashed and restarted",
             Fault::PausePg(..) => "PG paused",
             Fault::PauseDistributor(..) => "distributor paused",
+            Fault::AwDbWriteFailure(..) => "AW database write failure",
         }
     }
 }
@@ -229,6 +232,7 @@ enum Event {
     },
     DistributorRestart(usize),
     DistributorResume(usize),
+    AwDbTakesWrites(usize),
     PgRestart(usize),
     PgResume(usize),
     /// The administrator submits a configuration change.
@@ -308,6 +312,10 @@ const PAUSE_STREAM: u64 = 0x7061_7573_6573_2121;
 const PG_PAUSE_PROBABILITY: f64 = 0.4;
 /// The chance that a run pauses one of its distributors' processes.
 const DISTRIBUTOR_PAUSE_PROBABILITY: f64 = 0.4;
+/// Mixed into the seed for the AW databases' write failures' own random stream.
+const AW_DB_STREAM: u64 = 0x6177_5f64_625f_6661;
+/// The chance that a run makes one of its AW databases refuse writes for a while.
+const AW_DB_WRITE_FAILURE_PROBABILITY: f64 = 0.4;
 
 struct World {
     now_ms: u64,
@@ -366,6 +374,8 @@ struct World {
     pg_rng: ChaCha8Rng,
     /// So do the pauses of PG and distributor processes.
     pause_rng: ChaCha8Rng,
+    /// And the AW databases' write failures.
+    aw_db_rng: ChaCha8Rng,
     next_distributor_generation: u64,
     /// Per frame (generation, number, RecoveryKey) published: the hash of its bytes and its
     /// predecessor's RecoveryKey.
@@ -383,6 +393,24 @@ struct World {
 /// When a fault or change drawn from `rng` comes: after the first half second, before `end_ms`.
 fn draw_time(rng: &mut ChaCha8Rng, now_ms: u64, end_ms: u64) -> u64 {
     rng.random_range(now_ms + 500..end_ms.max(now_ms + 501))
+}
+
+/// With `probability`, one fault drawn from `rng`: when it strikes, which of `count`
+/// processes, and for how long (100 ms up to `for_ms_max`).
+fn draw_one_fault(
+    rng: &mut ChaCha8Rng,
+    probability: f64,
+    now_ms: u64,
+    end_ms: u64,
+    count: usize,
+    for_ms_max: u64,
+) -> Option<(u64, usize, u64)> {
+    if !rng.random_bool(probability) {
+        return None;
+    }
+    let at = draw_time(rng, now_ms, end_ms);
+    let which = rng.random_range(0..count);
+    Some((at, which, rng.random_range(100..for_ms_max)))
 }
 
 fn side_of(i: usize) -> Side {
@@ -549,6 +577,7 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         logger_rng,
         pg_rng: ChaCha8Rng::seed_from_u64(seed ^ PG_STREAM),
         pause_rng: ChaCha8Rng::seed_from_u64(seed ^ PAUSE_STREAM),
+        aw_db_rng: ChaCha8Rng::seed_from_u64(seed ^ AW_DB_STREAM),
         next_logger_generation: 0,
         drop_decisions: 0,
         side_feeds: Default::default(),
@@ -610,6 +639,7 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         distributor_snapshots: world.distributors.iter().map(|d| d.snapshots).sum(),
         distributor_subscriptions: world.distributors.iter().map(|d| d.subscriptions).sum(),
         distributor_rebuilds: world.distributors.iter().map(|d| d.rebuilds).sum(),
+        aw_db_write_failures: world.distributors.iter().map(|d| d.write_failures).sum(),
         faults: world.faults,
         violation: world.violation,
         trace: world.trace.into(),
@@ -678,26 +708,47 @@ impl World {
             };
             self.schedule(at, Event::Fault(fault));
         }
-        if self.pg_rng.random_bool(PG_CRASH_PROBABILITY) {
-            let at = draw_time(&mut self.pg_rng, self.now_ms, end_ms);
-            let pg = self.pg_rng.random_range(0..self.pgs.len());
-            let for_ms = self.pg_rng.random_range(100..3_000);
-            self.schedule(at, Event::Fault(Fault::CrashPg(pg, for_ms)));
-        }
-        if self.pause_rng.random_bool(PG_PAUSE_PROBABILITY) {
-            let at = draw_time(&mut self.pause_rng, self.now_ms, end_ms);
-            let pg = self.pause_rng.random_range(0..self.pgs.len());
-            let for_ms = self.pause_rng.random_range(100..3_000);
-            self.schedule(at, Event::Fault(Fault::PausePg(pg, for_ms)));
-        }
-        if self.pause_rng.random_bool(DISTRIBUTOR_PAUSE_PROBABILITY) {
-            let at = draw_time(&mut self.pause_rng, self.now_ms, end_ms);
-            let distributor = self.pause_rng.random_range(0..self.distributors.len());
-            let for_ms = self.pause_rng.random_range(100..4_000);
-            self.schedule(
-                at,
-                Event::Fault(Fault::PauseDistributor(distributor, for_ms)),
-            );
+        let (now, pgs, distributors) = (self.now_ms, self.pgs.len(), self.distributors.len());
+        let drawn = [
+            draw_one_fault(
+                &mut self.pg_rng,
+                PG_CRASH_PROBABILITY,
+                now,
+                end_ms,
+                pgs,
+                3_000,
+            )
+            .map(|(at, pg, for_ms)| (at, Fault::CrashPg(pg, for_ms))),
+            draw_one_fault(
+                &mut self.pause_rng,
+                PG_PAUSE_PROBABILITY,
+                now,
+                end_ms,
+                pgs,
+                3_000,
+            )
+            .map(|(at, pg, for_ms)| (at, Fault::PausePg(pg, for_ms))),
+            draw_one_fault(
+                &mut self.pause_rng,
+                DISTRIBUTOR_PAUSE_PROBABILITY,
+                now,
+                end_ms,
+                distributors,
+                4_000,
+            )
+            .map(|(at, d, for_ms)| (at, Fault::PauseDistributor(d, for_ms))),
+            draw_one_fault(
+                &mut self.aw_db_rng,
+                AW_DB_WRITE_FAILURE_PROBABILITY,
+                now,
+                end_ms,
+                distributors,
+                3_000,
+            )
+            .map(|(at, d, for_ms)| (at, Fault::AwDbWriteFailure(d, for_ms))),
+        ];
+        for (at, fault) in drawn.into_iter().flatten() {
+            self.schedule(at, Event::Fault(fault));
         }
         while self.now_ms < end_ms && self.violation.is_none() {
             self.step();
@@ -741,6 +792,7 @@ impl World {
                         | Event::DbHasRoom(_)
                         | Event::DistributorRestart(_)
                         | Event::DistributorResume(_)
+                        | Event::AwDbTakesWrites(_)
                         | Event::PgRestart(_)
                         | Event::PgResume(_)
                 )
@@ -778,6 +830,7 @@ impl World {
             self.distributors[distributor].slow_until_ms = 0;
             self.resume_distributor(distributor);
             self.restart_distributor(distributor);
+            self.set_aw_db_refuses_writes(distributor, false);
         }
         for pg in 0..self.pgs.len() {
             self.resume_pg(pg);
@@ -986,6 +1039,9 @@ impl World {
             } => self.distributor_link_reset(side, distributor, generation, to_distributor),
             Event::DistributorRestart(distributor) => self.restart_distributor(distributor),
             Event::DistributorResume(distributor) => self.resume_distributor(distributor),
+            Event::AwDbTakesWrites(distributor) => {
+                self.set_aw_db_refuses_writes(distributor, false);
+            }
             Event::PgRestart(pg) => self.restart_pg(pg),
             Event::PgResume(pg) => self.resume_pg(pg),
             Event::ConfigChange => self.submit_config_change(),
@@ -1182,6 +1238,10 @@ impl World {
             }
             Fault::PauseDistributor(distributor, for_ms) => {
                 self.pause_distributor(distributor, for_ms);
+            }
+            Fault::AwDbWriteFailure(distributor, for_ms) => {
+                self.set_aw_db_refuses_writes(distributor, true);
+                self.schedule(now + for_ms, Event::AwDbTakesWrites(distributor));
             }
             Fault::LatencySpike(extra_ms) => {
                 self.extra_latency_ms = extra_ms;

@@ -75,6 +75,7 @@ fn two_thousand_seeds_keep_every_invariant() {
         "PG crashed and restarted",
         "PG paused",
         "distributor paused",
+        "AW database write failure",
     ] {
         assert!(
             faults.get(kind).copied().unwrap_or(0) >= 50,
@@ -137,6 +138,11 @@ fn two_thousand_seeds_keep_every_invariant() {
         "{applied} of {ordered} applied"
     );
     assert!(sum(|r| r.distributor_rebuilds) > 0, "distributor rebuilds");
+    // AW databases refused writes, and each caught up once it took them again.
+    assert!(
+        sum(|r| r.aw_db_write_failures) > CI_SEEDS / 10,
+        "AW database write failures"
+    );
     // Some changes were ordered in a history abandoned later, and left no trace in any
     // configuration.
     assert!(

@@ -56,6 +56,7 @@ struct Totals {
     distributor_snapshots: u64,
     distributor_subscriptions: u64,
     distributor_rebuilds: u64,
+    aw_db_write_failures: u64,
     faults: BTreeMap<&'static str, u64>,
     /// Failing seeds, lowest first.
     failures: BTreeMap<u64, SimReport>,
@@ -104,6 +105,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         totals.distributor_snapshots += report.distributor_snapshots;
         totals.distributor_subscriptions += report.distributor_subscriptions;
         totals.distributor_rebuilds += report.distributor_rebuilds;
+        totals.aw_db_write_failures += report.aw_db_write_failures;
         for (kind, n) in &report.faults {
             *totals.faults.entry(kind).or_default() += u64::from(*n);
         }
@@ -144,6 +146,7 @@ pub fn run(args: SimArgs) -> Result<()> {
             "distributor_snapshots": totals.distributor_snapshots,
             "distributor_subscriptions": totals.distributor_subscriptions,
             "distributor_rebuilds": totals.distributor_rebuilds,
+            "aw_db_write_failures": totals.aw_db_write_failures,
             "faults": totals.faults,
             "failed": totals.failures.keys().collect::<Vec<_>>(),
         })
@@ -195,6 +198,7 @@ fn replay(seed: u64, duration_ms: u64) -> Result<()> {
         "distributor_snapshots": report.distributor_snapshots,
         "distributor_subscriptions": report.distributor_subscriptions,
         "distributor_rebuilds": report.distributor_rebuilds,
+        "aw_db_write_failures": report.aw_db_write_failures,
         "faults": report.faults,
     });
     match report.violation {

@@ -18,16 +18,16 @@ use tandem_central::rtsrvr::{
     encode_snapshot, EncodedFrame, FeedCursor, FeedHistory, FeedPublisher, FeedTicker, Published,
     ServeStep,
 };
-use tandem_db::aw::{AwDb, AwWrite, FeedState};
+use tandem_db::aw::{AwDb, FeedState};
 use tandem_db::DbLocation;
 use tandem_distributor::rtdist::{
     FeedAssembler, FeedError, FeedUpdate, FEED_RETRY_MS, FEED_SILENCE_MS,
 };
-use tandem_distributor::run::Merged;
+use tandem_distributor::run::{write_batch, FeedBatch, AW_WRITE_RETRY_MS, INITIALIZE_RETRY_MS};
 use tandem_distributor::updateaw::{ConfigDecision, UpdateAw};
 use tandem_mds::frame;
 use tandem_mds::protocol::SideToDistributor;
-use tandem_model::config::{ConfigStamp, ContactCenter};
+use tandem_model::config::{ConfigChange, ConfigStamp, ContactCenter};
 use tandem_model::feed::{FeedFrameHeader, FeedPosition, VersionedConfigChange};
 use tandem_router::Router;
 use xxhash_rust::xxh3::xxh3_64;
@@ -80,6 +80,17 @@ impl SideFeed {
     }
 }
 
+/// What the feed queued for the distributor's writer, in order.
+enum AwWriteItem {
+    /// A copy of the central configuration, after a mismatch.
+    Configuration(Box<ContactCenter>, ConfigStamp),
+    Feed {
+        update: FeedUpdate,
+        config: Option<(Vec<ConfigChange>, ConfigStamp)>,
+        side: String,
+    },
+}
+
 /// A distributor's connection to a side.
 #[derive(Clone, Copy, Debug)]
 struct FeedLink {
@@ -106,7 +117,15 @@ pub(super) struct SimDistributor {
     next_read_ms: u64,
     assembler: FeedAssembler,
     updateaw: UpdateAw,
+    /// The writer: what waits for it, frames a write failed for (written again with what
+    /// follows), when it tries again, and the Feed_State row it last committed.
+    writes: VecDeque<AwWriteItem>,
+    unwritten: Option<FeedBatch>,
+    write_retry_at_ms: u64,
     feed_state: FeedState,
+    /// Whether its AW database refuses writes (a disk gone read-only): it outlives the process.
+    pub(super) refuses_writes: bool,
+    pub(super) write_failures: u64,
     link: Option<FeedLink>,
     current: usize,
     failed_in_a_row: u32,
@@ -144,7 +163,12 @@ impl SimDistributor {
             next_read_ms: 0,
             assembler: FeedAssembler::default(),
             updateaw,
+            writes: VecDeque::new(),
+            unwritten: None,
+            write_retry_at_ms: 0,
             feed_state: FeedState::default(),
+            refuses_writes: false,
+            write_failures: 0,
             link: None,
             current: preferred,
             failed_in_a_row: 0,
@@ -429,6 +453,10 @@ impl World {
         if !d.runs || d.paused {
             return;
         }
+        if d.unwritten.is_some() || !d.writes.is_empty() {
+            self.distributor_writes(distributor);
+        }
+        let d = &self.distributors[distributor];
         let Some(link) = d.link else {
             if now >= d.retry_at_ms {
                 self.distributor_subscribes(distributor);
@@ -637,25 +665,17 @@ impl World {
             }
         }
         let d = &mut self.distributors[distributor];
-        let mut merged = Merged::default();
-        merged.add(&update, config);
-        d.feed_state.follow(&header);
-        d.feed_state.side = Some(side_of(side).to_string().to_lowercase());
-        d.feed_state.snapshots += merged.snapshots;
-        d.feed_state.frames += merged.frames;
-        d.frames += merged.frames;
-        d.snapshots += merged.snapshots;
-        let replace = merged.replace;
-        let config = merged.config.take();
-        let (upserts, deletes) = merged.rows();
-        let write = AwWrite {
-            replace,
-            upserts: &upserts,
-            deletes: &deletes,
-            config: config.as_ref().map(|(c, v)| (&c[..], *v)),
-            feed_state: Some(&d.feed_state),
-        };
-        block_on(d.db.write(write)).expect("an in-memory AW database takes a write");
+        match &update {
+            FeedUpdate::Snapshot { .. } => d.snapshots += 1,
+            FeedUpdate::Frame { .. } => d.frames += 1,
+        }
+        d.writes.push_back(AwWriteItem::Feed {
+            update,
+            config,
+            side: side_of(side).to_string().to_lowercase(),
+        });
+        self.distributor_writes(distributor);
+        let d = &mut self.distributors[distributor];
         d.holds = Some(header.position());
         true
     }
@@ -679,10 +699,87 @@ impl World {
         let router = self.sides[side].router.as_ref().expect("runs");
         let (cc, config) = (router.contact_center(), router.config_stamp());
         let d = &mut self.distributors[distributor];
-        block_on(d.db.replace_configuration(&cc, config))
-            .expect("an in-memory AW database takes the configuration");
+        d.writes
+            .push_back(AwWriteItem::Configuration(Box::new(cc), config));
         d.updateaw.initialized(config, recovery_key, true);
         d.rebuilds += 1;
+    }
+
+    /// The distributor's writer, as `tandem distributor`'s: a configuration copy alone, frames
+    /// merged into one transaction with `write_batch`. A write the database refuses is tried
+    /// again later, frames with what came meanwhile merged in.
+    pub(super) fn distributor_writes(&mut self, distributor: usize) {
+        let now = self.now_ms;
+        let d = &mut self.distributors[distributor];
+        if now < d.write_retry_at_ms {
+            return;
+        }
+        let failed = loop {
+            let mut batch = match d.unwritten.take() {
+                Some(batch) => batch,
+                None => match d.writes.pop_front() {
+                    None => break None,
+                    Some(AwWriteItem::Configuration(cc, config)) => {
+                        match block_on(d.db.replace_configuration(&cc, config)) {
+                            Ok(()) => continue,
+                            Err(e) => {
+                                d.writes.push_front(AwWriteItem::Configuration(cc, config));
+                                d.write_retry_at_ms = now + INITIALIZE_RETRY_MS;
+                                break Some(format!("the configuration: {e}"));
+                            }
+                        }
+                    }
+                    Some(AwWriteItem::Feed {
+                        update,
+                        config,
+                        side,
+                    }) => FeedBatch::new(&update, config, side),
+                },
+            };
+            while !batch.full() {
+                match d.writes.pop_front() {
+                    Some(AwWriteItem::Feed {
+                        update,
+                        config,
+                        side,
+                    }) => batch.add(&update, config, side),
+                    Some(other) => {
+                        d.writes.push_front(other);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if let Err((batch, e)) = block_on(write_batch(&d.db, batch, &mut d.feed_state, now)) {
+                let number = batch.header.number;
+                d.unwritten = Some(batch);
+                d.write_retry_at_ms = now + AW_WRITE_RETRY_MS;
+                break Some(format!("frame {number}: {e}"));
+            }
+        };
+        if let Some(what) = failed {
+            self.distributors[distributor].write_failures += 1;
+            self.trace_line(format!("distributor {distributor} could not write {what}"));
+        }
+    }
+
+    /// The AW database's disk refuses writes, or takes them again.
+    pub(super) fn set_aw_db_refuses_writes(&mut self, distributor: usize, refuse: bool) {
+        let d = &mut self.distributors[distributor];
+        if d.refuses_writes == refuse {
+            return;
+        }
+        block_on(d.db.refuse_writes(refuse))
+            .expect("an in-memory SQLite database takes the switch");
+        d.refuses_writes = refuse;
+        self.trace_line(format!(
+            "AW database of distributor {distributor} {}",
+            if refuse {
+                "read-only"
+            } else {
+                "takes writes again"
+            }
+        ));
     }
 
     pub(super) fn crash_distributor(&mut self, distributor: usize) {
@@ -696,6 +793,10 @@ impl World {
         d.held.clear();
         d.inbox.clear();
         d.slow_until_ms = 0;
+        // What waited for the writer dies with the process.
+        d.writes.clear();
+        d.unwritten = None;
+        d.write_retry_at_ms = 0;
         if let Some(link) = d.link.take() {
             self.reset_distributor_link(link.side, distributor, link.generation, false);
         }
