@@ -634,6 +634,53 @@ mod tests {
             0
         );
     }
+
+    fn write_rows(rows: &[FeedRow]) -> AwWrite<'_> {
+        AwWrite {
+            replace: false,
+            upserts: rows,
+            deletes: &[],
+            config: None,
+            feed_state: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_or_read_only_disk_is_transient_a_refused_row_is_not() {
+        let db = AwDb::open(&crate::DbLocation::sqlite_in_memory())
+            .await
+            .unwrap();
+        let rows = crate::aw::tests_support::sample_rows();
+        db.write(write_rows(&rows)).await.unwrap();
+
+        db.refuse_writes(true).await.unwrap();
+        let read_only = db.write(write_rows(&rows)).await.unwrap_err();
+        assert!(read_only.is_transient(), "{read_only}");
+        db.refuse_writes(false).await.unwrap();
+
+        db.cap_growth(true).await.unwrap();
+        let more: Vec<FeedRow> = (2..=400)
+            .flat_map(crate::aw::tests_support::sample_rows_n)
+            .collect();
+        let full = db.write(write_rows(&more)).await.unwrap_err();
+        assert!(full.is_transient(), "{full}");
+        db.cap_growth(false).await.unwrap();
+        db.write(write_rows(&more)).await.unwrap();
+
+        let refused = |code| DbError::Sqlite {
+            context: "writing".into(),
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        };
+        assert!(refused(rusqlite::ffi::SQLITE_BUSY).is_transient());
+        assert!(refused(rusqlite::ffi::SQLITE_IOERR).is_transient());
+        assert!(!refused(rusqlite::ffi::SQLITE_CONSTRAINT).is_transient());
+        assert!(!refused(rusqlite::ffi::SQLITE_CORRUPT).is_transient());
+        assert!(!DbError::BadRow {
+            table: "Agent_Real_Time".into(),
+            problem: "a NUL character".into()
+        }
+        .is_transient());
+    }
 }
 
 /// Sample rows of every real-time table, for tests here and in the distributor.

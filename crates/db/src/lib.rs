@@ -155,6 +155,65 @@ pub enum DbError {
     Corrupt(String),
 }
 
+impl DbError {
+    /// Whether the same write may succeed later: the disk is full or read-only, a file or lock
+    /// is busy, the server is down, restarting or out of resources. The others (a row the
+    /// schema refuses, a constraint, a corrupt file, a task that panicked) fail again each
+    /// time, so a writer trying them again would stop for good.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode as Code;
+        match self {
+            DbError::Sqlite { source, .. } => match source.sqlite_error_code() {
+                Some(code) => matches!(
+                    code,
+                    Code::PermissionDenied
+                        | Code::OperationAborted
+                        | Code::DatabaseBusy
+                        | Code::DatabaseLocked
+                        | Code::OutOfMemory
+                        | Code::ReadOnly
+                        | Code::OperationInterrupted
+                        | Code::SystemIoFailure
+                        | Code::DiskFull
+                        | Code::CannotOpen
+                        | Code::FileLockingProtocolFailed
+                        | Code::SchemaChanged
+                ),
+                None => false,
+            },
+            DbError::Postgres { source, .. } => match source.code() {
+                // No SQLSTATE: the connection or its I/O failed.
+                None => true,
+                Some(state) => {
+                    let code = state.code();
+                    // Connection, insufficient resources, operator intervention, system
+                    // error, transaction rollback (serialization, deadlock); a read-only
+                    // transaction (a standby, or default_transaction_read_only); a lock not
+                    // available.
+                    ["08", "53", "57", "58", "40"]
+                        .iter()
+                        .any(|class| code.starts_with(class))
+                        || code == "25006"
+                        || code == "55P03"
+                }
+            },
+            DbError::Pool(_) => true,
+            DbError::BadUrl(_)
+            | DbError::Task { .. }
+            | DbError::Unsupported(_)
+            | DbError::UnknownTable(_)
+            | DbError::NotOrdered(_)
+            | DbError::BadRow { .. }
+            | DbError::PageTooLarge { .. }
+            | DbError::BatchTooLarge { .. }
+            | DbError::NotSeeded
+            | DbError::AlreadySeeded
+            | DbError::NewerSchema { .. }
+            | DbError::Corrupt(_) => false,
+        }
+    }
+}
+
 /// How far the database is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Progress {

@@ -10,3 +10,4 @@ pub mod rtdist;
 pub mod run;
 pub mod system;
 pub mod updateaw;
+pub mod writer;

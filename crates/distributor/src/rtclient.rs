@@ -525,6 +525,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             status.aw_db_write_failures as f64,
         );
         gauge(
+            "tandem_aw_db_updates_unwritten",
+            status.aw_db_updates_unwritten as f64,
+        );
+        gauge(
             "tandem_aw_config_version",
             status.config_version.unwrap_or(0) as f64,
         );

@@ -238,6 +238,13 @@ impl FeedClient {
         self.assembler.position()
     }
 
+    /// Forgets the feed's position: the next subscription asks for a snapshot (the AW database
+    /// lost frames it could not write).
+    pub fn start_over(&mut self) {
+        self.reader = None;
+        self.assembler = FeedAssembler::default();
+    }
+
     /// The next snapshot or frame, from whichever side serves it.
     pub async fn next(&mut self) -> FeedUpdate {
         let mut failed_in_a_row = 0;

@@ -4,26 +4,27 @@
 //!
 //! Data flow: `FeedClient` gives each snapshot or frame in order. The feed task asks `UpdateAw`
 //! what the frame means for the configuration, applies the rows to the in-memory image (what
-//! rtclient serves), tells the clients, and queues the frame for the writer. The writer takes
-//! whatever is queued, merges it (the last value of each row wins; a snapshot starts over) and
-//! writes it with Feed_State in one transaction, so a slow disk costs larger transactions, not
-//! a growing queue. Configuration copies go through the same queue, so writes stay in order.
-//! A write the database refuses is tried again with what came meanwhile merged in, so the
-//! database never skips a frame.
+//! rtclient serves), tells the clients, and queues the frame for the writer. The writer runs
+//! `writer::AwWriteQueue`: whatever is queued is merged (the last value of each row wins; a
+//! snapshot starts over) and written with Feed_State in one transaction, so a slow disk costs
+//! larger transactions, not a growing queue. Configuration copies go through the same queue,
+//! so writes stay in order. A write the database refuses for a while is tried again with what
+//! came meanwhile merged in, so the database never skips a frame.
 
 use crate::rtdist::{FeedClient, FeedUpdate};
 use crate::updateaw::{ConfigDecision, UpdateAw, REBUILD_LOOP_RETRY_MS};
+use crate::writer::{write_batch, AwWriteJob, AwWriteQueue, Refusal, WriteItem};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
-use tandem_db::aw::{AwDb, AwWrite, FeedState};
+use tandem_db::aw::{AwDb, FeedState};
 use tandem_db::{DbError, DbLocation};
 use tandem_mds::admin::{self, AdminError};
 use tandem_mds::tls::Security;
 use tandem_mds::{AdminReply, AdminRequest};
-use tandem_model::config::{ConfigChange, ConfigStamp, ContactCenter};
+use tandem_model::config::{ConfigStamp, ContactCenter};
 use tandem_model::feed::{FeedFrameHeader, FeedKey, FeedRow};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -39,9 +40,9 @@ pub const EXPORT_TIMEOUT_MS: u64 = 30_000;
 pub const INITIALIZE_RETRY_MS: u64 = 1_000;
 /// The pause between failed attempts to write frames to the AW database.
 pub const AW_WRITE_RETRY_MS: u64 = 500;
-/// Configuration changes one AW database transaction takes at most; while a write fails, the
-/// feed waits once this many are merged.
-pub const MERGED_CONFIG_CHANGES_MAX: usize = 10_000;
+/// The least time between two start-overs (a configuration copy and a snapshot) after the AW
+/// database refused a write for good, so that a snapshot it refuses too does not loop.
+pub const AW_START_OVER_INTERVAL_MS: u64 = 10_000;
 /// Events kept in memory for the system page (all go to Local_Event too).
 pub const EVENTS_KEPT_MAX: usize = 200;
 
@@ -104,15 +105,22 @@ pub struct DistributorStatus {
     pub subscriptions: u64,
     /// Wall time at receipt minus the frame's ordered time.
     pub feed_lag_ms: Option<i64>,
-    /// The frame the AW database holds, and its lag when written.
+    /// The frame the AW database holds.
     pub aw_db_frame: u64,
+    /// How far the AW database is behind the router: commit time minus the frame's ordered
+    /// time at the last commit; while writes fail, how long the oldest frame not yet written
+    /// has waited (it grows, so an alarm on it fires).
     pub aw_db_lag_ms: Option<i64>,
     pub aw_db_writes: u64,
     pub aw_db_rows_written: u64,
     pub aw_db_writes_queued: u64,
-    /// Attempts to write the AW database that failed.
+    /// Attempts to write the AW database that failed (frames and configuration copies).
     #[serde(default)]
     pub aw_db_write_failures: u64,
+    /// Snapshots and frames merged into a write the AW database refused, waiting to be
+    /// written again (0 while writes go through).
+    #[serde(default)]
+    pub aw_db_updates_unwritten: u64,
     /// Commit time minus ordered time of the agent state changes written in the last
     /// `FRESHNESS_WINDOW_S` seconds.
     #[serde(default)]
@@ -165,6 +173,10 @@ pub struct Shared {
     /// True once the local database holds the central configuration; configuration edits
     /// through this distributor wait for it.
     pub initialized: watch::Sender<bool>,
+    /// Set by the writer when the AW database refused a write for good (`DbError::is_transient`
+    /// false), with the reason: the feed copies the configuration again and subscribes for a
+    /// snapshot, which replaces every real-time row.
+    pub start_over: Mutex<Option<String>>,
     pub db: AwDb,
     /// The system page's last view of the sides and the other distributors.
     pub system: tokio::sync::Mutex<crate::system::SystemView>,
@@ -233,18 +245,6 @@ pub fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-enum WriteItem {
-    Feed {
-        update: Arc<FeedUpdate>,
-        config: Option<(Vec<ConfigChange>, ConfigStamp)>,
-        side: String,
-    },
-    Configuration {
-        contact_center: Box<ContactCenter>,
-        config: ConfigStamp,
-    },
-}
-
 /// Opens the AW database, starts rtclient, and runs the feed until the process ends.
 pub async fn run(settings: DistributorSettings) -> Result<(), DistributorError> {
     let db = AwDb::open(&settings.db).await?;
@@ -269,6 +269,7 @@ pub async fn run(settings: DistributorSettings) -> Result<(), DistributorError> 
         events: Mutex::new(VecDeque::new()),
         configuration: RwLock::new(None),
         initialized: watch::channel(false).0,
+        start_over: Mutex::new(None),
         db: db.clone(),
         system: tokio::sync::Mutex::new(Default::default()),
         aw_db_freshness: Mutex::new(Default::default()),
@@ -410,7 +411,21 @@ async fn feed(
         settings.security.clone(),
     );
     let mut rebuild_not_before: Option<Instant> = None;
+    let mut start_over_not_before: Option<Instant> = None;
     loop {
+        if start_over_not_before.is_none_or(|t| Instant::now() >= t) {
+            let reason = shared
+                .start_over
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(reason) = reason {
+                start_over_not_before =
+                    Some(Instant::now() + Duration::from_millis(AW_START_OVER_INTERVAL_MS));
+                initialize(&shared, &write_tx, &mut updateaw, Some(reason)).await;
+                client.start_over();
+            }
+        }
         let update = client.next().await;
         let received_wall_ms = wall_ms();
         let header = *update.header();
@@ -506,54 +521,48 @@ fn apply_to_image(shared: &Shared, update: &FeedUpdate) -> ClientUpdate {
     }
 }
 
-/// Writes what the feed queues, merging what waits into one transaction. A write that fails
+/// Writes what the feed queues, in the order `AwWriteQueue` gives (a configuration copy alone,
+/// snapshots and frames merged into one transaction). A write the database refuses for a while
 /// (a full disk, say) is tried again every `AW_WRITE_RETRY_MS` with what came meanwhile merged
-/// in, so that the database never skips a frame: it holds the feed's rows once it takes writes
-/// again, while the image rtclient serves goes on meanwhile.
+/// in, while the image rtclient serves goes on; one it would refuse every time is left out,
+/// and the feed starts over (`Shared::start_over`): a configuration copy, then a snapshot that
+/// replaces every real-time row.
 async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
-    let mut pending: Option<WriteItem> = None;
+    let mut queue = AwWriteQueue::default();
     let mut feed_state = FeedState::default();
-    let mut unwritten: Option<FeedBatch> = None;
     loop {
-        let mut batch = match unwritten.take() {
-            Some(batch) => batch,
-            None => {
-                let first = match pending.take() {
-                    Some(item) => item,
-                    None => match rx.recv().await {
-                        Some(item) => item,
-                        None => return,
-                    },
-                };
-                match first {
-                    WriteItem::Configuration {
-                        contact_center,
-                        config,
-                    } => {
-                        write_configuration(&shared, &contact_center, config).await;
-                        continue;
-                    }
-                    WriteItem::Feed {
-                        update,
-                        config,
-                        side,
-                    } => FeedBatch::new(&update, config, side),
-                }
-            }
-        };
-        // Everything queued behind it, up to a configuration copy, goes in the same
-        // transaction.
-        while pending.is_none() && !batch.full() {
-            match rx.try_recv() {
-                Ok(WriteItem::Feed {
-                    update,
-                    config,
-                    side,
-                }) => batch.add(&update, config, side),
-                Ok(other) => pending = Some(other),
-                Err(_) => break,
+        let mut waited = None;
+        if queue.waits_for_feed() {
+            match rx.recv().await {
+                Some(item) => waited = Some(item),
+                None => return,
             }
         }
+        let batch = match queue.next_job(|| waited.take().or_else(|| rx.try_recv().ok())) {
+            None => continue,
+            Some(AwWriteJob::Configuration {
+                contact_center,
+                config,
+            }) => {
+                match shared
+                    .db
+                    .replace_configuration(&contact_center, config)
+                    .await
+                {
+                    Ok(()) => {
+                        shared.initialized.send_replace(true);
+                    }
+                    Err(e) => {
+                        shared.update_status(|s| s.aw_db_write_failures += 1);
+                        warn!(distributor = %shared.settings.name, "writing the configuration: {e}");
+                        queue.configuration_refused(contact_center, config);
+                        tokio::time::sleep(Duration::from_millis(INITIALIZE_RETRY_MS)).await;
+                    }
+                }
+                continue;
+            }
+            Some(AwWriteJob::Feed(batch)) => batch,
+        };
         // Agent rows whose state changed after this time are changes this commit makes
         // visible.
         let previous_frame_time_ms = feed_state.frame_time_ms;
@@ -591,6 +600,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
                 shared.update_status(|s| {
                     s.aw_db_frame = committed.header.number;
                     s.aw_db_lag_ms = Some(lag_ms);
+                    s.aw_db_updates_unwritten = 0;
                     s.aw_db_writes += 1;
                     s.aw_db_rows_written += committed.rows;
                     if let Some(v) = committed.config_version {
@@ -604,430 +614,48 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
                 }
             }
             Err((batch, e)) => {
-                shared.update_status(|s| s.aw_db_write_failures += 1);
-                if batch.failures == 1 {
-                    shared
-                        .event(format!(
-                            "writing frame {} to the AW database failed: {e}; it is tried \
-                             again every {AW_WRITE_RETRY_MS} ms with what follows",
-                            batch.header.number
-                        ))
-                        .await;
-                }
-                unwritten = Some(batch);
-                tokio::time::sleep(Duration::from_millis(AW_WRITE_RETRY_MS)).await;
-            }
-        }
-    }
-}
-
-/// Replaces the AW database's configuration with a copy of the central one, trying again until
-/// the database takes it.
-async fn write_configuration(shared: &Shared, contact_center: &ContactCenter, config: ConfigStamp) {
-    loop {
-        match shared
-            .db
-            .replace_configuration(contact_center, config)
-            .await
-        {
-            Ok(()) => break,
-            Err(e) => {
-                warn!(distributor = %shared.settings.name, "writing the configuration: {e}");
-                tokio::time::sleep(Duration::from_millis(INITIALIZE_RETRY_MS)).await;
-            }
-        }
-    }
-    shared.initialized.send_replace(true);
-}
-
-/// Snapshots and frames merged for one transaction of the AW database, with the header and
-/// side of the last, and the attempts to write them that failed.
-pub struct FeedBatch {
-    merged: Merged,
-    pub header: FeedFrameHeader,
-    side: String,
-    pub failures: u32,
-}
-
-impl FeedBatch {
-    pub fn new(
-        update: &FeedUpdate,
-        config: Option<(Vec<ConfigChange>, ConfigStamp)>,
-        side: String,
-    ) -> FeedBatch {
-        let mut merged = Merged::default();
-        merged.add(update, config);
-        FeedBatch {
-            merged,
-            header: *update.header(),
-            side,
-            failures: 0,
-        }
-    }
-
-    pub fn add(
-        &mut self,
-        update: &FeedUpdate,
-        config: Option<(Vec<ConfigChange>, ConfigStamp)>,
-        side: String,
-    ) {
-        self.merged.add(update, config);
-        self.header = *update.header();
-        self.side = side;
-    }
-
-    /// Whether it holds `MERGED_CONFIG_CHANGES_MAX` configuration changes: the feed waits then
-    /// (its rows are bounded by the real-time tables' size already).
-    pub fn full(&self) -> bool {
-        self.merged
-            .config
-            .as_ref()
-            .is_some_and(|(changes, _)| changes.len() >= MERGED_CONFIG_CHANGES_MAX)
-    }
-}
-
-/// What a committed batch wrote.
-pub struct Committed {
-    pub header: FeedFrameHeader,
-    pub replace: bool,
-    pub upserts: Vec<FeedRow>,
-    pub rows: u64,
-    /// The configuration version it brought the database to, if it changed it.
-    pub config_version: Option<u64>,
-}
-
-/// Writes the batch with Feed_State in one transaction, and moves `feed_state` on to it. A
-/// write that fails changes nothing and gives the batch back, to be written again with what
-/// comes meanwhile added.
-pub async fn write_batch(
-    db: &AwDb,
-    mut batch: FeedBatch,
-    feed_state: &mut FeedState,
-    wall_ms: u64,
-) -> Result<Committed, (FeedBatch, DbError)> {
-    let header = batch.header;
-    let mut state = feed_state.clone();
-    state.follow(&header);
-    state.side = Some(batch.side.clone());
-    state.snapshots += batch.merged.snapshots;
-    state.frames += batch.merged.frames;
-    state.written_wall_ms = wall_ms;
-    state.lag_ms = wall_ms as i64 - header.time_ms as i64;
-    let config = batch.merged.config.take();
-    let (replace, snapshots, frames) = (
-        batch.merged.replace,
-        batch.merged.snapshots,
-        batch.merged.frames,
-    );
-    let (upserts, deletes) = std::mem::take(&mut batch.merged).rows();
-    let write = AwWrite {
-        replace,
-        upserts: &upserts,
-        deletes: &deletes,
-        config: config
-            .as_ref()
-            .map(|(changes, stamp)| (&changes[..], *stamp)),
-        feed_state: Some(&state),
-    };
-    let rows = write.rows() as u64;
-    match db.write(write).await {
-        Ok(()) => {
-            *feed_state = state;
-            Ok(Committed {
-                header,
-                replace,
-                upserts,
-                rows,
-                config_version: config.map(|(_, stamp)| stamp.version),
-            })
-        }
-        Err(e) => {
-            batch.merged = Merged::unwritten(replace, upserts, deletes, config, snapshots, frames);
-            batch.failures += 1;
-            Err((batch, e))
-        }
-    }
-}
-
-/// Frames merged for one transaction of the AW database.
-#[derive(Default)]
-pub struct Merged {
-    /// A snapshot is among them: the transaction replaces every real-time row.
-    pub replace: bool,
-    rows: BTreeMap<FeedKey, Option<FeedRow>>,
-    /// The configuration changes to apply, and the version they bring the database to.
-    pub config: Option<(Vec<ConfigChange>, ConfigStamp)>,
-    pub snapshots: u64,
-    pub frames: u64,
-}
-
-impl Merged {
-    pub fn add(&mut self, update: &FeedUpdate, config: Option<(Vec<ConfigChange>, ConfigStamp)>) {
-        match update {
-            FeedUpdate::Snapshot { rows, .. } => {
-                self.replace = true;
-                self.snapshots += 1;
-                self.rows = rows.iter().map(|r| (r.key(), Some(r.clone()))).collect();
-            }
-            FeedUpdate::Frame { delta, .. } => {
-                self.frames += 1;
-                for key in &delta.deletes {
-                    self.rows.insert(*key, None);
-                }
-                for row in &delta.upserts {
-                    self.rows.insert(row.key(), Some(row.clone()));
+                let (number, updates) = (batch.header.number, batch.updates());
+                let waited_ms = wall_ms() as i64 - batch.first_time_ms as i64;
+                match queue.batch_refused(batch, &e) {
+                    Refusal::TryAgain => {
+                        shared.update_status(|s| {
+                            s.aw_db_write_failures += 1;
+                            s.aw_db_updates_unwritten = updates;
+                            s.aw_db_lag_ms = Some(waited_ms);
+                        });
+                        if failures == 0 {
+                            shared
+                                .event(format!(
+                                    "writing frame {number} to the AW database failed: {e}; it \
+                                     is tried again every {AW_WRITE_RETRY_MS} ms with what \
+                                     follows"
+                                ))
+                                .await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(AW_WRITE_RETRY_MS)).await;
+                    }
+                    Refusal::LeftOut => {
+                        shared.update_status(|s| {
+                            s.aw_db_write_failures += 1;
+                            s.aw_db_updates_unwritten = 0;
+                        });
+                        let reason = format!(
+                            "the AW database refused frame {number} for good ({e}); its \
+                             {updates} snapshots and frames were left out"
+                        );
+                        shared
+                            .event(format!(
+                                "{reason}: the configuration is copied again and the feed \
+                                 starts over from a snapshot"
+                            ))
+                            .await;
+                        *shared
+                            .start_over
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) = Some(reason);
+                    }
                 }
             }
         }
-        if let Some((changes, version)) = config {
-            match &mut self.config {
-                Some((held, held_version)) => {
-                    held.extend(changes);
-                    *held_version = version;
-                }
-                None => self.config = Some((changes, version)),
-            }
-        }
-    }
-
-    /// Merged frames as `rows` gave them, for a write that failed.
-    pub fn unwritten(
-        replace: bool,
-        upserts: Vec<FeedRow>,
-        deletes: Vec<FeedKey>,
-        config: Option<(Vec<ConfigChange>, ConfigStamp)>,
-        snapshots: u64,
-        frames: u64,
-    ) -> Merged {
-        let mut rows: BTreeMap<FeedKey, Option<FeedRow>> =
-            deletes.into_iter().map(|key| (key, None)).collect();
-        rows.extend(upserts.into_iter().map(|row| (row.key(), Some(row))));
-        Merged {
-            replace,
-            rows,
-            config,
-            snapshots,
-            frames,
-        }
-    }
-
-    /// The upserts and deletes; after a snapshot, rows deleted since are simply absent.
-    pub fn rows(self) -> (Vec<FeedRow>, Vec<FeedKey>) {
-        let mut upserts = Vec::with_capacity(self.rows.len());
-        let mut deletes = Vec::new();
-        for (key, row) in self.rows {
-            match row {
-                Some(row) => upserts.push(row),
-                None if !self.replace => deletes.push(key),
-                None => {}
-            }
-        }
-        (upserts, deletes)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tandem_db::aw::tests_support::sample_rows_n;
-    use tandem_db::DbLocation;
-    use tandem_model::feed::FeedDelta;
-
-    fn header(number: u64) -> FeedFrameHeader {
-        FeedFrameHeader {
-            generation: 1,
-            number,
-            epoch: 1,
-            config_version: 1,
-            config_recovery_key: 0,
-            time_ms: number * 100,
-            recovery_key: number,
-        }
-    }
-
-    fn stamp(version: u64) -> ConfigStamp {
-        ConfigStamp {
-            version,
-            recovery_key: version * 10,
-        }
-    }
-
-    #[test]
-    fn merged_frames_keep_the_last_value_and_a_snapshot_starts_over() {
-        let mut merged = Merged::default();
-        let first = sample_rows_n(1);
-        let second = sample_rows_n(2);
-        merged.add(
-            &FeedUpdate::Frame {
-                header: header(2),
-                delta: FeedDelta {
-                    upserts: first.clone(),
-                    deletes: vec![second[4].key()],
-                    config_changes: Vec::new(),
-                },
-            },
-            Some((vec![ConfigChange::default()], stamp(4))),
-        );
-        merged.add(
-            &FeedUpdate::Frame {
-                header: header(3),
-                delta: FeedDelta {
-                    upserts: vec![second[4].clone()],
-                    deletes: vec![first[0].key()],
-                    config_changes: Vec::new(),
-                },
-            },
-            Some((vec![ConfigChange::default()], stamp(5))),
-        );
-        assert_eq!(
-            merged.config.as_ref().map(|(c, v)| (c.len(), *v)),
-            Some((2, stamp(5)))
-        );
-        let (upserts, deletes) = merged.rows();
-        assert_eq!(deletes, vec![first[0].key()]);
-        assert_eq!(upserts.len(), first.len());
-        assert!(upserts.contains(&second[4]));
-
-        let mut merged = Merged::default();
-        merged.add(
-            &FeedUpdate::Frame {
-                header: header(2),
-                delta: FeedDelta {
-                    upserts: first.clone(),
-                    ..FeedDelta::default()
-                },
-            },
-            None,
-        );
-        merged.add(
-            &FeedUpdate::Snapshot {
-                header: header(3),
-                rows: second.clone(),
-            },
-            None,
-        );
-        merged.add(
-            &FeedUpdate::Frame {
-                header: header(4),
-                delta: FeedDelta {
-                    deletes: vec![second[0].key()],
-                    ..FeedDelta::default()
-                },
-            },
-            None,
-        );
-        assert!(merged.replace);
-        assert_eq!((merged.snapshots, merged.frames), (1, 2));
-        let (upserts, deletes) = merged.rows();
-        assert!(deletes.is_empty());
-        assert_eq!(upserts, second[1..].to_vec());
-    }
-
-    fn frame(number: u64, upserts: Vec<FeedRow>, deletes: Vec<FeedKey>) -> FeedUpdate {
-        FeedUpdate::Frame {
-            header: header(number),
-            delta: FeedDelta {
-                upserts,
-                deletes,
-                config_changes: Vec::new(),
-            },
-        }
-    }
-
-    fn rows(numbers: std::ops::RangeInclusive<u32>) -> Vec<FeedRow> {
-        numbers.flat_map(sample_rows_n).collect()
-    }
-
-    #[tokio::test]
-    async fn a_write_the_database_refuses_is_written_again_with_what_followed() {
-        let db = AwDb::open(&DbLocation::sqlite_in_memory()).await.unwrap();
-        let mut image: BTreeMap<FeedKey, FeedRow> = BTreeMap::new();
-        let mut apply = |update: &FeedUpdate| match update {
-            FeedUpdate::Snapshot { rows, .. } => {
-                image = rows.iter().map(|r| (r.key(), r.clone())).collect();
-                tandem_db::aw::rows_digest(image.values())
-            }
-            FeedUpdate::Frame { delta, .. } => {
-                for key in &delta.deletes {
-                    image.remove(key);
-                }
-                for row in &delta.upserts {
-                    image.insert(row.key(), row.clone());
-                }
-                tandem_db::aw::rows_digest(image.values())
-            }
-        };
-        let mut feed_state = FeedState::default();
-        let snapshot = FeedUpdate::Snapshot {
-            header: header(1),
-            rows: rows(1..=100),
-        };
-        let snapshot_digest = apply(&snapshot);
-        let batch = FeedBatch::new(&snapshot, None, "a".into());
-        let committed = write_batch(&db, batch, &mut feed_state, 1_000)
-            .await
-            .map_err(|(_, e)| e)
-            .unwrap();
-        assert_eq!((committed.header.number, committed.replace), (1, true));
-
-        // The disk fills: a frame that adds rows fails, and changes nothing.
-        db.cap_growth(true).await.unwrap();
-        let added = rows(101..=300);
-        let second = frame(2, added.clone(), vec![sample_rows_n(1)[0].key()]);
-        apply(&second);
-        let batch = FeedBatch::new(&second, None, "a".into());
-        let (mut batch, _) = write_batch(&db, batch, &mut feed_state, 2_000)
-            .await
-            .err()
-            .expect("a full database refuses the frame");
-        assert_eq!(batch.failures, 1);
-        assert_eq!(feed_state.frame_number, 1);
-        assert_eq!(db.feed_state().await.unwrap().unwrap().frame_number, 1);
-        assert_eq!(db.real_time_digest().await.unwrap(), snapshot_digest);
-
-        // The next frame deletes a row the refused one added: merged, it is never written.
-        let third = frame(3, rows(301..=310), vec![added[0].key()]);
-        let expected = apply(&third);
-        batch.add(&third, None, "b".into());
-        let (batch, _) = write_batch(&db, batch, &mut feed_state, 3_000)
-            .await
-            .err()
-            .expect("still full");
-        assert_eq!(batch.failures, 2);
-
-        // Room again: one transaction brings the database to the image.
-        db.cap_growth(false).await.unwrap();
-        let committed = write_batch(&db, batch, &mut feed_state, 4_000)
-            .await
-            .map_err(|(_, e)| e)
-            .unwrap();
-        assert_eq!(committed.header.number, 3);
-        assert!(!committed.replace);
-        assert_eq!(db.real_time_digest().await.unwrap(), expected);
-        let stored = db.feed_state().await.unwrap().unwrap();
-        assert_eq!(stored, feed_state);
-        assert_eq!(
-            (stored.frame_number, stored.frames, stored.snapshots),
-            (3, 2, 1)
-        );
-        assert_eq!(stored.side.as_deref(), Some("b"));
-
-        // A read-only disk refuses even rows updated in place, until it takes writes again.
-        db.refuse_writes(true).await.unwrap();
-        let fourth = frame(4, sample_rows_n(2), Vec::new());
-        let expected = apply(&fourth);
-        let batch = FeedBatch::new(&fourth, None, "b".into());
-        let (batch, _) = write_batch(&db, batch, &mut feed_state, 5_000)
-            .await
-            .err()
-            .expect("a read-only database refuses the frame");
-        assert_eq!(feed_state.frame_number, 3);
-        db.refuse_writes(false).await.unwrap();
-        write_batch(&db, batch, &mut feed_state, 6_000)
-            .await
-            .map_err(|(_, e)| e)
-            .unwrap();
-        assert_eq!(db.real_time_digest().await.unwrap(), expected);
-        assert_eq!(db.feed_state().await.unwrap().unwrap().frame_number, 4);
     }
 }

@@ -153,13 +153,14 @@ pub fn aw_command(command: AwCommand) -> Result<()> {
             );
             println!(
                 "aw_db       frame={} lag_ms={} writes={} rows_written={} queued={} \
-                 write_failures={}",
+                 write_failures={} unwritten={}",
                 s.aw_db_frame,
                 opt(s.aw_db_lag_ms),
                 s.aw_db_writes,
                 s.aw_db_rows_written,
                 s.aw_db_writes_queued,
-                s.aw_db_write_failures
+                s.aw_db_write_failures,
+                s.aw_db_updates_unwritten
             );
             println!(
                 "updateaw    state={} config_version={} frame_config_version={} rebuilds={} \

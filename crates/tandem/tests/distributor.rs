@@ -2,7 +2,9 @@
 //! kill -9 of the side feeding it and ends equal to the router's rows; a configuration change
 //! reaches every AW database; updateaw rebuilds a deleted AW database and one whose
 //! configuration version was damaged. One distributor writes SQLite, the other PostgreSQL when
-//! `TANDEM_TEST_POSTGRES_URL` names a server. Every wait is bounded.
+//! `TANDEM_TEST_POSTGRES_URL` names a server. An AW database that refuses the feed's writes for
+//! good makes its distributor start over from a snapshot, and ends equal to the router's rows.
+//! Every wait is bounded.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -184,4 +186,79 @@ fn distributors_follow_the_feed_through_a_failover_and_updateaw_rebuilds() {
     wait_aw_db_equals_router(&install, "aw2", Side::B);
     drop(install);
     drop(postgres);
+}
+
+/// Refuses every write of Feed_State, which each write of the feed makes: the SQLite error a
+/// trigger raises is a constraint, one that fails every time.
+const REFUSE_FEED_STATE: &str = "
+    CREATE TRIGGER refuse_feed_state_insert BEFORE INSERT ON Feed_State
+        BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;
+    CREATE TRIGGER refuse_feed_state_update BEFORE UPDATE ON Feed_State
+        BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;";
+const TAKE_FEED_STATE: &str = "
+    DROP TRIGGER refuse_feed_state_insert;
+    DROP TRIGGER refuse_feed_state_update;";
+
+#[test]
+fn an_aw_database_that_refuses_writes_for_good_starts_over_from_a_snapshot() {
+    let mut install = Installation::new(
+        Path::new(env!("CARGO_BIN_EXE_tandem")),
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "aw-refuses",
+        None,
+        |_| {},
+    );
+    install.start_paired_under_load(LOAD_CPS, START_MS);
+    install.start_distributor("aw1");
+    let before = install.wait_aw("aw1", "initialized, 20 frames", WAIT_MS, |s| {
+        s.updateaw == "ok" && s.frames >= 20 && s.aw_db_frame > 0
+    });
+    let location = tandem::aw::aw_location(
+        &install.topology,
+        install.topology.distributor("aw1").unwrap(),
+    );
+    let tandem_db::DbLocation::Sqlite(path) = &location else {
+        panic!("aw1 writes SQLite: {location:?}");
+    };
+    let beside = rusqlite::Connection::open(path).unwrap();
+    beside.busy_timeout(Duration::from_millis(WAIT_MS)).unwrap();
+    beside.execute_batch(REFUSE_FEED_STATE).unwrap();
+
+    // The refused write is left out, and the feed starts over: a configuration copy and a new
+    // subscription, whose snapshot is refused too while the trigger stays.
+    let refused = install.wait_aw("aw1", "writes refused, a new snapshot", WAIT_MS, |s| {
+        s.aw_db_write_failures >= 2
+            && s.snapshots > before.snapshots
+            && s.subscriptions > before.subscriptions
+            && s.rebuilds > before.rebuilds
+    });
+    assert_eq!(
+        refused.aw_db_updates_unwritten, 0,
+        "nothing waits to be tried again"
+    );
+    assert!(
+        refused.aw_db_frame < refused.frame_number,
+        "the database holds an older frame than the feed: {refused:?}"
+    );
+
+    // Once the database takes writes again, the next start-over brings it to the router's
+    // rows.
+    beside.execute_batch(TAKE_FEED_STATE).unwrap();
+    for c in install.stop_pgs(&["pg1", "pg2"]) {
+        c.assert_nothing_lost();
+    }
+    wait_aw_db_equals_router(&install, "aw1", Side::A);
+    let events = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async { AwDb::open(&location).await?.local_events().await })
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|(_, _, m)| m.contains("for good") && m.contains("starts over from a snapshot")),
+        "the refusal is an event: {events:?}"
+    );
+    drop(install);
 }

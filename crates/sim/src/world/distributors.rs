@@ -23,11 +23,12 @@ use tandem_db::DbLocation;
 use tandem_distributor::rtdist::{
     FeedAssembler, FeedError, FeedUpdate, FEED_RETRY_MS, FEED_SILENCE_MS,
 };
-use tandem_distributor::run::{write_batch, FeedBatch, AW_WRITE_RETRY_MS, INITIALIZE_RETRY_MS};
+use tandem_distributor::run::{AW_WRITE_RETRY_MS, INITIALIZE_RETRY_MS};
 use tandem_distributor::updateaw::{ConfigDecision, UpdateAw};
+use tandem_distributor::writer::{write_batch, AwWriteJob, AwWriteQueue, Refusal, WriteItem};
 use tandem_mds::frame;
 use tandem_mds::protocol::SideToDistributor;
-use tandem_model::config::{ConfigChange, ConfigStamp, ContactCenter};
+use tandem_model::config::{ConfigStamp, ContactCenter};
 use tandem_model::feed::{FeedFrameHeader, FeedPosition, VersionedConfigChange};
 use tandem_router::Router;
 use xxhash_rust::xxh3::xxh3_64;
@@ -80,17 +81,6 @@ impl SideFeed {
     }
 }
 
-/// What the feed queued for the distributor's writer, in order.
-enum AwWriteItem {
-    /// A copy of the central configuration, after a mismatch.
-    Configuration(Box<ContactCenter>, ConfigStamp),
-    Feed {
-        update: FeedUpdate,
-        config: Option<(Vec<ConfigChange>, ConfigStamp)>,
-        side: String,
-    },
-}
-
 /// A distributor's connection to a side.
 #[derive(Clone, Copy, Debug)]
 struct FeedLink {
@@ -117,10 +107,11 @@ pub(super) struct SimDistributor {
     next_read_ms: u64,
     assembler: FeedAssembler,
     updateaw: UpdateAw,
-    /// The writer: what waits for it, frames a write failed for (written again with what
-    /// follows), when it tries again, and the Feed_State row it last committed.
-    writes: VecDeque<AwWriteItem>,
-    unwritten: Option<FeedBatch>,
+    /// The writer: what the feed queued for it, the product's order of its work (a batch a
+    /// write failed for, written again with what follows), when it tries again, and the
+    /// Feed_State row it last committed.
+    writes: VecDeque<WriteItem>,
+    queue: AwWriteQueue,
     write_retry_at_ms: u64,
     feed_state: FeedState,
     /// Whether its AW database refuses writes (a disk gone read-only): it outlives the process.
@@ -164,7 +155,7 @@ impl SimDistributor {
             assembler: FeedAssembler::default(),
             updateaw,
             writes: VecDeque::new(),
-            unwritten: None,
+            queue: AwWriteQueue::default(),
             write_retry_at_ms: 0,
             feed_state: FeedState::default(),
             refuses_writes: false,
@@ -189,6 +180,21 @@ impl SimDistributor {
 
     pub(super) fn real_time_digest(&self) -> u128 {
         block_on(self.db.real_time_digest()).expect("an in-memory AW database reads its rows")
+    }
+
+    /// The frame the AW database's Feed_State names once the writer has written everything
+    /// the distributor received (None while something waits for it).
+    fn written_through(&self) -> Option<FeedPosition> {
+        if !self.queue.waits_for_feed() || !self.writes.is_empty() {
+            return None;
+        }
+        let state = block_on(self.db.feed_state())
+            .expect("an in-memory AW database reads its Feed_State")?;
+        Some(FeedPosition {
+            generation: state.generation,
+            number: state.frame_number,
+            recovery_key: state.recovery_key,
+        })
     }
 }
 
@@ -453,7 +459,7 @@ impl World {
         if !d.runs || d.paused {
             return;
         }
-        if d.unwritten.is_some() || !d.writes.is_empty() {
+        if !d.queue.waits_for_feed() || !d.writes.is_empty() {
             self.distributor_writes(distributor);
         }
         let d = &self.distributors[distributor];
@@ -669,8 +675,8 @@ impl World {
             FeedUpdate::Snapshot { .. } => d.snapshots += 1,
             FeedUpdate::Frame { .. } => d.frames += 1,
         }
-        d.writes.push_back(AwWriteItem::Feed {
-            update,
+        d.writes.push_back(WriteItem::Feed {
+            update: Arc::new(update),
             config,
             side: side_of(side).to_string().to_lowercase(),
         });
@@ -699,15 +705,17 @@ impl World {
         let router = self.sides[side].router.as_ref().expect("runs");
         let (cc, config) = (router.contact_center(), router.config_stamp());
         let d = &mut self.distributors[distributor];
-        d.writes
-            .push_back(AwWriteItem::Configuration(Box::new(cc), config));
+        d.writes.push_back(WriteItem::Configuration {
+            contact_center: Box::new(cc),
+            config,
+        });
         d.updateaw.initialized(config, recovery_key, true);
         d.rebuilds += 1;
     }
 
-    /// The distributor's writer, as `tandem distributor`'s: a configuration copy alone, frames
-    /// merged into one transaction with `write_batch`. A write the database refuses is tried
-    /// again later, frames with what came meanwhile merged in.
+    /// The distributor's writer, as `tandem distributor`'s: the product's `AwWriteQueue` (a
+    /// configuration copy alone, frames merged into one transaction with `write_batch`). A write
+    /// the database refuses is tried again later, frames with what came meanwhile merged in.
     pub(super) fn distributor_writes(&mut self, distributor: usize) {
         let now = self.now_ms;
         let d = &mut self.distributors[distributor];
@@ -715,44 +723,32 @@ impl World {
             return;
         }
         let failed = loop {
-            let mut batch = match d.unwritten.take() {
-                Some(batch) => batch,
-                None => match d.writes.pop_front() {
-                    None => break None,
-                    Some(AwWriteItem::Configuration(cc, config)) => {
-                        match block_on(d.db.replace_configuration(&cc, config)) {
-                            Ok(()) => continue,
-                            Err(e) => {
-                                d.writes.push_front(AwWriteItem::Configuration(cc, config));
-                                d.write_retry_at_ms = now + INITIALIZE_RETRY_MS;
-                                break Some(format!("the configuration: {e}"));
-                            }
-                        }
-                    }
-                    Some(AwWriteItem::Feed {
-                        update,
-                        config,
-                        side,
-                    }) => FeedBatch::new(&update, config, side),
-                },
+            let Some(job) = d.queue.next_job(|| d.writes.pop_front()) else {
+                break None;
             };
-            while !batch.full() {
-                match d.writes.pop_front() {
-                    Some(AwWriteItem::Feed {
-                        update,
-                        config,
-                        side,
-                    }) => batch.add(&update, config, side),
-                    Some(other) => {
-                        d.writes.push_front(other);
-                        break;
+            let batch = match job {
+                AwWriteJob::Configuration {
+                    contact_center,
+                    config,
+                } => match block_on(d.db.replace_configuration(&contact_center, config)) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        d.queue.configuration_refused(contact_center, config);
+                        d.write_retry_at_ms = now + INITIALIZE_RETRY_MS;
+                        break Some(format!("the configuration: {e}"));
                     }
-                    None => break,
-                }
-            }
+                },
+                AwWriteJob::Feed(batch) => batch,
+            };
             if let Err((batch, e)) = block_on(write_batch(&d.db, batch, &mut d.feed_state, now)) {
                 let number = batch.header.number;
-                d.unwritten = Some(batch);
+                if d.queue.batch_refused(batch, &e) == Refusal::LeftOut {
+                    // The product would start over from a snapshot; nothing in the simulation
+                    // makes a write fail for good, so one that does is a bug.
+                    let detail = format!("distributor {distributor}, frame {number}: {e}");
+                    self.violate("the AW database refuses no write for good", detail);
+                    return;
+                }
                 d.write_retry_at_ms = now + AW_WRITE_RETRY_MS;
                 break Some(format!("frame {number}: {e}"));
             }
@@ -795,7 +791,7 @@ impl World {
         d.slow_until_ms = 0;
         // What waited for the writer dies with the process.
         d.writes.clear();
-        d.unwritten = None;
+        d.queue = AwWriteQueue::default();
         d.write_retry_at_ms = 0;
         if let Some(link) = d.link.take() {
             self.reset_distributor_link(link.side, distributor, link.generation, false);
@@ -860,14 +856,15 @@ impl World {
     }
 
     /// At the end: every distributor holds the enabled side's latest frame within
-    /// `DISTRIBUTOR_CATCH_UP_MS_MAX`, and its AW database's real-time rows are the router's.
+    /// `DISTRIBUTOR_CATCH_UP_MS_MAX`, its writer has written it (Feed_State names it), and
+    /// its AW database's real-time rows are the router's.
     pub(super) fn check_distributors(&mut self, enabled: usize) {
         for _ in 0..DISTRIBUTOR_CATCH_UP_MS_MAX {
             let latest = self.side_feeds[enabled].latest;
             let caught_up = latest.is_some_and(|h| {
-                self.distributors
-                    .iter()
-                    .all(|d| d.holds == Some(h.position()))
+                self.distributors.iter().all(|d| {
+                    d.holds == Some(h.position()) && d.written_through() == Some(h.position())
+                })
             });
             let router = self.sides[enabled].router.as_ref().expect("running");
             if caught_up && router.feed_frame_number() == latest.expect("caught up").number {
@@ -893,11 +890,15 @@ impl World {
                 return;
             }
         }
-        let holds: Vec<_> = self.distributors.iter().map(|d| d.holds).collect();
+        let holds: Vec<_> = self
+            .distributors
+            .iter()
+            .map(|d| (d.holds, d.written_through()))
+            .collect();
         self.violate(
             "liveness: every distributor holds the latest frame after the faults heal",
             format!(
-                "side {} published {:?}; the distributors hold {holds:?}",
+                "side {} published {:?}; the distributors hold, and have written, {holds:?}",
                 side_of(enabled),
                 self.side_feeds[enabled].latest
             ),
