@@ -182,8 +182,13 @@ impl DbError {
                 None => false,
             },
             DbError::Postgres { source, .. } => match source.code() {
-                // No SQLSTATE: the connection or its I/O failed.
-                None => true,
+                // No SQLSTATE: the connection or its I/O failed, or else the client could not
+                // encode or decode a value, which fails every time.
+                None => {
+                    source.is_closed()
+                        || std::error::Error::source(source)
+                            .is_some_and(|cause| cause.is::<std::io::Error>())
+                }
                 Some(state) => {
                     let code = state.code();
                     // Connection, insufficient resources, operator intervention, system

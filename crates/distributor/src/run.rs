@@ -117,8 +117,9 @@ pub struct DistributorStatus {
     /// Attempts to write the AW database that failed (frames and configuration copies).
     #[serde(default)]
     pub aw_db_write_failures: u64,
-    /// Snapshots and frames merged into a write the AW database refused, waiting to be
-    /// written again (0 while writes go through).
+    /// Snapshots and frames received and not in the AW database: merged into a write it
+    /// refused, waiting to be written again, or left out after one it refused for good, until
+    /// a configuration copy and a snapshot (0 while writes go through).
     #[serde(default)]
     pub aw_db_updates_unwritten: u64,
     /// Commit time minus ordered time of the agent state changes written in the last
@@ -530,6 +531,8 @@ fn apply_to_image(shared: &Shared, update: &FeedUpdate) -> ClientUpdate {
 async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
     let mut queue = AwWriteQueue::default();
     let mut feed_state = FeedState::default();
+    // Failed attempts at the configuration copy being written: its first failure is an event.
+    let mut copy_failures = 0u32;
     loop {
         let mut waited = None;
         if queue.waits_for_feed() {
@@ -538,7 +541,15 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
                 None => return,
             }
         }
-        let batch = match queue.next_job(|| waited.take().or_else(|| rx.try_recv().ok())) {
+        let job = queue.next_job(|| waited.take().or_else(|| rx.try_recv().ok()));
+        if let Some(left_out) = queue.left_out() {
+            let behind_ms = wall_ms() as i64 - left_out.since_time_ms as i64;
+            shared.update_status(|s| {
+                s.aw_db_updates_unwritten = left_out.updates;
+                s.aw_db_lag_ms = Some(behind_ms);
+            });
+        }
+        let batch = match job {
             None => continue,
             Some(AwWriteJob::Configuration {
                 contact_center,
@@ -550,11 +561,23 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
                     .await
                 {
                     Ok(()) => {
+                        copy_failures = 0;
                         shared.initialized.send_replace(true);
                     }
                     Err(e) => {
                         shared.update_status(|s| s.aw_db_write_failures += 1);
                         warn!(distributor = %shared.settings.name, "writing the configuration: {e}");
+                        if copy_failures == 0 {
+                            shared
+                                .event(format!(
+                                    "writing the configuration copy at version {} to the AW \
+                                     database failed: {e}; it is tried again every \
+                                     {INITIALIZE_RETRY_MS} ms, and the feed waits for it",
+                                    config.version
+                                ))
+                                .await;
+                        }
+                        copy_failures += 1;
                         queue.configuration_refused(contact_center, config);
                         tokio::time::sleep(Duration::from_millis(INITIALIZE_RETRY_MS)).await;
                     }
@@ -637,7 +660,8 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteItem>) {
                     Refusal::LeftOut => {
                         shared.update_status(|s| {
                             s.aw_db_write_failures += 1;
-                            s.aw_db_updates_unwritten = 0;
+                            s.aw_db_updates_unwritten = updates;
+                            s.aw_db_lag_ms = Some(waited_ms);
                         });
                         let reason = format!(
                             "the AW database refused frame {number} for good ({e}); its \

@@ -275,6 +275,19 @@ pub enum Refusal {
     LeftOut,
 }
 
+/// What the writer leaves out after a write refused for good. Until a configuration copy is
+/// written (the one the feed's start-over queues, exported after the refused frames), everything
+/// is left out, snapshots too: the refused configuration changes are in no snapshot. After it,
+/// frames are left out until a snapshot replaces every real-time row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeftOut {
+    /// Snapshots and frames left out so far, the refused batch's included.
+    pub updates: u64,
+    /// The ordered time of the first: the database holds nothing newer.
+    pub since_time_ms: u64,
+    copied: bool,
+}
+
 /// The order of the writer's work: what the feed queued, a batch to try again, and what to
 /// leave out after a write refused for good.
 #[derive(Default)]
@@ -284,16 +297,21 @@ pub struct AwWriteQueue {
     pending: Option<WriteItem>,
     /// Snapshots and frames the database refused, to be tried again with what follows.
     unwritten: Option<FeedBatch>,
-    /// After a write refused for good: written on a database that lacks the refused rows,
-    /// frames would mark it as holding a frame it does not, so they are left out until a
-    /// snapshot.
-    until_snapshot: bool,
+    /// After a write refused for good: written on a database that lacks the refused rows and
+    /// configuration changes, frames would mark it as holding a frame it does not.
+    left_out: Option<LeftOut>,
 }
 
 impl AwWriteQueue {
     /// Whether the next job must wait for the feed to queue something.
     pub fn waits_for_feed(&self) -> bool {
         self.pending.is_none() && self.unwritten.is_none()
+    }
+
+    /// What is left out since a write refused for good, until a configuration copy and a
+    /// snapshot.
+    pub fn left_out(&self) -> Option<LeftOut> {
+        self.left_out
     }
 
     /// The batch waiting to be tried again, if a write was refused.
@@ -317,19 +335,31 @@ impl AwWriteQueue {
                         contact_center,
                         config,
                     } => {
+                        // Handed out before anything queued after it, even when refused for a
+                        // while.
+                        if let Some(left_out) = &mut self.left_out {
+                            left_out.copied = true;
+                        }
                         return Some(AwWriteJob::Configuration {
                             contact_center,
                             config,
-                        })
+                        });
                     }
                     WriteItem::Feed { update, .. }
-                        if self.until_snapshot && matches!(*update, FeedUpdate::Frame { .. }) => {}
+                        if self.left_out.is_some_and(|left_out| {
+                            !left_out.copied || matches!(*update, FeedUpdate::Frame { .. })
+                        }) =>
+                    {
+                        if let Some(left_out) = &mut self.left_out {
+                            left_out.updates += 1;
+                        }
+                    }
                     WriteItem::Feed {
                         update,
                         config,
                         side,
                     } => {
-                        self.until_snapshot = false;
+                        self.left_out = None;
                         break FeedBatch::new(&update, config, side);
                     }
                 }
@@ -358,7 +388,11 @@ impl AwWriteQueue {
             self.unwritten = Some(batch);
             Refusal::TryAgain
         } else {
-            self.until_snapshot = true;
+            self.left_out = Some(LeftOut {
+                updates: batch.updates(),
+                since_time_ms: batch.first_time_ms,
+                copied: false,
+            });
             Refusal::LeftOut
         }
     }
@@ -738,7 +772,7 @@ mod tests {
     }
 
     #[test]
-    fn after_a_write_refused_for_good_frames_wait_for_a_snapshot() {
+    fn after_a_write_refused_for_good_everything_waits_for_a_copy_then_frames_for_a_snapshot() {
         let mut queue = AwWriteQueue::default();
         let mut items: std::collections::VecDeque<WriteItem> =
             [feed(frame(2, Vec::new(), Vec::new()))].into();
@@ -751,30 +785,37 @@ mod tests {
         };
         assert_eq!(queue.batch_refused(batch, &refused), Refusal::LeftOut);
         assert!(queue.waits_for_feed(), "nothing is tried again");
+        let snapshot = |number| {
+            feed(FeedUpdate::Snapshot {
+                header: header(number),
+                rows: rows(1..=2),
+            })
+        };
         items.extend([
             feed(frame(3, Vec::new(), Vec::new())),
+            snapshot(4),
+            feed(frame(5, Vec::new(), Vec::new())),
             copy(9),
-            feed(frame(4, Vec::new(), Vec::new())),
-            feed(FeedUpdate::Snapshot {
-                header: header(5),
-                rows: rows(1..=2),
-            }),
             feed(frame(6, Vec::new(), Vec::new())),
+            snapshot(7),
         ]);
-        // Frame 3 is left out; the configuration copy is written; frame 4 is left out; the
-        // snapshot and the frame after it are written.
+        // Before the configuration copy everything is left out, a snapshot too (it lacks the
+        // refused configuration changes); after it, frames until a snapshot.
         assert_eq!(
             shown(queue.next_job(take(&mut items))),
             Some(("config", 9, 1))
         );
-        assert_eq!(
-            shown(queue.next_job(take(&mut items))),
-            Some(("feed", 6, 2))
-        );
-        items.push_back(feed(frame(7, Vec::new(), Vec::new())));
+        let left_out = queue.left_out().expect("still leaving frames out");
+        assert_eq!((left_out.updates, left_out.since_time_ms), (4, 200));
         assert_eq!(
             shown(queue.next_job(take(&mut items))),
             Some(("feed", 7, 1))
+        );
+        assert_eq!(queue.left_out(), None);
+        items.push_back(feed(frame(8, Vec::new(), Vec::new())));
+        assert_eq!(
+            shown(queue.next_job(take(&mut items))),
+            Some(("feed", 8, 1))
         );
     }
 }
