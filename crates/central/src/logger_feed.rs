@@ -29,6 +29,10 @@ pub const LOCAL_DROP_CEILING_FACTOR: usize = 2;
 /// behind; a logger still in a forgotten range is made to reconnect, and a logger whose mark
 /// lies in one is sent a gap, which it closes without losing a row.
 pub const STREAM_RANGES_MAX: usize = 64;
+/// How many epoch ranges the history of a side's state names where it left (`LoggerFeed::
+/// history`). Each takeover starts a range; a gap's copy applies a drop decision of a range
+/// older than these only if it lies in the gap's own range.
+pub const HISTORY_RANGES_MAX: usize = tandem_mds::protocol::GAP_RANGES_LEFT_MAX + 1;
 
 #[derive(Debug)]
 pub struct LoggerFeed {
@@ -44,6 +48,13 @@ pub struct LoggerFeed {
     /// it is `held_after` or lies in one of these spans: a mark from a history this side
     /// abandoned at a state transfer can be numerically larger and still not be on it.
     stream_ranges: VecDeque<(u64, u64)>,
+    /// The history of this side's state: per epoch range it passed through, the last message
+    /// delivered there, oldest first (at most `HISTORY_RANGES_MAX`). A transfer hands it on
+    /// with the state. Unlike `stream_ranges` it outlives the logger's commits: a logger
+    /// recovering a gap learns from it which of the peer's drop decisions in a lower range
+    /// are of record (the peer's side may have run on in that range in a history this one
+    /// does not continue).
+    history: VecDeque<u64>,
     /// What the connected logger was sent through; `None` while no logger is connected.
     sent_through: Option<u64>,
     sent_rows_unacked: usize,
@@ -84,6 +95,7 @@ impl LoggerFeed {
             held_after: seq,
             delivered_through: seq,
             stream_ranges: VecDeque::new(),
+            history: VecDeque::new(),
             sent_through: None,
             sent_rows_unacked: 0,
             committed_through: 0,
@@ -96,8 +108,19 @@ impl LoggerFeed {
     }
 
     /// The router's state was replaced at `seq` (a state transfer): what was held before
-    /// belongs to a stream this side no longer continues.
-    pub fn restart_at(&mut self, seq: u64) {
+    /// belongs to a stream this side no longer continues. `history` is the sender's
+    /// (`history`), of which only what lies through `seq` is kept.
+    pub fn restart_at(&mut self, seq: u64, history: &[u64]) {
+        let range = seq_epoch_range(seq);
+        self.history.clear();
+        for &last in history {
+            if seq_epoch_range(last) < range && self.history.back().is_none_or(|&b| b < last) {
+                self.note_in_history(last);
+            }
+        }
+        if seq > 0 {
+            self.note_in_history(seq);
+        }
         self.messages.clear();
         self.rows = 0;
         self.held_after = seq;
@@ -127,6 +150,7 @@ impl LoggerFeed {
         debug_assert!(seq > self.delivered_through);
         self.delivered_through = seq;
         self.note_on_stream(seq);
+        self.note_in_history(seq);
         let message = message.filter(|m| !m.is_empty())?;
         self.rows += message.row_count();
         self.messages.push_back(message);
@@ -376,6 +400,40 @@ impl LoggerFeed {
                 self.stream_ranges.push_back((seq, seq));
             }
         }
+    }
+
+    fn note_in_history(&mut self, seq: u64) {
+        match self.history.back_mut() {
+            Some(last) if seq_epoch_range(*last) == seq_epoch_range(seq) => *last = seq,
+            _ => {
+                if self.history.len() == HISTORY_RANGES_MAX {
+                    self.history.pop_front();
+                }
+                self.history.push_back(seq);
+            }
+        }
+    }
+
+    /// The history of this side's state: per epoch range it passed through, oldest first, the
+    /// last message delivered in it. A state transfer hands it on (`restart_at`).
+    pub fn history(&self) -> Vec<u64> {
+        self.history.iter().copied().collect()
+    }
+
+    /// Where this side's history left each epoch range below `resumes_after`'s, for a gap
+    /// through `resumes_after` (`SideToLogger::Gap::ranges_left`).
+    pub fn ranges_left_before(&self, resumes_after: u64) -> Vec<u64> {
+        let range = seq_epoch_range(resumes_after);
+        let left: Vec<u64> = self
+            .history
+            .iter()
+            .copied()
+            .filter(|&last| seq_epoch_range(last) < range)
+            .collect();
+        let skip = left
+            .len()
+            .saturating_sub(tandem_mds::protocol::GAP_RANGES_LEFT_MAX);
+        left[skip..].to_vec()
     }
 
     fn forget_ranges_before_held(&mut self) {
@@ -831,17 +889,62 @@ mod tests {
     fn a_transfer_restarts_the_stream_and_the_logger_recovers_the_gap() {
         let mut feed = LoggerFeed::new(100, 0);
         feed.delivered(1, Some(message(1, 1)));
-        feed.restart_at(50);
+        feed.restart_at(50, &[]);
         feed.delivered(51, Some(message(51, 1)));
         assert_eq!(feed.logger_connected(1, 0), Some(50));
         assert_eq!(batch(&mut feed, false), Some((vec![51], 51)));
     }
 
     #[test]
+    fn the_history_of_the_state_passes_on_at_a_transfer_and_names_where_it_left_each_range() {
+        let range = |r: u64, n: u64| (r << tandem_mds::protocol::SEQ_EPOCH_SHIFT) | n;
+        let mut source = LoggerFeed::new(100, 0);
+        for (r, n) in [(1, 1), (1, 9), (3, 2), (3, 4), (4, 1)] {
+            source.delivered(range(r, n), Some(message(range(r, n), 1)));
+        }
+        // Commits do not shorten the history, unlike what the feed holds for its logger.
+        source.logger_connected(range(4, 1), 0);
+        assert_eq!(
+            source.history(),
+            vec![range(1, 9), range(3, 4), range(4, 1)]
+        );
+        assert_eq!(
+            source.ranges_left_before(range(4, 1)),
+            vec![range(1, 9), range(3, 4)]
+        );
+
+        // The receiver keeps what lies through the cut, whatever the sender went on to deliver.
+        let mut receiver = LoggerFeed::new(100, 0);
+        receiver.delivered(range(2, 5), Some(message(range(2, 5), 1)));
+        receiver.restart_at(range(3, 3), &source.history());
+        assert_eq!(receiver.history(), vec![range(1, 9), range(3, 3)]);
+        receiver.delivered(range(5, 1), None);
+        assert_eq!(
+            receiver.ranges_left_before(range(5, 1)),
+            vec![range(1, 9), range(3, 3)]
+        );
+        assert_eq!(receiver.ranges_left_before(range(3, 3)), vec![range(1, 9)]);
+
+        // The history is bounded: the oldest ranges are forgotten, and a gap names the latest.
+        for r in 10..10 + 2 * HISTORY_RANGES_MAX as u64 {
+            receiver.delivered(range(r, 1), None);
+        }
+        let history = receiver.history();
+        assert_eq!(history.len(), HISTORY_RANGES_MAX);
+        assert_eq!(
+            history.last(),
+            Some(&range(9 + 2 * HISTORY_RANGES_MAX as u64, 1))
+        );
+        let left = receiver.ranges_left_before(range(1_000, 0));
+        assert_eq!(left.len(), tandem_mds::protocol::GAP_RANGES_LEFT_MAX);
+        assert_eq!(left.last(), history.last());
+    }
+
+    #[test]
     fn a_mark_from_an_abandoned_history_is_not_trusted() {
         let range = |r: u64, n: u64| (r << tandem_mds::protocol::SEQ_EPOCH_SHIFT) | n;
         let mut feed = LoggerFeed::new(100, 0);
-        feed.restart_at(range(2, 630));
+        feed.restart_at(range(2, 630), &[]);
         for n in 631..=643 {
             feed.delivered(range(2, n), Some(message(range(2, n), 1)));
         }

@@ -1047,6 +1047,7 @@ impl Core {
                 resumes_after,
                 contact_center: Box::new(self.router.contact_center()),
                 config: self.router.config_stamp(),
+                ranges_left: self.feed.ranges_left_before(resumes_after),
             };
             if let Err(e) = link.out.send_bulk(&gap) {
                 // The logger reconnects when its link ends, and hears of the gap again.
@@ -1466,7 +1467,11 @@ impl Core {
         Ok(transfer::Cut {
             cut,
             state,
-            side_data: rmp_serde::to_vec(&self.outputs).map_err(|e| e.to_string())?,
+            side_data: rmp_serde::to_vec(&transfer::SideDataRef {
+                outputs: &self.outputs,
+                history: self.feed.history(),
+            })
+            .map_err(|e| e.to_string())?,
             stall_us,
             direction: format!("({}->{})", self.side, self.side.peer()),
         })
@@ -1489,7 +1494,7 @@ impl Core {
             TransferOutcome::Received {
                 cut,
                 state,
-                outputs,
+                side_data: transfer::SideData { outputs, history },
                 record,
             } => {
                 if self.receiving_nonce() != Some(nonce) {
@@ -1502,7 +1507,7 @@ impl Core {
                             self.rtsrvr.attach(&mut self.router);
                             // The stream before the cut is the peer's: this side's logger
                             // recovers what it lacks of it from the peer's logger.
-                            self.feed.restart_at(self.router.last_seq());
+                            self.feed.restart_at(self.router.last_seq(), &history);
                             if let Some(link) = self.logger.take() {
                                 link.reader.abort();
                             }

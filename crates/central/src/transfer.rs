@@ -17,6 +17,7 @@
 use crate::outputs::OutputLog;
 use crate::side::CoreEvent;
 use crate::status::SyncRecord;
+use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -53,11 +54,26 @@ const NONCE_POLL_MS: u64 = 10;
 pub struct Cut {
     pub cut: SyncCut,
     pub state: State,
-    /// The side's own data beside the router's records (its output log), encoded.
+    /// The side's own data beside the router's records (`SideData`), encoded.
     pub side_data: Vec<u8>,
     /// How long the core stopped to take the cut.
     pub stall_us: u64,
     pub direction: String,
+}
+
+/// What a state transfer carries beside the router's records: the side's output log, and the
+/// history its logger feed keeps of the state (`LoggerFeed::history`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SideData {
+    pub outputs: OutputLog,
+    pub history: Vec<u64>,
+}
+
+/// `SideData` as a source encodes it, borrowing its output log: the cut stalls the core.
+#[derive(Serialize)]
+pub struct SideDataRef<'a> {
+    pub outputs: &'a OutputLog,
+    pub history: Vec<u64>,
 }
 
 pub enum TransferOutcome {
@@ -65,7 +81,7 @@ pub enum TransferOutcome {
     Received {
         cut: SyncCut,
         state: Box<State>,
-        outputs: OutputLog,
+        side_data: SideData,
         record: SyncRecord,
     },
     Failed(String),
@@ -448,8 +464,15 @@ async fn receive_from<R: tokio::io::AsyncRead + Unpin>(
     let Some((digest, side_data)) = read? else {
         return Err("the import stopped without an error".into());
     };
-    let outputs: OutputLog =
+    let side_data: SideData =
         rmp_serde::from_slice(&side_data).map_err(|e| format!("side data: {e}"))?;
+    if side_data.history.len() > crate::logger_feed::HISTORY_RANGES_MAX {
+        return Err(format!(
+            "side data: a history of {} epoch ranges, more than {}",
+            side_data.history.len(),
+            crate::logger_feed::HISTORY_RANGES_MAX
+        ));
+    }
     // The digest of the records read must be the sender's at the cut; only then is the time
     // spent to check every relationship between objects, off the core.
     let ours = import.digest().map_err(|e| e.to_string())?;
@@ -474,7 +497,7 @@ async fn receive_from<R: tokio::io::AsyncRead + Unpin>(
     Ok(TransferOutcome::Received {
         cut,
         state: Box::new(state),
-        outputs,
+        side_data,
         record: SyncRecord {
             at_ms: crate::side::wall_ms(),
             direction: direction.to_string(),
@@ -539,7 +562,7 @@ pub async fn measure_loopback(
                             pg_cursors: Vec::new(),
                         },
                         state,
-                        side_data: rmp_serde::to_vec(&OutputLog::default())
+                        side_data: rmp_serde::to_vec(&SideData::default())
                             .map_err(|e| e.to_string())?,
                         stall_us,
                         direction: "(A->B)".into(),
@@ -615,7 +638,7 @@ mod tests {
             transport::write_message(&mut sender, &header).await?;
             sender.write_all(&records).await?;
             if complete {
-                let side_data = rmp_serde::to_vec(&OutputLog::default()).expect("encodes");
+                let side_data = rmp_serde::to_vec(&SideData::default()).expect("encodes");
                 transport::write_message(&mut sender, &TransferMessage::End { digest, side_data })
                     .await?;
             }

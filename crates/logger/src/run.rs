@@ -206,11 +206,23 @@ async fn serve_side(
                         resumes_after,
                         contact_center,
                         config,
+                        ranges_left,
                     } => {
+                        if ranges_left.len() > tandem_mds::protocol::GAP_RANGES_LEFT_MAX {
+                            return Err(LoggerError::Protocol(format!(
+                                "a gap names {} epoch ranges left, more than {}",
+                                ranges_left.len(),
+                                tandem_mds::protocol::GAP_RANGES_LEFT_MAX
+                            )));
+                        }
                         // What was already read follows the gap: it is buffered with the rest.
                         let already: Vec<SideToLogger> = queue.drain(..).collect();
                         take_configuration(db, &contact_center, config).await?;
-                        recover_gap(db, side, resumes_after, already, &mut rx, peer).await?;
+                        let gap = GapToRecover {
+                            resumes_after,
+                            ranges_left,
+                        };
+                        recover_gap(db, side, &gap, already, &mut rx, peer).await?;
                         let progress = db.progress().await?;
                         acknowledge(&mut write, progress).await?;
                     }
@@ -309,11 +321,12 @@ pub async fn take_configuration(
 async fn recover_gap(
     db: &CentralDb,
     side: Side,
-    resumes_after: u64,
+    gap: &GapToRecover,
     already: Vec<SideToLogger>,
     rx: &mut mpsc::Receiver<SideToLogger>,
     peer_link: &PeerLink<'_>,
 ) -> Result<(), LoggerError> {
+    let resumes_after = gap.resumes_after;
     if db.holds_through(resumes_after).await? {
         db.close_gap(resumes_after, &[], &[]).await?;
         write_batches(db, already).await?;
@@ -406,7 +419,7 @@ async fn recover_gap(
         )
         .await?;
     }
-    let copied = copy_gap(db, &mut peer, resumes_after, || {
+    let copied = copy_gap(db, &mut peer, gap, || {
         while let Ok(m) = rx.try_recv() {
             buffer(m)?;
         }
@@ -458,6 +471,33 @@ pub enum GapSource {
     CopyWhatRemains,
 }
 
+/// A gap a logger recovers from its peer: what `SideToLogger::Gap` says of the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GapToRecover {
+    /// The stream resumes after this key.
+    pub resumes_after: u64,
+    /// Per epoch range below `resumes_after`'s that the stream's history passed through, the
+    /// last key it delivered there (`SideToLogger::Gap::ranges_left`).
+    pub ranges_left: Vec<u64>,
+}
+
+impl GapToRecover {
+    /// Whether the drop decision ordered at `key` is in the history this stream continues:
+    /// one in the gap's own range surely is (the stream resumes there, so it passed through
+    /// every earlier key of that range); one in a lower range is only at or before where the
+    /// history left that range. The peer's side may have run on past that point, alone, in a
+    /// history it then abandoned by taking this side's state; a decision there must not empty
+    /// rows of record. A range the side no longer names is not trusted.
+    pub fn decision_is_of_record(&self, key: u64) -> bool {
+        let range = tandem_db::recovery_key_range(key);
+        range == tandem_db::recovery_key_range(self.resumes_after)
+            || self
+                .ranges_left
+                .iter()
+                .any(|&last| tandem_db::recovery_key_range(last) == range && key <= last)
+    }
+}
+
 /// Decides how to recover a gap through `resumes_after` from a peer holding `peer`.
 pub fn gap_source(peer: &PeerHoldings, resumes_after: u64) -> GapSource {
     if tandem_db::marks_hold_through(&peer.marks, resumes_after) {
@@ -482,12 +522,13 @@ pub fn gap_source(peer: &PeerHoldings, resumes_after: u64) -> GapSource {
 pub async fn copy_gap(
     db: &CentralDb,
     peer: &mut impl PeerSource,
-    resumes_after: u64,
+    gap: &GapToRecover,
     mut between_pages: impl FnMut() -> Result<(), LoggerError>,
 ) -> Result<usize, LoggerError> {
     // The configuration is not copied: the side sent its own with the gap
     // (`take_configuration`), which is of the history the stream continues; the peer's may
     // hold a change of a history its side abandoned.
+    let resumes_after = gap.resumes_after;
     let ours: BTreeMap<u64, u64> = db
         .committed_ranges()
         .await?
@@ -537,12 +578,9 @@ pub async fn copy_gap(
                                     schema::HISTORICAL_DROP
                                 ))
                             })?;
-                        // Only a decision in the gap's own range is surely of record: the
-                        // stream resumes there, so it passed through every earlier key of that
-                        // range. One in a lower range may lie in a tail the record did not
-                        // continue (its side ran on alone, then took the other's state), and
-                        // must not empty rows of record here.
-                        if tandem_db::recovery_key_range(key) != last_range {
+                        // A decision of record empties its range here too: this logger may
+                        // have written rows in it before the decision was ordered.
+                        if !gap.decision_is_of_record(key) {
                             continue;
                         }
                         if copied_drops.len() == COPIED_DROPS_MAX {

@@ -12,7 +12,7 @@ use tandem_logger::db::{
     ROWS_PAGE_MAX, SCHEMA_VERSION, SCHEMA_VERSION_TABLE,
 };
 use tandem_logger::peer::DatabasePeer;
-use tandem_logger::run::{copy_gap, take_configuration};
+use tandem_logger::run::{copy_gap, take_configuration, GapToRecover};
 use tandem_logger::schema::{self, Row, SqlValue, TableKind};
 use tandem_logger::test_postgres::{postgres_admin_url, PostgresDatabase};
 use tandem_mds::SideToLogger;
@@ -138,7 +138,7 @@ on_both_backends!(
     range_marks_and_gaps,
     a_gap_holding_a_drop_decision_empties_its_range,
     batches_written_together_mark_where_the_stream_left_each_range,
-    a_recovery_copies_the_gap_and_applies_its_own_ranges_decisions,
+    a_recovery_copies_the_gap_and_applies_the_decisions_of_record,
     a_capped_database_refuses_writes,
 );
 
@@ -1416,9 +1416,10 @@ async fn batches_written_together_mark_where_the_stream_left_each_range(fx: &Fix
 }
 
 /// A gap recovery copies what it missed range by range and empties the range of a decision it
-/// copied, but only of one in the gap's own epoch range: a lower range may end in a tail the
-/// record never continued.
-async fn a_recovery_copies_the_gap_and_applies_its_own_ranges_decisions(fx: &Fixture) {
+/// copied when the decision is of record: in the gap's own epoch range, or in a lower range at
+/// or before where the side's history left it. The peer's side may have run on past that
+/// point in a history the record never continued.
+async fn a_recovery_copies_the_gap_and_applies_the_decisions_of_record(fx: &Fixture) {
     let events = |keys: &[(u64, u64)]| -> Vec<LoggedMessage> {
         keys.iter()
             .map(|&(r, n)| message(in_range(r, n), None, vec![], vec![event("row")]))
@@ -1465,7 +1466,11 @@ async fn a_recovery_copies_the_gap_and_applies_its_own_ranges_decisions(fx: &Fix
         db: peer.clone(),
         recovering_through: None,
     };
-    let copied = copy_gap(&fx.db, &mut source, in_range(1, 9), || Ok(()))
+    let gap = GapToRecover {
+        resumes_after: in_range(1, 9),
+        ranges_left: vec![],
+    };
+    let copied = copy_gap(&fx.db, &mut source, &gap, || Ok(()))
         .await
         .unwrap();
     assert_eq!(
@@ -1479,37 +1484,52 @@ async fn a_recovery_copies_the_gap_and_applies_its_own_ranges_decisions(fx: &Fix
         in_range(1, 9)
     );
 
-    // A decision in range 1 copied by a gap in range 2 empties nothing here.
-    let peer = in_memory().await;
-    peer.write(&events(&[(1, 1), (1, 2)]), in_range(1, 2))
+    // A decision at (1, 5) dropping (1, 2), copied by a gap in range 2: it empties its range
+    // here only when the history the stream continues left range 1 at or after it; a range the
+    // side does not name is not trusted.
+    for (ranges_left, kept) in [
+        (vec![in_range(1, 4)], vec![(1, 1), (1, 2), (1, 5), (2, 1)]),
+        (vec![], vec![(1, 1), (1, 2), (1, 5), (2, 1)]),
+        (vec![in_range(1, 5)], vec![(1, 1), (1, 5), (2, 1)]),
+        (
+            vec![in_range(0, 3), in_range(1, 7)],
+            vec![(1, 1), (1, 5), (2, 1)],
+        ),
+    ] {
+        let peer = in_memory().await;
+        peer.write(&events(&[(1, 1), (1, 2)]), in_range(1, 2))
+            .await
+            .unwrap();
+        peer.write(
+            &[decision(in_range(1, 5), in_range(1, 1), in_range(1, 2))],
+            in_range(1, 5),
+        )
         .await
         .unwrap();
-    peer.write(
-        &[decision(in_range(1, 5), in_range(1, 1), in_range(1, 2))],
-        in_range(1, 5),
-    )
-    .await
-    .unwrap();
-    peer.write(&events(&[(2, 1)]), in_range(2, 1))
-        .await
-        .unwrap();
-    let ours = in_memory().await;
-    ours.write(&events(&[(1, 1), (1, 2)]), in_range(1, 2))
-        .await
-        .unwrap();
-    let mut source = DatabasePeer {
-        db: peer,
-        recovering_through: None,
-    };
-    copy_gap(&ours, &mut source, in_range(2, 1), || Ok(()))
-        .await
-        .unwrap();
-    assert_eq!(
-        keys_of(ours).await,
-        [(1, 1), (1, 2), (1, 5), (2, 1)]
-            .map(|(r, n)| schema::u64_value(in_range(r, n)))
-            .to_vec()
-    );
+        peer.write(&events(&[(2, 1)]), in_range(2, 1))
+            .await
+            .unwrap();
+        let ours = in_memory().await;
+        ours.write(&events(&[(1, 1), (1, 2)]), in_range(1, 2))
+            .await
+            .unwrap();
+        let mut source = DatabasePeer {
+            db: peer,
+            recovering_through: None,
+        };
+        let gap = GapToRecover {
+            resumes_after: in_range(2, 1),
+            ranges_left: ranges_left.clone(),
+        };
+        copy_gap(&ours, &mut source, &gap, || Ok(())).await.unwrap();
+        assert_eq!(
+            keys_of(ours).await,
+            kept.iter()
+                .map(|&(r, n)| schema::u64_value(in_range(r, n)))
+                .collect::<Vec<_>>(),
+            "range 1 left at {ranges_left:?}"
+        );
+    }
 }
 
 /// A SQLite database capped at its size refuses a write that needs room and changes nothing,

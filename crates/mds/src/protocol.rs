@@ -439,6 +439,10 @@ pub struct SideReport {
 /// Events a `SideReport` carries at most.
 pub const SIDE_REPORT_EVENTS_MAX: usize = 50;
 
+/// How many lower epoch ranges a gap names where the stream left them
+/// (`SideToLogger::Gap::ranges_left`).
+pub const GAP_RANGES_LEFT_MAX: usize = 64;
+
 /// What a side sends its logger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SideToLogger {
@@ -458,10 +462,17 @@ pub enum SideToLogger {
     /// or removes a whole object. Neither the logger's own configuration (it may hold a
     /// change of a history this side abandoned, numbered like a change of record) nor its
     /// peer's (the same, the other way round) is sure to be of this history.
+    ///
+    /// `ranges_left` names, for the epoch ranges below `resumes_after`'s that the history
+    /// this stream continues passed through (the latest `GAP_RANGES_LEFT_MAX`), the last key
+    /// it delivered in each, oldest first. The peer's logger may hold more of such a range (its
+    /// side ran on there in a history this one abandoned): a drop decision the logger copies
+    /// from there is of record, and empties its range here too, only at or before that key.
     Gap {
         resumes_after: u64,
         contact_center: Box<ContactCenter>,
         config: ConfigStamp,
+        ranges_left: Vec<u64>,
     },
     /// The side starts cold and asks for the configuration.
     SendConfiguration,

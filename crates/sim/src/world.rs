@@ -22,6 +22,7 @@ use tandem_central::apply::{self, ConfigResult};
 use tandem_central::outputs::OutputLog;
 use tandem_central::pg_link::{self, PathChange, PgAddress};
 use tandem_central::transfer as central_transfer;
+use tandem_central::transfer::{SideData, SideDataRef};
 use tandem_mds::sync::{Action, SyncEvent, SyncSettings, SyncState, Synchronizer};
 use tandem_mds::{
     next_seq, Body, Epoch, LogicVersion, Ordered, OutputId, PeerMessage, PgToSide, Side, SideToPg,
@@ -174,7 +175,7 @@ enum Event {
         nonce: u64,
         cut: SyncCut,
         records: Vec<u8>,
-        outputs: Vec<u8>,
+        side_data: Vec<u8>,
         history: Vec<(u64, u64)>,
     },
     Resume(usize),
@@ -1146,9 +1147,9 @@ impl World {
                 nonce,
                 cut,
                 records,
-                outputs,
+                side_data,
                 history,
-            } => self.transfer_arrived(receiver, nonce, cut, records, outputs, history),
+            } => self.transfer_arrived(receiver, nonce, cut, records, side_data, history),
             Event::Resume(side) => self.resume(side),
             Event::Restart { side, logic_ok } => {
                 if self.sides[side].sync.is_none() {
@@ -2058,7 +2059,11 @@ impl World {
         };
         let slot = &self.sides[source];
         let records = records::export(slot.router.as_ref().expect("running").state());
-        let outputs = rmp_serde::to_vec(&slot.outputs).expect("the output log serializes");
+        let side_data = rmp_serde::to_vec(&SideDataRef {
+            outputs: &slot.outputs,
+            history: self.side_loggers[source].feed.history(),
+        })
+        .expect("the side data serializes");
         let history = slot.history.clone();
         self.trace_line(format!(
             "transfer from {} cut at {} ({} bytes)",
@@ -2075,7 +2080,7 @@ impl World {
                 nonce,
                 cut,
                 records,
-                outputs,
+                side_data,
                 history,
             },
         );
@@ -2087,7 +2092,7 @@ impl World {
         nonce: u64,
         cut: SyncCut,
         records: Vec<u8>,
-        outputs: Vec<u8>,
+        side_data: Vec<u8>,
         history: Vec<(u64, u64)>,
     ) {
         if let Some(TransferRole::Serving { nonce: n }) = self.sides[1 - receiver].transfer {
@@ -2102,8 +2107,10 @@ impl World {
         }
         let (state, _digest) =
             records::import_with_digest(&records).expect("exported records import");
-        let outputs: OutputLog =
-            rmp_serde::from_slice(&outputs).expect("the output log deserializes");
+        let SideData {
+            outputs,
+            history: feed_history,
+        } = rmp_serde::from_slice(&side_data).expect("the side data deserializes");
         let now = self.now_ms;
         match self
             .sync_mut(receiver)
@@ -2122,7 +2129,9 @@ impl World {
                 slot.history = history;
                 // The logger stream before the cut is the peer's: this side's logger recovers
                 // what it lacks of it from the peer's logger.
-                self.side_loggers[receiver].feed.restart_at(cut.seq);
+                self.side_loggers[receiver]
+                    .feed
+                    .restart_at(cut.seq, &feed_history);
                 slot.pg_delivered = cut
                     .pg_cursors
                     .iter()

@@ -12,7 +12,8 @@ use tandem_central::logger_feed::{LoggerFeed, PeerLogger};
 use tandem_logger::db::{CentralDb, DbLocation, Progress};
 use tandem_logger::peer::DatabasePeer;
 use tandem_logger::run::{
-    copy_gap, gap_source, take_configuration, write_batches, GapSource, LoggerError, PeerSource,
+    copy_gap, gap_source, take_configuration, write_batches, GapSource, GapToRecover, LoggerError,
+    PeerSource,
 };
 use tandem_logger::schema::{Row, SqlValue, TableKind};
 use tandem_mds::{LoggerToSide, SideToLogger};
@@ -55,7 +56,7 @@ pub(super) struct SimLogger {
     /// What the side sent, read and not yet written, in order.
     queue: VecDeque<SideToLogger>,
     /// While a gap is recovered: the side holds the stream only after this.
-    recovering: Option<u64>,
+    recovering: Option<GapToRecover>,
     last_peer_poll_ms: u64,
     /// The transaction under way ends then.
     busy_until_ms: u64,
@@ -153,10 +154,10 @@ impl World {
         if now < logger.busy_until_ms {
             return;
         }
-        if let Some(resumes_after) = logger.recovering {
+        if let Some(gap) = logger.recovering.clone() {
             if now >= logger.last_peer_poll_ms + PEER_POLL_MS {
                 self.loggers[side].last_peer_poll_ms = now;
-                self.logger_recovers(side, resumes_after);
+                self.logger_recovers(side, &gap);
             }
             return;
         }
@@ -174,6 +175,7 @@ impl World {
                     resumes_after,
                     contact_center,
                     config,
+                    ranges_left,
                 } => {
                     let db = self.loggers[side].db.clone();
                     let closed = block_on(async {
@@ -199,7 +201,10 @@ impl World {
                                  (committed through {committed})",
                                 side_of(side),
                             ));
-                            self.loggers[side].recovering = Some(resumes_after);
+                            self.loggers[side].recovering = Some(GapToRecover {
+                                resumes_after,
+                                ranges_left,
+                            });
                             break;
                         }
                         Err(error) => return self.logger_fails(side, error.into()),
@@ -273,13 +278,17 @@ impl World {
         peer.runs && !peer.paused && self.private_link_up
     }
 
-    fn logger_recovers(&mut self, side: usize, resumes_after: u64) {
+    fn logger_recovers(&mut self, side: usize, gap: &GapToRecover) {
+        let resumes_after = gap.resumes_after;
         if !self.peer_logger_reachable(side) {
             return;
         }
         let mut peer = DatabasePeer {
             db: self.loggers[1 - side].db.clone(),
-            recovering_through: self.loggers[1 - side].recovering,
+            recovering_through: self.loggers[1 - side]
+                .recovering
+                .as_ref()
+                .map(|gap| gap.resumes_after),
         };
         let db = self.loggers[side].db.clone();
         let recovered = block_on(async {
@@ -287,7 +296,7 @@ impl World {
             if source == GapSource::Wait {
                 return Ok(None);
             }
-            copy_gap(&db, &mut peer, resumes_after, || Ok(()))
+            copy_gap(&db, &mut peer, gap, || Ok(()))
                 .await
                 .map(|rows| Some((rows, source)))
         });
@@ -447,6 +456,7 @@ impl World {
         {
             let router = self.sides[side].router.as_ref().expect("the side runs");
             let (config, contact_center) = (router.config_stamp(), router.contact_center());
+            let ranges_left = slot.feed.ranges_left_before(resumes_after);
             self.trace_line(format!(
                 "side {} tells its logger of a gap: the stream resumes after {resumes_after}; \
                  its configuration is {config}",
@@ -456,6 +466,7 @@ impl World {
                 resumes_after,
                 contact_center: Box::new(contact_center),
                 config,
+                ranges_left,
             };
             self.send_logger_link(
                 side,
