@@ -1461,6 +1461,7 @@ impl Core {
         let cut = self.sync.begin_transfer(now).map_err(|e| e.to_string())?;
         // A persistent structure: the copy costs pointer copies, and the router goes on.
         let state: State = self.router.snapshot();
+        let history = self.feed.history();
         let stall_us = started.elapsed().as_micros() as u64;
         // The cut's messages go on the link now, ahead of what follows.
         self.carry_out();
@@ -1469,7 +1470,7 @@ impl Core {
             state,
             side_data: rmp_serde::to_vec(&transfer::SideDataRef {
                 outputs: &self.outputs,
-                history: self.feed.history(),
+                history,
             })
             .map_err(|e| e.to_string())?,
             stall_us,
@@ -1500,6 +1501,7 @@ impl Core {
                 if self.receiving_nonce() != Some(nonce) {
                     return;
                 }
+                let cut_seq = cut.seq;
                 match self.sync.on_transfer_received(now, cut) {
                     Ok(()) => match Router::from_state(*state) {
                         Ok(router) => {
@@ -1507,7 +1509,9 @@ impl Core {
                             self.rtsrvr.attach(&mut self.router);
                             // The stream before the cut is the peer's: this side's logger
                             // recovers what it lacks of it from the peer's logger.
-                            self.feed.restart_at(self.router.last_seq(), &history);
+                            // At the cut, which may follow the router's last input: a drop
+                            // decision or a digest check delivered last is in the state too.
+                            self.feed.restart_at(cut_seq, &history);
                             if let Some(link) = self.logger.take() {
                                 link.reader.abort();
                             }

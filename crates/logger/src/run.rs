@@ -491,10 +491,16 @@ impl GapToRecover {
     pub fn decision_is_of_record(&self, key: u64) -> bool {
         let range = tandem_db::recovery_key_range(key);
         range == tandem_db::recovery_key_range(self.resumes_after)
-            || self
-                .ranges_left
-                .iter()
-                .any(|&last| tandem_db::recovery_key_range(last) == range && key <= last)
+            || self.range_left(range).is_some_and(|last| key <= last)
+    }
+
+    /// Where the history this stream continues left `epoch_range`, a range below the gap's,
+    /// if the side said.
+    pub fn range_left(&self, epoch_range: u64) -> Option<u64> {
+        self.ranges_left
+            .iter()
+            .copied()
+            .find(|&last| tandem_db::recovery_key_range(last) == epoch_range)
     }
 }
 
@@ -513,12 +519,14 @@ pub fn gap_source(peer: &PeerHoldings, resumes_after: u64) -> GapSource {
 }
 
 /// Copies what this logger missed from its peer, which holds it through `resumes_after` or
-/// never will (`gap_source`): for each epoch range the peer holds further than this logger (up to `resumes_after`), every ordered table's rows after this
-/// logger's mark in that range, page by page (`between_pages` runs after each, to keep up with
-/// the live stream), and only then closes the gap (`CentralDb::close_gap`). Comparing range by
-/// range, not one committed mark, is what recovers the tail of record of a lower range after
-/// this logger's side ran on in a history of its own that it then abandoned. Returns the rows
-/// copied.
+/// never will (`gap_source`): for each epoch range the peer holds further than this logger (up
+/// to `resumes_after`, and in a lower range up to where the gap says the history of record
+/// left it), every ordered table's rows after this logger's mark in that range, page by page
+/// (`between_pages` runs after each, to keep up with the live stream), and only then closes
+/// the gap (`CentralDb::close_gap`). Comparing range by range, not one committed mark, is what
+/// recovers the tail of record of a lower range after this logger's side ran on in a history
+/// of its own that it then abandoned; a drop decision in that abandoned tail may have emptied
+/// rows of record below it, which are copied again. Returns the rows copied.
 pub async fn copy_gap(
     db: &CentralDb,
     peer: &mut impl PeerSource,
@@ -548,11 +556,44 @@ pub async fn copy_gap(
         if theirs.epoch_range > last_range {
             continue;
         }
-        let through = theirs.last_committed.min(resumes_after);
+        let range_left = if theirs.epoch_range < last_range {
+            gap.range_left(theirs.epoch_range)
+        } else {
+            None
+        };
+        // Through the gap's end, and in a lower range only through where the history of
+        // record left it: the peer's side may have run on there alone.
+        let through = theirs
+            .last_committed
+            .min(resumes_after)
+            .min(range_left.unwrap_or(u64::MAX));
         // From this logger's mark in the range, or from the range's start.
-        let after = ours.get(&theirs.epoch_range).copied().unwrap_or(
-            (theirs.epoch_range << tandem_db::RECOVERY_KEY_RANGE_SHIFT).saturating_sub(1),
-        );
+        let range_start =
+            (theirs.epoch_range << tandem_db::RECOVERY_KEY_RANGE_SHIFT).saturating_sub(1);
+        let mut after = ours
+            .get(&theirs.epoch_range)
+            .copied()
+            .unwrap_or(range_start);
+        if let Some(left_at) = range_left.filter(|&left_at| after > left_at) {
+            // This logger holds a tail of the range that the record did not continue: its own
+            // side ran on there alone. A drop decision in that tail may have emptied rows of
+            // record here, which the peer holds: copy again from the lowest such range (rows
+            // already held are kept as they are).
+            let decisions = db
+                .rows_page(
+                    schema::HISTORICAL_DROP,
+                    Some(&[schema::u64_value(left_at), schema::SqlValue::Int(i64::MAX)]),
+                    Some(after),
+                    COPIED_DROPS_MAX,
+                )
+                .await?;
+            after = decisions
+                .iter()
+                .filter_map(schema::drop_range_of)
+                .map(|(_, dropped_after, _)| dropped_after.max(range_start))
+                .min()
+                .unwrap_or(after);
+        }
         if through <= after {
             continue;
         }

@@ -139,6 +139,7 @@ on_both_backends!(
     a_gap_holding_a_drop_decision_empties_its_range,
     batches_written_together_mark_where_the_stream_left_each_range,
     a_recovery_copies_the_gap_and_applies_the_decisions_of_record,
+    a_recovery_copies_a_lower_range_only_as_the_record_holds_it,
     a_capped_database_refuses_writes,
 );
 
@@ -1484,11 +1485,12 @@ async fn a_recovery_copies_the_gap_and_applies_the_decisions_of_record(fx: &Fixt
         in_range(1, 9)
     );
 
-    // A decision at (1, 5) dropping (1, 2), copied by a gap in range 2: it empties its range
-    // here only when the history the stream continues left range 1 at or after it; a range the
-    // side does not name is not trusted.
+    // A decision at (1, 5) dropping (1, 2), held by the peer, and a gap in range 2: the
+    // decision empties its range here only when the history the stream continues left range 1
+    // at or after it; a range the side does not name is not trusted.
     for (ranges_left, kept) in [
-        (vec![in_range(1, 4)], vec![(1, 1), (1, 2), (1, 5), (2, 1)]),
+        // Nor does it copy what the peer holds of range 1 past where the record left it.
+        (vec![in_range(1, 4)], vec![(1, 1), (1, 2), (2, 1)]),
         (vec![], vec![(1, 1), (1, 2), (1, 5), (2, 1)]),
         (vec![in_range(1, 5)], vec![(1, 1), (1, 5), (2, 1)]),
         (
@@ -1530,6 +1532,106 @@ async fn a_recovery_copies_the_gap_and_applies_the_decisions_of_record(fx: &Fixt
             "range 1 left at {ranges_left:?}"
         );
     }
+}
+
+/// In an epoch range below the gap's, a recovery copies the peer's rows only through where the
+/// history of record left the range; and a logger holding a tail of that range the record did
+/// not continue copies again the rows of record a drop decision in that tail emptied.
+async fn a_recovery_copies_a_lower_range_only_as_the_record_holds_it(fx: &Fixture) {
+    let events = |keys: &[(u64, u64)]| -> Vec<LoggedMessage> {
+        keys.iter()
+            .map(|&(r, n)| message(in_range(r, n), None, vec![], vec![event("row")]))
+            .collect()
+    };
+    let keys_of = |db: CentralDb| async move {
+        db.rows_page(schema::EVENT, None, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row[0].clone())
+            .collect::<Vec<_>>()
+    };
+    let keys = |keys: &[(u64, u64)]| {
+        keys.iter()
+            .map(|&(r, n)| schema::u64_value(in_range(r, n)))
+            .collect::<Vec<_>>()
+    };
+    let in_memory = || async {
+        CentralDb::open(&DbLocation::sqlite_in_memory())
+            .await
+            .unwrap()
+    };
+    let gap = GapToRecover {
+        resumes_after: in_range(2, 1),
+        ranges_left: vec![in_range(1, 3)],
+    };
+
+    // The peer's side ran on in range 1 past (1, 3), where the record left it.
+    let peer = in_memory().await;
+    peer.write(&events(&[(1, 1), (1, 2), (1, 3), (1, 5)]), in_range(1, 5))
+        .await
+        .unwrap();
+    peer.write(&events(&[(2, 1)]), in_range(2, 1))
+        .await
+        .unwrap();
+    let ours = in_memory().await;
+    ours.write(&events(&[(1, 1)]), in_range(1, 1))
+        .await
+        .unwrap();
+    let mut source = DatabasePeer {
+        db: peer,
+        recovering_through: None,
+    };
+    copy_gap(&ours, &mut source, &gap, || Ok(())).await.unwrap();
+    assert_eq!(
+        keys_of(ours.clone()).await,
+        keys(&[(1, 1), (1, 2), (1, 3), (2, 1)])
+    );
+    assert_eq!(
+        ours.committed_ranges().await.unwrap(),
+        vec![
+            RangeMark {
+                epoch_range: 1,
+                last_committed: in_range(1, 3)
+            },
+            RangeMark {
+                epoch_range: 2,
+                last_committed: in_range(2, 1)
+            }
+        ]
+    );
+
+    // This logger's side ran on alone in range 1 and dropped (1, 3), which its logger never
+    // had, by a decision at (1, 6); the record, which the peer holds, left range 1 at (1, 3).
+    let peer = in_memory().await;
+    peer.write(&events(&[(1, 1), (1, 2), (1, 3)]), in_range(1, 3))
+        .await
+        .unwrap();
+    peer.write(&events(&[(2, 1)]), in_range(2, 1))
+        .await
+        .unwrap();
+    fx.db
+        .write(&events(&[(1, 1), (1, 2)]), in_range(1, 2))
+        .await
+        .unwrap();
+    let mut decision = message(in_range(1, 6), None, vec![], vec![event("the drop")]);
+    decision.dropped = Some(DroppedRange {
+        after: in_range(1, 2),
+        through: in_range(1, 5),
+    });
+    fx.db.write(&[decision], in_range(1, 6)).await.unwrap();
+    let mut source = DatabasePeer {
+        db: peer,
+        recovering_through: None,
+    };
+    copy_gap(&fx.db, &mut source, &gap, || Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys_of(fx.db.clone()).await,
+        keys(&[(1, 1), (1, 2), (1, 3), (1, 6), (2, 1)]),
+        "every row of record, and the abandoned tail's own decision"
+    );
 }
 
 /// A SQLite database capped at its size refuses a write that needs room and changes nothing,
