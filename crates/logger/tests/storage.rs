@@ -1416,35 +1416,48 @@ async fn batches_written_together_mark_where_the_stream_left_each_range(fx: &Fix
     assert_eq!(count(&fx.db, schema::EVENT).await, 2);
 }
 
+/// One message per `(epoch range, number)` key, each with one event.
+fn events(keys: &[(u64, u64)]) -> Vec<LoggedMessage> {
+    keys.iter()
+        .map(|&(r, n)| message(in_range(r, n), None, vec![], vec![event("row")]))
+        .collect()
+}
+
+/// A drop decision ordered at `key`, emptying `(after, through]`.
+fn decision(key: u64, after: u64, through: u64) -> LoggedMessage {
+    let mut m = message(key, None, vec![], vec![event("the drop")]);
+    m.dropped = Some(DroppedRange { after, through });
+    m
+}
+
+/// The RecoveryKeys of a database's events, in order.
+async fn keys_of(db: CentralDb) -> Vec<SqlValue> {
+    db.rows_page(schema::EVENT, None, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row[0].clone())
+        .collect()
+}
+
+/// `(epoch range, number)` keys as the database stores them.
+fn keys(keys: &[(u64, u64)]) -> Vec<SqlValue> {
+    keys.iter()
+        .map(|&(r, n)| schema::u64_value(in_range(r, n)))
+        .collect()
+}
+
+async fn in_memory() -> CentralDb {
+    CentralDb::open(&DbLocation::sqlite_in_memory())
+        .await
+        .unwrap()
+}
+
 /// A gap recovery copies what it missed range by range and empties the range of a decision it
 /// copied when the decision is of record: in the gap's own epoch range, or in a lower range at
 /// or before where the side's history left it. The peer's side may have run on past that
 /// point in a history the record never continued.
 async fn a_recovery_copies_the_gap_and_applies_the_decisions_of_record(fx: &Fixture) {
-    let events = |keys: &[(u64, u64)]| -> Vec<LoggedMessage> {
-        keys.iter()
-            .map(|&(r, n)| message(in_range(r, n), None, vec![], vec![event("row")]))
-            .collect()
-    };
-    let decision = |key: u64, after: u64, through: u64| {
-        let mut m = message(key, None, vec![], vec![event("the drop")]);
-        m.dropped = Some(DroppedRange { after, through });
-        m
-    };
-    let keys_of = |db: CentralDb| async move {
-        db.rows_page(schema::EVENT, None, None, 100)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|row| row[0].clone())
-            .collect::<Vec<_>>()
-    };
-    let in_memory = || async {
-        CentralDb::open(&DbLocation::sqlite_in_memory())
-            .await
-            .unwrap()
-    };
-
     // The peer dropped 2 and 3 by a decision at 9; this logger wrote them before it.
     let peer = in_memory().await;
     peer.write(
@@ -1526,9 +1539,7 @@ async fn a_recovery_copies_the_gap_and_applies_the_decisions_of_record(fx: &Fixt
         copy_gap(&ours, &mut source, &gap, || Ok(())).await.unwrap();
         assert_eq!(
             keys_of(ours).await,
-            kept.iter()
-                .map(|&(r, n)| schema::u64_value(in_range(r, n)))
-                .collect::<Vec<_>>(),
+            keys(&kept),
             "range 1 left at {ranges_left:?}"
         );
     }
@@ -1538,29 +1549,6 @@ async fn a_recovery_copies_the_gap_and_applies_the_decisions_of_record(fx: &Fixt
 /// history of record left the range; and a logger holding a tail of that range the record did
 /// not continue copies again the rows of record a drop decision in that tail emptied.
 async fn a_recovery_copies_a_lower_range_only_as_the_record_holds_it(fx: &Fixture) {
-    let events = |keys: &[(u64, u64)]| -> Vec<LoggedMessage> {
-        keys.iter()
-            .map(|&(r, n)| message(in_range(r, n), None, vec![], vec![event("row")]))
-            .collect()
-    };
-    let keys_of = |db: CentralDb| async move {
-        db.rows_page(schema::EVENT, None, None, 100)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|row| row[0].clone())
-            .collect::<Vec<_>>()
-    };
-    let keys = |keys: &[(u64, u64)]| {
-        keys.iter()
-            .map(|&(r, n)| schema::u64_value(in_range(r, n)))
-            .collect::<Vec<_>>()
-    };
-    let in_memory = || async {
-        CentralDb::open(&DbLocation::sqlite_in_memory())
-            .await
-            .unwrap()
-    };
     let gap = GapToRecover {
         resumes_after: in_range(2, 1),
         ranges_left: vec![in_range(1, 3)],
@@ -1589,16 +1577,7 @@ async fn a_recovery_copies_a_lower_range_only_as_the_record_holds_it(fx: &Fixtur
     );
     assert_eq!(
         ours.committed_ranges().await.unwrap(),
-        vec![
-            RangeMark {
-                epoch_range: 1,
-                last_committed: in_range(1, 3)
-            },
-            RangeMark {
-                epoch_range: 2,
-                last_committed: in_range(2, 1)
-            }
-        ]
+        vec![mark(1, in_range(1, 3)), mark(2, in_range(2, 1))]
     );
 
     // This logger's side ran on alone in range 1 and dropped (1, 3), which its logger never
@@ -1614,12 +1593,13 @@ async fn a_recovery_copies_a_lower_range_only_as_the_record_holds_it(fx: &Fixtur
         .write(&events(&[(1, 1), (1, 2)]), in_range(1, 2))
         .await
         .unwrap();
-    let mut decision = message(in_range(1, 6), None, vec![], vec![event("the drop")]);
-    decision.dropped = Some(DroppedRange {
-        after: in_range(1, 2),
-        through: in_range(1, 5),
-    });
-    fx.db.write(&[decision], in_range(1, 6)).await.unwrap();
+    fx.db
+        .write(
+            &[decision(in_range(1, 6), in_range(1, 2), in_range(1, 5))],
+            in_range(1, 6),
+        )
+        .await
+        .unwrap();
     let mut source = DatabasePeer {
         db: peer,
         recovering_through: None,
