@@ -549,6 +549,7 @@ pub async fn copy_gap(
         .filter(|t| t.kind == TableKind::Ordered)
         .map(|t| t.name)
         .collect();
+    let abandoned_drops = abandoned_drops(db, gap).await?;
     let mut copied_marks = Vec::new();
     let mut copied_drops = Vec::new();
     let mut copied = 0usize;
@@ -574,25 +575,20 @@ pub async fn copy_gap(
             .get(&theirs.epoch_range)
             .copied()
             .unwrap_or(range_start);
-        if let Some(left_at) = range_left.filter(|&left_at| after > left_at) {
-            // This logger holds a tail of the range that the record did not continue: its own
-            // side ran on there alone. A drop decision in that tail may have emptied rows of
-            // record here, which the peer holds: copy again from the lowest such range (rows
-            // already held are kept as they are).
-            let decisions = db
-                .rows_page(
-                    schema::HISTORICAL_DROP,
-                    Some(&[schema::u64_value(left_at), schema::SqlValue::Int(i64::MAX)]),
-                    Some(after),
-                    COPIED_DROPS_MAX,
-                )
-                .await?;
-            after = decisions
+        if let Some(left_at) = range_left {
+            // A decision this logger holds in a tail the record did not continue may have
+            // emptied rows of record of this range, which the peer holds: copy again from the
+            // lowest such (rows already held are kept as they are).
+            if let Some(refill_after) = abandoned_drops
                 .iter()
-                .filter_map(schema::drop_range_of)
-                .map(|(_, dropped_after, _)| dropped_after.max(range_start))
+                .filter(|&&(dropped_after, dropped_through)| {
+                    dropped_after < left_at && dropped_through > range_start
+                })
+                .map(|&(dropped_after, _)| dropped_after.max(range_start))
                 .min()
-                .unwrap_or(after);
+            {
+                after = after.min(refill_after);
+            }
         }
         if through <= after {
             continue;
@@ -647,6 +643,40 @@ pub async fn copy_gap(
     db.close_gap(resumes_after, &copied_marks, &copied_drops)
         .await?;
     Ok(copied)
+}
+
+/// The ranges `(after, through]` emptied by the drop decisions this logger holds in a tail of a
+/// lower epoch range that the record did not continue: its side ran on alone there past where
+/// the gap says the history of record left the range, then took the other side's state. Only
+/// the ranges the gap names are read, at most `COPIED_DROPS_MAX` decisions.
+async fn abandoned_drops(
+    db: &CentralDb,
+    gap: &GapToRecover,
+) -> Result<Vec<(u64, u64)>, LoggerError> {
+    let Some(&oldest) = gap.ranges_left.first() else {
+        return Ok(Vec::new());
+    };
+    let shift = tandem_db::RECOVERY_KEY_RANGE_SHIFT;
+    let from = (tandem_db::recovery_key_range(oldest) << shift).saturating_sub(1);
+    let below_gap = (tandem_db::recovery_key_range(gap.resumes_after) << shift).saturating_sub(1);
+    if below_gap <= from {
+        return Ok(Vec::new());
+    }
+    let decisions = db
+        .rows_page(
+            schema::HISTORICAL_DROP,
+            Some(&[schema::u64_value(from), schema::SqlValue::Int(i64::MAX)]),
+            Some(below_gap),
+            COPIED_DROPS_MAX,
+        )
+        .await?;
+    Ok(decisions
+        .iter()
+        .filter_map(schema::drop_range_of)
+        .filter(|&(key, _, _)| !gap.decision_is_of_record(key))
+        .filter(|&(key, _, _)| gap.range_left(tandem_db::recovery_key_range(key)).is_some())
+        .map(|(_, after, through)| (after, through))
+        .collect())
 }
 
 /// Seeds a side's empty central database from a contact-center file.

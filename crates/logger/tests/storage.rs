@@ -1612,6 +1612,50 @@ async fn a_recovery_copies_a_lower_range_only_as_the_record_holds_it(fx: &Fixtur
         keys(&[(1, 1), (1, 2), (1, 3), (1, 6), (2, 1)]),
         "every row of record, and the abandoned tail's own decision"
     );
+
+    // The same across ranges: this logger's side, alone in range 2 past (2, 1), where the
+    // record left it, dropped (1, 2) and (2, 1) by a decision at (2, 3); the stream had passed
+    // (1, 2) without its logger writing it.
+    let peer = in_memory().await;
+    peer.write(&events(&[(1, 1), (1, 2)]), in_range(1, 2))
+        .await
+        .unwrap();
+    peer.write(&events(&[(2, 1)]), in_range(2, 1))
+        .await
+        .unwrap();
+    peer.write(&events(&[(3, 1)]), in_range(3, 1))
+        .await
+        .unwrap();
+    let ours = in_memory().await;
+    ours.write(&events(&[(1, 1)]), in_range(1, 2))
+        .await
+        .unwrap();
+    ours.write(
+        &[decision(in_range(2, 3), in_range(1, 1), in_range(2, 2))],
+        in_range(2, 3),
+    )
+    .await
+    .unwrap();
+    let mut source = DatabasePeer {
+        db: peer,
+        recovering_through: None,
+    };
+    assert_eq!(
+        ours.committed_ranges().await.unwrap(),
+        vec![mark(1, in_range(1, 2)), mark(2, in_range(2, 3))],
+        "this logger's marks pass (1, 2) and (2, 1), which it lacks"
+    );
+    let across = GapToRecover {
+        resumes_after: in_range(3, 1),
+        ranges_left: vec![in_range(1, 2), in_range(2, 1)],
+    };
+    copy_gap(&ours, &mut source, &across, || Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys_of(ours).await,
+        keys(&[(1, 1), (1, 2), (2, 1), (2, 3), (3, 1)])
+    );
 }
 
 /// A SQLite database capped at its size refuses a write that needs room and changes nothing,
