@@ -1447,6 +1447,20 @@ fn keys(keys: &[(u64, u64)]) -> Vec<SqlValue> {
         .collect()
 }
 
+/// A peer whose database holds one message per event key, written in batches each through
+/// its last key.
+async fn peer_holding(batches: &[&[(u64, u64)]]) -> DatabasePeer {
+    let db = in_memory().await;
+    for batch in batches {
+        let &(r, n) = batch.last().expect("a batch holds a key");
+        db.write(&events(batch), in_range(r, n)).await.unwrap();
+    }
+    DatabasePeer {
+        db,
+        recovering_through: None,
+    }
+}
+
 async fn in_memory() -> CentralDb {
     CentralDb::open(&DbLocation::sqlite_in_memory())
         .await
@@ -1555,21 +1569,11 @@ async fn a_recovery_copies_a_lower_range_only_as_the_record_holds_it(fx: &Fixtur
     };
 
     // The peer's side ran on in range 1 past (1, 3), where the record left it.
-    let peer = in_memory().await;
-    peer.write(&events(&[(1, 1), (1, 2), (1, 3), (1, 5)]), in_range(1, 5))
-        .await
-        .unwrap();
-    peer.write(&events(&[(2, 1)]), in_range(2, 1))
-        .await
-        .unwrap();
+    let mut source = peer_holding(&[&[(1, 1), (1, 2), (1, 3), (1, 5)], &[(2, 1)]]).await;
     let ours = in_memory().await;
     ours.write(&events(&[(1, 1)]), in_range(1, 1))
         .await
         .unwrap();
-    let mut source = DatabasePeer {
-        db: peer,
-        recovering_through: None,
-    };
     copy_gap(&ours, &mut source, &gap, || Ok(())).await.unwrap();
     assert_eq!(
         keys_of(ours.clone()).await,
@@ -1582,13 +1586,7 @@ async fn a_recovery_copies_a_lower_range_only_as_the_record_holds_it(fx: &Fixtur
 
     // This logger's side ran on alone in range 1 and dropped (1, 3), which its logger never
     // had, by a decision at (1, 6); the record, which the peer holds, left range 1 at (1, 3).
-    let peer = in_memory().await;
-    peer.write(&events(&[(1, 1), (1, 2), (1, 3)]), in_range(1, 3))
-        .await
-        .unwrap();
-    peer.write(&events(&[(2, 1)]), in_range(2, 1))
-        .await
-        .unwrap();
+    let mut source = peer_holding(&[&[(1, 1), (1, 2), (1, 3)], &[(2, 1)]]).await;
     fx.db
         .write(&events(&[(1, 1), (1, 2)]), in_range(1, 2))
         .await
@@ -1600,10 +1598,6 @@ async fn a_recovery_copies_a_lower_range_only_as_the_record_holds_it(fx: &Fixtur
         )
         .await
         .unwrap();
-    let mut source = DatabasePeer {
-        db: peer,
-        recovering_through: None,
-    };
     copy_gap(&fx.db, &mut source, &gap, || Ok(()))
         .await
         .unwrap();
@@ -1616,16 +1610,7 @@ async fn a_recovery_copies_a_lower_range_only_as_the_record_holds_it(fx: &Fixtur
     // The same across ranges: this logger's side, alone in range 2 past (2, 1), where the
     // record left it, dropped (1, 2) and (2, 1) by a decision at (2, 3); the stream had passed
     // (1, 2) without its logger writing it.
-    let peer = in_memory().await;
-    peer.write(&events(&[(1, 1), (1, 2)]), in_range(1, 2))
-        .await
-        .unwrap();
-    peer.write(&events(&[(2, 1)]), in_range(2, 1))
-        .await
-        .unwrap();
-    peer.write(&events(&[(3, 1)]), in_range(3, 1))
-        .await
-        .unwrap();
+    let mut source = peer_holding(&[&[(1, 1), (1, 2)], &[(2, 1)], &[(3, 1)]]).await;
     let ours = in_memory().await;
     ours.write(&events(&[(1, 1)]), in_range(1, 2))
         .await
@@ -1636,10 +1621,6 @@ async fn a_recovery_copies_a_lower_range_only_as_the_record_holds_it(fx: &Fixtur
     )
     .await
     .unwrap();
-    let mut source = DatabasePeer {
-        db: peer,
-        recovering_through: None,
-    };
     assert_eq!(
         ours.committed_ranges().await.unwrap(),
         vec![mark(1, in_range(1, 2)), mark(2, in_range(2, 3))],
