@@ -29,9 +29,9 @@ pub const LOCAL_DROP_CEILING_FACTOR: usize = 2;
 /// behind; a logger still in a forgotten range is made to reconnect, and a logger whose mark
 /// lies in one is sent a gap, which it closes without losing a row.
 pub const STREAM_RANGES_MAX: usize = 64;
-/// How many epoch ranges the history of a side's state names where it left (`LoggerFeed::
-/// history`). Each takeover starts a range; a gap's copy applies a drop decision of a range
-/// older than these only if it lies in the gap's own range.
+/// How many epoch ranges the history of a side's state remembers (`LoggerFeed::history`): the
+/// gap's own range and `GAP_RANGES_LEFT_MAX` below it. Each takeover starts a range; a drop
+/// decision that a gap's copy finds in a lower range older than these is not applied.
 pub const HISTORY_RANGES_MAX: usize = tandem_mds::protocol::GAP_RANGES_LEFT_MAX + 1;
 
 #[derive(Debug)]
