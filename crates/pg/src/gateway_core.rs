@@ -12,6 +12,7 @@
 //! are numbered by the sides in the ordered stream; the PG takes output `last + 1` only, and
 //! when a path becomes active it asks that side to replay after its last one.
 
+use crate::peripheral::Peripheral;
 use crate::TrafficSim;
 use std::collections::VecDeque;
 use tandem_mds::lease::LeaseGranter;
@@ -96,14 +97,14 @@ pub struct CoreSettings {
     pub inject_input: Option<Input>,
 }
 
-/// The PG's side of the protocol, with its peripherals' traffic simulator.
-pub struct GatewayCore {
+/// The PG's side of the protocol, driving its peripherals (the traffic simulator by default).
+pub struct GatewayCore<P: Peripheral = TrafficSim> {
     settings: CoreSettings,
     incarnation: u64,
     paths: [Option<PathTimes>; 2],
     active: Side,
     granter: LeaseGranter,
-    sim: TrafficSim,
+    sim: P,
     next_input_no: u64,
     /// Inputs from `durable_through + 1` on, oldest first.
     unacked: VecDeque<(u64, Input)>,
@@ -132,11 +133,11 @@ fn side_index(side: Side) -> usize {
     }
 }
 
-impl GatewayCore {
+impl<P: Peripheral> GatewayCore<P> {
     /// A PG starting at `now_ms` in incarnation `incarnation` (a new one per process start: the
     /// sides number its inputs afresh). Whatever an earlier process of this PG left in the
     /// router is replaced by what the peripherals hold now, so they report at once.
-    pub fn new(settings: CoreSettings, sim: TrafficSim, incarnation: u64, now_ms: u64) -> Self {
+    pub fn new(settings: CoreSettings, sim: P, incarnation: u64, now_ms: u64) -> Self {
         let mut core = GatewayCore {
             settings,
             incarnation,
@@ -169,8 +170,8 @@ impl GatewayCore {
         self.effects.pop_front()
     }
 
-    /// The traffic simulator.
-    pub fn sim(&self) -> &TrafficSim {
+    /// The peripherals.
+    pub fn sim(&self) -> &P {
         &self.sim
     }
 

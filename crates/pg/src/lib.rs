@@ -74,6 +74,7 @@ mod dist;
 pub mod gateway;
 pub mod gateway_core;
 mod load;
+pub mod peripheral;
 mod sim;
 mod stats;
 
@@ -83,5 +84,6 @@ pub use load::{
     NOT_READY_REASON_CODE_MAX, OFFER_DELAY_MS_MAX, OUTBOUND_TALK_TIME_SHARE,
     RING_ABANDON_PROBABILITY, VIP_SHARE,
 };
+pub use peripheral::Peripheral;
 pub use sim::TrafficSim;
 pub use stats::SimStats;
