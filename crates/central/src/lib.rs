@@ -1,7 +1,8 @@
 //! One side of tandem's central controller (`tandem central --side a|b`): the MDS shell around
 //! the sans-IO synchronizer, with the router as its synchronized client.
 //!
-//! - `side`: the process: its core task, its listeners and the private link.
+//! - `machine`: the side's decisions, sans-IO, which the process and the simulation both run.
+//! - `side`: the process: the tokio shell around the machine, its listeners and links.
 //! - `transfer`: state-transfer sessions, always opened by side A's MDS.
 //! - `apply`: the deterministic half of delivery: an applied input's outputs, sorted and
 //!   numbered.
@@ -17,6 +18,7 @@
 pub mod apply;
 pub mod dumps;
 pub mod logger_feed;
+pub mod machine;
 pub mod metrics;
 pub mod outputs;
 pub mod pg_link;

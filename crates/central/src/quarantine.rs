@@ -1,8 +1,8 @@
 //! Poison inputs (SPEC section 4): an input that panics the router's `apply` would crash both
 //! sides at once, and again each time it is resent.
 //!
-//! The core applies every ordered input through `apply_guarded`. When the router panics, its
-//! state is suspect: the input's identity is appended to the side's suspect file and synced,
+//! The side's machine applies every ordered input through `catch_panic`. When the router
+//! panics, its state is suspect: the input's identity is appended to the side's suspect file and synced,
 //! and the side stops. At start the side reads the file back (`read_quarantine`): an input
 //! recorded during two crashes is quarantined, and the synchronizer orders a placeholder in its
 //! place whenever this side is enabled, which both sides skip. Records count together by the
@@ -277,6 +277,18 @@ pub fn panic_on_poison(input: &Input) {
     }
 }
 
+/// Runs `apply`, catching a panic: then its message is returned, and nothing `apply` touched
+/// may be used again (unwind safety is asserted on that ground).
+pub fn catch_panic<R>(apply: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(apply)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    })
+}
+
 /// Runs `apply` for one ordered input. If it panics, the identity `suspect` gives is appended
 /// to the suspect file at `path` (see `record_suspect`) and the panic is returned: whatever
 /// `apply` changed is suspect, so the caller must stop rather than go on.
@@ -285,16 +297,10 @@ pub fn apply_guarded<R>(
     suspect: impl FnOnce() -> Suspect,
     apply: impl FnOnce() -> R,
 ) -> Result<R, Poisoned> {
-    // Unwind safety is asserted because on a panic nothing `apply` touched is used again.
-    let payload = match catch_unwind(AssertUnwindSafe(apply)) {
+    let message = match catch_panic(apply) {
         Ok(result) => return Ok(result),
-        Err(payload) => payload,
+        Err(message) => message,
     };
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_string());
     let suspect = suspect();
     Err(match record_suspect(path, &suspect) {
         Ok(()) => Poisoned::Recorded { suspect, message },

@@ -232,6 +232,7 @@ pub struct FeedStatus {
 }
 
 /// A tick handed to the feed's publisher.
+#[derive(Debug)]
 pub struct FeedTick {
     pub header: FeedFrameHeader,
     pub changes: FeedChanges,
@@ -363,10 +364,10 @@ impl FeedPublisher {
     }
 }
 
-/// The core's half: never blocks, copies nothing but the rows written.
+/// The core's half: it hands each tick to the feed's thread, never blocks, and copies nothing
+/// but the rows written. The ticks themselves come from the side's machine (`FeedTicker`).
 pub struct FeedCore {
     ticks: SyncSender<FeedTick>,
-    ticker: FeedTicker,
     shared: Arc<FeedShared>,
 }
 
@@ -387,49 +388,29 @@ impl FeedCore {
         std::thread::Builder::new()
             .name("rtsrvr".into())
             .spawn(move || feed_thread(received, &thread_shared))?;
-        Ok(FeedCore {
-            ticks,
-            ticker: FeedTicker::default(),
-            shared,
-        })
+        Ok(FeedCore { ticks, shared })
     }
 
     pub fn shared(&self) -> Arc<FeedShared> {
         self.shared.clone()
     }
 
-    /// Follows `router`, a new state (built from configuration or received by transfer): it
-    /// logs its changes from now on, and the next tick starts the feed again.
-    pub fn attach(&mut self, router: &mut Router) {
-        self.ticker.attach(router);
+    /// Whether the feed's thread met a tick it could not make a frame of since the last call:
+    /// the next tick must then read every row (`FeedTicker::tick_lost`).
+    pub fn take_needs_complete(&self) -> bool {
+        self.shared.needs_complete.swap(false, Ordering::Relaxed)
     }
 
-    /// A configuration change the router accepted: it goes with the next frame.
-    pub fn config_applied(&mut self, change: VersionedConfigChange) {
-        self.ticker.config_applied(change);
-    }
-
-    /// The sequence number of the last TimeTick seen.
-    pub fn last_tick_seq(&self) -> u64 {
-        self.ticker.last_tick_seq()
-    }
-
-    /// The router applied an ordered TimeTick.
-    pub fn tick(&mut self, router: &mut Router, generation: u64, epoch: u64, recovery_key: u64) {
-        let start_again = self.shared.needs_complete.swap(false, Ordering::Relaxed);
-        let tick = self
-            .ticker
-            .tick(router, generation, epoch, recovery_key, start_again);
+    /// Hands a tick to the feed's thread. Returns false when its queue is full: the tick is
+    /// skipped, and the next one must read every row.
+    pub fn publish(&self, tick: FeedTick) -> bool {
         match self.ticks.try_send(tick) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                // The rows of a skipped tick are in no frame: the next drain reads every row.
-                // Its configuration changes are in no frame either: distributors see the
-                // configuration version move past theirs and rebuild their copy.
-                self.ticker.tick_lost();
                 self.shared.status.lock().unwrap().ticks_skipped += 1;
+                false
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Disconnected(_)) => true,
         }
     }
 }
@@ -775,6 +756,7 @@ mod tests {
     struct Driver {
         router: Router,
         core: FeedCore,
+        ticker: FeedTicker,
         seq: u64,
         now_ms: u64,
         agents: Vec<tandem_model::ids::AgentId>,
@@ -789,11 +771,12 @@ mod tests {
             let mut driver = Driver {
                 router: Router::from_contact_center(&cc, START_MS).unwrap(),
                 core: FeedCore::start().unwrap(),
+                ticker: FeedTicker::default(),
                 seq: 0,
                 now_ms: START_MS,
                 agents: cc.agents.iter().map(|a| a.id).collect(),
             };
-            driver.core.attach(&mut driver.router);
+            driver.ticker.attach(&mut driver.router);
             for p in &cc.peripherals {
                 driver.apply(Input::PeripheralOnline { peripheral: p.id });
             }
@@ -815,7 +798,13 @@ mod tests {
         fn tick(&mut self) {
             self.now_ms += 100;
             self.apply(Input::TimeTick);
-            self.core.tick(&mut self.router, GENERATION, 1, self.seq);
+            let start_again = self.core.take_needs_complete();
+            let tick = self
+                .ticker
+                .tick(&mut self.router, GENERATION, 1, self.seq, start_again);
+            if !self.core.publish(tick) {
+                self.ticker.tick_lost();
+            }
         }
 
         /// Logs the next agent in, then ticks.
@@ -1021,7 +1010,7 @@ mod tests {
         // The state is replaced: the next tick has no frame, and the subscriber, waiting for
         // it, gets a snapshot at the tick after instead.
         let mut replaced = d.router.clone();
-        d.core.attach(&mut replaced);
+        d.ticker.attach(&mut replaced);
         d.router = replaced;
         d.step();
         snapshot_requested(&d).await;

@@ -46,9 +46,9 @@ pub const STATE_BYTES_MAX: u64 = 16 << 30;
 /// A session silent this long has failed.
 const TRANSFER_SILENCE_MS_MAX: u64 = 10_000;
 /// How long side B waits for the request a session's nonce names to arrive on the private link.
-const NONCE_WAIT_MS_MAX: u64 = 2_000;
+pub const NONCE_WAIT_MS_MAX: u64 = 2_000;
 /// How often it asks its core again meanwhile.
-const NONCE_POLL_MS: u64 = 10;
+pub const NONCE_POLL_MS: u64 = 10;
 
 /// What the source's core hands its session.
 pub struct Cut {

@@ -3,6 +3,7 @@
 
 pub mod peer;
 pub mod run;
+pub mod session;
 pub mod verify;
 
 // The storage layer has its crate; the logger's paths to it stay as they were.

@@ -339,6 +339,77 @@ impl crate::run::PeerSource for PeerClient {
     }
 }
 
+/// The peer logger as a recovering logger reaches it: connected on first use, and again on
+/// the next use after a request failed.
+pub struct ReconnectingPeer<'a> {
+    pub addr: SocketAddr,
+    pub side: Side,
+    pub security: &'a Security,
+    client: Option<PeerClient>,
+}
+
+impl<'a> ReconnectingPeer<'a> {
+    pub fn new(addr: SocketAddr, side: Side, security: &'a Security) -> ReconnectingPeer<'a> {
+        ReconnectingPeer {
+            addr,
+            side,
+            security,
+            client: None,
+        }
+    }
+
+    async fn client(&mut self) -> Result<&mut PeerClient, LoggerError> {
+        if self.client.is_none() {
+            self.client = Some(PeerClient::connect(self.addr, self.side, self.security).await?);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// Keeps the connection only while its requests succeed.
+    fn kept<T>(&mut self, result: Result<T, LoggerError>) -> Result<T, LoggerError> {
+        if result.is_err() {
+            self.client = None;
+        }
+        result
+    }
+}
+
+impl crate::run::PeerSource for ReconnectingPeer<'_> {
+    async fn progress(&mut self) -> Result<Progress, LoggerError> {
+        let result = match self.client().await {
+            Ok(client) => client.progress().await,
+            Err(e) => Err(e),
+        };
+        self.kept(result)
+    }
+
+    async fn rows_page(
+        &mut self,
+        table: &str,
+        after: Option<Vec<SqlValue>>,
+        through_recovery_key: u64,
+        limit: usize,
+    ) -> Result<Vec<Row>, LoggerError> {
+        let result = match self.client().await {
+            Ok(client) => {
+                client
+                    .rows_page(table, after, through_recovery_key, limit)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.kept(result)
+    }
+
+    async fn holdings(&mut self) -> Result<PeerHoldings, LoggerError> {
+        let result = match self.client().await {
+            Ok(client) => client.holdings().await,
+            Err(e) => Err(e),
+        };
+        self.kept(result)
+    }
+}
+
 /// A peer logger's database read directly, with the gap that logger is recovering: how the
 /// whole-system simulation and the tests give a recovering logger its peer (a process always
 /// reads its peer through `PeerClient`, as the two may be on different machines).

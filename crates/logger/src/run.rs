@@ -5,14 +5,15 @@
 //! stream meanwhile, so no row falls between the two; it serves its peer the same way.
 
 use crate::db::{CentralDb, ConfigStamp, DbError, DbLocation, Progress, RangeMark};
-use crate::peer::{PeerClient, PeerHoldings, RecoveringThrough};
+use crate::peer::{PeerHoldings, ReconnectingPeer, RecoveringGuard, RecoveringThrough};
 use crate::schema::{self, TableKind};
+use crate::session::{run_job, LoggerSession, LoggerWork};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use tandem_mds::tls::{Role, Security};
 use tandem_mds::transport::{self, FrameReader, TransportError};
-use tandem_mds::{LoggerToSide, PublicHello, Side, SideToLogger};
+use tandem_mds::{PublicHello, Side, SideToLogger};
 use tandem_model::logged::LoggedMessage;
 use tandem_model::topology::{SideAddresses, Topology};
 use thiserror::Error;
@@ -35,7 +36,6 @@ pub const RECOVERY_PAGE_ROWS: usize = 5_000;
 /// logger takes rows, so a gap holds few; more is a peer's fault, refused whole.
 pub const COPIED_DROPS_MAX: usize = 10_000;
 const RECONNECT_MS: u64 = 200;
-const PEER_POLL_MS: u64 = 100;
 
 #[derive(Debug, Error)]
 pub enum LoggerError {
@@ -130,7 +130,9 @@ struct PeerLink<'a> {
     recovering: &'a RecoveringThrough,
 }
 
-/// One connection to the side, until it closes.
+/// One connection to the side, until it closes: the shell around a `LoggerSession`, which
+/// decides what each message means; this only reads and writes the socket and runs the
+/// session's database work.
 async fn serve_side(
     db: &CentralDb,
     side: Side,
@@ -168,33 +170,16 @@ async fn serve_side(
             }
         }
     });
+    let mut session = LoggerSession::new();
+    let mut peer_client = ReconnectingPeer::new(peer.addr, side, peer.security);
+    // While the session recovers a gap, the peer reads it in the holdings it asks for.
+    let mut marked: Option<(u64, RecoveringGuard<'_>)> = None;
     let result = async {
-        let mut pending: Vec<SideToLogger> = Vec::new();
-        while let Some(first) = rx.recv().await {
-            pending.push(first);
-            while pending.len() < FRAMES_QUEUED_MAX {
-                match rx.try_recv() {
-                    Ok(m) => pending.push(m),
-                    Err(_) => break,
-                }
-            }
-            let mut queue: std::collections::VecDeque<SideToLogger> =
-                std::mem::take(&mut pending).into();
-            while let Some(message) = queue.pop_front() {
-                match message {
-                    SideToLogger::SendConfiguration => {
-                        let reply = match db.load_configuration().await? {
-                            Some((contact_center, config)) => LoggerToSide::Configuration {
-                                contact_center: Box::new(contact_center),
-                                config_version: config.version,
-                                config_recovery_key: config.recovery_key,
-                            },
-                            None => LoggerToSide::NoConfiguration {
-                                reason: "the central database was never seeded (tandem init, \
-                                         or tandem logger seed)"
-                                    .into(),
-                            },
-                        };
+        loop {
+            while let Some(work) = session.poll(wall_ms()) {
+                match work {
+                    LoggerWork::Send(reply) => {
+                        // A cold start's answer is a whole configuration.
                         transport::write_message_with_max(
                             &mut write,
                             &reply,
@@ -202,40 +187,57 @@ async fn serve_side(
                         )
                         .await?;
                     }
-                    SideToLogger::Gap {
-                        resumes_after,
-                        contact_center,
-                        config,
-                        ranges_left,
-                    } => {
-                        if ranges_left.len() > tandem_mds::protocol::GAP_RANGES_LEFT_MAX {
-                            return Err(LoggerError::Protocol(format!(
-                                "a gap names {} epoch ranges left, more than {}",
-                                ranges_left.len(),
-                                tandem_mds::protocol::GAP_RANGES_LEFT_MAX
-                            )));
+                    LoggerWork::LocalEvent(text) => db.local_event(wall_ms(), &text).await?,
+                    LoggerWork::Log { warn, text } => {
+                        if warn {
+                            warn!(%side, "{text}");
+                        } else {
+                            info!(%side, "{text}");
                         }
-                        // What was already read follows the gap: it is buffered with the rest.
-                        let already: Vec<SideToLogger> = queue.drain(..).collect();
-                        take_configuration(db, &contact_center, config).await?;
-                        let gap = GapToRecover {
-                            resumes_after,
-                            ranges_left,
-                        };
-                        recover_gap(db, side, &gap, already, &mut rx, peer).await?;
-                        let progress = db.progress().await?;
-                        acknowledge(&mut write, progress).await?;
                     }
-                    batch @ SideToLogger::Batch { .. } => pending.push(batch),
+                    LoggerWork::Close(error) => return Err(error),
+                    LoggerWork::Job(job) => {
+                        let running = run_job(db, &mut peer_client, job);
+                        tokio::pin!(running);
+                        // The side's messages go on being read meanwhile.
+                        let outcome = loop {
+                            tokio::select! {
+                                outcome = &mut running => break outcome,
+                                message = rx.recv() => match message {
+                                    Some(message) => session.on_message(message),
+                                    None => return Ok(()),
+                                },
+                            }
+                        };
+                        session.job_done(wall_ms(), outcome);
+                        let through = session.recovering_through();
+                        if marked.as_ref().map(|(t, _)| *t) != through {
+                            // The old mark is cleared before a new one is set.
+                            drop(marked.take());
+                            marked = through.map(|t| (t, peer.recovering.start(t)));
+                        }
+                    }
                 }
             }
-            // What is left are batches: written in transactions of bounded size.
-            let batches = std::mem::take(&mut pending);
-            write_batches(db, batches).await?;
-            let progress = db.progress().await?;
-            acknowledge(&mut write, progress).await?;
+            let wait = session
+                .next_wake_ms()
+                .map(|at| at.saturating_sub(wall_ms()))
+                .unwrap_or(RECONNECT_MS);
+            tokio::select! {
+                message = rx.recv() => match message {
+                    Some(message) => session.on_message(message),
+                    None => return Ok(()),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            }
+            // What else is queued is taken in one go, to be written together.
+            for _ in 0..FRAMES_QUEUED_MAX {
+                match rx.try_recv() {
+                    Ok(message) => session.on_message(message),
+                    Err(_) => break,
+                }
+            }
         }
-        Ok::<(), LoggerError>(())
     }
     .await;
     reader.abort();
@@ -244,21 +246,6 @@ async fn serve_side(
         Ok(Err(e)) => Err(e.into()),
         _ => Ok(()),
     }
-}
-
-async fn acknowledge(
-    write: &mut transport::WriteHalf,
-    progress: Progress,
-) -> Result<(), LoggerError> {
-    transport::write_message(
-        write,
-        &LoggerToSide::Committed {
-            through: progress.committed_through,
-            config_version: progress.config_version,
-        },
-    )
-    .await?;
-    Ok(())
 }
 
 /// Writes the batches in order, in transactions of at most `WRITE_ROWS_MAX` rows (a single
@@ -315,127 +302,6 @@ pub async fn take_configuration(
     Ok(true)
 }
 
-/// The side holds the stream only after `resumes_after`: the rows between what this logger
-/// committed and that point come from the peer logger, once the peer has committed through
-/// it. Live batches arriving meanwhile are buffered, then written.
-async fn recover_gap(
-    db: &CentralDb,
-    side: Side,
-    gap: &GapToRecover,
-    already: Vec<SideToLogger>,
-    rx: &mut mpsc::Receiver<SideToLogger>,
-    peer_link: &PeerLink<'_>,
-) -> Result<(), LoggerError> {
-    let resumes_after = gap.resumes_after;
-    if db.holds_through(resumes_after).await? {
-        db.close_gap(resumes_after, &[], &[]).await?;
-        write_batches(db, already).await?;
-        return Ok(());
-    }
-    let _recovering = peer_link.recovering.start(resumes_after);
-    let ours = db.progress().await?;
-    let peer_addr = peer_link.addr;
-    info!(
-        %side,
-        from = ours.committed_through,
-        through = resumes_after,
-        "recovering the rows this logger missed from the peer logger"
-    );
-    db.local_event(
-        wall_ms(),
-        &format!(
-            "recovering RecoveryKeys {}..={} from the peer",
-            ours.committed_through + 1,
-            resumes_after
-        ),
-    )
-    .await?;
-    let mut buffered: Vec<SideToLogger> = Vec::new();
-    let mut buffered_rows = 0usize;
-    let mut buffer = |message: SideToLogger| -> Result<(), LoggerError> {
-        if let SideToLogger::Batch { messages, .. } = &message {
-            buffered_rows += messages.iter().map(LoggedMessage::row_count).sum::<usize>();
-        }
-        if buffered_rows > RECOVERY_BUFFER_ROWS_MAX {
-            return Err(LoggerError::Protocol(format!(
-                "more than {RECOVERY_BUFFER_ROWS_MAX} live rows arrived while recovering"
-            )));
-        }
-        buffered.push(message);
-        Ok(())
-    };
-    for message in already {
-        buffer(message)?;
-    }
-    // Wait for the peer to hold the whole gap, or for it to be clear that it never will.
-    let mut link: Option<PeerClient> = None;
-    let mut said_unreachable = false;
-    let (mut peer, source) = loop {
-        if link.is_none() {
-            match PeerClient::connect(peer_addr, side, peer_link.security).await {
-                Ok(connected) => link = Some(connected),
-                Err(e) if !said_unreachable => {
-                    said_unreachable = true;
-                    warn!(%side, "the peer logger at {peer_addr} is unreachable ({e}); waiting");
-                }
-                Err(_) => {}
-            }
-        }
-        if let Some(peer) = link.as_mut() {
-            match peer.holdings().await.map(|h| gap_source(&h, resumes_after)) {
-                Ok(GapSource::Wait) => {}
-                Ok(source) => break (link.take().expect("connected"), source),
-                Err(e) => {
-                    warn!(%side, "reading what the peer logger holds: {e}");
-                    link = None;
-                }
-            }
-        }
-        let wait = tokio::time::sleep(Duration::from_millis(PEER_POLL_MS));
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                _ = &mut wait => break,
-                message = rx.recv() => match message {
-                    Some(m) => buffer(m)?,
-                    None => return Err(LoggerError::Protocol("the side closed the link".into())),
-                },
-            }
-        }
-    };
-    if source == GapSource::CopyWhatRemains {
-        warn!(
-            %side,
-            through = resumes_after,
-            "the peer logger is recovering past this gap and does not hold all of it: the \
-             rows neither logger holds are lost"
-        );
-        db.local_event(
-            wall_ms(),
-            &format!(
-                "rows through RecoveryKey {resumes_after} that the peer logger does not hold \
-                 either are lost (both sides' buffers lost them)"
-            ),
-        )
-        .await?;
-    }
-    let copied = copy_gap(db, &mut peer, gap, || {
-        while let Ok(m) = rx.try_recv() {
-            buffer(m)?;
-        }
-        Ok(())
-    })
-    .await?;
-    info!(%side, rows = copied, "recovered from the peer");
-    db.local_event(
-        wall_ms(),
-        &format!("recovered {copied} rows through RecoveryKey {resumes_after} from the peer"),
-    )
-    .await?;
-    write_batches(db, buffered).await?;
-    Ok(())
-}
-
 /// Where a recovering logger reads the rows it missed: its peer logger (`PeerClient` over the
 /// peer link; the whole-system simulation reads the peer's database through its own link).
 #[allow(async_fn_in_trait)] // Callers use one concrete source, whose futures keep their bounds.
@@ -451,6 +317,35 @@ pub trait PeerSource {
     /// How far the peer holds each epoch range (its Logger_Ranges), and the gap it is itself
     /// recovering, if any.
     async fn holdings(&mut self) -> Result<PeerHoldings, LoggerError>;
+}
+
+/// A peer that may not be reached at all (`None`): every request fails, and a recovering logger
+/// waits for it (the whole-system simulation's peer link while the private network is cut).
+impl<P: PeerSource> PeerSource for Option<P> {
+    async fn progress(&mut self) -> Result<Progress, LoggerError> {
+        reached(self)?.progress().await
+    }
+
+    async fn rows_page(
+        &mut self,
+        table: &str,
+        after: Option<Vec<schema::SqlValue>>,
+        through_recovery_key: u64,
+        limit: usize,
+    ) -> Result<Vec<schema::Row>, LoggerError> {
+        reached(self)?
+            .rows_page(table, after, through_recovery_key, limit)
+            .await
+    }
+
+    async fn holdings(&mut self) -> Result<PeerHoldings, LoggerError> {
+        reached(self)?.holdings().await
+    }
+}
+
+fn reached<P>(peer: &mut Option<P>) -> Result<&mut P, LoggerError> {
+    peer.as_mut()
+        .ok_or_else(|| LoggerError::Protocol("the peer logger cannot be reached".into()))
 }
 
 // The database marks ranges of RecoveryKeys as the MDS numbers them.

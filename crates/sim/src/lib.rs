@@ -1,13 +1,14 @@
 //! The deterministic whole-system simulation (`tandem sim`).
 //!
-//! Both sides of the central controller and several PGs run in one process on a simulated
-//! clock and network, driven by one seed. Each side runs the real synchronizer
-//! (`tandem_mds::Synchronizer`), the real router, the real output numbering
-//! (`tandem_central::apply`) and PG-path decisions (`tandem_central::pg_link`); each PG runs the
-//! real gateway protocol (`tandem_pg::gateway_core`) with its real traffic simulator; a state
-//! transfer exports and imports the router's real state records. Only the shells are the
+//! Both sides of the central controller, both loggers, several PGs and the distributors run in
+//! one process on a simulated clock and network, driven by one seed. Each process runs the
+//! product's own decisions: each side its `tandem_central::machine::SideMachine`, each logger
+//! its `tandem_logger::session::LoggerSession` against a real central database, each PG its
+//! `tandem_pg::gateway_core::GatewayCore` with its real traffic simulator, each distributor the
+//! real feed assembler, updateaw and AW database writer. Only the shells are the
 //! simulation's: links with latency that are cut, clogged and healed, processes that crash,
-//! pause and restart, a clock that moves one millisecond per step.
+//! pause and restart, the disks and the time their writes take, and a clock that moves one
+//! millisecond per step.
 //!
 //! Faults are drawn from the seed; invariants are checked after every step and at the end
 //! (`World::check_step`, `World::check_end`). A failing seed reports the first violated

@@ -10,34 +10,26 @@
 mod admin;
 mod distributors;
 mod loggers;
+mod sides;
 
 use crate::{SimOptions, SimReport, Violation};
 use distributors::{SideFeed, SimDistributor};
-use loggers::{SideLogger, SimLogger};
+use loggers::SimLogger;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sides::SimSide;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use tandem_central::apply::{self, ConfigResult};
-use tandem_central::outputs::OutputLog;
-use tandem_central::pg_link::{self, PathChange, PgAddress};
-use tandem_central::transfer as central_transfer;
-use tandem_central::transfer::{SideData, SideDataRef};
-use tandem_mds::sync::{Action, SyncEvent, SyncSettings, SyncState, Synchronizer};
-use tandem_mds::{
-    next_seq, Body, Epoch, LogicVersion, Ordered, OutputId, PeerMessage, PgToSide, Side, SideToPg,
-    SyncCut, TransferRequest,
-};
+use tandem_mds::sync::SyncState;
+use tandem_mds::{LogicVersion, OutputId, PeerMessage, PgToSide, Side, SideToPg, SyncCut};
 use tandem_model::config::ContactCenter;
-use tandem_model::feed::VersionedConfigChange;
 use tandem_model::generate::{generate, GenerateParams};
 use tandem_model::ids::{PgId, RouteRequestKey};
-use tandem_model::input::{Input, OrderedInput};
 use tandem_model::output::Output;
 use tandem_model::topology::MdsTimers;
 use tandem_pg::gateway_core::{CoreSettings, GatewayCore, PgEffect};
 use tandem_pg::{LoadParams, TrafficSim};
-use tandem_router::{records, Router};
+use tandem_router::Router;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// Trace lines kept for a failure report.
@@ -49,28 +41,18 @@ const QUIET_TAIL_MS: u64 = 8_000;
 const DRAIN_MS: u64 = 4_000;
 /// The simulated sides order a DigestCheck this often: often enough to meet pairings,
 /// takeovers and transfers in a run of simulated seconds.
-const DIGEST_CHECK_INTERVAL_MS: u64 = 500;
+pub(super) const DIGEST_CHECK_INTERVAL_MS: u64 = 500;
 /// A PG tries a path that is down this often (`tandem pg`'s reconnect interval).
 const PG_RECONNECT_MS: u64 = 200;
 /// Side A's MDS tries the private link this often while it is down.
 const PEER_CONNECT_MS: u64 = 100;
-/// A receiver retries a failed transfer after this, doubling up to the maximum.
-const TRANSFER_RETRY_MS_MIN: u64 = 250;
-const TRANSFER_RETRY_MS_MAX: u64 = 5_000;
-/// A receiver gives up on a session that has not delivered the state in this long.
-const TRANSFER_TIMEOUT_MS: u64 = 4_000;
-/// The longest a simulated state transfer takes on the wire.
-const TRANSFER_WIRE_MS_MAX: u64 = 1_200;
 /// Quiet steps granted at the end for the disabled side to deliver what the enabled side has.
 const CATCH_UP_MS_MAX: u64 = 2_000;
-/// Outputs whose numbering is remembered for the equality check, per PG; older ones are
-/// forgotten (the replay log keeps 65,536, far more than a run produces).
-const NUMBERED_OUTPUTS_KEPT_MAX: usize = 100_000;
 
 /// A link's kind and ends: (kind, from, to).
 type LinkId = (u8, usize, usize);
-const LINK_PEER: u8 = 0;
-const LINK_SIDE_TO_PG: u8 = 1;
+pub(super) const LINK_PEER: u8 = 0;
+pub(super) const LINK_SIDE_TO_PG: u8 = 1;
 const LINK_PG_TO_SIDE: u8 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,11 +147,22 @@ enum Event {
         pg: usize,
         generation: u64,
     },
-    /// A's MDS opened the session for `nonce`; the source cuts its state.
+    /// A's MDS opened the session for `nonce` at `opened_ms`; the source cuts its state once
+    /// it knows the request the nonce names.
     TransferSession {
         source: usize,
         nonce: u64,
+        opened_ms: u64,
     },
+    /// The session's header reaches the receiving process `process` of `receiver`.
+    TransferHeader {
+        receiver: usize,
+        process: u64,
+        nonce: u64,
+        state_bytes: u64,
+    },
+    /// The session's records, side data and end reach the receiver; `history` is the
+    /// checkers' record of the source's ordered history at the cut.
     TransferArrived {
         receiver: usize,
         nonce: u64,
@@ -177,6 +170,23 @@ enum Event {
         records: Vec<u8>,
         side_data: Vec<u8>,
         history: Vec<(u64, u64)>,
+        started_ms: u64,
+        direction: String,
+    },
+    /// The session under `nonce` ended without the state, as its process `process` of
+    /// `side` sees it.
+    TransferFailed {
+        side: usize,
+        process: u64,
+        nonce: u64,
+    },
+    /// The digest thread of process `process` of `side` answers.
+    DigestComputed {
+        side: usize,
+        process: u64,
+        seq: u64,
+        digest: u128,
+        state_bytes: u64,
     },
     Resume(usize),
     Restart {
@@ -244,48 +254,6 @@ enum Event {
     Fault(Fault),
 }
 
-/// A side's end of a PG path.
-#[derive(Clone, Copy, Debug)]
-struct SidePath {
-    generation: u64,
-    active: bool,
-    last_heard_ms: u64,
-    last_sent_ms: u64,
-}
-
-/// The state transfer this side takes part in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TransferRole {
-    Receiving { nonce: u64, started_ms: u64 },
-    Serving { nonce: u64 },
-}
-
-/// One side: its process (synchronizer, router, output log) while it runs, and what survives a
-/// crash (whether it ran, its persisted epoch).
-struct SimSide {
-    sync: Option<Synchronizer>,
-    router: Option<Router>,
-    outputs: OutputLog,
-    logic: LogicVersion,
-    started: bool,
-    paused: bool,
-    persisted_epoch: Epoch,
-    paths: BTreeMap<usize, SidePath>,
-    transfer: Option<TransferRole>,
-    transfer_retry_ms: u64,
-    transfer_retry_at_ms: u64,
-    /// Checker state: the last sequence number delivered, and per PG the (incarnation, input)
-    /// last delivered.
-    last_delivered_seq: u64,
-    pg_delivered: BTreeMap<PgId, (u64, u64)>,
-    /// The ordered history the side's state holds: per epoch range, the last sequence number
-    /// delivered in it (a state transfer hands the source's over).
-    history: Vec<(u64, u64)>,
-    delivered_count: u64,
-    transfers_received: u64,
-    inbox: VecDeque<Event>,
-}
-
 /// One PG: the real gateway core, and the generation of each of its paths.
 struct SimPg {
     id: PgId,
@@ -342,7 +310,6 @@ struct World {
     /// Per link, the latest arrival time scheduled, to keep each link FIFO.
     link_clock: BTreeMap<LinkId, u64>,
     next_event_no: u64,
-    next_nonce: u64,
     /// Every message delivered anywhere, by sequence number: its hash.
     delivered_by_seq: BTreeMap<u64, u64>,
     /// The router digest each DigestCheck found first, by sequence number.
@@ -354,14 +321,12 @@ struct World {
     answers: BTreeMap<(PgId, RouteRequestKey), u64>,
     /// Answers given again after a takeover abandoned the history of the first.
     answers_after_abandoned: u64,
-    digests_due: Vec<(usize, u64, u128)>,
     trace: VecDeque<String>,
     hasher: Xxh3,
     faults: BTreeMap<&'static str, u32>,
     violation: Option<Violation>,
-    /// The logger tier: each side's logger with its database, and each side's end of the link.
+    /// The logger tier: each side's logger with its database.
     loggers: [SimLogger; 2],
-    side_loggers: [SideLogger; 2],
     /// The rows a side's logger feed holds at most in this run.
     logger_rows_max: usize,
     logger_rng: ChaCha8Rng,
@@ -516,32 +481,13 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
             }
         })
         .collect();
-    let new_side = || SimSide {
-        sync: None,
-        router: None,
-        outputs: OutputLog::default(),
-        logic: logic_version(true),
-        started: false,
-        paused: false,
-        persisted_epoch: Epoch::default(),
-        paths: BTreeMap::new(),
-        transfer: None,
-        transfer_retry_ms: TRANSFER_RETRY_MS_MIN,
-        transfer_retry_at_ms: 0,
-        last_delivered_seq: 0,
-        pg_delivered: BTreeMap::new(),
-        history: Vec::new(),
-        delivered_count: 0,
-        transfers_received: 0,
-        inbox: VecDeque::new(),
-    };
     let mut world = World {
         now_ms: start_ms,
         rng,
         options: options.clone(),
         cc,
         timers,
-        sides: [new_side(), new_side()],
+        sides: [SimSide::new(), SimSide::new()],
         pgs,
         reach: [vec![true; pg_count], vec![true; pg_count]],
         private_link_up: true,
@@ -555,13 +501,11 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         queue: BTreeMap::new(),
         link_clock: BTreeMap::new(),
         next_event_no: 0,
-        next_nonce: 0,
         delivered_by_seq: BTreeMap::new(),
         digest_by_seq: BTreeMap::new(),
         numbered: BTreeMap::new(),
         answers: BTreeMap::new(),
         answers_after_abandoned: 0,
-        digests_due: Vec::new(),
         trace: VecDeque::new(),
         hasher: Xxh3::new(),
         faults: BTreeMap::new(),
@@ -569,10 +513,6 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         loggers: [
             SimLogger::new(&cc_for_loggers),
             SimLogger::new(&cc_for_loggers),
-        ],
-        side_loggers: [
-            SideLogger::new(logger_rows_max),
-            SideLogger::new(logger_rows_max),
         ],
         logger_rows_max,
         logger_rng,
@@ -622,8 +562,8 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         answers_after_abandoned_history: world.answers_after_abandoned,
         drop_decisions: world.drop_decisions,
         logger_write_failures: world.loggers.iter().map(|l| l.write_failures).sum(),
-        logger_gaps_recovered: world.loggers.iter().map(|l| l.gaps_recovered).sum(),
-        logger_gaps_held_by_neither: world.loggers.iter().map(|l| l.gaps_held_by_neither).sum(),
+        logger_gaps_recovered: world.loggers.iter().map(|l| l.gaps().0).sum(),
+        logger_gaps_held_by_neither: world.loggers.iter().map(|l| l.gaps().1).sum(),
         rows_logged: world.rows_logged(),
         distributors: world.distributors.len(),
         config_changes_ordered: world.config_change_seqs.len() as u64,
@@ -631,8 +571,8 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         config_changes_applied: world
             .sides
             .iter()
-            .filter_map(|s| s.router.as_ref())
-            .map(|r| r.config_version())
+            .filter_map(|s| s.machine.as_ref())
+            .map(|m| m.router().config_version())
             .max()
             .unwrap_or(world.initial_config_version)
             - world.initial_config_version,
@@ -810,7 +750,7 @@ impl World {
             if self.sides[side].paused {
                 self.resume(side);
             }
-            if self.sides[side].sync.is_none() || self.sides[side].logic != logic_version(true) {
+            if self.sides[side].machine.is_none() || self.sides[side].logic != logic_version(true) {
                 self.crash(side);
                 self.start_side(side, true);
             }
@@ -884,12 +824,7 @@ impl World {
         self.connect_pg_paths();
         for side in 0..2 {
             if self.runs(side) {
-                self.sync_mut(side).tick(now);
-                self.side_tick(side);
-                if now.is_multiple_of(loggers::SIDE_LOGGER_TICK_MS) {
-                    self.tell_logger_progress(side);
-                    self.send_logger_batches(side, true);
-                }
+                self.machine_mut(side).tick(now);
             }
         }
         self.drain_sides();
@@ -972,19 +907,7 @@ impl World {
     }
 
     fn runs(&self, side: usize) -> bool {
-        self.sides[side].sync.is_some() && !self.sides[side].paused
-    }
-
-    /// The side runs and holds no state yet: it takes its peer's.
-    fn needs_state(&self, side: usize) -> bool {
-        self.sides[side]
-            .sync
-            .as_ref()
-            .is_some_and(Synchronizer::needs_state)
-    }
-
-    fn sync_mut(&mut self, side: usize) -> &mut Synchronizer {
-        self.sides[side].sync.as_mut().expect("a running side")
+        self.sides[side].machine.is_some() && !self.sides[side].paused
     }
 
     // ----- events -----
@@ -1000,8 +923,13 @@ impl World {
                 // A paused process's socket buffers the bytes until it resumes.
                 self.sides[to].inbox.push_back(event);
             }
-            Event::TransferSession { source, .. } if self.sides[source].paused => {
-                self.sides[source].inbox.push_back(event);
+            Event::TransferSession { source: to, .. }
+            | Event::TransferHeader { receiver: to, .. }
+            | Event::TransferFailed { side: to, .. }
+            | Event::DigestComputed { side: to, .. }
+                if self.sides[to].paused =>
+            {
+                self.sides[to].inbox.push_back(event);
             }
             Event::ToPg { pg, .. } | Event::PgPathReset { pg, .. } if self.pgs[pg].paused => {
                 self.pgs[pg].inbox.push_back(event);
@@ -1086,8 +1014,13 @@ impl World {
             } => {
                 if to_logger {
                     self.logger_link_reset(side, generation);
-                } else if self.runs(side) && self.side_loggers[side].link == Some(generation) {
-                    self.side_closes_logger(side, false);
+                } else if self.runs(side) {
+                    let now = self.now_ms;
+                    self.machine_mut(side).logger_down(
+                        now,
+                        generation,
+                        "the logger reset the connection",
+                    );
                 }
             }
             Event::LoggerRestart(side) => self.restart_logger(side),
@@ -1100,7 +1033,7 @@ impl World {
             } => {
                 if generation == self.link_generation && self.runs(to) {
                     let now = self.now_ms;
-                    self.sync_mut(to).on_peer_message(now, message);
+                    self.machine_mut(to).peer_message(now, generation, message);
                 }
             }
             Event::ToSide {
@@ -1114,12 +1047,11 @@ impl World {
                 pg,
                 generation,
             } => {
-                if self.sides[side]
-                    .paths
-                    .get(&pg)
-                    .is_some_and(|p| p.generation == generation)
-                {
-                    self.side_drops_path(side, pg, false);
+                if self.runs(side) && self.sides[side].paths.get(&pg) == Some(&generation) {
+                    self.sides[side].paths.remove(&pg);
+                    let now = self.now_ms;
+                    self.machine_mut(side)
+                        .pg_down(now, generation, "the PG reset the connection");
                 }
             }
             Event::ToPg {
@@ -1141,7 +1073,23 @@ impl World {
                     self.carry_out_pg(pg);
                 }
             }
-            Event::TransferSession { source, nonce } => self.transfer_session(source, nonce),
+            Event::TransferSession {
+                source,
+                nonce,
+                opened_ms,
+            } => self.transfer_session(source, nonce, opened_ms),
+            Event::TransferHeader {
+                receiver,
+                process,
+                nonce,
+                state_bytes,
+            } => {
+                if self.runs(receiver) && self.sides[receiver].process == process {
+                    let now = self.now_ms;
+                    self.machine_mut(receiver)
+                        .transfer_header(now, nonce, state_bytes);
+                }
+            }
             Event::TransferArrived {
                 receiver,
                 nonce,
@@ -1149,10 +1097,41 @@ impl World {
                 records,
                 side_data,
                 history,
-            } => self.transfer_arrived(receiver, nonce, cut, records, side_data, history),
+                started_ms,
+                direction,
+            } => self.transfer_arrived(
+                receiver, nonce, cut, records, side_data, history, started_ms, direction,
+            ),
+            Event::TransferFailed {
+                side,
+                process,
+                nonce,
+            } => {
+                if self.runs(side) && self.sides[side].process == process {
+                    let now = self.now_ms;
+                    self.machine_mut(side).transfer_failed(
+                        now,
+                        nonce,
+                        "the source closed the session",
+                    );
+                }
+            }
+            Event::DigestComputed {
+                side,
+                process,
+                seq,
+                digest,
+                state_bytes,
+            } => {
+                if self.runs(side) && self.sides[side].process == process {
+                    let now = self.now_ms;
+                    self.machine_mut(side)
+                        .digest_computed(now, seq, digest, state_bytes);
+                }
+            }
             Event::Resume(side) => self.resume(side),
             Event::Restart { side, logic_ok } => {
-                if self.sides[side].sync.is_none() {
+                if self.sides[side].machine.is_none() {
                     self.start_side(side, logic_ok);
                 }
             }
@@ -1185,7 +1164,10 @@ impl World {
             Fault::Crash(side, restart_after_ms) => self.crash_and_restart(side, restart_after_ms),
             Fault::CrashDuringTransfer(receiver, restart_after_ms) => {
                 let under_way = (0..2).find(|&s| {
-                    matches!(self.sides[s].transfer, Some(TransferRole::Serving { .. }))
+                    self.sides[s]
+                        .machine
+                        .as_ref()
+                        .is_some_and(|m| m.transfer_serving().is_some())
                 });
                 if let Some(source) = under_way {
                     let side = if receiver { 1 - source } else { source };
@@ -1297,140 +1279,11 @@ impl World {
     /// the logger's cold start recovers: the simulation leaves that double failure out.
     fn may_crash(&self, side: usize) -> bool {
         let other_holds_state = self.sides[1 - side]
-            .sync
+            .machine
             .as_ref()
-            .is_some_and(|sync| !sync.needs_state())
+            .is_some_and(|m| !m.sync().needs_state())
             && self.sides[1 - side].logic == logic_version(true);
-        self.sides[side].sync.is_some() && other_holds_state
-    }
-
-    /// The side's process dies: its connections reset, its state is gone.
-    fn crash(&mut self, side: usize) {
-        if self.sides[side].sync.is_none() {
-            return;
-        }
-        self.trace_line(format!("side {} down", side_of(side)));
-        let slot = &mut self.sides[side];
-        slot.sync = None;
-        slot.router = None;
-        slot.paused = false;
-        slot.transfer = None;
-        // A connection whose hello the paused process never read resets with it too.
-        let unread: Vec<Event> = slot.inbox.drain(..).collect();
-        let slot = &mut self.sides[side];
-        let paths: Vec<(usize, u64)> = slot
-            .paths
-            .iter()
-            .map(|(&pg, p)| (pg, p.generation))
-            .collect();
-        slot.paths.clear();
-        for event in unread {
-            match event {
-                Event::LoggerHello { generation, .. } => {
-                    self.reset_logger_link(side, generation, true);
-                }
-                Event::DistributorHello {
-                    distributor,
-                    generation,
-                    ..
-                } => self.reset_distributor_link(side, distributor, generation, true),
-                _ => {}
-            }
-        }
-        self.side_closes_logger(side, true);
-        self.side_feed_ends(side);
-        for (pg, generation) in paths {
-            self.send(
-                (LINK_SIDE_TO_PG, side, pg),
-                Event::PgPathReset {
-                    pg,
-                    side,
-                    generation,
-                },
-            );
-        }
-        self.disconnect(Some(1 - side));
-    }
-
-    /// Starts (or restarts) a side. A side that ran before lost its state with its process and
-    /// takes its peer's; one starting for the first time builds its state from configuration.
-    fn start_side(&mut self, side: usize, logic_ok: bool) {
-        let now = self.now_ms;
-        let needs_state = self.sides[side].started;
-        let logic = logic_version(logic_ok);
-        let pg_ids: BTreeSet<PgId> = self.pgs.iter().map(|pg| pg.id).collect();
-        let mut settings = SyncSettings::new(side_of(side), logic.clone(), pg_ids);
-        settings.heartbeat_interval_ms = self.timers.heartbeat_interval_ms;
-        settings.heartbeat_misses_max = self.timers.heartbeat_misses_max;
-        settings.tick_interval_ms = self.timers.tick_interval_ms;
-        settings.lease_ms = self.timers.lease_ms;
-        settings.digest_check_interval_ms = DIGEST_CHECK_INTERVAL_MS;
-        #[cfg(feature = "planted-bugs")]
-        {
-            use tandem_mds::sync::PlantedBug as SyncBug;
-            settings.planted_bug = match self.options.planted_bug {
-                Some(crate::PlantedBug::DeliverBeforeBothHold) => {
-                    Some(SyncBug::DeliverBeforeBothHold)
-                }
-                Some(crate::PlantedBug::IgnoreLeaseExpiry) => Some(SyncBug::IgnoreLeaseExpiry),
-                _ => None,
-            };
-        }
-        let epoch = self.sides[side].persisted_epoch;
-        let mut sync = Synchronizer::new(settings, epoch, 0, now, needs_state, now)
-            .expect("the simulation's settings are valid");
-        let router = if needs_state {
-            Router::new(self.cc.settings.clone(), now)
-        } else {
-            Router::from_contact_center(&self.cc, now)
-        }
-        .expect("the generated contact center loads");
-        if !needs_state {
-            sync.set_built_from_configuration(router.config_version());
-        }
-        let mut router = router;
-        self.side_feed_ends(side);
-        self.side_feeds[side].attach(&mut router);
-        let slot = &mut self.sides[side];
-        slot.sync = Some(sync);
-        slot.router = Some(router);
-        slot.outputs = OutputLog {
-            generation: now,
-            ..OutputLog::default()
-        };
-        slot.logic = logic;
-        slot.started = true;
-        slot.paused = false;
-        slot.transfer = None;
-        slot.transfer_retry_ms = TRANSFER_RETRY_MS_MIN;
-        slot.transfer_retry_at_ms = 0;
-        slot.last_delivered_seq = 0;
-        slot.pg_delivered.clear();
-        slot.history.clear();
-        self.side_loggers[side] = SideLogger::new(self.logger_rows_max);
-        // A started process marks itself as having run: a restart takes its peer's state.
-        slot.persisted_epoch = epoch;
-        self.trace_line(format!(
-            "start side {} (needs state: {needs_state}, logic {})",
-            side_of(side),
-            self.sides[side].logic
-        ));
-    }
-
-    fn resume(&mut self, side: usize) {
-        self.sides[side].paused = false;
-        self.trace_line(format!("resume side {}", side_of(side)));
-        let now = self.now_ms;
-        // A woken process notices what its timers say before it reads its sockets.
-        if self.runs(side) {
-            self.sync_mut(side).tick(now);
-        }
-        while let Some(event) = self.sides[side].inbox.pop_front() {
-            self.handle(event);
-            if !self.runs(side) {
-                break;
-            }
-        }
+        self.sides[side].machine.is_some() && other_holds_state
     }
 
     // ----- the private link -----
@@ -1444,12 +1297,9 @@ impl World {
         self.connected = true;
         self.link_generation += 1;
         self.trace_line("private link connected".into());
-        let now = self.now_ms;
+        let (now, conn) = (self.now_ms, self.link_generation);
         for side in 0..2 {
-            // A new connection ends any transfer of the old one.
-            self.sides[side].transfer = None;
-            self.side_loggers[side].progress_told = None;
-            self.sync_mut(side).peer_link_up(now);
+            self.machine_mut(side).peer_up(now, conn);
         }
     }
 
@@ -1459,19 +1309,14 @@ impl World {
             return;
         }
         self.connected = false;
+        let conn = self.link_generation;
         self.link_generation += 1;
         self.trace_line("private link disconnected".into());
         let now = self.now_ms;
         for side in 0..2 {
             if tell.is_none_or(|t| t == side) && self.runs(side) {
-                if matches!(
-                    self.sides[side].transfer,
-                    Some(TransferRole::Serving { .. })
-                ) {
-                    self.sides[side].transfer = None;
-                }
-                self.sync_mut(side).peer_link_down(now);
-                self.peer_logger_progress(side, None);
+                self.machine_mut(side)
+                    .peer_down(now, conn, "the connection reset");
             }
         }
     }
@@ -1569,127 +1414,19 @@ impl World {
                 self.trace_line(format!("PG {pg} path to {} connected", side_of(side)));
                 self.pgs[pg].paths[side] = Some(generation);
                 self.pgs[pg].core.on_path_up(now, side_of(side));
-                self.sides[side].paths.insert(
-                    pg,
-                    SidePath {
-                        generation,
-                        active: false,
-                        last_heard_ms: now,
-                        last_sent_ms: now,
-                    },
-                );
-                let id = self.pgs[pg].id;
-                self.sync_mut(side).pg_reachable(now, id, true);
-                self.send_to_pg(
-                    side,
-                    pg,
-                    SideToPg::Welcome {
-                        side: side_of(side),
-                    },
-                );
+                self.sides[side].paths.insert(pg, generation);
+                let (id, incarnation) = (self.pgs[pg].id, self.pgs[pg].core.incarnation());
+                self.machine_mut(side)
+                    .pg_up(now, generation, id, incarnation);
                 self.carry_out_pg(pg);
             }
         }
     }
 
-    fn send_to_pg(&mut self, side: usize, pg: usize, message: SideToPg) {
-        let Some(path) = self.sides[side].paths.get(&pg) else {
-            return;
-        };
-        let generation = path.generation;
-        self.send(
-            (LINK_SIDE_TO_PG, side, pg),
-            Event::ToPg {
-                pg,
-                side,
-                generation,
-                message,
-            },
-        );
-    }
-
-    /// The side's timers for its PG paths: heartbeats, and closing a silent path.
-    fn side_tick(&mut self, side: usize) {
-        let now = self.now_ms;
-        let interval = self.timers.pg_heartbeat_interval_ms;
-        let silence_max = interval * self.timers.pg_heartbeat_misses_max;
-        let paths: Vec<(usize, SidePath)> = self.sides[side]
-            .paths
-            .iter()
-            .map(|(&pg, p)| (pg, *p))
-            .collect();
-        for (pg, path) in paths {
-            if now > path.last_heard_ms + silence_max {
-                self.trace_line(format!("side {} closes silent PG {pg} path", side_of(side)));
-                self.side_drops_path(side, pg, true);
-            } else if now >= path.last_sent_ms + interval {
-                if let Some(p) = self.sides[side].paths.get_mut(&pg) {
-                    p.last_sent_ms = now;
-                }
-                self.send_to_pg(side, pg, SideToPg::Heartbeat);
-            }
-        }
-        self.transfer_tick(side);
-    }
-
-    /// The side closes its path to `pg` (telling the PG, if `tell`).
-    fn side_drops_path(&mut self, side: usize, pg: usize, tell: bool) {
-        let Some(path) = self.sides[side].paths.remove(&pg) else {
-            return;
-        };
-        if tell {
-            self.send(
-                (LINK_SIDE_TO_PG, side, pg),
-                Event::PgPathReset {
-                    pg,
-                    side,
-                    generation: path.generation,
-                },
-            );
-        }
-        if self.runs(side) {
-            let now = self.now_ms;
-            let id = self.pgs[pg].id;
-            self.sync_mut(side).pg_reachable(now, id, false);
-        }
-    }
-
     fn side_hears_pg(&mut self, side: usize, pg: usize, generation: u64, message: PgToSide) {
-        if !self.runs(side) {
-            return;
-        }
-        let Some(path) = self.sides[side].paths.get_mut(&pg) else {
-            return;
-        };
-        if path.generation != generation {
-            return;
-        }
-        path.last_heard_ms = self.now_ms;
-        let now = self.now_ms;
-        let id = self.pgs[pg].id;
-        let slot = &mut self.sides[side];
-        let sync = slot.sync.as_mut().expect("running");
-        match pg_link::on_pg_message(sync, &slot.outputs, now, id, message) {
-            PathChange::None => {}
-            PathChange::Idle => {
-                if let Some(path) = slot.paths.get_mut(&pg) {
-                    path.active = false;
-                }
-                self.trace_line(format!("PG {pg} path to {} idle", side_of(side)));
-            }
-            PathChange::Active { replay, .. } => {
-                if let Some(path) = slot.paths.get_mut(&pg) {
-                    path.active = true;
-                }
-                self.trace_line(format!(
-                    "PG {pg} path to {} active: {} outputs replayed",
-                    side_of(side),
-                    replay.len()
-                ));
-                for message in replay {
-                    self.send_to_pg(side, pg, message);
-                }
-            }
+        if self.runs(side) && self.sides[side].paths.get(&pg) == Some(&generation) {
+            let now = self.now_ms;
+            self.machine_mut(side).pg_message(now, generation, message);
         }
     }
 
@@ -1778,440 +1515,10 @@ impl World {
         }
     }
 
-    // ----- the sides' actions -----
-
-    /// Carries out what the sides asked for.
-    fn drain_sides(&mut self) {
-        loop {
-            let mut more = false;
-            for side in 0..2 {
-                while self.runs(side) {
-                    let Some(action) = self.sync_mut(side).poll() else {
-                        break;
-                    };
-                    self.carry_out(side, action);
-                }
-                if self.runs(side) && self.side_logger_work(side) {
-                    more = true;
-                }
-            }
-            if self.digests_due.is_empty() {
-                if more {
-                    continue;
-                }
-                return;
-            }
-            let now = self.now_ms;
-            for (side, seq, digest) in std::mem::take(&mut self.digests_due) {
-                if self.runs(side) {
-                    self.sync_mut(side).on_local_digest(now, seq, digest);
-                }
-            }
-        }
-    }
-
-    fn carry_out(&mut self, side: usize, action: Action) {
-        if !matches!(
-            action,
-            Action::SendPeer(PeerMessage::Heartbeat { .. }) | Action::Deliver(_)
-        ) {
-            self.trace_line(format!("{} {}", side_of(side), describe(&action)));
-        }
-        if let Some((address, message)) = pg_link::to_pgs(&action) {
-            let pgs: Vec<usize> = self.sides[side].paths.keys().copied().collect();
-            for pg in pgs {
-                if address == PgAddress::Every || address == PgAddress::Pg(self.pgs[pg].id) {
-                    self.send_to_pg(side, pg, message.clone());
-                }
-            }
-            return;
-        }
-        match action {
-            Action::SendPeer(message) => {
-                if self.connected {
-                    let generation = self.link_generation;
-                    self.send(
-                        (LINK_PEER, side, 1 - side),
-                        Event::Peer {
-                            to: 1 - side,
-                            generation,
-                            message,
-                        },
-                    );
-                }
-            }
-            Action::ClosePeer { .. } => self.disconnect(Some(1 - side)),
-            Action::Deliver(ordered) => self.deliver(side, ordered),
-            Action::PersistEpoch(epoch) => self.sides[side].persisted_epoch = epoch,
-            Action::StateTransferWanted { .. } => {
-                let slot = &mut self.sides[side];
-                slot.transfer_retry_at_ms = 0;
-                slot.transfer_retry_ms = TRANSFER_RETRY_MS_MIN;
-            }
-            Action::TransferRequested(request) => self.on_transfer_requested(side, request),
-            Action::PeerLoggerProgress {
-                connected,
-                committed_through,
-            } => self.peer_logger_progress(
-                side,
-                Some(tandem_central::logger_feed::PeerLogger {
-                    connected,
-                    committed_through,
-                }),
-            ),
-            Action::Event(SyncEvent::TransferBufferOverflow { .. }) => self.transfer_failed(side),
-            Action::Event(SyncEvent::DigestMismatch { seq, .. }) => self.violate(
-                "a DigestCheck found different states",
-                format!("side {} at {seq}", side_of(side)),
-            ),
-            Action::Event(_) => {}
-            Action::AckPg { .. }
-            | Action::ResendFrom { .. }
-            | Action::RefuseInput { .. }
-            | Action::RequestLease { .. }
-            | Action::TestOtherSide => unreachable!("PG actions are carried out above"),
-        }
-    }
-
-    /// Applies an ordered message to the side's router, as the side process does, and checks
-    /// it against what every side delivered.
-    fn deliver(&mut self, side: usize, ordered: Ordered) {
-        let hash = xxh3_64(&postcard::to_stdvec(&ordered).expect("an ordered message serializes"));
-        if !self.check_delivered(side, &ordered, hash) {
-            return;
-        }
-        let slot = &mut self.sides[side];
-        slot.delivered_count += 1;
-        let range = tandem_mds::seq_epoch_range(ordered.seq);
-        match slot.history.last_mut() {
-            Some((last_range, last)) if *last_range == range => *last = ordered.seq,
-            _ => slot.history.push((range, ordered.seq)),
-        }
-        let router = slot.router.as_mut().expect("a running side has a router");
-        match ordered.body {
-            Body::Input { input, .. } => {
-                let input = OrderedInput {
-                    time_ms: ordered.time_ms,
-                    input,
-                };
-                let mut outputs = Vec::new();
-                router.apply_into(ordered.seq, &input, &mut outputs);
-                let sorted =
-                    apply::sort_outputs(ordered.seq, &input, &mut outputs, &mut slot.outputs);
-                let generation = slot.outputs.generation;
-                if let (Some(ConfigResult::Applied { config_version }), Some(config)) =
-                    (&sorted.config_result, &sorted.logged.config)
-                {
-                    self.side_feeds[side].config_applied(VersionedConfigChange {
-                        config_version: *config_version,
-                        recovery_key: ordered.seq,
-                        change: config.change.clone(),
-                    });
-                }
-                if matches!(input.input, Input::TimeTick) {
-                    self.feed_tick(side, ordered.seq, ordered.epoch.number);
-                }
-                self.side_loggers[side]
-                    .feed
-                    .delivered(ordered.seq, Some(sorted.logged));
-                for numbered in sorted.pg_outputs {
-                    let hash = xxh3_64(&output_bytes(&numbered.output));
-                    let key = (generation, numbered.pg, numbered.id);
-                    match self.numbered.get(&key).map(|&(first, _)| first) {
-                        Some(first) if first != hash => {
-                            self.violate(
-                                "two sides numbered different outputs alike",
-                                format!(
-                                    "side {} output {} for PG {} at {}",
-                                    side_of(side),
-                                    numbered.id,
-                                    numbered.pg,
-                                    ordered.seq
-                                ),
-                            );
-                            return;
-                        }
-                        Some(_) => {}
-                        None => {
-                            if self.numbered.len() < NUMBERED_OUTPUTS_KEPT_MAX {
-                                self.numbered.insert(key, (hash, ordered.seq));
-                            }
-                        }
-                    }
-                    let Some(pg) = self.pgs.iter().position(|p| p.id == numbered.pg) else {
-                        continue;
-                    };
-                    if self.sides[side].paths.get(&pg).is_some_and(|p| p.active) {
-                        self.send_to_pg(
-                            side,
-                            pg,
-                            SideToPg::Output {
-                                generation,
-                                id: numbered.id,
-                                prev: numbered.prev,
-                                time_ms: numbered.time_ms,
-                                output: numbered.output,
-                            },
-                        );
-                    }
-                }
-            }
-            Body::DigestCheck => {
-                let digest = router.digest();
-                let first = *self.digest_by_seq.entry(ordered.seq).or_insert(digest);
-                if first != digest {
-                    self.violate(
-                        "two sides' states differ at a DigestCheck",
-                        format!("side {} at {}", side_of(side), ordered.seq),
-                    );
-                    return;
-                }
-                self.digests_due.push((side, ordered.seq, digest));
-                self.logged(side, ordered.seq, None);
-            }
-            Body::Quarantined { .. } => self.logged(side, ordered.seq, None),
-            Body::HistoricalDrop(drop) => {
-                self.trace_line(format!(
-                    "side {} delivers {}",
-                    side_of(side),
-                    drop.describe()
-                ));
-                self.side_loggers[side]
-                    .feed
-                    .decided_drop(ordered.seq, ordered.time_ms, &drop);
-            }
-        }
-    }
-
-    // ----- state transfer -----
-
-    /// A receiver asks for the peer's state when its synchronizer wants it, and gives up on a
-    /// session that takes too long.
-    fn transfer_tick(&mut self, side: usize) {
-        let now = self.now_ms;
-        if let Some(TransferRole::Receiving { started_ms, .. }) = self.sides[side].transfer {
-            if now > started_ms + TRANSFER_TIMEOUT_MS {
-                self.trace_line(format!("side {} transfer timed out", side_of(side)));
-                self.transfer_failed(side);
-            }
-            return;
-        }
-        if self.sides[side].transfer.is_some()
-            || self.sync_mut(side).transfer_wanted().is_none()
-            || now < self.sides[side].transfer_retry_at_ms
-        {
-            return;
-        }
-        self.next_nonce += 1;
-        let nonce = self.next_nonce;
-        let epoch = self.sync_mut(side).epoch();
-        let request = TransferRequest {
-            client: central_transfer::ROUTER_CLIENT.into(),
-            state_version: tandem_router::STATE_FORMAT_VERSION,
-            logic_version: self.sides[side].logic.clone(),
-            epoch,
-            nonce,
-        };
-        self.sides[side].transfer = Some(TransferRole::Receiving {
-            nonce,
-            started_ms: now,
-        });
-        self.sync_mut(side).request_transfer(now, request);
-    }
-
-    fn on_transfer_requested(&mut self, source: usize, request: TransferRequest) {
-        if let Some(reason) = central_transfer::refusal(&request, &self.sides[source].logic) {
-            self.trace_line(format!("transfer refused: {reason}"));
-            return;
-        }
-        self.sides[source].transfer = Some(TransferRole::Serving {
-            nonce: request.nonce,
-        });
-        // A's MDS opens the session on its own connection.
-        let at = self.now_ms + self.rng.random_range(1..20);
-        self.schedule(
-            at,
-            Event::TransferSession {
-                source,
-                nonce: request.nonce,
-            },
-        );
-    }
-
-    /// The source cuts its state, as a side serving a session does, and the session carries
-    /// its records to the receiver.
-    fn transfer_session(&mut self, source: usize, nonce: u64) {
-        if !self.runs(source)
-            || self.sides[source].transfer != Some(TransferRole::Serving { nonce })
-        {
-            return;
-        }
-        // Deliveries decided but not carried out reach the router first.
-        self.drain_sides();
-        let now = self.now_ms;
-        let cut = match self.sync_mut(source).begin_transfer(now) {
-            Ok(cut) => cut,
-            Err(error) => {
-                self.trace_line(format!("transfer not begun: {error}"));
-                self.sides[source].transfer = None;
-                return;
-            }
-        };
-        let slot = &self.sides[source];
-        let records = records::export(slot.router.as_ref().expect("running").state());
-        let side_data = rmp_serde::to_vec(&SideDataRef {
-            outputs: &slot.outputs,
-            history: self.side_loggers[source].feed.history(),
-        })
-        .expect("the side data serializes");
-        let history = slot.history.clone();
-        self.trace_line(format!(
-            "transfer from {} cut at {} ({} bytes)",
-            side_of(source),
-            cut.seq,
-            records.len()
-        ));
-        self.drain_sides();
-        let at = now + self.rng.random_range(20..TRANSFER_WIRE_MS_MAX);
-        self.schedule(
-            at,
-            Event::TransferArrived {
-                receiver: 1 - source,
-                nonce,
-                cut,
-                records,
-                side_data,
-                history,
-            },
-        );
-    }
-
-    fn transfer_arrived(
-        &mut self,
-        receiver: usize,
-        nonce: u64,
-        cut: SyncCut,
-        records: Vec<u8>,
-        side_data: Vec<u8>,
-        history: Vec<(u64, u64)>,
-    ) {
-        if let Some(TransferRole::Serving { nonce: n }) = self.sides[1 - receiver].transfer {
-            if n == nonce {
-                self.sides[1 - receiver].transfer = None;
-            }
-        }
-        if !self.runs(receiver)
-            || !matches!(self.sides[receiver].transfer, Some(TransferRole::Receiving { nonce: n, .. }) if n == nonce)
-        {
-            return;
-        }
-        let (state, _digest) =
-            records::import_with_digest(&records).expect("exported records import");
-        let SideData {
-            outputs,
-            history: feed_history,
-        } = rmp_serde::from_slice(&side_data).expect("the side data deserializes");
-        let now = self.now_ms;
-        match self
-            .sync_mut(receiver)
-            .on_transfer_received(now, cut.clone())
-        {
-            Ok(()) => {
-                let mut router = Router::from_state(state).expect("a checked state loads");
-                self.side_feeds[receiver].attach(&mut router);
-                let slot = &mut self.sides[receiver];
-                slot.router = Some(router);
-                slot.outputs = outputs;
-                slot.transfer = None;
-                slot.transfer_retry_ms = TRANSFER_RETRY_MS_MIN;
-                slot.transfers_received += 1;
-                slot.last_delivered_seq = cut.seq;
-                slot.history = history;
-                // The logger stream before the cut is the peer's: this side's logger recovers
-                // what it lacks of it from the peer's logger.
-                self.side_loggers[receiver]
-                    .feed
-                    .restart_at(cut.seq, &feed_history);
-                slot.pg_delivered = cut
-                    .pg_cursors
-                    .iter()
-                    .map(|c| (c.pg, (c.incarnation, c.input_no)))
-                    .collect();
-                self.trace_line(format!(
-                    "transfer to {} taken at {}",
-                    side_of(receiver),
-                    cut.seq
-                ));
-            }
-            Err(error) => {
-                self.trace_line(format!("transfer discarded: {error}"));
-                self.transfer_failed(receiver);
-            }
-        }
-    }
-
-    /// Ends the transfer under way as failed; a receiver retries after a backoff.
-    fn transfer_failed(&mut self, side: usize) {
-        let now = self.now_ms;
-        let slot = &mut self.sides[side];
-        if matches!(slot.transfer, Some(TransferRole::Receiving { .. })) {
-            slot.transfer_retry_at_ms = now + slot.transfer_retry_ms;
-            slot.transfer_retry_ms = (slot.transfer_retry_ms * 2).min(TRANSFER_RETRY_MS_MAX);
-        }
-        slot.transfer = None;
-    }
-
     // ----- checkers -----
 
-    /// Checks a delivery against the side's stream and every side's: returns false on a
-    /// violation.
-    fn check_delivered(&mut self, side: usize, message: &Ordered, hash: u64) -> bool {
-        let slot = &mut self.sides[side];
-        let last = slot.last_delivered_seq;
-        if last != 0 && Some(message.seq) != next_seq(last, message.epoch) {
-            let detail = format!(
-                "side {} delivered {} after {last}",
-                side_of(side),
-                message.seq
-            );
-            self.violate("a delivered stream with a gap or a repeat", detail);
-            return false;
-        }
-        slot.last_delivered_seq = message.seq;
-        if let Some(input) = message.pg_input() {
-            let previous = slot
-                .pg_delivered
-                .insert(input.pg, (input.incarnation, input.input_no));
-            // A side's first input from a PG, or from a new incarnation, may be any.
-            if let Some((incarnation, input_no)) = previous {
-                if incarnation == input.incarnation && input.input_no != input_no + 1 {
-                    let detail = format!(
-                        "side {} delivered PG {} input {} after {input_no}",
-                        side_of(side),
-                        input.pg,
-                        input.input_no
-                    );
-                    self.violate("a PG input applied twice or out of order", detail);
-                    return false;
-                }
-            }
-        }
-        let first = *self.delivered_by_seq.entry(message.seq).or_insert(hash);
-        if first != hash {
-            self.violate(
-                "a sequence number delivered with two different messages",
-                format!("side {} delivered {message:?}", side_of(side)),
-            );
-            return false;
-        }
-        true
-    }
-
     fn states(&self) -> [Option<SyncState>; 2] {
-        [0, 1].map(|side| {
-            self.runs(side)
-                .then(|| self.sides[side].sync.as_ref().expect("running").state())
-        })
+        [0, 1].map(|side| self.runs(side).then(|| self.machine(side).sync().state()))
     }
 
     fn check_step(&mut self) {
@@ -2316,13 +1623,17 @@ impl World {
             if unanswered > 0 {
                 let sides: Vec<String> = (0..2)
                     .map(|side| {
-                        let slot = &self.sides[side];
-                        let last = slot.outputs.pgs.get(&id).map(|o| o.last);
-                        let path = slot.paths.get(&pg).map(|p| p.active);
+                        let machine = self.machine(side);
+                        let outputs = machine.outputs();
+                        let last = outputs.pgs.get(&id).map(|o| o.last);
+                        let path = self.sides[side]
+                            .paths
+                            .get(&pg)
+                            .and_then(|&conn| machine.path_active(conn));
                         format!(
                             "side {}: generation {}, last output {last:?}, path active {path:?}",
                             side_of(side),
-                            slot.outputs.generation
+                            outputs.generation
                         )
                     })
                     .collect();
@@ -2355,16 +1666,9 @@ impl World {
         // Quiescence: the disabled side catches up with the enabled one, and their states are
         // then equal.
         for _ in 0..CATCH_UP_MS_MAX {
-            let through = [0, 1].map(|s| {
-                self.sides[s]
-                    .sync
-                    .as_ref()
-                    .expect("running")
-                    .delivered_through()
-            });
+            let through = [0, 1].map(|s| self.machine(s).sync().delivered_through());
             if through[0] == through[1] {
-                let digests =
-                    [0, 1].map(|s| self.sides[s].router.as_ref().expect("running").digest());
+                let digests = [0, 1].map(|s| self.machine(s).router().digest());
                 if digests[0] != digests[1] {
                     self.violate(
                         "both sides' states equal after quiescence",
@@ -2430,15 +1734,14 @@ fn side_index(side: Side) -> usize {
     }
 }
 
-fn output_bytes(output: &Output) -> Vec<u8> {
-    postcard::to_stdvec(output).expect("an output serializes")
-}
-
-/// A short description of an action for the trace.
-fn describe(action: &Action) -> String {
-    let text = format!("{action:?}");
+/// The first 160 characters of a trace line's part.
+fn short(text: &str) -> &str {
     match text.char_indices().nth(160) {
-        Some((i, _)) => format!("{}…", &text[..i]),
+        Some((i, _)) => &text[..i],
         None => text,
     }
+}
+
+fn output_bytes(output: &Output) -> Vec<u8> {
+    postcard::to_stdvec(output).expect("an output serializes")
 }

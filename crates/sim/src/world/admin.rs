@@ -6,15 +6,15 @@
 //! it for the loggers, so the end checks compare it everywhere: both central databases' config
 //! tables and Config_Message_Log, and every AW database's copy of the configuration.
 
-use super::{side_of, World};
+use super::{short, side_of, World};
 use rand::Rng;
 use std::collections::BTreeMap;
 use tandem_mds::sync::SyncState;
+use tandem_mds::AdminRequest;
 use tandem_model::config::{
     Agent, ConfigChange, ConfigObject, ConfigOp, ContactCenter, ObjectRef, SkillGroupMember,
 };
 use tandem_model::ids::AgentId;
-use tandem_model::input::Input;
 
 /// Mixed into the seed for the administrator's own random stream.
 pub(super) const ADMIN_STREAM: u64 = 0x6164_6d69_6e69_7374;
@@ -29,43 +29,24 @@ impl World {
     pub(super) fn submit_config_change(&mut self) {
         let states = self.states();
         let ordering = (0..2).find(|&s| {
-            states[s].is_some_and(SyncState::is_enabled)
-                && self.sides[s]
-                    .sync
-                    .as_ref()
-                    .is_some_and(|sync| !sync.needs_state())
+            states[s].is_some_and(SyncState::is_enabled) && !self.machine(s).sync().needs_state()
         });
         let Some(side) = ordering else {
             self.trace_line("configuration change: no side orders".into());
             return;
         };
-        let cc = self.sides[side]
-            .router
-            .as_ref()
-            .expect("a running side has a router")
-            .contact_center();
+        let cc = self.machine(side).router().contact_center();
         let change = self.draw_config_change(&cc);
         self.next_admin_request += 1;
-        let request = self.next_admin_request;
-        let described = format!("{:?}", change.ops);
+        let ticket = self.next_admin_request;
+        self.trace_line(format!(
+            "configuration change submitted to side {}: {}",
+            side_of(side),
+            short(&format!("{:?}", change.ops))
+        ));
         let now = self.now_ms;
-        match self
-            .sync_mut(side)
-            .submit_admin(now, request, Input::ConfigChange(change))
-        {
-            Ok(seq) => {
-                self.config_change_seqs.push(seq);
-                self.trace_line(format!(
-                    "configuration change ordered by side {} at {seq}: {}",
-                    side_of(side),
-                    short(&described)
-                ));
-            }
-            Err(reason) => self.trace_line(format!(
-                "configuration change refused by side {}: {reason}",
-                side_of(side)
-            )),
-        }
+        self.machine_mut(side)
+            .admin(now, ticket, AdminRequest::ApplyConfig(change));
     }
 
     fn draw_config_change(&mut self, cc: &ContactCenter) -> ConfigChange {
@@ -130,7 +111,7 @@ impl World {
     /// At the end: every AW database holds the router's configuration, at its version made by
     /// the same change.
     pub(super) fn check_aw_configuration(&mut self, enabled: usize) {
-        let router = self.sides[enabled].router.as_ref().expect("running");
+        let router = self.machine(enabled).router();
         let version = router.config_stamp();
         let expected = objects(&router.contact_center());
         for distributor in 0..self.distributors.len() {
@@ -168,11 +149,4 @@ pub(super) fn objects(cc: &ContactCenter) -> BTreeMap<ObjectRef, ConfigObject> {
     cc.objects()
         .map(|object| (object.object_ref(), object))
         .collect()
-}
-
-fn short(text: &str) -> &str {
-    match text.char_indices().nth(160) {
-        Some((i, _)) => &text[..i],
-        None => text,
-    }
 }

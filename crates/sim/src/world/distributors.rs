@@ -15,7 +15,7 @@ use rand::Rng;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tandem_central::rtsrvr::{
-    encode_snapshot, EncodedFrame, FeedCursor, FeedHistory, FeedPublisher, FeedTicker, Published,
+    encode_snapshot, EncodedFrame, FeedCursor, FeedHistory, FeedPublisher, FeedTick, Published,
     ServeStep,
 };
 use tandem_db::aw::{AwDb, FeedState};
@@ -28,9 +28,9 @@ use tandem_distributor::updateaw::{ConfigDecision, UpdateAw};
 use tandem_distributor::writer::{write_batch, AwWriteJob, AwWriteQueue, Refusal, WriteItem};
 use tandem_mds::frame;
 use tandem_mds::protocol::SideToDistributor;
+use tandem_mds::AdminReply;
 use tandem_model::config::{ConfigStamp, ContactCenter};
-use tandem_model::feed::{FeedFrameHeader, FeedPosition, VersionedConfigChange};
-use tandem_router::Router;
+use tandem_model::feed::{FeedFrameHeader, FeedPosition};
 use xxhash_rust::xxh3::xxh3_64;
 
 pub(super) const LINK_SIDE_TO_DISTRIBUTOR: u8 = 5;
@@ -55,30 +55,17 @@ struct Subscription {
     unread_bytes: usize,
 }
 
-/// A side's rtsrvr: it lives and dies with the side's process.
+/// A side's rtsrvr publisher and subscribers: they live and die with the side's process. The
+/// ticks come from the side's machine.
 #[derive(Default)]
 pub(super) struct SideFeed {
-    ticker: FeedTicker,
     publisher: FeedPublisher,
     history: FeedHistory,
     /// The latest tick published: (generation, number).
     published: (u64, u64),
     /// The header of the latest tick published.
     latest: Option<FeedFrameHeader>,
-    needs_complete: bool,
     subscriptions: BTreeMap<usize, Subscription>,
-}
-
-impl SideFeed {
-    /// A new state (built from configuration, or received by transfer): the feed follows it
-    /// and starts again at the next tick.
-    pub(super) fn attach(&mut self, router: &mut Router) {
-        self.ticker.attach(router);
-    }
-
-    pub(super) fn config_applied(&mut self, change: VersionedConfigChange) {
-        self.ticker.config_applied(change);
-    }
 }
 
 /// A distributor's connection to a side.
@@ -221,26 +208,19 @@ impl World {
 
     // ----- the side's end -----
 
-    /// The side's router applied the TimeTick ordered at `seq`: publish its frame, write due
-    /// snapshots, and write every subscription what it waits for.
-    pub(super) fn feed_tick(&mut self, side: usize, seq: u64, epoch: u64) {
-        let slot = &mut self.sides[side];
-        let router = slot.router.as_mut().expect("a running side has a router");
-        let generation = slot.outputs.generation;
+    /// The side's router applied an ordered TimeTick: publish its frame, write due snapshots,
+    /// and write every subscription what it waits for.
+    pub(super) fn feed_tick(&mut self, side: usize, tick: FeedTick) {
         let feed = &mut self.side_feeds[side];
-        let start_again = std::mem::take(&mut feed.needs_complete);
-        let tick = feed
-            .ticker
-            .tick(router, generation, epoch, seq, start_again);
         let header = match feed.publisher.on_tick(tick) {
             Published::StartedAgain(header) => {
                 feed.history.start_at(header.generation, header.number);
                 header
             }
             Published::Missed(header) => {
-                feed.needs_complete = true;
                 feed.history.start_at(header.generation, header.number);
                 feed.latest = None;
+                self.machine_mut(side).feed_start_again();
                 return;
             }
             Published::Frame(frame) => {
@@ -690,20 +670,32 @@ impl World {
     /// again, as `initialize` does with the answer to `ExportConfig`.
     fn distributor_rebuilds(&mut self, distributor: usize) {
         let ordering = (0..2).find(|&s| {
-            self.runs(s)
-                && self.sides[s]
-                    .sync
-                    .as_ref()
-                    .is_some_and(|sync| sync.state().is_enabled() && !sync.needs_state())
+            self.runs(s) && {
+                let sync = self.machine(s).sync();
+                sync.state().is_enabled() && !sync.needs_state()
+            }
         });
         let Some(side) = ordering else {
             // No side answers: the next frame tries again.
             return;
         };
-        let sync = self.sides[side].sync.as_ref().expect("runs");
-        let recovery_key = sync.delivered_through();
-        let router = self.sides[side].router.as_ref().expect("runs");
-        let (cc, config) = (router.contact_center(), router.config_stamp());
+        let AdminReply::Configuration {
+            contact_center,
+            config_version,
+            config_recovery_key,
+            recovery_key,
+        } = self.machine(side).export_config()
+        else {
+            // The side is taking its peer's state: the next frame tries again.
+            return;
+        };
+        let (cc, config) = (
+            *contact_center,
+            ConfigStamp {
+                version: config_version,
+                recovery_key: config_recovery_key,
+            },
+        );
         let d = &mut self.distributors[distributor];
         d.writes.push_back(WriteItem::Configuration {
             contact_center: Box::new(cc),
@@ -866,7 +858,7 @@ impl World {
                     d.holds == Some(h.position()) && d.written_through() == Some(h.position())
                 })
             });
-            let router = self.sides[enabled].router.as_ref().expect("running");
+            let router = self.machine(enabled).router();
             if caught_up && router.feed_frame_number() == latest.expect("caught up").number {
                 let rows: Vec<_> = router.feed_rows().collect();
                 let router_digest = tandem_db::aw::rows_digest(&rows);

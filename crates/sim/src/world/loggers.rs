@@ -1,21 +1,20 @@
-//! The loggers in the simulation. Each side's logger process writes a real central database
-//! (SQLite in memory, through `tandem-db`) with the real logger's write and gap-recovery code
-//! (`tandem_logger::run::write_batches`, `copy_gap`); each side feeds it through the real
-//! `LoggerFeed`. The database survives the logger's crash, as its disk would; the peer link the
-//! loggers recover over runs on the private network.
+//! The loggers in the simulation. Each side's logger process is the product's own session
+//! (`tandem_logger::session::LoggerSession`: batches, gaps, recovery from the peer) writing a
+//! real central database (SQLite in memory, through `tandem-db`) with the product's jobs
+//! (`run_job`); each side feeds it from its machine's logger stream. What this file adds is the
+//! shell: the links, the time a transaction takes, and the peer link the loggers recover over,
+//! which runs on the private network. The database survives the logger's crash, as its disk
+//! would.
 
 use super::admin::objects;
 use super::{side_of, Event, LinkId, World};
 use rand::Rng;
 use std::collections::VecDeque;
-use tandem_central::logger_feed::{LoggerFeed, PeerLogger};
 use tandem_logger::db::{CentralDb, DbLocation, Progress};
 use tandem_logger::peer::DatabasePeer;
-use tandem_logger::run::{
-    copy_gap, gap_source, take_configuration, write_batches, GapSource, GapToRecover, LoggerError,
-    PeerSource,
-};
+use tandem_logger::run::LoggerError;
 use tandem_logger::schema::{Row, SqlValue, TableKind};
+use tandem_logger::session::{run_job, JobOutcome, LoggerJob, LoggerSession, LoggerWork};
 use tandem_mds::{LoggerToSide, SideToLogger};
 use tandem_model::config::ContactCenter;
 
@@ -24,11 +23,8 @@ pub(super) const LINK_LOGGER_TO_SIDE: u8 = 4;
 /// A logger connects to its side this often while it has no connection (`tandem logger`'s
 /// reconnect interval).
 const LOGGER_RECONNECT_MS: u64 = 200;
-/// A recovering logger asks its peer's progress this often.
-const PEER_POLL_MS: u64 = 100;
-/// The side sends its logger a progress-only batch and tells its peer of its logger this
-/// often (the side core's tick).
-pub(super) const SIDE_LOGGER_TICK_MS: u64 = 100;
+/// A write transaction takes up to this long.
+const LOGGER_WRITE_MS_MAX: u64 = 8;
 /// Quiet steps granted at the end for both loggers to commit what their sides delivered.
 pub(super) const LOGGER_CATCH_UP_MS_MAX: u64 = 4_000;
 
@@ -50,24 +46,21 @@ pub(super) struct SimLogger {
     pub(super) db: CentralDb,
     pub(super) runs: bool,
     pub(super) paused: bool,
-    /// The connection to its side, while one exists.
+    /// The connection to its side, while one exists, and its session.
     pub(super) generation: Option<u64>,
+    session: LoggerSession,
     last_connect_ms: u64,
-    /// What the side sent, read and not yet written, in order.
-    queue: VecDeque<SideToLogger>,
-    /// While a gap is recovered: the side holds the stream only after this.
-    recovering: Option<GapToRecover>,
-    last_peer_poll_ms: u64,
-    /// The transaction under way ends then.
-    busy_until_ms: u64,
+    /// The outcome of the job under way, and when its transaction ends.
+    running: Option<(u64, JobOutcome)>,
     /// Whether the database refuses to grow (a full disk).
     pub(super) capped: bool,
     /// Bytes that arrived while the process was paused.
     pub(super) inbox: VecDeque<Event>,
     pub(super) write_failures: u64,
-    pub(super) gaps_recovered: u64,
-    /// Gaps its peer logger did not hold all of and never would: both sides lost the rows.
-    pub(super) gaps_held_by_neither: u64,
+    /// Of the connections that ended: gaps recovered, and gaps its peer logger did not hold
+    /// all of and never would (both sides lost the rows).
+    gaps_recovered: u64,
+    gaps_held_by_neither: u64,
 }
 
 impl SimLogger {
@@ -84,11 +77,9 @@ impl SimLogger {
             runs: true,
             paused: false,
             generation: None,
+            session: LoggerSession::new(),
             last_connect_ms: 0,
-            queue: VecDeque::new(),
-            recovering: None,
-            last_peer_poll_ms: 0,
-            busy_until_ms: 0,
+            running: None,
             capped: false,
             inbox: VecDeque::new(),
             write_failures: 0,
@@ -99,32 +90,24 @@ impl SimLogger {
 
     fn drop_connection(&mut self, now_ms: u64) {
         self.generation = None;
-        self.queue.clear();
-        self.recovering = None;
+        let ended = std::mem::take(&mut self.session);
+        self.gaps_recovered += ended.gaps_recovered;
+        self.gaps_held_by_neither += ended.gaps_held_by_neither;
+        self.running = None;
         self.last_connect_ms = now_ms;
+    }
+
+    /// Gaps recovered from the peer, and of those the ones it held only part of, over every
+    /// connection.
+    pub(super) fn gaps(&self) -> (u64, u64) {
+        (
+            self.gaps_recovered + self.session.gaps_recovered,
+            self.gaps_held_by_neither + self.session.gaps_held_by_neither,
+        )
     }
 
     pub(super) fn progress(&self) -> Progress {
         block_on(self.db.progress()).expect("an in-memory database reads its progress")
-    }
-}
-
-/// The side's end of its logger link.
-pub(super) struct SideLogger {
-    pub(super) feed: LoggerFeed,
-    /// The logger's connection, while it has one.
-    pub(super) link: Option<u64>,
-    /// What the peer was last told of this side's logger.
-    pub(super) progress_told: Option<(bool, u64)>,
-}
-
-impl SideLogger {
-    pub(super) fn new(rows_max: usize) -> SideLogger {
-        SideLogger {
-            feed: LoggerFeed::new(rows_max, 0),
-            link: None,
-            progress_told: None,
-        }
     }
 }
 
@@ -137,8 +120,8 @@ impl World {
         }
     }
 
-    /// The logger's process: connect when it has no connection, write what its side sent, or
-    /// recover a gap from its peer.
+    /// The logger's process: connect when it has no connection, and carry out its session's
+    /// work.
     pub(super) fn logger_tick(&mut self, side: usize) {
         let now = self.now_ms;
         let logger = &self.loggers[side];
@@ -151,90 +134,66 @@ impl World {
             }
             return;
         }
-        if now < logger.busy_until_ms {
-            return;
-        }
-        if let Some(gap) = logger.recovering.clone() {
-            if now >= logger.last_peer_poll_ms + PEER_POLL_MS {
-                self.loggers[side].last_peer_poll_ms = now;
-                self.logger_recovers(side, &gap);
+        if let Some((ends_ms, _)) = &self.loggers[side].running {
+            if now < *ends_ms {
+                return;
             }
-            return;
+            let (_, outcome) = self.loggers[side].running.take().expect("checked above");
+            self.loggers[side].session.job_done(now, outcome);
         }
-        let mut batches = Vec::new();
-        while let Some(message) = self.loggers[side].queue.pop_front() {
-            match message {
-                // The simulated sides build their state from the contact center.
-                SideToLogger::SendConfiguration => {}
-                // The batches before a gap are written before it is closed.
-                gap @ SideToLogger::Gap { .. } if !batches.is_empty() => {
-                    self.loggers[side].queue.push_front(gap);
-                    break;
-                }
-                SideToLogger::Gap {
-                    resumes_after,
-                    contact_center,
-                    config,
-                    ranges_left,
-                } => {
+        while let Some(work) = self.loggers[side].session.poll(now) {
+            match work {
+                LoggerWork::Send(message) => self.logger_sends(side, message),
+                LoggerWork::LocalEvent(text) => {
                     let db = self.loggers[side].db.clone();
-                    let closed = block_on(async {
-                        let taken = take_configuration(&db, &contact_center, config).await?;
-                        if db.holds_through(resumes_after).await? {
-                            db.close_gap(resumes_after, &[], &[]).await?;
-                            return Ok((taken, true));
-                        }
-                        Ok::<_, tandem_logger::db::DbError>((taken, false))
-                    });
-                    if let Ok((true, _)) = closed {
-                        self.trace_line(format!(
-                            "logger {} takes its side's configuration, {config}",
-                            side_of(side)
-                        ));
-                    }
-                    match closed.map(|(_, closed)| closed) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            let committed = self.loggers[side].progress().committed_through;
-                            self.trace_line(format!(
-                                "logger {} recovers through {resumes_after} from its peer \
-                                 (committed through {committed})",
-                                side_of(side),
-                            ));
-                            self.loggers[side].recovering = Some(GapToRecover {
-                                resumes_after,
-                                ranges_left,
-                            });
-                            break;
-                        }
-                        Err(error) => return self.logger_fails(side, error.into()),
+                    if let Err(error) = block_on(db.local_event(now, &text)) {
+                        return self.logger_fails(side, error.into());
                     }
                 }
-                batch @ SideToLogger::Batch { .. } => batches.push(batch),
+                LoggerWork::Log { text, .. } => {
+                    self.trace_line(format!("logger {}: {}", side_of(side), super::short(&text)));
+                }
+                LoggerWork::Close(error) => return self.logger_fails(side, error),
+                LoggerWork::Job(job) => {
+                    let takes_ms = match &job {
+                        LoggerJob::Write(_) => {
+                            self.logger_rng.random_range(1..=LOGGER_WRITE_MS_MAX)
+                        }
+                        _ => 0,
+                    };
+                    let outcome = self.logger_runs(side, job);
+                    if takes_ms > 0 {
+                        self.loggers[side].running = Some((now + takes_ms, outcome));
+                        return;
+                    }
+                    self.loggers[side].session.job_done(now, outcome);
+                }
             }
         }
-        if batches.is_empty() {
-            return;
-        }
-        let written = block_on(write_batches(&self.loggers[side].db, batches));
-        match written {
-            Ok(()) => {
-                let write_ms = self.logger_rng.random_range(1..=8);
-                self.loggers[side].busy_until_ms = now + write_ms;
-                self.logger_acknowledges(side);
-            }
-            Err(error) => self.logger_fails(side, error),
-        }
+    }
+
+    /// Runs a job of `side`'s logger against its database and, over the private network, its
+    /// peer's.
+    fn logger_runs(&mut self, side: usize, job: LoggerJob) -> JobOutcome {
+        let peer = &self.loggers[1 - side];
+        let reached = peer.runs && !peer.paused && self.private_link_up;
+        // The peer link runs on the private network.
+        let mut peer = reached.then(|| DatabasePeer {
+            db: peer.db.clone(),
+            recovering_through: peer.session.recovering_through(),
+        });
+        let db = self.loggers[side].db.clone();
+        block_on(run_job(&db, &mut peer, job))
     }
 
     fn logger_connects(&mut self, side: usize) {
         self.next_logger_generation += 1;
         let generation = self.next_logger_generation;
         let progress = self.loggers[side].progress();
+        let now = self.now_ms;
         let logger = &mut self.loggers[side];
+        logger.drop_connection(now);
         logger.generation = Some(generation);
-        logger.queue.clear();
-        logger.recovering = None;
         self.trace_line(format!(
             "logger {} connects, committed through {}",
             side_of(side),
@@ -252,73 +211,19 @@ impl World {
         );
     }
 
-    fn logger_acknowledges(&mut self, side: usize) {
+    fn logger_sends(&mut self, side: usize, message: LoggerToSide) {
         let Some(generation) = self.loggers[side].generation else {
             return;
         };
-        let progress = self.loggers[side].progress();
         self.send_logger_link(
             side,
             false,
             Event::FromLogger {
                 side,
                 generation,
-                message: LoggerToSide::Committed {
-                    through: progress.committed_through,
-                    config_version: progress.config_version,
-                },
+                message,
             },
         );
-    }
-
-    /// Whether the peer link reaches `side`'s peer logger: it runs, and the private network
-    /// carries bytes.
-    fn peer_logger_reachable(&self, side: usize) -> bool {
-        let peer = &self.loggers[1 - side];
-        peer.runs && !peer.paused && self.private_link_up
-    }
-
-    fn logger_recovers(&mut self, side: usize, gap: &GapToRecover) {
-        let resumes_after = gap.resumes_after;
-        if !self.peer_logger_reachable(side) {
-            return;
-        }
-        let mut peer = DatabasePeer {
-            db: self.loggers[1 - side].db.clone(),
-            recovering_through: self.loggers[1 - side]
-                .recovering
-                .as_ref()
-                .map(|gap| gap.resumes_after),
-        };
-        let db = self.loggers[side].db.clone();
-        let recovered = block_on(async {
-            let source = gap_source(&peer.holdings().await?, resumes_after);
-            if source == GapSource::Wait {
-                return Ok(None);
-            }
-            copy_gap(&db, &mut peer, gap, || Ok(()))
-                .await
-                .map(|rows| Some((rows, source)))
-        });
-        match recovered {
-            Ok(None) => {}
-            Ok(Some((rows, source))) => {
-                let what = if source == GapSource::CopyWhatRemains {
-                    self.loggers[side].gaps_held_by_neither += 1;
-                    "what its peer held of the gap"
-                } else {
-                    "the gap"
-                };
-                self.trace_line(format!(
-                    "logger {} recovered {what}: {rows} rows through {resumes_after}",
-                    side_of(side)
-                ));
-                self.loggers[side].recovering = None;
-                self.loggers[side].gaps_recovered += 1;
-                self.logger_acknowledges(side);
-            }
-            Err(error) => self.logger_fails(side, error),
-        }
     }
 
     /// Resets the logger connection `generation` of `side`, as heard at the logger's end
@@ -353,7 +258,6 @@ impl World {
         logger.runs = false;
         logger.paused = false;
         logger.inbox.clear();
-        logger.busy_until_ms = 0;
     }
 
     /// The logger's connection resets without a write failing (its process died).
@@ -400,7 +304,7 @@ impl World {
         ));
     }
 
-    fn send_logger_link(&mut self, side: usize, to_logger: bool, event: Event) {
+    pub(super) fn send_logger_link(&mut self, side: usize, to_logger: bool, event: Event) {
         self.send(Self::logger_link(side, to_logger), event);
     }
 
@@ -414,7 +318,7 @@ impl World {
     ) {
         let logger = &mut self.loggers[side];
         if logger.runs && logger.generation == Some(generation) {
-            logger.queue.push_back(message);
+            logger.session.on_message(message);
         }
     }
 
@@ -440,46 +344,9 @@ impl World {
             self.reset_logger_link(side, generation, true);
             return;
         }
-        if let Some(old) = self.side_loggers[side].link.take() {
-            self.reset_logger_link(side, old, true);
-        }
-        let slot = &mut self.side_loggers[side];
-        slot.link = Some(generation);
-        if self.needs_state(side) {
-            // It holds no state yet: it tells its logger nothing until a transfer brings one.
-            return;
-        }
-        let slot = &mut self.side_loggers[side];
-        if let Some(resumes_after) = slot
-            .feed
-            .logger_connected(committed_through, config_version)
-        {
-            let router = self.sides[side].router.as_ref().expect("the side runs");
-            let (config, contact_center) = (router.config_stamp(), router.contact_center());
-            let ranges_left = slot.feed.ranges_left_before(resumes_after);
-            self.trace_line(format!(
-                "side {} tells its logger of a gap: the stream resumes after {resumes_after}; \
-                 its configuration is {config}",
-                side_of(side)
-            ));
-            let gap = SideToLogger::Gap {
-                resumes_after,
-                contact_center: Box::new(contact_center),
-                config,
-                ranges_left,
-            };
-            self.send_logger_link(
-                side,
-                true,
-                Event::ToLogger {
-                    side,
-                    generation,
-                    message: gap,
-                },
-            );
-        }
-        self.tell_logger_progress(side);
-        self.send_logger_batches(side, true);
+        let now = self.now_ms;
+        self.machine_mut(side)
+            .logger_up(now, generation, committed_through, config_version);
     }
 
     pub(super) fn side_hears_logger(
@@ -488,111 +355,10 @@ impl World {
         generation: u64,
         message: LoggerToSide,
     ) {
-        if !self.runs(side) || self.side_loggers[side].link != Some(generation) {
-            return;
-        }
-        if let LoggerToSide::Committed {
-            through,
-            config_version,
-        } = message
-        {
-            self.side_loggers[side]
-                .feed
-                .committed(through, config_version);
-        }
-    }
-
-    /// The side's logger connection closed (from either end).
-    pub(super) fn side_closes_logger(&mut self, side: usize, tell_logger: bool) {
-        let Some(generation) = self.side_loggers[side].link.take() else {
-            return;
-        };
-        if tell_logger {
-            self.reset_logger_link(side, generation, true);
-        }
-        self.side_loggers[side].feed.logger_disconnected();
         if self.runs(side) {
-            self.tell_logger_progress(side);
-        }
-    }
-
-    /// Sends the logger what it has not been sent, as the side's core does.
-    pub(super) fn send_logger_batches(&mut self, side: usize, progress_only: bool) {
-        let Some(generation) = self.side_loggers[side].link else {
-            return;
-        };
-        if self.needs_state(side) {
-            return;
-        }
-        if !self.side_loggers[side].feed.logger_connected_now() {
-            self.trace_line(format!(
-                "side {}: the logger fell behind the buffer: its link is reset",
-                side_of(side)
-            ));
-            self.side_closes_logger(side, true);
-            return;
-        }
-        let mut progress = progress_only;
-        while let Some(batch) = self.side_loggers[side].feed.next_batch(progress) {
-            progress = false;
-            self.send_logger_link(
-                side,
-                true,
-                Event::ToLogger {
-                    side,
-                    generation,
-                    message: batch,
-                },
-            );
-        }
-    }
-
-    /// Tells the peer of this side's logger when that changed since it was last told.
-    pub(super) fn tell_logger_progress(&mut self, side: usize) {
-        let slot = &mut self.side_loggers[side];
-        let progress = (slot.link.is_some(), slot.feed.status().committed_through);
-        if self.connected && slot.progress_told != Some(progress) {
-            slot.progress_told = Some(progress);
             let now = self.now_ms;
-            self.sync_mut(side)
-                .logger_progress(now, progress.0, progress.1);
-        }
-    }
-
-    /// After the side's actions: a drop decision when the buffer is full and no logger takes
-    /// rows, then what the logger has not been sent. Returns whether a decision was ordered
-    /// (its actions wait in the synchronizer).
-    pub(super) fn side_logger_work(&mut self, side: usize) -> bool {
-        let now = self.now_ms;
-        let sync = self.sides[side].sync.as_mut().expect("a running side");
-        match self.side_loggers[side].feed.order_drop(sync, now) {
-            Ok(true) => {
-                self.drop_decisions += 1;
-                return true;
-            }
-            Ok(false) => {}
-            Err(reason) => {
-                self.trace_line(format!("drop decision not ordered: {reason}"));
-            }
-        }
-        self.send_logger_batches(side, false);
-        false
-    }
-
-    /// The feed for the delivered message `seq`.
-    pub(super) fn logged(
-        &mut self,
-        side: usize,
-        seq: u64,
-        message: Option<tandem_model::logged::LoggedMessage>,
-    ) {
-        self.side_loggers[side].feed.delivered(seq, message);
-    }
-
-    pub(super) fn peer_logger_progress(&mut self, side: usize, peer: Option<PeerLogger>) {
-        self.side_loggers[side].feed.peer_logger(peer);
-        if peer.is_none() {
-            self.side_loggers[side].progress_told = None;
+            self.machine_mut(side)
+                .logger_message(now, generation, message);
         }
     }
 
@@ -609,8 +375,8 @@ impl World {
                 let detail = format!(
                     "the sides delivered through {through}; the loggers committed through \
                      {committed:?}; feeds {:?} and {:?}",
-                    self.side_loggers[0].feed.status(),
-                    self.side_loggers[1].feed.status()
+                    self.machine(0).logger_feed().status(),
+                    self.machine(1).logger_feed().status()
                 );
                 self.violate(
                     "liveness: both loggers commit what their sides delivered",
@@ -628,12 +394,7 @@ impl World {
         }
         // The history of record: what the enabled side's state holds, per epoch range.
         let enabled = (0..2)
-            .find(|&side| {
-                self.sides[side]
-                    .sync
-                    .as_ref()
-                    .is_some_and(|sync| sync.state().is_enabled())
-            })
+            .find(|&side| self.machine(side).sync().state().is_enabled())
             .expect("check_end found one side enabled");
         let history = self.sides[enabled].history.clone();
         let of_record = |key: u64| {
@@ -691,7 +452,7 @@ impl World {
             return self.violate("both central databases equal", detail);
         }
         // And they hold the router's configuration, made by the same change.
-        let router = self.sides[enabled].router.as_ref().expect("running");
+        let router = self.machine(enabled).router();
         let expected = (router.config_stamp(), objects(&router.contact_center()));
         let stored = block_on(dbs[0].load_configuration())
             .expect("an in-memory database reads")
