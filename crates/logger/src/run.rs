@@ -3,6 +3,11 @@
 //! acknowledging each once it is durable. When its side no longer holds part of the stream it
 //! missed, it recovers that part from the peer logger (`crate::peer`), buffering the live
 //! stream meanwhile, so no row falls between the two; it serves its peer the same way.
+//!
+//! What each message means is decided by the connection's `crate::session::LoggerSession`,
+//! which the whole-system simulation drives too; this file is its shell (`serve_side`) and the
+//! database side of its jobs (`write_batches`, `take_configuration`, `gap_source`,
+//! `copy_gap`).
 
 use crate::db::{CentralDb, ConfigStamp, DbError, DbLocation, Progress, RangeMark};
 use crate::peer::{PeerHoldings, ReconnectingPeer, RecoveringGuard, RecoveringThrough};
@@ -27,8 +32,8 @@ pub const SQLITE_FILE: &str = "central.db";
 pub const WRITE_ROWS_MAX: usize = 20_000;
 /// Frames from the side queued for the writer.
 pub const FRAMES_QUEUED_MAX: usize = 256;
-/// Live rows buffered while a gap is recovered from the peer; past this the link is reset and
-/// the side sends them again later.
+/// Live rows a session holds unwritten at most (while a gap is recovered from the peer, or a
+/// transaction commits); past this the link is reset and the side sends them again later.
 pub const RECOVERY_BUFFER_ROWS_MAX: usize = 2_000_000;
 /// Rows copied from the peer per page.
 pub const RECOVERY_PAGE_ROWS: usize = 5_000;
