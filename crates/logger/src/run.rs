@@ -224,6 +224,8 @@ async fn serve_side(
                     }
                 }
             }
+            // The session's own timer (its next poll of the peer), not a synchronization: a
+            // message from the side wakes this at once.
             let wait = session
                 .next_wake_ms()
                 .map(|at| at.saturating_sub(wall_ms()))

@@ -80,6 +80,10 @@ enum Fault {
     /// A PG's process dies and starts again: a new incarnation, which re-reports its
     /// peripherals.
     CrashPg(usize, u64),
+    /// A side's process dies between two of its machine's effects: before it carries out the
+    /// `n`th effect from now, or at its next epoch barrier (before the epoch is on disk, or
+    /// just after, with nothing after it gone out), then starts again after the last value.
+    CrashAtEffect(usize, EffectTrap, u64),
     /// A PG's process stops for a while and goes on (a silent failure): its sockets buffer
     /// what comes, and it sends nothing.
     PausePg(usize, u64),
@@ -108,6 +112,7 @@ impl Fault {
             Fault::CrashDistributor(..) => "distributor crashed and restarted",
             Fault::SlowDistributor(..) => "slow distributor",
             Fault::CrashPg(..) => "PG crashed and restarted",
+            Fault::CrashAtEffect(..) => "side crashed between two effects",
             Fault::PausePg(..) => "PG paused",
             Fault::PauseDistributor(..) => "distributor paused",
             Fault::AwDbWriteFailure(..) => "AW database write failure",
@@ -285,6 +290,23 @@ const DISTRIBUTOR_PAUSE_PROBABILITY: f64 = 0.4;
 const AW_DB_STREAM: u64 = 0x6177_5f64_625f_6661;
 /// The chance that a run makes one of its AW databases refuse writes for a while.
 const AW_DB_WRITE_FAILURE_PROBABILITY: f64 = 0.4;
+/// Mixed into the seed for the crashes between two effects' own random stream.
+const EFFECT_STREAM: u64 = 0x6566_6665_6374_5f21;
+/// The chance that a run crashes a side between two effects, and of those, the share that
+/// waits for an epoch barrier.
+const EFFECT_CRASH_PROBABILITY: f64 = 0.4;
+const EFFECT_CRASH_AT_BARRIER_SHARE: f64 = 0.5;
+/// The most effects a trap lets pass before it strikes.
+const EFFECT_CRASH_AFTER_MAX: u32 = 400;
+
+/// Where a side's process dies among its machine's effects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum EffectTrap {
+    /// Before the effect after these many.
+    After(u32),
+    /// At the next `PersistEpoch`: `durable` once the epoch is on disk, else before.
+    Barrier { durable: bool },
+}
 
 struct World {
     now_ms: u64,
@@ -342,6 +364,10 @@ struct World {
     pause_rng: ChaCha8Rng,
     /// And the AW databases' write failures.
     aw_db_rng: ChaCha8Rng,
+    /// And the crashes between two effects of a side.
+    effect_rng: ChaCha8Rng,
+    /// Per side, the effect its process dies at, once armed.
+    effect_traps: [Option<(EffectTrap, u64)>; 2],
     next_distributor_generation: u64,
     /// Per frame (generation, number, RecoveryKey) published: the hash of its bytes and its
     /// predecessor's RecoveryKey.
@@ -519,6 +545,8 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SimReport {
         pg_rng: ChaCha8Rng::seed_from_u64(seed ^ PG_STREAM),
         pause_rng: ChaCha8Rng::seed_from_u64(seed ^ PAUSE_STREAM),
         aw_db_rng: ChaCha8Rng::seed_from_u64(seed ^ AW_DB_STREAM),
+        effect_rng: ChaCha8Rng::seed_from_u64(seed ^ EFFECT_STREAM),
+        effect_traps: [None, None],
         next_logger_generation: 0,
         drop_decisions: 0,
         side_feeds: Default::default(),
@@ -691,6 +719,26 @@ impl World {
         for (at, fault) in drawn.into_iter().flatten() {
             self.schedule(at, Event::Fault(fault));
         }
+        if let Some((at, side, restart_after_ms)) = draw_one_fault(
+            &mut self.effect_rng,
+            EFFECT_CRASH_PROBABILITY,
+            now,
+            end_ms,
+            2,
+            3_000,
+        ) {
+            // An epoch barrier comes at a pairing or a takeover: its trap is armed from the
+            // start, to meet the first one the side may die at.
+            let (trap, at) = if self.effect_rng.random_bool(EFFECT_CRASH_AT_BARRIER_SHARE) {
+                let durable = self.effect_rng.random_bool(0.5);
+                (EffectTrap::Barrier { durable }, now + 1)
+            } else {
+                let n = self.effect_rng.random_range(0..EFFECT_CRASH_AFTER_MAX);
+                (EffectTrap::After(n), at)
+            };
+            let fault = Fault::CrashAtEffect(side, trap, restart_after_ms);
+            self.schedule(at, Event::Fault(fault));
+        }
         while self.now_ms < end_ms && self.violation.is_none() {
             self.step();
         }
@@ -746,6 +794,7 @@ impl World {
         for link in std::mem::take(&mut self.clogged) {
             self.unclog(link);
         }
+        self.effect_traps = [None, None];
         for side in 0..2 {
             if self.sides[side].paused {
                 self.resume(side);
@@ -1207,6 +1256,9 @@ impl World {
             }
             Fault::SlowDistributor(distributor, for_ms) => {
                 self.slow_distributor(distributor, for_ms);
+            }
+            Fault::CrashAtEffect(side, trap, restart_after_ms) => {
+                self.effect_traps[side] = Some((trap, restart_after_ms));
             }
             Fault::CrashPg(pg, for_ms) => {
                 self.crash_pg(pg);

@@ -76,6 +76,7 @@ fn two_thousand_seeds_keep_every_invariant() {
         "PG paused",
         "distributor paused",
         "AW database write failure",
+        "side crashed between two effects",
     ] {
         assert!(
             faults.get(kind).copied().unwrap_or(0) >= 50,

@@ -5,7 +5,7 @@
 //! records, exported and imported), the digest thread, the epoch file, and what the checkers
 //! see of each delivery.
 
-use super::{side_of, Event, World, LINK_PEER, LINK_SIDE_TO_PG};
+use super::{side_of, EffectTrap, Event, World, LINK_PEER, LINK_SIDE_TO_PG};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tandem_central::machine::{
@@ -30,6 +30,13 @@ const NUMBERED_OUTPUTS_KEPT_MAX: usize = 100_000;
 // A session that takes longer than the receiver waits could never finish.
 const _: () = assert!(TRANSFER_WIRE_MS_MAX < TRANSFER_TIMEOUT_MS);
 const _: () = assert!(TRANSFER_RETRY_MS_MAX < 2 * TRANSFER_TIMEOUT_MS);
+
+/// Where a trap struck among a side's effects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sprung {
+    Before,
+    After,
+}
 
 /// One side: its process (the product's machine) while it runs, and what survives a crash
 /// (whether it ran, its epoch file).
@@ -229,9 +236,63 @@ impl World {
                 if self.violation.is_some() {
                     return;
                 }
-                self.carry_out(side, effect);
+                match self.sprung(side, &effect) {
+                    Some(Sprung::Before) => continue,
+                    Some(Sprung::After) => {
+                        self.carry_out(side, effect);
+                        self.crash_at_trap(side);
+                    }
+                    None => self.carry_out(side, effect),
+                }
             }
         }
+    }
+
+    /// Whether the side's trap strikes at `effect`: the process then dies before carrying it
+    /// out, or just after (an epoch barrier made durable, with nothing after it gone out).
+    fn sprung(&mut self, side: usize, effect: &SideEffect) -> Option<Sprung> {
+        let (trap, _) = self.effect_traps[side].as_mut()?;
+        let sprung = match trap {
+            EffectTrap::After(0) => Sprung::Before,
+            EffectTrap::After(n) => {
+                *n -= 1;
+                return None;
+            }
+            EffectTrap::Barrier { durable } => {
+                if !matches!(effect, SideEffect::PersistEpoch(_)) {
+                    return None;
+                }
+                if *durable {
+                    Sprung::After
+                } else {
+                    Sprung::Before
+                }
+            }
+        };
+        let at_barrier = matches!(trap, EffectTrap::Barrier { .. });
+        if !self.may_crash(side) {
+            // The other side holds no state: the simulation leaves that double failure out. A
+            // barrier trap waits for the next barrier.
+            if !at_barrier {
+                self.effect_traps[side] = None;
+            }
+            return None;
+        }
+        if sprung == Sprung::Before {
+            self.crash_at_trap(side);
+        }
+        Some(sprung)
+    }
+
+    fn crash_at_trap(&mut self, side: usize) {
+        let Some((trap, restart_after_ms)) = self.effect_traps[side].take() else {
+            return;
+        };
+        self.trace_line(format!(
+            "side {} dies between two effects ({trap:?})",
+            side_of(side)
+        ));
+        self.crash_and_restart(side, restart_after_ms);
     }
 
     fn carry_out(&mut self, side: usize, effect: SideEffect) {
